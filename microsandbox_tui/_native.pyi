@@ -1,0 +1,84 @@
+"""Type stubs of the native runtime module (Rust, pyo3). Blocking calls release the GIL; the
+SDK runs them in worker threads."""
+
+from collections.abc import Callable
+
+def version() -> str:
+    """Version of the native runtime."""
+
+def home_dir() -> str:
+    """The runtime home (``MSB_HOME``, default ``~/.microsandbox-tui``)."""
+
+def cache_dir() -> str:
+    """Cache of kernels, initramfs images and image layers (``MSB_CACHE_DIR``)."""
+
+def is_installed() -> bool:
+    """Whether QEMU, the guest kernel, the guest agent and the default image are present."""
+
+def install(progress: Callable[[str], None] | None = None) -> None:
+    """Fetches and prepares the guest kernel, initramfs and default image (idempotent)."""
+
+def doctor() -> list[tuple[str, bool, str]]:
+    """Checks of the host: ``(check, ok, detail)`` rows."""
+
+class SandboxInfo:
+    name: str
+    status: str
+    config_json: str
+    detached: bool
+    created_at_ms: int
+    started_at_ms: int | None
+    stopped_at_ms: int | None
+    accelerator: str | None
+    boot_ms: int | None
+    supervisor_pid: int | None
+    vmm_pid: int | None
+    exit_reason: str | None
+
+class ImageInfo:
+    name: str
+    kind: str
+    size_bytes: int
+    created_at_ms: int
+    path: str
+
+def create_sandbox(
+    config_json: str, replace: bool, detached: bool, python: str, timeout_s: float
+) -> SandboxInfo:
+    """Records the sandbox, starts its supervisor and waits until the guest agent answers."""
+
+def list_sandboxes() -> list[SandboxInfo]: ...
+def get_sandbox(name: str) -> SandboxInfo: ...
+def remove_sandbox(name: str) -> None:
+    """Deletes a stopped sandbox's record and files."""
+
+def list_images() -> list[ImageInfo]: ...
+def run_supervisor(name: str, parent_pid: int | None, ready_fd: int | None) -> None:
+    """Body of a sandbox's supervisor process; returns when the VM is gone."""
+
+class ExecResult:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+
+class Connection:
+    """A client connection to a running sandbox's supervisor."""
+
+    @staticmethod
+    def open(name: str) -> Connection: ...
+    def exec(
+        self,
+        program: str,
+        args: list[str],
+        env: list[tuple[str, str]],
+        cwd: str | None,
+        timeout_ms: int | None,
+    ) -> ExecResult: ...
+    def ping(self) -> float:
+        """Round trip to the guest agent, in seconds."""
+    def stop(self, timeout_ms: int) -> None:
+        """Graceful shutdown through the agent; QEMU is killed after ``timeout_ms``."""
+    def kill(self) -> None: ...
+    def close(self) -> None: ...

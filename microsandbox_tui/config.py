@@ -1,0 +1,134 @@
+"""Validated, user-facing sandbox configuration.
+
+Validation happens here, once, before anything touches the disk or the database; the native
+runtime receives the validated model as JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import InvalidConfigError
+
+#: The image a sandbox gets when none is given; built locally by ``install()``.
+DEFAULT_IMAGE = "msb-base"
+DEFAULT_CPUS = 1
+DEFAULT_MEMORY_MIB = 512
+MAX_NAME_LENGTH = 63
+MIN_MEMORY_MIB = 64
+MAX_MEMORY_MIB = 64 * 1024
+MAX_CPUS = 64
+
+_M = TypeVar("_M", bound=BaseModel)
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BindImage(_Frozen):
+    """A host directory used, live, as the guest's root filesystem (shared via virtio-fs)."""
+
+    kind: Literal["bind"] = "bind"
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_existing_directory(cls, value: str) -> str:
+        path = Path(value).expanduser().resolve()
+        if not path.is_dir():
+            raise ValueError(f"{value!r} is not a directory")
+        return str(path)
+
+
+class LocalImage(_Frozen):
+    """An image in the runtime's local image store, by name."""
+
+    kind: Literal["local"] = "local"
+    name: str = Field(min_length=1, max_length=255)
+
+
+ImageSource = Annotated[BindImage | LocalImage, Field(discriminator="kind")]
+
+
+class Image:
+    """Factories for explicit root filesystem sources."""
+
+    @staticmethod
+    def bind(path: str | os.PathLike[str]) -> BindImage:
+        """Use a host directory as the root filesystem. Changes on either side are live."""
+        return _validated(BindImage, path=os.fspath(path))
+
+    @staticmethod
+    def local(name: str) -> LocalImage:
+        """Use an image from the local image store by name."""
+        return _validated(LocalImage, name=name)
+
+
+def image_from_user(image: str | os.PathLike[str] | BindImage | LocalImage | None) -> ImageSource:
+    """Interprets the ``image=`` argument: a path string (absolute or ``./``) is a bind root,
+    any other string names a local image."""
+    if image is None:
+        return LocalImage(name=DEFAULT_IMAGE)
+    if isinstance(image, BindImage | LocalImage):
+        return image
+    text = os.fspath(image)
+    if text.startswith(("/", "./", "../", "~")) or isinstance(image, os.PathLike):
+        return Image.bind(text)
+    return Image.local(text)
+
+
+class SandboxConfig(_Frozen):
+    """Everything needed to (re)start a sandbox. Stored with the sandbox in the database."""
+
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    image: ImageSource = Field(default_factory=lambda: LocalImage(name=DEFAULT_IMAGE))
+    cpus: int = Field(default=DEFAULT_CPUS, ge=1, le=MAX_CPUS)
+    memory_mib: int = Field(default=DEFAULT_MEMORY_MIB, ge=MIN_MEMORY_MIB, le=MAX_MEMORY_MIB)
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _NAME_PATTERN.match(value):
+            raise ValueError(
+                "must start with a letter or digit and contain only letters, digits, '_', '.', '-'"
+            )
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key or "=" in key or "\0" in key:
+                raise ValueError(f"invalid environment variable name {key!r}")
+        return value
+
+
+def _validated(model: type[_M], **values: object) -> _M:
+    try:
+        return model(**values)
+    except ValidationError as error:
+        raise InvalidConfigError(describe_validation_error(error)) from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One readable line per problem: ``field: message``."""
+    parts = []
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"]) or "value"
+        message = problem["msg"].removeprefix("Value error, ")
+        parts.append(f"{location}: {message}")
+    return "; ".join(parts)
+
+
+def sandbox_config(**values: object) -> SandboxConfig:
+    """Builds a :class:`SandboxConfig`, raising :class:`InvalidConfigError` on bad input."""
+    return _validated(SandboxConfig, **values)

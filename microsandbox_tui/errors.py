@@ -1,0 +1,83 @@
+"""Typed errors of the SDK.
+
+The native runtime raises these by class name, so this module is the one place where error
+types are defined. Every error derives from :class:`MicrosandboxError`.
+"""
+
+from __future__ import annotations
+
+
+class MicrosandboxError(Exception):
+    """Base class of every error raised by microsandbox-tui."""
+
+
+class InvalidConfigError(MicrosandboxError, ValueError):
+    """A sandbox, exec or image configuration value is invalid."""
+
+
+class SandboxNotFoundError(MicrosandboxError, LookupError):
+    """No sandbox with that name exists."""
+
+
+class SandboxAlreadyExistsError(MicrosandboxError):
+    """A sandbox with that name already exists (pass ``replace=True`` to replace it)."""
+
+
+class SandboxNotRunningError(MicrosandboxError):
+    """The operation needs a running sandbox, and this one is not running."""
+
+
+class SandboxStillRunningError(MicrosandboxError):
+    """The operation needs a stopped sandbox, and this one is running."""
+
+
+class SandboxStartError(MicrosandboxError):
+    """The microVM could not be started or its guest agent did not come up."""
+
+
+class ImageNotFoundError(MicrosandboxError, LookupError):
+    """The image is neither a local image nor an existing host directory."""
+
+
+class RuntimeNotInstalledError(MicrosandboxError):
+    """The guest kernel, guest agent or QEMU is missing; run ``msb install`` or ``install()``."""
+
+
+class InstallError(MicrosandboxError):
+    """Installing the runtime's kernel, agent or default image failed."""
+
+
+class AcceleratorError(MicrosandboxError):
+    """The requested accelerator (``MSB_ACCEL``) cannot be used on this machine."""
+
+
+class ExecError(MicrosandboxError):
+    """A command could not be run in the guest."""
+
+
+class CommandNotFoundError(ExecError):
+    """The program does not exist in the guest."""
+
+
+class CommandNotExecutableError(ExecError):
+    """The program exists in the guest but cannot be executed."""
+
+
+class InvalidWorkingDirectoryError(ExecError):
+    """The working directory does not exist in the guest or is not a directory."""
+
+
+class UnknownUserError(ExecError):
+    """The user to run as does not exist in the guest."""
+
+
+class ExecTimeoutError(ExecError):
+    """The command ran past its timeout and was killed."""
+
+
+class AgentProtocolError(MicrosandboxError):
+    """The guest agent or the supervisor broke the wire protocol or closed the channel."""
+
+
+class StateError(MicrosandboxError):
+    """The runtime's state database could not be read or written."""

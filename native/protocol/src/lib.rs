@@ -1,0 +1,29 @@
+//! Wire protocol between the host runtime and the guest agent, and between SDK clients and a
+//! sandbox's supervisor.
+//!
+//! Every message travels in a frame:
+//!
+//! ```text
+//! +----------------+----------------+-------+----------------------+
+//! | len: u32 (BE)  | id: u32 (BE)   | flags | body (MessagePack)   |
+//! +----------------+----------------+-------+----------------------+
+//! ```
+//!
+//! `len` counts the bytes after itself (id + flags + body). `id` names the request a frame
+//! belongs to, so many exec sessions share one channel. Frames larger than
+//! [`MAX_FRAME_LEN`] are rejected before any allocation, because the guest is untrusted.
+
+pub mod control;
+pub mod frame;
+pub mod guest;
+
+pub use frame::{
+    Frame, FrameDecoder, FrameError, FLAG_CONTROL, FLAG_END, MAX_FRAME_LEN, MAX_PAYLOAD_CHUNK,
+};
+
+/// Version of the message set. Bumped on any incompatible change; both sides refuse a peer
+/// with a different major version during the hello handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Name of the virtio-serial port that carries the agent channel.
+pub const AGENT_PORT_NAME: &str = "agent";

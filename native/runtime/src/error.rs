@@ -1,0 +1,103 @@
+//! The runtime's error type and its mapping onto the SDK's typed Python exceptions.
+
+use msb_protocol::guest::{AgentError, AgentErrorKind};
+use pyo3::prelude::*;
+use pyo3::types::PyModule;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("no sandbox named {0:?}")]
+    SandboxNotFound(String),
+    #[error("a sandbox named {0:?} already exists (pass replace=True to replace it)")]
+    SandboxAlreadyExists(String),
+    #[error("sandbox {name:?} is not running (status: {status})")]
+    SandboxNotRunning { name: String, status: String },
+    #[error("sandbox {0:?} is still running; stop it first")]
+    SandboxStillRunning(String),
+    #[error("sandbox {name:?} failed to start: {reason}")]
+    SandboxStart { name: String, reason: String },
+    #[error("no image named {0:?} (local images: {1})")]
+    ImageNotFound(String, String),
+    #[error("{0}; run `msb install` (or `await install()`)")]
+    NotInstalled(String),
+    #[error("install failed: {0}")]
+    Install(String),
+    #[error("{0}")]
+    Accelerator(String),
+    #[error("{}", describe_agent_error(.0))]
+    Agent(AgentError),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{0}")]
+    State(#[from] msb_state::StateError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+impl RuntimeError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+
+    /// Name of the exception class in `microsandbox_tui.errors`.
+    fn class_name(&self) -> &'static str {
+        match self {
+            Self::InvalidConfig(_) => "InvalidConfigError",
+            Self::SandboxNotFound(_) => "SandboxNotFoundError",
+            Self::SandboxAlreadyExists(_) => "SandboxAlreadyExistsError",
+            Self::SandboxNotRunning { .. } => "SandboxNotRunningError",
+            Self::SandboxStillRunning(_) => "SandboxStillRunningError",
+            Self::SandboxStart { .. } => "SandboxStartError",
+            Self::ImageNotFound(..) => "ImageNotFoundError",
+            Self::NotInstalled(_) => "RuntimeNotInstalledError",
+            Self::Install(_) => "InstallError",
+            Self::Accelerator(_) => "AcceleratorError",
+            Self::Agent(error) => match error.kind {
+                AgentErrorKind::CommandNotFound => "CommandNotFoundError",
+                AgentErrorKind::NotExecutable => "CommandNotExecutableError",
+                AgentErrorKind::InvalidCwd => "InvalidWorkingDirectoryError",
+                AgentErrorKind::UnknownUser => "UnknownUserError",
+                AgentErrorKind::InvalidRequest => "InvalidConfigError",
+                AgentErrorKind::VersionMismatch | AgentErrorKind::Internal => "ExecError",
+            },
+            Self::Protocol(_) => "AgentProtocolError",
+            Self::State(msb_state::StateError::SandboxNotFound(_)) => "SandboxNotFoundError",
+            Self::State(msb_state::StateError::SandboxExists(_)) => "SandboxAlreadyExistsError",
+            Self::State(_) => "StateError",
+            Self::Io { .. } => "MicrosandboxError",
+        }
+    }
+}
+
+fn describe_agent_error(error: &AgentError) -> String {
+    match error.errno {
+        Some(errno) => format!(
+            "{} (errno {errno}: {})",
+            error.message,
+            std::io::Error::from_raw_os_error(errno)
+        ),
+        None => error.message.clone(),
+    }
+}
+
+impl From<RuntimeError> for PyErr {
+    fn from(error: RuntimeError) -> Self {
+        let message = error.to_string();
+        Python::with_gil(|py| {
+            let class = PyModule::import(py, "microsandbox_tui.errors")
+                .and_then(|module| module.getattr(error.class_name()));
+            match class {
+                Ok(class) => match class.call1((message.clone(),)) {
+                    Ok(instance) => PyErr::from_value(instance),
+                    Err(err) => err,
+                },
+                Err(_) => pyo3::exceptions::PyRuntimeError::new_err(message),
+            }
+        })
+    }
+}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;

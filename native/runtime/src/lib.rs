@@ -1,0 +1,265 @@
+//! `microsandbox_tui._native`: the embedded microVM runtime, exposed to Python.
+//!
+//! Every blocking call releases the GIL; the SDK calls them from worker threads.
+
+mod client;
+mod doctor;
+mod error;
+mod install;
+mod paths;
+mod process;
+mod sandboxes;
+mod spec;
+mod supervisor;
+
+use msb_protocol::control::ControlRequest;
+use msb_protocol::guest::ExecRequest;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The directory of the `microsandbox_tui` package, where the guest agent is shipped.
+fn package_dir(py: Python<'_>) -> PyResult<PathBuf> {
+    let file: String = py.import("microsandbox_tui")?.getattr("__file__")?.extract()?;
+    Ok(PathBuf::from(file).parent().map(PathBuf::from).unwrap_or_default())
+}
+
+#[pyfunction]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+#[pyfunction]
+fn home_dir() -> String {
+    paths::home_dir().display().to_string()
+}
+
+#[pyfunction]
+fn cache_dir() -> String {
+    paths::cache_dir().display().to_string()
+}
+
+#[pyfunction]
+fn is_installed(py: Python<'_>) -> PyResult<bool> {
+    let package = package_dir(py)?;
+    Ok(py.allow_threads(|| install::is_installed(&package)))
+}
+
+#[pyfunction(name = "install")]
+#[pyo3(signature = (progress=None))]
+fn install_runtime(py: Python<'_>, progress: Option<PyObject>) -> PyResult<()> {
+    let package = package_dir(py)?;
+    py.allow_threads(|| {
+        let mut report = |line: &str| {
+            if let Some(callback) = &progress {
+                Python::with_gil(|py| {
+                    // A failing progress callback must not abort the installation.
+                    let _ = callback.call1(py, (line,));
+                });
+            }
+        };
+        install::install(&package, &mut report)
+    })?;
+    Ok(())
+}
+
+#[pyfunction(name = "doctor")]
+fn run_doctor(py: Python<'_>) -> PyResult<Vec<(String, bool, String)>> {
+    let package = package_dir(py)?;
+    let checks = py.allow_threads(|| doctor::run(&package));
+    Ok(checks.into_iter().map(|check| (check.name.to_string(), check.ok, check.detail)).collect())
+}
+
+/// A sandbox's database record.
+#[pyclass(frozen, get_all, module = "microsandbox_tui._native")]
+struct SandboxInfo {
+    name: String,
+    status: String,
+    config_json: String,
+    detached: bool,
+    created_at_ms: i64,
+    started_at_ms: Option<i64>,
+    stopped_at_ms: Option<i64>,
+    accelerator: Option<String>,
+    boot_ms: Option<u64>,
+    supervisor_pid: Option<u32>,
+    vmm_pid: Option<u32>,
+    exit_reason: Option<String>,
+}
+
+impl From<msb_state::SandboxRecord> for SandboxInfo {
+    fn from(record: msb_state::SandboxRecord) -> Self {
+        Self {
+            name: record.name,
+            status: record.status.as_str().to_string(),
+            config_json: record.config,
+            detached: record.detached,
+            created_at_ms: record.created_at,
+            started_at_ms: record.started_at,
+            stopped_at_ms: record.stopped_at,
+            accelerator: record.accelerator,
+            boot_ms: record.boot_ms,
+            supervisor_pid: record.supervisor_pid,
+            vmm_pid: record.vmm_pid,
+            exit_reason: record.exit_reason,
+        }
+    }
+}
+
+#[pyclass(frozen, get_all, module = "microsandbox_tui._native")]
+struct ImageInfo {
+    name: String,
+    kind: String,
+    size_bytes: u64,
+    created_at_ms: i64,
+    path: String,
+}
+
+#[pyfunction]
+fn create_sandbox(
+    py: Python<'_>,
+    config_json: String,
+    replace: bool,
+    detached: bool,
+    python: String,
+    timeout_s: f64,
+) -> PyResult<SandboxInfo> {
+    let package = package_dir(py)?;
+    let record = py.allow_threads(|| {
+        let agent = install::agent_binary(&package)?;
+        sandboxes::create(sandboxes::CreateRequest {
+            config_json: &config_json,
+            replace,
+            detached,
+            python: python.as_ref(),
+            timeout: Duration::from_secs_f64(timeout_s.max(0.0)),
+            agent: &agent,
+        })
+    })?;
+    Ok(record.into())
+}
+
+#[pyfunction]
+fn list_sandboxes(py: Python<'_>) -> PyResult<Vec<SandboxInfo>> {
+    let records = py.allow_threads(sandboxes::list)?;
+    Ok(records.into_iter().map(SandboxInfo::from).collect())
+}
+
+#[pyfunction]
+fn get_sandbox(py: Python<'_>, name: String) -> PyResult<SandboxInfo> {
+    Ok(py.allow_threads(|| sandboxes::get(&name))?.into())
+}
+
+#[pyfunction]
+fn remove_sandbox(py: Python<'_>, name: String) -> PyResult<()> {
+    Ok(py.allow_threads(|| sandboxes::remove(&name))?)
+}
+
+#[pyfunction]
+fn list_images(py: Python<'_>) -> PyResult<Vec<ImageInfo>> {
+    let images = py.allow_threads(|| -> error::Result<_> { Ok(sandboxes::open_db()?.images()?) })?;
+    Ok(images
+        .into_iter()
+        .map(|image| ImageInfo {
+            name: image.name,
+            kind: image.kind,
+            size_bytes: image.size_bytes,
+            created_at_ms: image.created_at,
+            path: image.path,
+        })
+        .collect())
+}
+
+#[pyfunction]
+#[pyo3(signature = (name, parent_pid=None, ready_fd=None))]
+fn run_supervisor(py: Python<'_>, name: String, parent_pid: Option<u32>, ready_fd: Option<i32>) -> PyResult<()> {
+    let package = package_dir(py)?;
+    py.allow_threads(|| {
+        let agent = install::agent_binary(&package)?;
+        supervisor::run(&name, &agent, parent_pid, ready_fd)
+    })?;
+    Ok(())
+}
+
+#[pyclass(frozen, get_all, module = "microsandbox_tui._native")]
+struct ExecResult {
+    stdout: Py<PyBytes>,
+    stderr: Py<PyBytes>,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    timed_out: bool,
+}
+
+/// A client connection to a running sandbox's supervisor.
+#[pyclass(frozen, module = "microsandbox_tui._native")]
+struct Connection {
+    inner: client::Connection,
+}
+
+#[pymethods]
+impl Connection {
+    #[staticmethod]
+    fn open(py: Python<'_>, name: String) -> PyResult<Self> {
+        let inner = py.allow_threads(|| sandboxes::connect(&name))?;
+        Ok(Self { inner })
+    }
+
+    #[pyo3(signature = (program, args, env, cwd, timeout_ms))]
+    fn exec(
+        &self,
+        py: Python<'_>,
+        program: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<String>,
+        timeout_ms: Option<u64>,
+    ) -> PyResult<ExecResult> {
+        let request = ExecRequest { program, args, env, cwd, timeout_ms, ..ExecRequest::default() };
+        let outcome = py.allow_threads(|| self.inner.exec(request))?;
+        Ok(ExecResult {
+            stdout: PyBytes::new(py, &outcome.stdout).unbind(),
+            stderr: PyBytes::new(py, &outcome.stderr).unbind(),
+            exit_code: outcome.exit_code,
+            signal: outcome.signal,
+            timed_out: outcome.timed_out,
+        })
+    }
+
+    fn ping(&self, py: Python<'_>) -> PyResult<f64> {
+        Ok(py.allow_threads(|| self.inner.ping())?.as_secs_f64())
+    }
+
+    fn stop(&self, py: Python<'_>, timeout_ms: u64) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.stop_vm(ControlRequest::Stop { timeout_ms }))?)
+    }
+
+    fn kill(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.stop_vm(ControlRequest::Kill))?)
+    }
+
+    fn close(&self) {
+        self.inner.close();
+    }
+}
+
+#[pymodule]
+fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_function(wrap_pyfunction!(version, module)?)?;
+    module.add_function(wrap_pyfunction!(home_dir, module)?)?;
+    module.add_function(wrap_pyfunction!(cache_dir, module)?)?;
+    module.add_function(wrap_pyfunction!(is_installed, module)?)?;
+    module.add_function(wrap_pyfunction!(install_runtime, module)?)?;
+    module.add_function(wrap_pyfunction!(run_doctor, module)?)?;
+    module.add_function(wrap_pyfunction!(create_sandbox, module)?)?;
+    module.add_function(wrap_pyfunction!(list_sandboxes, module)?)?;
+    module.add_function(wrap_pyfunction!(get_sandbox, module)?)?;
+    module.add_function(wrap_pyfunction!(remove_sandbox, module)?)?;
+    module.add_function(wrap_pyfunction!(list_images, module)?)?;
+    module.add_function(wrap_pyfunction!(run_supervisor, module)?)?;
+    module.add_class::<SandboxInfo>()?;
+    module.add_class::<ImageInfo>()?;
+    module.add_class::<ExecResult>()?;
+    module.add_class::<Connection>()?;
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Where the runtime keeps things. The one place that knows the layout of the home and cache.
+
+use crate::error::RuntimeError;
+use std::path::PathBuf;
+
+/// Overrides the runtime home (database, sandboxes, logs).
+pub const HOME_ENV: &str = "MSB_HOME";
+/// Overrides the cache of kernels, initramfs images and layers, which may be shared by homes.
+pub const CACHE_ENV: &str = "MSB_CACHE_DIR";
+/// Longest sandbox name, also enforced by the SDK's validated config.
+pub const MAX_NAME_LENGTH: usize = 63;
+
+pub fn home_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os(HOME_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(home);
+    }
+    user_home().join(".microsandbox-tui")
+}
+
+/// Defaults to the user's cache directory rather than the home, so that several homes (tests
+/// use throw-away ones) share one downloaded kernel and one set of layers.
+pub fn cache_dir() -> PathBuf {
+    if let Some(cache) = std::env::var_os(CACHE_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(cache);
+    }
+    let user_cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| user_home().join(".cache"));
+    user_cache.join("microsandbox-tui").join("runtime")
+}
+
+fn user_home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into())
+}
+
+pub fn database_path() -> PathBuf {
+    home_dir().join("state.db")
+}
+
+/// The directory of one sandbox: sockets, logs, its writable disk.
+pub fn sandbox_dir(name: &str) -> Result<PathBuf, RuntimeError> {
+    check_name(name)?;
+    Ok(home_dir().join("sandboxes").join(name))
+}
+
+/// Names become directory names, so this guards against path tricks even if a caller skipped
+/// the SDK's validation.
+fn check_name(name: &str) -> Result<(), RuntimeError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME_LENGTH
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(RuntimeError::InvalidConfig(format!("invalid sandbox name {name:?}")))
+    }
+}
+
+/// Files inside a sandbox directory.
+pub struct SandboxFiles {
+    pub dir: PathBuf,
+}
+
+impl SandboxFiles {
+    pub fn new(name: &str) -> Result<Self, RuntimeError> {
+        Ok(Self { dir: sandbox_dir(name)? })
+    }
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+    pub fn agent_socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+    pub fn virtiofs_socket(&self) -> PathBuf {
+        self.dir.join("virtiofs.sock")
+    }
+    pub fn upper_disk(&self) -> PathBuf {
+        self.dir.join("upper.ext4")
+    }
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.dir.join("supervisor.log")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_path_tricks_are_refused() {
+        for name in ["", "a/b", "..", ".hidden", "-x", &"a".repeat(64)] {
+            assert!(sandbox_dir(name).is_err(), "{name:?} must be refused");
+        }
+        assert!(sandbox_dir("web-1.test_x").is_ok());
+    }
+}

@@ -1,0 +1,235 @@
+//! The supervisor: one process per running sandbox. It owns the QEMU child, the agent channel
+//! (shared by many clients), and the sandbox's status in the database.
+//!
+//! Threads: the main thread starts the VM and then waits for QEMU to exit (it must outlive
+//! QEMU because QEMU's parent-death signal is tied to it); one thread reads the agent channel
+//! and routes frames to clients; one thread per client; one watches the creator process of an
+//! attached sandbox; one waits for termination signals.
+
+mod relay;
+mod vm;
+
+use crate::error::{Result, RuntimeError};
+use crate::paths::SandboxFiles;
+use crate::process;
+use crate::spec::SandboxSpec;
+use msb_state::{Database, SandboxStatus, StatusChange};
+use relay::Relay;
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// How long the main thread lets stop/kill requests reply after the VM is gone.
+const REPLY_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the VM is going away, when someone asked for it.
+#[derive(Debug, Clone)]
+struct StopRequest {
+    reason: String,
+}
+
+#[derive(Default)]
+struct ExitState {
+    requested: Option<StopRequest>,
+    exited: bool,
+    waiting_replies: usize,
+}
+
+/// Coordinates the end of the VM between the threads.
+pub(crate) struct Lifecycle {
+    state: Mutex<ExitState>,
+    changed: Condvar,
+    vmm_pid: u32,
+}
+
+impl Lifecycle {
+    fn new(vmm_pid: u32) -> Self {
+        Self { state: Mutex::default(), changed: Condvar::new(), vmm_pid }
+    }
+
+    /// Records why the VM stops; the first reason wins.
+    fn request(&self, reason: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.requested.get_or_insert(StopRequest { reason: reason.to_string() });
+    }
+
+    fn kill_vm(&self, reason: &str) {
+        self.request(reason);
+        process::signal(self.vmm_pid, libc::SIGKILL);
+    }
+
+    /// Waits for the VM to be gone, killing it after `timeout`. The caller replies after this
+    /// returns, so the main thread waits for it before exiting.
+    fn wait_exited(&self, timeout: Duration) {
+        let mut state = self.state.lock().unwrap();
+        state.waiting_replies += 1;
+        let (mut state, result) = self.changed.wait_timeout_while(state, timeout, |s| !s.exited).unwrap();
+        if result.timed_out() {
+            drop(state);
+            self.kill_vm("stop timed out; killed");
+            state = self.changed.wait_while(self.state.lock().unwrap(), |s| !s.exited).unwrap();
+        }
+        drop(state);
+    }
+
+    fn reply_sent(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.waiting_replies -= 1;
+        self.changed.notify_all();
+    }
+
+    fn requested(&self) -> Option<StopRequest> {
+        self.state.lock().unwrap().requested.clone()
+    }
+
+    /// Wakes the threads waiting to reply to stop requests; called after the database says
+    /// the sandbox stopped, so that a client that got its reply reads the final status.
+    fn mark_exited(&self) {
+        self.state.lock().unwrap().exited = true;
+        self.changed.notify_all();
+    }
+
+    fn wait_replies(&self) {
+        let state = self.state.lock().unwrap();
+        let _ = self.changed.wait_timeout_while(state, REPLY_GRACE, |s| s.waiting_replies > 0).unwrap();
+    }
+}
+
+/// Reports the outcome of start-up to the process that created the sandbox.
+struct ReadyPipe(Option<std::fs::File>);
+
+impl ReadyPipe {
+    fn new(fd: Option<i32>) -> Self {
+        // SAFETY: the creator passes a pipe descriptor that this process owns from now on.
+        // It must not leak into QEMU: the creator reads until every writer has closed it.
+        Self(fd.map(|fd| unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            std::fs::File::from_raw_fd(fd)
+        }))
+    }
+
+    fn send(&mut self, message: &str) {
+        if let Some(mut pipe) = self.0.take() {
+            let _ = writeln!(pipe, "{message}");
+        }
+    }
+}
+
+/// Runs the supervisor of sandbox `name` until its VM is gone.
+pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i32>) -> Result<()> {
+    let mut ready = ReadyPipe::new(ready_fd);
+    let files = SandboxFiles::new(name)?;
+    let mut db = Database::open(&crate::paths::database_path())?;
+    let record = db.sandbox(name)?;
+    let spec = SandboxSpec::from_json(&record.config)?;
+    let pid = std::process::id();
+    db.set_supervisor(name, pid, process::start_time(pid).unwrap_or(0))?;
+
+    let started = match vm::start(&spec, &files, &db, agent) {
+        Ok(started) => started,
+        Err(error) => {
+            let reason = error.to_string();
+            let _ = db.set_status(name, StatusChange { status: SandboxStatus::Crashed, reason: Some(&reason) });
+            ready.send(&format!("error: {reason}"));
+            return Err(error);
+        }
+    };
+    let vm::StartedVm { mut qemu, helpers, agent_stream, status } = started;
+    db.set_running(name, status.vmm_pid, &status.accelerator, status.boot_ms)?;
+
+    let lifecycle = Arc::new(Lifecycle::new(status.vmm_pid));
+    let relay = Relay::new(agent_stream, status, lifecycle.clone())?;
+    let listener = bind_control_socket(&files)?;
+    block_termination_signals();
+    relay.spawn_agent_reader();
+    relay.spawn_acceptor(listener);
+    spawn_signal_waiter(lifecycle.clone(), relay.clone());
+    if let Some(parent) = parent_pid {
+        spawn_parent_watch(parent, lifecycle.clone());
+    }
+    ready.send("ready");
+
+    let exit = qemu.wait();
+    let requested = lifecycle.requested();
+    let crash_reason = format!("the VM exited unexpectedly ({})", describe_exit(&exit));
+    let change = match &requested {
+        Some(request) => StatusChange { status: SandboxStatus::Stopped, reason: Some(&request.reason) },
+        None => StatusChange { status: SandboxStatus::Crashed, reason: Some(&crash_reason) },
+    };
+    let recorded = db.set_status(name, change);
+    lifecycle.mark_exited();
+    lifecycle.wait_replies();
+    for mut helper in helpers {
+        let _ = helper.kill();
+        let _ = helper.wait();
+    }
+    for socket in [files.control_socket(), files.agent_socket(), files.qmp_socket(), files.virtiofs_socket()] {
+        let _ = std::fs::remove_file(socket);
+    }
+    Ok(recorded?)
+}
+
+fn describe_exit(exit: &std::io::Result<std::process::ExitStatus>) -> String {
+    match exit {
+        Ok(status) => status.to_string(),
+        Err(error) => format!("wait failed: {error}"),
+    }
+}
+
+fn bind_control_socket(files: &SandboxFiles) -> Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = files.control_socket();
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(RuntimeError::io(format!("binding {}", path.display())))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(RuntimeError::io(format!("chmod {}", path.display())))?;
+    Ok(listener)
+}
+
+const TERMINATION_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+fn termination_sigset() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local value.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in TERMINATION_SIGNALS {
+            libc::sigaddset(&mut set, signal);
+        }
+        set
+    }
+}
+
+/// Termination signals are taken by one thread (sigwait) and turned into a graceful stop,
+/// instead of killing the process and leaving a stale record behind.
+fn block_termination_signals() {
+    let set = termination_sigset();
+    // SAFETY: changes this thread's mask; threads spawned afterwards inherit it.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn spawn_signal_waiter(lifecycle: Arc<Lifecycle>, relay: Arc<Relay>) {
+    std::thread::spawn(move || {
+        let set = termination_sigset();
+        let mut signal = 0;
+        // SAFETY: sigwait on a set that every thread blocks.
+        if unsafe { libc::sigwait(&set, &mut signal) } == 0 {
+            relay.shutdown_guest(&format!("the supervisor received signal {signal}"));
+            lifecycle.wait_exited(relay::STOP_TIMEOUT_ON_SIGNAL);
+            lifecycle.reply_sent();
+        }
+    });
+}
+
+/// An attached sandbox dies with the process that created it.
+fn spawn_parent_watch(parent: u32, lifecycle: Arc<Lifecycle>) {
+    std::thread::spawn(move || {
+        process::wait_for_exit(parent);
+        lifecycle.kill_vm("the process that created it exited");
+    });
+}

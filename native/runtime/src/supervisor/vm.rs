@@ -1,0 +1,215 @@
+//! Starting the VM: root disk, helpers, QEMU, and the agent handshake.
+
+use crate::error::{Result, RuntimeError};
+use crate::install;
+use crate::paths::{self, SandboxFiles};
+use crate::process;
+use crate::spec::{ImageSource, SandboxSpec};
+use msb_engine::accel;
+use msb_engine::qemu::{self, RootDisk, VmConfig};
+use msb_protocol::control::SupervisorStatus;
+use msb_protocol::guest::{AgentMessage, HostMessage, HELLO_ID};
+use msb_protocol::{Frame, FrameError, FLAG_END, PROTOCOL_VERSION};
+use msb_state::Database;
+use std::io::ErrorKind;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Size of a sandbox's writable disk. It is sparse: only written blocks use host disk.
+pub const UPPER_DISK_BYTES: u64 = 8 << 30;
+/// Upper bound of a boot, from QEMU's start to the agent's hello. TCG on a loaded 2-core host
+/// boots in seconds; this only catches a guest that will never come up.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+const HELPER_SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Lines of the guest console quoted in a start error.
+const CONSOLE_TAIL_LINES: usize = 15;
+
+pub struct StartedVm {
+    pub qemu: Child,
+    /// Helper processes (virtiofsd) to stop once QEMU is gone.
+    pub helpers: Vec<Child>,
+    pub agent_stream: UnixStream,
+    pub status: SupervisorStatus,
+}
+
+pub fn start(spec: &SandboxSpec, files: &SandboxFiles, db: &Database, agent: &Path) -> Result<StartedVm> {
+    let artifacts = install::boot_artifacts(agent)?;
+    let choice = accel::request_from_env()
+        .and_then(accel::choose)
+        .map_err(|error| RuntimeError::Accelerator(error.to_string()))?;
+    std::fs::create_dir_all(&files.dir).map_err(RuntimeError::io(format!("creating {}", files.dir.display())))?;
+    for socket in [files.agent_socket(), files.qmp_socket(), files.virtiofs_socket()] {
+        let _ = std::fs::remove_file(socket);
+    }
+    let mut helpers = Vec::new();
+    let root = root_disk(spec, files, db, &mut helpers)?;
+    let agent_listener = UnixListener::bind(files.agent_socket())
+        .map_err(RuntimeError::io(format!("binding {}", files.agent_socket().display())))?;
+    agent_listener.set_nonblocking(true).map_err(RuntimeError::io("agent socket"))?;
+
+    let config = VmConfig {
+        name: spec.name.clone(),
+        vcpus: spec.cpus,
+        memory_mib: spec.memory_mib,
+        accelerator: choice.accelerator,
+        tsc_khz: msb_engine::tsc::host_tsc_khz(&paths::cache_dir()),
+        kernel: artifacts.kernel.vmlinux.clone(),
+        initramfs: artifacts.initramfs.clone(),
+        console_log: files.console_log(),
+        qmp_socket: files.qmp_socket(),
+        agent_socket: files.agent_socket(),
+        root,
+        net_socket: None,
+        extra_disks: Vec::new(),
+    };
+    let launched = Instant::now();
+    let mut command = qemu::command(&artifacts.qemu, &config);
+    let mut qemu = process::kill_with_parent(command.stdin(Stdio::null()))
+        .spawn()
+        .map_err(RuntimeError::io(format!("starting {}", artifacts.qemu.display())))?;
+    let handshake = accept_agent(&agent_listener, &mut qemu).and_then(|stream| hello(stream, &mut qemu));
+    let (agent_stream, agent_version, kernel_release) = match handshake {
+        Ok(done) => done,
+        Err(error) => {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+            for mut helper in helpers {
+                let _ = helper.kill();
+                let _ = helper.wait();
+            }
+            return Err(RuntimeError::SandboxStart {
+                name: spec.name.clone(),
+                reason: format!("{error}{}", console_tail(&files.console_log())),
+            });
+        }
+    };
+    let status = SupervisorStatus {
+        supervisor_pid: std::process::id(),
+        vmm_pid: qemu.id(),
+        accelerator: choice.accelerator.to_string(),
+        agent_version,
+        kernel_release,
+        boot_ms: launched.elapsed().as_millis() as u64,
+    };
+    Ok(StartedVm { qemu, helpers, agent_stream, status })
+}
+
+fn root_disk(spec: &SandboxSpec, files: &SandboxFiles, db: &Database, helpers: &mut Vec<Child>) -> Result<RootDisk> {
+    match &spec.image {
+        ImageSource::Local { name } => {
+            let image = db
+                .image(name)?
+                .ok_or_else(|| RuntimeError::ImageNotFound(name.clone(), String::from("see `msb images`")))?;
+            let upper = files.upper_disk();
+            if !upper.exists() {
+                msb_images::ext4::empty_image(&upper, UPPER_DISK_BYTES, "upper")
+                    .map_err(|error| RuntimeError::SandboxStart { name: spec.name.clone(), reason: error.to_string() })?;
+            }
+            Ok(RootDisk::Overlay { lowers: vec![PathBuf::from(image.path)], upper })
+        }
+        ImageSource::Bind { path } => {
+            let socket = files.virtiofs_socket();
+            let mut command = qemu::virtiofsd_command(Path::new(path), &socket)
+                .map_err(|error| RuntimeError::NotInstalled(error.to_string()))?;
+            let child = process::kill_with_parent(command.stdin(Stdio::null()))
+                .spawn()
+                .map_err(RuntimeError::io("starting virtiofsd"))?;
+            helpers.push(child);
+            wait_for_socket(&socket, helpers.last_mut().expect("just pushed"))?;
+            Ok(RootDisk::Virtiofs { vhost_socket: socket, tag: "rootfs".into() })
+        }
+    }
+}
+
+fn wait_for_socket(socket: &Path, helper: &mut Child) -> Result<()> {
+    let deadline = Instant::now() + HELPER_SOCKET_TIMEOUT;
+    while !socket.exists() {
+        if let Ok(Some(status)) = helper.try_wait() {
+            return Err(RuntimeError::Protocol(format!("virtiofsd exited before listening ({status})")));
+        }
+        if Instant::now() > deadline {
+            return Err(RuntimeError::Protocol(format!("virtiofsd did not create {}", socket.display())));
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    Ok(())
+}
+
+/// Waits for QEMU to connect to the agent socket, noticing if QEMU dies first.
+fn accept_agent(listener: &UnixListener, qemu: &mut Child) -> Result<UnixStream> {
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).map_err(RuntimeError::io("agent socket"))?;
+                return Ok(stream);
+            }
+            Err(error) if error.kind() == ErrorKind::WouldBlock => {}
+            Err(error) => return Err(RuntimeError::io("accepting the agent channel")(error)),
+        }
+        check_alive(qemu)?;
+        if Instant::now() > deadline {
+            return Err(RuntimeError::Protocol("QEMU never connected the agent channel".into()));
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+fn check_alive(qemu: &mut Child) -> Result<()> {
+    match qemu.try_wait() {
+        Ok(Some(status)) => Err(RuntimeError::Protocol(format!("QEMU exited during boot ({status})"))),
+        _ => Ok(()),
+    }
+}
+
+/// Sends the host's hello (with the wall clock, since the guest has no RTC) and waits for the
+/// agent's. The hello is buffered until the guest opens its port, i.e. until it has booted.
+fn hello(stream: UnixStream, qemu: &mut Child) -> Result<(UnixStream, String, String)> {
+    let unix_time_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let frame = Frame::new(HELLO_ID, FLAG_END, &HostMessage::Hello { version: PROTOCOL_VERSION, unix_time_ns })
+        .map_err(protocol_error)?;
+    frame.write_to(&mut &stream).map_err(protocol_error)?;
+    stream.set_read_timeout(Some(Duration::from_millis(250))).map_err(RuntimeError::io("agent socket"))?;
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let mut reader = &stream;
+    let reply = loop {
+        match Frame::read_from(&mut reader) {
+            Ok(frame) => break frame,
+            Err(FrameError::Io(error)) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                check_alive(qemu)?;
+                if Instant::now() > deadline {
+                    return Err(RuntimeError::Protocol("the guest agent did not answer".into()));
+                }
+            }
+            Err(error) => return Err(protocol_error(error)),
+        }
+    };
+    stream.set_read_timeout(None).map_err(RuntimeError::io("agent socket"))?;
+    match reply.decode::<AgentMessage>().map_err(protocol_error)? {
+        AgentMessage::Hello { version, agent_version, kernel_release } if version == PROTOCOL_VERSION => {
+            Ok((stream, agent_version, kernel_release))
+        }
+        AgentMessage::Hello { version, .. } => Err(RuntimeError::Protocol(format!(
+            "the guest agent speaks protocol {version}, this runtime {PROTOCOL_VERSION}; rebuild the initramfs"
+        ))),
+        other => Err(RuntimeError::Protocol(format!("unexpected first message from the agent: {other:?}"))),
+    }
+}
+
+pub fn protocol_error(error: FrameError) -> RuntimeError {
+    RuntimeError::Protocol(error.to_string())
+}
+
+fn console_tail(path: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else { return String::new() };
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..];
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("\nguest console (last lines):\n{}", tail.join("\n"))
+    }
+}

@@ -1,0 +1,89 @@
+//! Schema migrations, applied in order inside one transaction each. A migration is never
+//! edited once released; changes come as new entries.
+
+use crate::{Result, StateError};
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: sandboxes and images.
+    "CREATE TABLE sandboxes (
+        name            TEXT PRIMARY KEY,
+        config          TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        detached        INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL,
+        started_at      INTEGER,
+        stopped_at      INTEGER,
+        supervisor_pid  INTEGER,
+        supervisor_start INTEGER,
+        vmm_pid         INTEGER,
+        accelerator     TEXT,
+        boot_ms         INTEGER,
+        exit_reason     TEXT
+    );
+    CREATE TABLE images (
+        name        TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        path        TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        size_bytes  INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL
+    );",
+];
+
+pub fn apply(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY,
+            applied_at INTEGER NOT NULL
+        )",
+    )?;
+    let current: i64 =
+        conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StateError::SchemaTooNew { found: current, known });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Another process may have applied it while we waited for the lock.
+        let applied: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = ?1)",
+            [index as i64 + 1],
+            |r| r.get(0),
+        )?;
+        if !applied {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                (index as i64 + 1, crate::now_ms()),
+            )?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_idempotent() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn).unwrap();
+        apply(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn).unwrap();
+        conn.execute("INSERT INTO schema_migrations VALUES (999, 0)", []).unwrap();
+        assert!(matches!(apply(&mut conn), Err(StateError::SchemaTooNew { found: 999, .. })));
+    }
+}

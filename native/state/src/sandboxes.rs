@@ -1,0 +1,243 @@
+//! The `sandboxes` table.
+
+use crate::{now_ms, Database, Result, StateError};
+use rusqlite::{params, OptionalExtension, Row};
+
+/// Lifecycle states as stored. `Starting` is the window between the record's creation and
+/// the guest agent's first answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxStatus {
+    Starting,
+    Running,
+    Paused,
+    Draining,
+    Stopped,
+    Crashed,
+}
+
+impl SandboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Draining => "draining",
+            Self::Stopped => "stopped",
+            Self::Crashed => "crashed",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "starting" => Self::Starting,
+            "running" => Self::Running,
+            "paused" => Self::Paused,
+            "draining" => Self::Draining,
+            "stopped" => Self::Stopped,
+            "crashed" => Self::Crashed,
+            other => return Err(StateError::Corrupt(format!("unknown sandbox status {other:?}"))),
+        })
+    }
+
+    /// Whether a supervisor process is supposed to exist for this status.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Starting | Self::Running | Self::Paused | Self::Draining)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxRecord {
+    pub name: String,
+    /// The validated configuration as JSON (owned by the SDK's schema).
+    pub config: String,
+    pub status: SandboxStatus,
+    pub detached: bool,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    pub supervisor_pid: Option<u32>,
+    /// Start time of the supervisor process (clock ticks since boot, from /proc), so that a
+    /// reused pid is never mistaken for our supervisor.
+    pub supervisor_start: Option<u64>,
+    pub vmm_pid: Option<u32>,
+    pub accelerator: Option<String>,
+    pub boot_ms: Option<u64>,
+    pub exit_reason: Option<String>,
+}
+
+/// What a supervisor reports when the VM is up.
+pub struct StatusChange<'a> {
+    pub status: SandboxStatus,
+    pub reason: Option<&'a str>,
+}
+
+const COLUMNS: &str = "name, config, status, detached, created_at, started_at, stopped_at, \
+     supervisor_pid, supervisor_start, vmm_pid, accelerator, boot_ms, exit_reason";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<(SandboxRecord, String)> {
+    let status: String = row.get(2)?;
+    Ok((
+        SandboxRecord {
+            name: row.get(0)?,
+            config: row.get(1)?,
+            status: SandboxStatus::Starting,
+            detached: row.get(3)?,
+            created_at: row.get(4)?,
+            started_at: row.get(5)?,
+            stopped_at: row.get(6)?,
+            supervisor_pid: row.get(7)?,
+            supervisor_start: row.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+            vmm_pid: row.get(9)?,
+            accelerator: row.get(10)?,
+            boot_ms: row.get::<_, Option<i64>>(11)?.map(|v| v as u64),
+            exit_reason: row.get(12)?,
+        },
+        status,
+    ))
+}
+
+fn with_status((mut record, status): (SandboxRecord, String)) -> Result<SandboxRecord> {
+    record.status = SandboxStatus::parse(&status)?;
+    Ok(record)
+}
+
+impl Database {
+    /// Inserts a new sandbox in `Starting` state. Fails with [`StateError::SandboxExists`]
+    /// when the name is taken.
+    pub fn insert_sandbox(&mut self, name: &str, config: &str, detached: bool) -> Result<SandboxRecord> {
+        let inserted = self.conn.execute(
+            "INSERT OR IGNORE INTO sandboxes (name, config, status, detached, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, config, SandboxStatus::Starting.as_str(), detached, now_ms()],
+        )?;
+        if inserted == 0 {
+            return Err(StateError::SandboxExists(name.to_string()));
+        }
+        self.sandbox(name)
+    }
+
+    pub fn sandbox(&self, name: &str) -> Result<SandboxRecord> {
+        let row = self
+            .conn
+            .query_row(&format!("SELECT {COLUMNS} FROM sandboxes WHERE name = ?1"), [name], from_row)
+            .optional()?;
+        match row {
+            Some(row) => with_status(row),
+            None => Err(StateError::SandboxNotFound(name.to_string())),
+        }
+    }
+
+    pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>> {
+        let mut statement = self.conn.prepare(&format!("SELECT {COLUMNS} FROM sandboxes ORDER BY name"))?;
+        let rows = statement.query_map([], from_row)?;
+        rows.map(|row| with_status(row?)).collect()
+    }
+
+    /// Records the supervisor that owns the sandbox from now on.
+    pub fn set_supervisor(&mut self, name: &str, pid: u32, start_time: u64) -> Result<()> {
+        self.update(
+            name,
+            "UPDATE sandboxes SET supervisor_pid = ?2, supervisor_start = ?3 WHERE name = ?1",
+            params![name, pid, start_time as i64],
+        )
+    }
+
+    /// The VM is up and its agent answered.
+    pub fn set_running(&mut self, name: &str, vmm_pid: u32, accelerator: &str, boot_ms: u64) -> Result<()> {
+        self.update(
+            name,
+            "UPDATE sandboxes SET status = 'running', vmm_pid = ?2, accelerator = ?3, boot_ms = ?4,
+                 started_at = ?5, stopped_at = NULL, exit_reason = NULL
+             WHERE name = ?1",
+            params![name, vmm_pid, accelerator, boot_ms as i64, now_ms()],
+        )
+    }
+
+    /// Moves to a new status. Terminal statuses (stopped, crashed) clear the process ids.
+    pub fn set_status(&mut self, name: &str, change: StatusChange<'_>) -> Result<()> {
+        if change.status.is_live() {
+            return self.update(
+                name,
+                "UPDATE sandboxes SET status = ?2 WHERE name = ?1",
+                params![name, change.status.as_str()],
+            );
+        }
+        self.update(
+            name,
+            "UPDATE sandboxes SET status = ?2, exit_reason = ?3, stopped_at = ?4,
+                 supervisor_pid = NULL, supervisor_start = NULL, vmm_pid = NULL
+             WHERE name = ?1",
+            params![name, change.status.as_str(), change.reason, now_ms()],
+        )
+    }
+
+    /// Marks a sandbox crashed only if the given supervisor still owns it; used when a reader
+    /// finds that supervisor dead, so two readers never overwrite a newer start.
+    pub fn mark_crashed_if_owned_by(&mut self, name: &str, supervisor_pid: u32, reason: &str) -> Result<bool> {
+        let changed = self.conn.execute(
+            "UPDATE sandboxes SET status = 'crashed', exit_reason = ?3, stopped_at = ?4,
+                 supervisor_pid = NULL, supervisor_start = NULL, vmm_pid = NULL
+             WHERE name = ?1 AND supervisor_pid = ?2",
+            params![name, supervisor_pid, reason, now_ms()],
+        )?;
+        Ok(changed == 1)
+    }
+
+    pub fn delete_sandbox(&mut self, name: &str) -> Result<()> {
+        self.update(name, "DELETE FROM sandboxes WHERE name = ?1", params![name])
+    }
+
+    fn update(&mut self, name: &str, sql: &str, params: impl rusqlite::Params) -> Result<()> {
+        if self.conn.execute(sql, params)? == 0 {
+            return Err(StateError::SandboxNotFound(name.to_string()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_rejects_duplicate_names() {
+        let mut db = Database::open_in_memory().unwrap();
+        db.insert_sandbox("a", "{}", false).unwrap();
+        assert!(matches!(db.insert_sandbox("a", "{}", true), Err(StateError::SandboxExists(_))));
+        assert_eq!(db.sandboxes().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn lifecycle_updates_round_trip() {
+        let mut db = Database::open_in_memory().unwrap();
+        db.insert_sandbox("a", "{}", true).unwrap();
+        db.set_supervisor("a", 42, 7).unwrap();
+        db.set_running("a", 43, "tcg", 2300).unwrap();
+        let record = db.sandbox("a").unwrap();
+        assert_eq!(record.status, SandboxStatus::Running);
+        assert_eq!((record.supervisor_pid, record.vmm_pid, record.boot_ms), (Some(42), Some(43), Some(2300)));
+        db.set_status("a", StatusChange { status: SandboxStatus::Stopped, reason: Some("stopped by user") })
+            .unwrap();
+        let record = db.sandbox("a").unwrap();
+        assert_eq!(record.status, SandboxStatus::Stopped);
+        assert_eq!(record.supervisor_pid, None);
+        assert!(record.stopped_at.is_some());
+    }
+
+    #[test]
+    fn crash_mark_needs_the_owning_supervisor() {
+        let mut db = Database::open_in_memory().unwrap();
+        db.insert_sandbox("a", "{}", false).unwrap();
+        db.set_supervisor("a", 42, 7).unwrap();
+        assert!(!db.mark_crashed_if_owned_by("a", 41, "gone").unwrap());
+        assert!(db.mark_crashed_if_owned_by("a", 42, "gone").unwrap());
+        assert_eq!(db.sandbox("a").unwrap().status, SandboxStatus::Crashed);
+    }
+
+    #[test]
+    fn missing_sandbox_is_a_typed_error() {
+        let mut db = Database::open_in_memory().unwrap();
+        assert!(matches!(db.sandbox("nope"), Err(StateError::SandboxNotFound(_))));
+        assert!(matches!(db.delete_sandbox("nope"), Err(StateError::SandboxNotFound(_))));
+    }
+}
