@@ -23,7 +23,7 @@ from pathlib import Path
 # A throw-away home, so the benchmark never touches the user's sandboxes.
 os.environ.setdefault("MSB_HOME", tempfile.mkdtemp(prefix="msb-bench-home-"))
 
-from microsandbox_tui import Sandbox, _native  # noqa: E402
+from microsandbox_tui import Sandbox, _native
 
 BOOT_TIMEOUT_S = 120.0
 

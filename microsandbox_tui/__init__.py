@@ -28,7 +28,7 @@ from .errors import (
 from .images import ImageInfo, list_images
 from .runtime import DoctorCheck, doctor, install, is_installed, version
 from .sandbox import ExecOptions, Sandbox, SandboxInfo
-from .types import GiB, KiB, MiB, ExecOutput, ExitStatus, SandboxStatus
+from .types import ExecOutput, ExitStatus, GiB, KiB, MiB, SandboxStatus
 
 __all__ = [
     "DEFAULT_IMAGE",

@@ -168,9 +168,7 @@ class Sandbox:
 
     # -- commands --------------------------------------------------------------------------
 
-    async def exec(
-        self, cmd: str, args: Sequence[str] | ExecOptions | None = None
-    ) -> ExecOutput:
+    async def exec(self, cmd: str, args: Sequence[str] | ExecOptions | None = None) -> ExecOutput:
         """Runs ``cmd`` in the guest and collects its output.
 
         ``args`` is either the argument list or an :class:`ExecOptions` dict.
@@ -221,4 +219,3 @@ class Sandbox:
 
     def __repr__(self) -> str:
         return f"Sandbox(name={self._name!r})"
-

@@ -34,33 +34,61 @@ def format_uptime(info: SandboxInfo, now: datetime | None = None) -> str:
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 async def _ls(args: argparse.Namespace) -> int:
     infos = await Sandbox.list()
     if args.json:
-        print(json.dumps([
-            {"name": i.name, "status": str(i.status), "image": i.image, "cpus": i.config.cpus,
-             "memory_mib": i.config.memory_mib, "accelerator": i.accelerator}
-            for i in infos
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": i.name,
+                        "status": str(i.status),
+                        "image": i.image,
+                        "cpus": i.config.cpus,
+                        "memory_mib": i.config.memory_mib,
+                        "accelerator": i.accelerator,
+                    }
+                    for i in infos
+                ],
+                indent=2,
+            )
+        )
         return 0
     rows = [("NAME", "STATUS", "IMAGE", "CPUS", "MEMORY", "UPTIME")]
-    rows += [(i.name, str(i.status), i.image, str(i.config.cpus), f"{i.config.memory_mib}M", format_uptime(i)) for i in infos]
+    rows += [
+        (
+            i.name,
+            str(i.status),
+            i.image,
+            str(i.config.cpus),
+            f"{i.config.memory_mib}M",
+            format_uptime(i),
+        )
+        for i in infos
+    ]
     print(_table(rows))
     return 0
 
 
 async def _create(args: argparse.Namespace) -> int:
-    await Sandbox.create(args.name, image=args.image, cpus=args.cpus, memory=args.memory, detached=True)
+    await Sandbox.create(
+        args.name, image=args.image, cpus=args.cpus, memory=args.memory, detached=True
+    )
     print(args.name)
     return 0
 
 
 async def _run(args: argparse.Namespace) -> int:
     name = args.name or f"run-{datetime.now(UTC):%H%M%S%f}"
-    async with await Sandbox.create(name, image=args.image, cpus=args.cpus, memory=args.memory) as sandbox:
+    async with await Sandbox.create(
+        name, image=args.image, cpus=args.cpus, memory=args.memory
+    ) as sandbox:
         output = await sandbox.exec(args.command[0], args.command[1:])
     sys.stdout.buffer.write(output.stdout)
     sys.stderr.buffer.write(output.stderr)
@@ -116,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def resources(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--image", default=DEFAULT_IMAGE, help="local image name or a host directory")
+        sub.add_argument(
+            "--image", default=DEFAULT_IMAGE, help="local image name or a host directory"
+        )
         sub.add_argument("--cpus", type=int, default=None)
         sub.add_argument("--memory", type=int, default=None, help="memory in MiB")
 
@@ -144,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("names", nargs="+")
     rm.set_defaults(run=_rm)
     commands.add_parser("images", help="list local images").set_defaults(run=_images)
-    commands.add_parser("install", help="fetch the guest kernel, build initramfs and default image").set_defaults(run=_install)
+    commands.add_parser(
+        "install", help="fetch the guest kernel, build initramfs and default image"
+    ).set_defaults(run=_install)
     commands.add_parser("doctor", help="check this host").set_defaults(run=_doctor)
     commands.add_parser("version", help="print the version").set_defaults(run=_version)
     return parser

@@ -18,7 +18,8 @@ pub fn prepare_guest() -> io::Result<()> {
     sys::mount("devtmpfs", "/dev", "devtmpfs", 0, "")?;
     load_modules();
     let line = std::fs::read_to_string("/proc/cmdline")?;
-    let config = cmdline::parse(&line).map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    let config = cmdline::parse(&line)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
     if let Some(hostname) = &config.hostname {
         sys::set_hostname(hostname)?;
     }
@@ -33,7 +34,9 @@ pub fn prepare_guest() -> io::Result<()> {
 
 /// Loads the modules the initramfs carries, in the order the host computed.
 fn load_modules() {
-    let Ok(order) = std::fs::read_to_string(format!("{MODULE_DIR}/order")) else { return };
+    let Ok(order) = std::fs::read_to_string(format!("{MODULE_DIR}/order")) else {
+        return;
+    };
     for name in order.lines().map(str::trim).filter(|name| !name.is_empty()) {
         if let Err(error) = sys::load_module(&Path::new(MODULE_DIR).join(name)) {
             eprintln!("msb-agent: module {name}: {error}");
@@ -72,14 +75,18 @@ fn disk_by_serial(serial: &str) -> io::Result<String> {
     loop {
         if let Ok(entries) = std::fs::read_dir("/sys/block") {
             for entry in entries.flatten() {
-                let found = std::fs::read_to_string(entry.path().join("serial")).unwrap_or_default();
+                let found =
+                    std::fs::read_to_string(entry.path().join("serial")).unwrap_or_default();
                 if found.trim() == serial {
                     return Ok(format!("/dev/{}", entry.file_name().to_string_lossy()));
                 }
             }
         }
         if Instant::now() > deadline {
-            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no disk with serial {serial:?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no disk with serial {serial:?}"),
+            ));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -87,12 +94,42 @@ fn disk_by_serial(serial: &str) -> io::Result<String> {
 
 fn mount_system_dirs(root: &str) -> io::Result<()> {
     let mounts: [(&str, &str, &str, libc::c_ulong, &str); 6] = [
-        ("proc", "proc", "proc", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, ""),
-        ("sysfs", "sys", "sysfs", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, ""),
+        (
+            "proc",
+            "proc",
+            "proc",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "",
+        ),
+        (
+            "sysfs",
+            "sys",
+            "sysfs",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "",
+        ),
         ("devtmpfs", "dev", "devtmpfs", libc::MS_NOSUID, "mode=0755"),
-        ("devpts", "dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"),
-        ("tmpfs", "dev/shm", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777"),
-        ("tmpfs", "run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755"),
+        (
+            "devpts",
+            "dev/pts",
+            "devpts",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620",
+        ),
+        (
+            "tmpfs",
+            "dev/shm",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            "mode=1777",
+        ),
+        (
+            "tmpfs",
+            "run",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            "mode=0755",
+        ),
     ];
     for (source, target, fstype, flags, data) in mounts {
         let path = format!("{root}/{target}");

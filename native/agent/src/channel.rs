@@ -22,7 +22,9 @@ pub struct Channel {
 
 impl Channel {
     pub fn send(&self, id: u32, flags: u8, message: &AgentMessage) {
-        let Ok(frame) = Frame::new(id, flags, message) else { return };
+        let Ok(frame) = Frame::new(id, flags, message) else {
+            return;
+        };
         let bytes = frame.to_bytes();
         let mut port = self.port.lock().unwrap();
         if let Some(file) = port.as_mut() {
@@ -54,7 +56,11 @@ fn find_port() -> PathBuf {
 
 fn open_port(path: &PathBuf) -> File {
     loop {
-        match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
             Ok(file) => return file,
             Err(error) => {
                 eprintln!("msb-agent: cannot open {}: {error}", path.display());
@@ -70,7 +76,9 @@ pub fn serve(reaper: Arc<Reaper>) -> ! {
         let reaper = reaper.clone();
         std::thread::spawn(move || reaper.run());
     }
-    let channel = Arc::new(Channel { port: Mutex::new(None) });
+    let channel = Arc::new(Channel {
+        port: Mutex::new(None),
+    });
     let sessions = Arc::new(Sessions::default());
     let path = find_port();
     loop {
@@ -80,7 +88,12 @@ pub fn serve(reaper: Arc<Reaper>) -> ! {
             match Frame::read_from(&mut reader) {
                 Ok(frame) => dispatch(frame, &channel, &reaper, &sessions),
                 // The host went away or the framing is corrupt: start over on a fresh open.
-                Err(FrameError::Closed | FrameError::Io(_) | FrameError::TooLarge(_) | FrameError::TooShort(_)) => break,
+                Err(
+                    FrameError::Closed
+                    | FrameError::Io(_)
+                    | FrameError::TooLarge(_)
+                    | FrameError::TooShort(_),
+                ) => break,
                 Err(_) => unreachable!("read_from only fails with framing or i/o errors"),
             }
         }
@@ -90,17 +103,30 @@ pub fn serve(reaper: Arc<Reaper>) -> ! {
 }
 
 fn invalid(message: impl Into<String>) -> AgentMessage {
-    AgentMessage::Error(AgentError { kind: AgentErrorKind::InvalidRequest, message: message.into(), errno: None })
+    AgentMessage::Error(AgentError {
+        kind: AgentErrorKind::InvalidRequest,
+        message: message.into(),
+        errno: None,
+    })
 }
 
 fn dispatch(frame: Frame, channel: &Arc<Channel>, reaper: &Arc<Reaper>, sessions: &Arc<Sessions>) {
     let id = frame.id;
     let message = match frame.decode::<HostMessage>() {
         Ok(message) => message,
-        Err(error) => return channel.send(id, FLAG_END, &invalid(format!("undecodable request: {error}"))),
+        Err(error) => {
+            return channel.send(
+                id,
+                FLAG_END,
+                &invalid(format!("undecodable request: {error}")),
+            )
+        }
     };
     match message {
-        HostMessage::Hello { version, unix_time_ns } => hello(channel, version, unix_time_ns),
+        HostMessage::Hello {
+            version,
+            unix_time_ns,
+        } => hello(channel, version, unix_time_ns),
         HostMessage::Ping => channel.send(id, FLAG_END, &AgentMessage::Pong),
         HostMessage::Exec(request) => {
             if let Err(error) = exec::start(id, request, channel, reaper, sessions) {
@@ -110,7 +136,9 @@ fn dispatch(frame: Frame, channel: &Arc<Channel>, reaper: &Arc<Reaper>, sessions
         HostMessage::Stdin { data } => sessions.write_input(id, data),
         HostMessage::CloseStdin => sessions.close_input(id),
         HostMessage::Signal { signal } => sessions.signal(id, signal),
-        HostMessage::Resize { rows, cols } => sessions.resize(id, msb_protocol::guest::TerminalSize { rows, cols }),
+        HostMessage::Resize { rows, cols } => {
+            sessions.resize(id, msb_protocol::guest::TerminalSize { rows, cols })
+        }
         HostMessage::Shutdown => {
             channel.send(id, FLAG_END, &AgentMessage::ShutdownAck);
             shutdown();
@@ -130,11 +158,18 @@ fn hello(channel: &Channel, version: u32, unix_time_ns: u64) {
     if let Err(error) = sys::set_clock(unix_time_ns) {
         eprintln!("msb-agent: cannot set the clock: {error}");
     }
-    let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     channel.send(
         HELLO_ID,
         FLAG_END,
-        &AgentMessage::Hello { version: PROTOCOL_VERSION, agent_version: env!("CARGO_PKG_VERSION").into(), kernel_release },
+        &AgentMessage::Hello {
+            version: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            kernel_release,
+        },
     );
 }
 
@@ -153,14 +188,15 @@ fn shutdown() -> ! {
 
 fn other_processes_exist() -> bool {
     let me = std::process::id().to_string();
-    std::fs::read_dir("/proc").map_or(false, |entries| {
+    std::fs::read_dir("/proc").is_ok_and(|entries| {
         entries.flatten().any(|entry| {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             // Kernel threads have no command line; only user processes count.
             name.chars().all(|c| c.is_ascii_digit())
                 && name != me
-                && std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| !cmdline.is_empty())
+                && std::fs::read(entry.path().join("cmdline"))
+                    .is_ok_and(|cmdline| !cmdline.is_empty())
         })
     })
 }

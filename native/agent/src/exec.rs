@@ -40,18 +40,34 @@ pub struct Sessions {
 }
 
 fn error(kind: AgentErrorKind, message: impl Into<String>, errno: Option<i32>) -> AgentError {
-    AgentError { kind, message: message.into(), errno }
+    AgentError {
+        kind,
+        message: message.into(),
+        errno,
+    }
 }
 
 impl Sessions {
     pub fn write_input(&self, id: u32, data: Vec<u8>) {
-        if let Some(sender) = self.running.lock().unwrap().get(&id).and_then(|s| s.input.as_ref()) {
+        if let Some(sender) = self
+            .running
+            .lock()
+            .unwrap()
+            .get(&id)
+            .and_then(|s| s.input.as_ref())
+        {
             let _ = sender.send(Input::Data(data));
         }
     }
 
     pub fn close_input(&self, id: u32) {
-        if let Some(sender) = self.running.lock().unwrap().get(&id).and_then(|s| s.input.as_ref()) {
+        if let Some(sender) = self
+            .running
+            .lock()
+            .unwrap()
+            .get(&id)
+            .and_then(|s| s.input.as_ref())
+        {
             let _ = sender.send(Input::Close);
         }
     }
@@ -65,14 +81,25 @@ impl Sessions {
     }
 
     pub fn resize(&self, id: u32, size: TerminalSize) {
-        if let Some(terminal) = self.running.lock().unwrap().get(&id).and_then(|s| s.terminal.clone()) {
+        if let Some(terminal) = self
+            .running
+            .lock()
+            .unwrap()
+            .get(&id)
+            .and_then(|s| s.terminal.clone())
+        {
             set_window_size(terminal.as_raw_fd(), size);
         }
     }
 }
 
 fn set_window_size(fd: RawFd, size: TerminalSize) {
-    let window = libc::winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let window = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ reads a winsize.
     unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &window) };
 }
@@ -96,8 +123,20 @@ pub fn start(
     sessions: &Arc<Sessions>,
 ) -> Result<(), AgentError> {
     let prepared = prepare(&request)?;
-    let stdio = Stdio::open(&request).map_err(|e| error(AgentErrorKind::Internal, format!("stdio: {e}"), e.raw_os_error()))?;
-    let (report_read, report_write) = pipe().map_err(|e| error(AgentErrorKind::Internal, format!("pipe: {e}"), e.raw_os_error()))?;
+    let stdio = Stdio::open(&request).map_err(|e| {
+        error(
+            AgentErrorKind::Internal,
+            format!("stdio: {e}"),
+            e.raw_os_error(),
+        )
+    })?;
+    let (report_read, report_write) = pipe().map_err(|e| {
+        error(
+            AgentErrorKind::Internal,
+            format!("pipe: {e}"),
+            e.raw_os_error(),
+        )
+    })?;
     let (pid, exit) = reaper
         .spawn_registered(|| {
             // SAFETY: the child only calls async-signal-safe functions, then execs or exits.
@@ -107,7 +146,13 @@ pub fn start(
                 pid => Ok(pid),
             }
         })
-        .map_err(|e| error(AgentErrorKind::Internal, format!("fork: {e}"), e.raw_os_error()))?;
+        .map_err(|e| {
+            error(
+                AgentErrorKind::Internal,
+                format!("fork: {e}"),
+                e.raw_os_error(),
+            )
+        })?;
     drop(report_write);
     let parent = stdio.into_parent();
     if let Some(failure) = read_child_failure(report_read) {
@@ -126,7 +171,14 @@ pub fn start(
     for (stream, reader) in parent.outputs {
         spawn_reader(id, stream, reader, channel.clone(), progress.clone());
     }
-    sessions.running.lock().unwrap().insert(id, Session { pid, input, terminal: parent.terminal });
+    sessions.running.lock().unwrap().insert(
+        id,
+        Session {
+            pid,
+            input,
+            terminal: parent.terminal,
+        },
+    );
 
     let (channel, sessions) = (channel.clone(), sessions.clone());
     let timeout = request.timeout_ms.map(Duration::from_millis);
@@ -138,12 +190,24 @@ pub fn start(
             ExitKind::Code(code) => (Some(code), None),
             ExitKind::Signal(signal) => (None, Some(signal)),
         };
-        channel.send(id, FLAG_END, &AgentMessage::Exited { code, signal, timed_out });
+        channel.send(
+            id,
+            FLAG_END,
+            &AgentMessage::Exited {
+                code,
+                signal,
+                timed_out,
+            },
+        );
     });
     Ok(())
 }
 
-fn wait_exit(pid: libc::pid_t, exit: &std::sync::mpsc::Receiver<ExitKind>, timeout: Option<Duration>) -> (ExitKind, bool) {
+fn wait_exit(
+    pid: libc::pid_t,
+    exit: &std::sync::mpsc::Receiver<ExitKind>,
+    timeout: Option<Duration>,
+) -> (ExitKind, bool) {
     let lost = ExitKind::Signal(libc::SIGKILL);
     if let Some(timeout) = timeout {
         match exit.recv_timeout(timeout) {
@@ -160,17 +224,37 @@ fn wait_exit(pid: libc::pid_t, exit: &std::sync::mpsc::Receiver<ExitKind>, timeo
 }
 
 fn prepare(request: &ExecRequest) -> Result<Prepared, AgentError> {
-    let invalid = |what: &str| error(AgentErrorKind::InvalidRequest, format!("{what} contains a NUL byte"), None);
+    let invalid = |what: &str| {
+        error(
+            AgentErrorKind::InvalidRequest,
+            format!("{what} contains a NUL byte"),
+            None,
+        )
+    };
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let identity = match &request.user {
         Some(spec) => Some(
-            users::resolve(spec, &passwd, &std::fs::read_to_string("/etc/group").unwrap_or_default())
-                .ok_or_else(|| error(AgentErrorKind::UnknownUser, format!("no user {spec:?} in the guest"), None))?,
+            users::resolve(
+                spec,
+                &passwd,
+                &std::fs::read_to_string("/etc/group").unwrap_or_default(),
+            )
+            .ok_or_else(|| {
+                error(
+                    AgentErrorKind::UnknownUser,
+                    format!("no user {spec:?} in the guest"),
+                    None,
+                )
+            })?,
         ),
         None => None,
     };
-    let home = identity.as_ref().map(|i| i.home.clone()).unwrap_or_else(|| users::root_home(&passwd));
-    let mut env: Vec<(String, String)> = vec![("PATH".into(), DEFAULT_PATH.into()), ("HOME".into(), home)];
+    let home = identity
+        .as_ref()
+        .map(|i| i.home.clone())
+        .unwrap_or_else(|| users::root_home(&passwd));
+    let mut env: Vec<(String, String)> =
+        vec![("PATH".into(), DEFAULT_PATH.into()), ("HOME".into(), home)];
     if request.tty.is_some() {
         env.push(("TERM".into(), "xterm-256color".into()));
     }
@@ -178,19 +262,38 @@ fn prepare(request: &ExecRequest) -> Result<Prepared, AgentError> {
         env.retain(|(existing, _)| existing != key);
         env.push((key.clone(), value.clone()));
     }
-    let search_path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
+    let search_path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let path = resolve_program(&request.program, &search_path)?;
     let cwd = request.cwd.clone().unwrap_or_else(|| "/".into());
     if !std::path::Path::new(&cwd).is_dir() {
-        return Err(error(AgentErrorKind::InvalidCwd, format!("working directory {cwd:?} does not exist or is not a directory"), Some(libc::ENOENT)));
+        return Err(error(
+            AgentErrorKind::InvalidCwd,
+            format!("working directory {cwd:?} does not exist or is not a directory"),
+            Some(libc::ENOENT),
+        ));
     }
     let rlimits = request
         .rlimits
         .iter()
         .map(|limit| {
-            let resource = rlimit_resource(&limit.resource)
-                .ok_or_else(|| error(AgentErrorKind::InvalidRequest, format!("unknown rlimit {:?}", limit.resource), None))?;
-            Ok((resource, libc::rlimit { rlim_cur: limit.soft, rlim_max: limit.hard }))
+            let resource = rlimit_resource(&limit.resource).ok_or_else(|| {
+                error(
+                    AgentErrorKind::InvalidRequest,
+                    format!("unknown rlimit {:?}", limit.resource),
+                    None,
+                )
+            })?;
+            Ok((
+                resource,
+                libc::rlimit {
+                    rlim_cur: limit.soft,
+                    rlim_max: limit.hard,
+                },
+            ))
         })
         .collect::<Result<_, AgentError>>()?;
     Ok(Prepared {
@@ -212,12 +315,22 @@ fn prepare(request: &ExecRequest) -> Result<Prepared, AgentError> {
 }
 
 fn resolve_program(program: &str, search_path: &str) -> Result<String, AgentError> {
-    let not_found = || error(AgentErrorKind::CommandNotFound, format!("{program}: command not found"), Some(libc::ENOENT));
+    let not_found = || {
+        error(
+            AgentErrorKind::CommandNotFound,
+            format!("{program}: command not found"),
+            Some(libc::ENOENT),
+        )
+    };
     if program.is_empty() {
         return Err(not_found());
     }
     if program.contains('/') {
-        return if std::path::Path::new(program).exists() { Ok(program.into()) } else { Err(not_found()) };
+        return if std::path::Path::new(program).exists() {
+            Ok(program.into())
+        } else {
+            Err(not_found())
+        };
     }
     search_path
         .split(':')
@@ -300,7 +413,10 @@ impl Stdio {
         Ok(Self {
             child: [stdin_child, stdout_write, stderr_write],
             input,
-            outputs: vec![(Stream::Stdout, File::from(stdout_read)), (Stream::Stderr, File::from(stderr_read))],
+            outputs: vec![
+                (Stream::Stdout, File::from(stdout_read)),
+                (Stream::Stderr, File::from(stderr_read)),
+            ],
             terminal: None,
             controlling_tty: false,
         })
@@ -308,7 +424,11 @@ impl Stdio {
 
     /// Closes the child's ends in the parent, so EOF arrives when the child is done.
     fn into_parent(self) -> ParentEnds {
-        ParentEnds { input: self.input, outputs: self.outputs, terminal: self.terminal }
+        ParentEnds {
+            input: self.input,
+            outputs: self.outputs,
+            terminal: self.terminal,
+        }
     }
 }
 
@@ -324,9 +444,23 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 fn open_terminal(size: TerminalSize) -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (mut master, mut slave) = (0, 0);
-    let window = libc::winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let window = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: openpty writes two descriptors; the name buffer and termios are optional.
-    if unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &window) } != 0 {
+    if unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &window,
+        )
+    } != 0
+    {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: just created, owned by nobody else.
@@ -385,7 +519,10 @@ unsafe fn child(prepared: &Prepared, stdio: &Stdio, report: RawFd) -> ! {
     }
     if let Some(identity) = &prepared.identity {
         let groups = [identity.gid];
-        if libc::setgroups(1, groups.as_ptr()) != 0 || libc::setgid(identity.gid) != 0 || libc::setuid(identity.uid) != 0 {
+        if libc::setgroups(1, groups.as_ptr()) != 0
+            || libc::setgid(identity.gid) != 0
+            || libc::setuid(identity.uid) != 0
+        {
             fail(Stage::User);
         }
     }
@@ -406,7 +543,10 @@ fn read_child_failure(report: OwnedFd) -> Option<ChildFailure> {
     let mut message = [0u8; 5];
     let mut file = File::from(report);
     file.read_exact(&mut message).ok()?;
-    Some(ChildFailure { stage: message[0], errno: i32::from_le_bytes(message[1..].try_into().ok()?) })
+    Some(ChildFailure {
+        stage: message[0],
+        errno: i32::from_le_bytes(message[1..].try_into().ok()?),
+    })
 }
 
 impl ChildFailure {
@@ -414,13 +554,31 @@ impl ChildFailure {
         let os = std::io::Error::from_raw_os_error(self.errno);
         let (kind, message) = match self.stage {
             s if s == Stage::Exec as u8 => match self.errno {
-                libc::ENOENT => (AgentErrorKind::CommandNotFound, format!("{}: command not found ({os})", request.program)),
-                _ => (AgentErrorKind::NotExecutable, format!("{}: cannot execute ({os})", request.program)),
+                libc::ENOENT => (
+                    AgentErrorKind::CommandNotFound,
+                    format!("{}: command not found ({os})", request.program),
+                ),
+                _ => (
+                    AgentErrorKind::NotExecutable,
+                    format!("{}: cannot execute ({os})", request.program),
+                ),
             },
-            s if s == Stage::Cwd as u8 => (AgentErrorKind::InvalidCwd, format!("cannot enter the working directory: {os}")),
-            s if s == Stage::Rlimit as u8 => (AgentErrorKind::InvalidRequest, format!("cannot apply a resource limit: {os}")),
-            s if s == Stage::User as u8 => (AgentErrorKind::UnknownUser, format!("cannot switch user: {os}")),
-            _ => (AgentErrorKind::Internal, format!("cannot set up the process: {os}")),
+            s if s == Stage::Cwd as u8 => (
+                AgentErrorKind::InvalidCwd,
+                format!("cannot enter the working directory: {os}"),
+            ),
+            s if s == Stage::Rlimit as u8 => (
+                AgentErrorKind::InvalidRequest,
+                format!("cannot apply a resource limit: {os}"),
+            ),
+            s if s == Stage::User as u8 => (
+                AgentErrorKind::UnknownUser,
+                format!("cannot switch user: {os}"),
+            ),
+            _ => (
+                AgentErrorKind::Internal,
+                format!("cannot set up the process: {os}"),
+            ),
         };
         error(kind, message, Some(self.errno))
     }
@@ -436,7 +594,10 @@ struct Progress {
 
 impl Default for Progress {
     fn default() -> Self {
-        Self { state: Mutex::new((0, Instant::now())), changed: Condvar::new() }
+        Self {
+            state: Mutex::new((0, Instant::now())),
+            changed: Condvar::new(),
+        }
     }
 }
 
@@ -462,12 +623,22 @@ impl Progress {
             if open == 0 || last.elapsed() >= DRAIN_IDLE {
                 return;
             }
-            state = self.changed.wait_timeout(state, DRAIN_IDLE - last.elapsed()).unwrap().0;
+            state = self
+                .changed
+                .wait_timeout(state, DRAIN_IDLE - last.elapsed())
+                .unwrap()
+                .0;
         }
     }
 }
 
-fn spawn_reader(id: u32, stream: Stream, mut file: File, channel: Arc<Channel>, progress: Arc<Progress>) {
+fn spawn_reader(
+    id: u32,
+    stream: Stream,
+    mut file: File,
+    channel: Arc<Channel>,
+    progress: Arc<Progress>,
+) {
     progress.opened();
     std::thread::spawn(move || {
         let mut buffer = vec![0u8; READ_CHUNK];
@@ -512,8 +683,22 @@ mod tests {
     #[test]
     fn all_sixteen_rlimits_are_known() {
         let names = [
-            "cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile", "memlock", "as", "locks", "sigpending",
-            "msgqueue", "nice", "rtprio", "rttime",
+            "cpu",
+            "fsize",
+            "data",
+            "stack",
+            "core",
+            "rss",
+            "nproc",
+            "nofile",
+            "memlock",
+            "as",
+            "locks",
+            "sigpending",
+            "msgqueue",
+            "nice",
+            "rtprio",
+            "rttime",
         ];
         assert!(names.iter().all(|name| rlimit_resource(name).is_some()));
         assert_eq!(rlimit_resource("bogus"), None);
@@ -521,18 +706,46 @@ mod tests {
 
     #[test]
     fn programs_resolve_through_path() {
-        assert_eq!(resolve_program("sh", "/nonexistent:/bin").unwrap(), "/bin/sh");
-        assert_eq!(resolve_program("nope-not-here", "/bin").unwrap_err().kind, AgentErrorKind::CommandNotFound);
-        assert_eq!(resolve_program("/no/such", "/bin").unwrap_err().kind, AgentErrorKind::CommandNotFound);
+        assert_eq!(
+            resolve_program("sh", "/nonexistent:/bin").unwrap(),
+            "/bin/sh"
+        );
+        assert_eq!(
+            resolve_program("nope-not-here", "/bin").unwrap_err().kind,
+            AgentErrorKind::CommandNotFound
+        );
+        assert_eq!(
+            resolve_program("/no/such", "/bin").unwrap_err().kind,
+            AgentErrorKind::CommandNotFound
+        );
     }
 
     #[test]
     fn exec_failures_map_to_typed_errors() {
-        let request = ExecRequest { program: "x".into(), ..ExecRequest::default() };
-        let kind = |stage: Stage, errno| ChildFailure { stage: stage as u8, errno }.into_error(&request).kind;
-        assert_eq!(kind(Stage::Exec, libc::ENOENT), AgentErrorKind::CommandNotFound);
-        assert_eq!(kind(Stage::Exec, libc::EACCES), AgentErrorKind::NotExecutable);
-        assert_eq!(kind(Stage::Exec, libc::ENOEXEC), AgentErrorKind::NotExecutable);
+        let request = ExecRequest {
+            program: "x".into(),
+            ..ExecRequest::default()
+        };
+        let kind = |stage: Stage, errno| {
+            ChildFailure {
+                stage: stage as u8,
+                errno,
+            }
+            .into_error(&request)
+            .kind
+        };
+        assert_eq!(
+            kind(Stage::Exec, libc::ENOENT),
+            AgentErrorKind::CommandNotFound
+        );
+        assert_eq!(
+            kind(Stage::Exec, libc::EACCES),
+            AgentErrorKind::NotExecutable
+        );
+        assert_eq!(
+            kind(Stage::Exec, libc::ENOEXEC),
+            AgentErrorKind::NotExecutable
+        );
         assert_eq!(kind(Stage::Cwd, libc::ENOTDIR), AgentErrorKind::InvalidCwd);
     }
 }

@@ -25,12 +25,18 @@ pub struct Reaper {
 
 impl Reaper {
     pub fn start() -> Self {
-        Self { registry: Mutex::default(), spawned: Condvar::new() }
+        Self {
+            registry: Mutex::default(),
+            spawned: Condvar::new(),
+        }
     }
 
     /// Runs `fork` while holding the registry, so the process is registered before the
     /// reaper can see it exit. `fork` returns the new pid, or an error.
-    pub fn spawn_registered<E>(&self, fork: impl FnOnce() -> Result<libc::pid_t, E>) -> Result<(libc::pid_t, Receiver<ExitKind>), E> {
+    pub fn spawn_registered<E>(
+        &self,
+        fork: impl FnOnce() -> Result<libc::pid_t, E>,
+    ) -> Result<(libc::pid_t, Receiver<ExitKind>), E> {
         let mut registry = self.registry.lock().unwrap();
         let pid = fork()?;
         let (sender, receiver) = channel();
@@ -49,7 +55,10 @@ impl Reaper {
             if pid < 0 {
                 // No children at all: sleep until one is spawned.
                 let registry = self.registry.lock().unwrap();
-                let _unused = self.spawned.wait_while(registry, |r| r.children == 0).unwrap();
+                let _unused = self
+                    .spawned
+                    .wait_while(registry, |r| r.children == 0)
+                    .unwrap();
                 continue;
             }
             let kind = if libc::WIFSIGNALED(status) {

@@ -5,7 +5,8 @@ use std::io;
 use std::path::Path;
 
 pub fn cstring(text: &str) -> io::Result<CString> {
-    CString::new(text).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL byte in {text:?}")))
+    CString::new(text)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL byte in {text:?}")))
 }
 
 fn check(result: libc::c_int) -> io::Result<()> {
@@ -16,15 +17,35 @@ fn check(result: libc::c_int) -> io::Result<()> {
     }
 }
 
-pub fn mount(source: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
-    let (source, target_c, fstype, data) = (cstring(source)?, cstring(target)?, cstring(fstype)?, cstring(data)?);
+pub fn mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let (source, target_c, fstype, data) = (
+        cstring(source)?,
+        cstring(target)?,
+        cstring(fstype)?,
+        cstring(data)?,
+    );
     // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
-    check(unsafe { libc::mount(source.as_ptr(), target_c.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) })
-        .map_err(|error| io::Error::new(error.kind(), format!("mount {target}: {error}")))
+    check(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target_c.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    })
+    .map_err(|error| io::Error::new(error.kind(), format!("mount {target}: {error}")))
 }
 
 pub fn mkdir_all(path: &str) -> io::Result<()> {
-    std::fs::create_dir_all(path).map_err(|error| io::Error::new(error.kind(), format!("mkdir {path}: {error}")))
+    std::fs::create_dir_all(path)
+        .map_err(|error| io::Error::new(error.kind(), format!("mkdir {path}: {error}")))
 }
 
 /// Loads a kernel module from a file (`finit_module`); a module already present is fine.
@@ -33,7 +54,8 @@ pub fn load_module(path: &Path) -> io::Result<()> {
     let file = std::fs::File::open(path)?;
     let params = cstring("")?;
     // SAFETY: a valid descriptor and an empty parameter string.
-    let result = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
+    let result =
+        unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
     if result < 0 {
         let error = io::Error::last_os_error();
         if error.raw_os_error() != Some(libc::EEXIST) {

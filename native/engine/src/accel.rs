@@ -82,12 +82,17 @@ pub fn kvm_unusable_reason(facts: &HostFacts) -> Option<String> {
         .cpuinfo
         .lines()
         .filter(|line| line.starts_with("flags"))
-        .any(|line| line.split_whitespace().any(|flag| flag == "vmx" || flag == "svm"));
+        .any(|line| {
+            line.split_whitespace()
+                .any(|flag| flag == "vmx" || flag == "svm")
+        });
     if !has_flag {
         return Some("the CPU has no vmx/svm flag (no hardware virtualisation)".into());
     }
     if facts.pvm_module {
-        return Some("/dev/kvm is nested PVM (kvm_pvm), which cannot run an unmodified guest kernel".into());
+        return Some(
+            "/dev/kvm is nested PVM (kvm_pvm), which cannot run an unmodified guest kernel".into(),
+        );
     }
     facts.kvm_probe.clone().err()
 }
@@ -102,13 +107,23 @@ pub fn choose_with(request: AccelRequest, facts: &HostFacts) -> Result<AccelChoi
         _ => kvm_unusable_reason(facts),
     };
     Ok(match (request, kvm_problem) {
-        (AccelRequest::Tcg, _) => AccelChoice { accelerator: Accelerator::Tcg, reason: format!("forced by {ACCEL_ENV}=tcg") },
-        (AccelRequest::Kvm, None) => AccelChoice { accelerator: Accelerator::Kvm, reason: format!("forced by {ACCEL_ENV}=kvm") },
+        (AccelRequest::Tcg, _) => AccelChoice {
+            accelerator: Accelerator::Tcg,
+            reason: format!("forced by {ACCEL_ENV}=tcg"),
+        },
+        (AccelRequest::Kvm, None) => AccelChoice {
+            accelerator: Accelerator::Kvm,
+            reason: format!("forced by {ACCEL_ENV}=kvm"),
+        },
         (AccelRequest::Kvm, Some(problem)) => return Err(AccelError::KvmUnusable(problem)),
-        (AccelRequest::Auto, None) => AccelChoice { accelerator: Accelerator::Kvm, reason: "hardware virtualisation available".into() },
-        (AccelRequest::Auto, Some(problem)) => {
-            AccelChoice { accelerator: Accelerator::Tcg, reason: format!("software emulation: {problem}") }
-        }
+        (AccelRequest::Auto, None) => AccelChoice {
+            accelerator: Accelerator::Kvm,
+            reason: "hardware virtualisation available".into(),
+        },
+        (AccelRequest::Auto, Some(problem)) => AccelChoice {
+            accelerator: Accelerator::Tcg,
+            reason: format!("software emulation: {problem}"),
+        },
     })
 }
 
@@ -128,11 +143,16 @@ fn probe_kvm() -> Result<(), String> {
     unsafe {
         let version = libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION, 0);
         if version != KVM_API_VERSION {
-            return Err(format!("KVM API version {version}, expected {KVM_API_VERSION}"));
+            return Err(format!(
+                "KVM API version {version}, expected {KVM_API_VERSION}"
+            ));
         }
         let vm = libc::ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0);
         if vm < 0 {
-            return Err(format!("KVM_CREATE_VM failed: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "KVM_CREATE_VM failed: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         drop(OwnedFd::from_raw_fd(vm));
     }
@@ -144,28 +164,49 @@ mod tests {
     use super::*;
 
     fn facts(flags: &str, pvm: bool, probe: Result<(), String>) -> HostFacts {
-        HostFacts { cpuinfo: format!("processor\t: 0\nflags\t\t: fpu {flags} sse\n"), pvm_module: pvm, kvm_probe: probe }
+        HostFacts {
+            cpuinfo: format!("processor\t: 0\nflags\t\t: fpu {flags} sse\n"),
+            pvm_module: pvm,
+            kvm_probe: probe,
+        }
     }
 
     #[test]
     fn auto_uses_kvm_only_when_it_is_real() {
         let real = facts("vmx", false, Ok(()));
-        assert_eq!(choose_with(AccelRequest::Auto, &real).unwrap().accelerator, Accelerator::Kvm);
+        assert_eq!(
+            choose_with(AccelRequest::Auto, &real).unwrap().accelerator,
+            Accelerator::Kvm
+        );
         let no_flag = facts("", false, Ok(()));
         let choice = choose_with(AccelRequest::Auto, &no_flag).unwrap();
         assert_eq!(choice.accelerator, Accelerator::Tcg);
         assert!(choice.reason.contains("vmx/svm"));
         let pvm = facts("svm", true, Ok(()));
-        assert!(choose_with(AccelRequest::Auto, &pvm).unwrap().reason.contains("PVM"));
+        assert!(choose_with(AccelRequest::Auto, &pvm)
+            .unwrap()
+            .reason
+            .contains("PVM"));
         let broken = facts("vmx", false, Err("cannot open /dev/kvm".into()));
-        assert_eq!(choose_with(AccelRequest::Auto, &broken).unwrap().accelerator, Accelerator::Tcg);
+        assert_eq!(
+            choose_with(AccelRequest::Auto, &broken)
+                .unwrap()
+                .accelerator,
+            Accelerator::Tcg
+        );
     }
 
     #[test]
     fn forcing_kvm_where_it_cannot_work_is_an_error() {
         let pvm = facts("vmx", true, Ok(()));
-        assert!(matches!(choose_with(AccelRequest::Kvm, &pvm), Err(AccelError::KvmUnusable(_))));
-        assert_eq!(choose_with(AccelRequest::Tcg, &pvm).unwrap().accelerator, Accelerator::Tcg);
+        assert!(matches!(
+            choose_with(AccelRequest::Kvm, &pvm),
+            Err(AccelError::KvmUnusable(_))
+        ));
+        assert_eq!(
+            choose_with(AccelRequest::Tcg, &pvm).unwrap().accelerator,
+            Accelerator::Tcg
+        );
     }
 
     #[test]

@@ -21,11 +21,18 @@ pub enum InitramfsError {
 }
 
 /// Returns the cached initramfs for this agent and kernel, building it when absent.
-pub fn ensure(cache_dir: &Path, kernel: &KernelArtifacts, agent: &Path) -> Result<PathBuf, InitramfsError> {
+pub fn ensure(
+    cache_dir: &Path,
+    kernel: &KernelArtifacts,
+    agent: &Path,
+) -> Result<PathBuf, InitramfsError> {
     let agent_bytes = fs::read(agent).map_err(at(agent))?;
     let mut modules = Vec::new();
     for path in &kernel.modules {
-        let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| InitramfsError::BadModule(path.display().to_string()))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| InitramfsError::BadModule(path.display().to_string()))?;
         modules.push((name.to_string(), fs::read(path).map_err(at(path))?));
     }
     let digest = content_digest(&agent_bytes, &kernel.release, &modules);
@@ -69,7 +76,12 @@ pub fn build(agent: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
         order.push_str(name);
         order.push('\n');
     }
-    writer.entry(&format!("{MODULES_DIR}/order"), 0o100644, order.as_bytes(), 0);
+    writer.entry(
+        &format!("{MODULES_DIR}/order"),
+        0o100644,
+        order.as_bytes(),
+        0,
+    );
     writer.finish()
 }
 
@@ -115,7 +127,7 @@ impl CpioWriter {
     }
 
     fn pad(&mut self) {
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -135,12 +147,20 @@ mod tests {
         let mut entries = Vec::new();
         let mut offset = 0;
         let field = |header: &[u8], index: usize| {
-            u32::from_str_radix(std::str::from_utf8(&header[6 + index * 8..14 + index * 8]).unwrap(), 16).unwrap()
+            u32::from_str_radix(
+                std::str::from_utf8(&header[6 + index * 8..14 + index * 8]).unwrap(),
+                16,
+            )
+            .unwrap()
         };
         loop {
             assert_eq!(&bytes[..6], b"070701");
             let header = &bytes[..110];
-            let (mode, size, name_len) = (field(header, 1), field(header, 6) as usize, field(header, 11) as usize);
+            let (mode, size, name_len) = (
+                field(header, 1),
+                field(header, 6) as usize,
+                field(header, 11) as usize,
+            );
             let name = String::from_utf8(bytes[110..110 + name_len - 1].to_vec()).unwrap();
             let data_start = (offset + 110 + name_len).next_multiple_of(4) - offset;
             let data = bytes[data_start..data_start + size].to_vec();
@@ -156,13 +176,21 @@ mod tests {
 
     #[test]
     fn archive_holds_init_modules_and_order() {
-        let archive = build(b"AGENT", &[("virtio.ko".into(), b"one".to_vec()), ("virtio_blk.ko".into(), b"two".to_vec())]);
+        let archive = build(
+            b"AGENT",
+            &[
+                ("virtio.ko".into(), b"one".to_vec()),
+                ("virtio_blk.ko".into(), b"two".to_vec()),
+            ],
+        );
         let entries = parse(&archive);
         let init = entries.iter().find(|e| e.0 == "init").unwrap();
         assert_eq!((init.1, init.2.as_slice()), (0o100755, b"AGENT".as_slice()));
         let order = entries.iter().find(|e| e.0 == "lib/modules/order").unwrap();
         assert_eq!(order.2, b"virtio.ko\nvirtio_blk.ko\n");
-        assert!(entries.iter().any(|e| e.0 == "dev/console" && e.1 == 0o020600));
+        assert!(entries
+            .iter()
+            .any(|e| e.0 == "dev/console" && e.1 == 0o020600));
     }
 
     #[test]
@@ -172,10 +200,18 @@ mod tests {
         let module = dir.path().join("virtio.ko");
         fs::write(&agent, b"v1").unwrap();
         fs::write(&module, b"m").unwrap();
-        let kernel = KernelArtifacts { release: "r".into(), vmlinux: agent.clone(), modules: vec![module] };
+        let kernel = KernelArtifacts {
+            release: "r".into(),
+            vmlinux: agent.clone(),
+            modules: vec![module],
+        };
         let first = ensure(dir.path(), &kernel, &agent).unwrap();
         assert_eq!(ensure(dir.path(), &kernel, &agent).unwrap(), first);
         fs::write(&agent, b"v2").unwrap();
-        assert_ne!(ensure(dir.path(), &kernel, &agent).unwrap(), first, "a new agent must rebuild");
+        assert_ne!(
+            ensure(dir.path(), &kernel, &agent).unwrap(),
+            first,
+            "a new agent must rebuild"
+        );
     }
 }

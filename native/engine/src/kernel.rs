@@ -54,30 +54,59 @@ fn kernel_root(cache_dir: &Path) -> PathBuf {
 
 pub fn find_installed(cache_dir: &Path) -> Option<KernelArtifacts> {
     let root = kernel_root(cache_dir);
-    let release = fs::read_to_string(root.join("current")).ok()?.trim().to_string();
-    from_paths(&root.join(&release).join("vmlinux"), &root.join(&release).join("modules"))
-        .ok()
-        .map(|artifacts| KernelArtifacts { release, ..artifacts })
+    let release = fs::read_to_string(root.join("current"))
+        .ok()?
+        .trim()
+        .to_string();
+    from_paths(
+        &root.join(&release).join("vmlinux"),
+        &root.join(&release).join("modules"),
+    )
+    .ok()
+    .map(|artifacts| KernelArtifacts {
+        release,
+        ..artifacts
+    })
 }
 
 /// A kernel given by the user: a kernel image and a directory of modules with an `order` file
 /// (one module file name per line, in load order).
 pub fn from_paths(vmlinux: &Path, modules_dir: &Path) -> Result<KernelArtifacts, KernelError> {
     if !vmlinux.is_file() {
-        return Err(KernelError::Layout(format!("{} is not a file", vmlinux.display())));
+        return Err(KernelError::Layout(format!(
+            "{} is not a file",
+            vmlinux.display()
+        )));
     }
     let order = modules_dir.join(ORDER_FILE);
     let text = fs::read_to_string(&order).map_err(at(&order))?;
-    let modules: Vec<PathBuf> = text.lines().filter(|l| !l.trim().is_empty()).map(|l| modules_dir.join(l.trim())).collect();
+    let modules: Vec<PathBuf> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| modules_dir.join(l.trim()))
+        .collect();
     if let Some(missing) = modules.iter().find(|m| !m.is_file()) {
-        return Err(KernelError::Layout(format!("{} is listed but missing", missing.display())));
+        return Err(KernelError::Layout(format!(
+            "{} is listed but missing",
+            missing.display()
+        )));
     }
-    let release = vmlinux.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(KernelArtifacts { release, vmlinux: vmlinux.to_path_buf(), modules })
+    let release = vmlinux
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(KernelArtifacts {
+        release,
+        vmlinux: vmlinux.to_path_buf(),
+        modules,
+    })
 }
 
 /// Downloads, unpacks and prepares the kernel unless it is already installed.
-pub fn install(cache_dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<KernelArtifacts, KernelError> {
+pub fn install(
+    cache_dir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<KernelArtifacts, KernelError> {
     if let Some(installed) = find_installed(cache_dir) {
         return Ok(installed);
     }
@@ -88,13 +117,16 @@ pub fn install(cache_dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<Kerne
     let result = install_in(&root, &work, progress);
     let _ = fs::remove_dir_all(&work);
     result?;
-    find_installed(cache_dir).ok_or_else(|| KernelError::Layout("installed kernel not found after install".into()))
+    find_installed(cache_dir)
+        .ok_or_else(|| KernelError::Layout("installed kernel not found after install".into()))
 }
 
 fn install_in(root: &Path, work: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), KernelError> {
     let package = resolve_package()?;
     progress(&format!("downloading {package}"));
-    run(Command::new("apt-get").args(["download", "-q", &package]).current_dir(work))?;
+    run(Command::new("apt-get")
+        .args(["download", "-q", &package])
+        .current_dir(work))?;
     let deb = fs::read_dir(work)
         .map_err(at(work))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -107,10 +139,14 @@ fn install_in(root: &Path, work: &Path, progress: &mut dyn FnMut(&str)) -> Resul
     let staging = work.join("staging");
     fs::create_dir_all(staging.join("modules")).map_err(at(&staging))?;
     progress("extracting vmlinux");
-    let bzimage = fs::read(unpacked.join(format!("boot/vmlinuz-{release}"))).map_err(at(&unpacked))?;
+    let bzimage =
+        fs::read(unpacked.join(format!("boot/vmlinuz-{release}"))).map_err(at(&unpacked))?;
     let vmlinux = extract_vmlinux(&bzimage)?;
     fs::write(staging.join("vmlinux"), vmlinux).map_err(at(&staging))?;
-    let order = copy_modules(&unpacked.join("lib/modules").join(&release), &staging.join("modules"))?;
+    let order = copy_modules(
+        &unpacked.join("lib/modules").join(&release),
+        &staging.join("modules"),
+    )?;
     progress(&format!("{} modules: {}", order.len(), order.join(" ")));
     let target = root.join(&release);
     let _ = fs::remove_dir_all(&target);
@@ -135,23 +171,35 @@ fn resolve_package() -> Result<String, KernelError> {
 
 fn run(command: &mut Command) -> Result<String, KernelError> {
     let description = format!("{command:?}");
-    let output = command.output().map_err(|error| KernelError::Tool { command: description.clone(), detail: error.to_string() })?;
+    let output = command.output().map_err(|error| KernelError::Tool {
+        command: description.clone(),
+        detail: error.to_string(),
+    })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         if stderr.contains("No packages found") || stderr.contains("Unable to locate") {
             return Err(KernelError::NoPackageLists);
         }
-        return Err(KernelError::Tool { command: description, detail: stderr.trim().to_string() });
+        return Err(KernelError::Tool {
+            command: description,
+            detail: stderr.trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn single_entry(dir: &Path) -> Result<String, KernelError> {
-    let mut names: Vec<String> =
-        fs::read_dir(dir).map_err(at(dir))?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map_err(at(dir))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     match names.len() {
         1 => Ok(names.remove(0)),
-        _ => Err(KernelError::Layout(format!("expected one kernel release in {}, found {names:?}", dir.display()))),
+        _ => Err(KernelError::Layout(format!(
+            "expected one kernel release in {}, found {names:?}",
+            dir.display()
+        ))),
     }
 }
 
@@ -169,11 +217,21 @@ fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
 pub fn extract_vmlinux(bzimage: &[u8]) -> Result<Vec<u8>, KernelError> {
     let short = || KernelError::Extract("the file is too short for a bzImage".into());
     if bzimage.get(0x202..0x206) != Some(b"HdrS") {
-        return Err(KernelError::Extract("no bzImage setup header (HdrS)".into()));
+        return Err(KernelError::Extract(
+            "no bzImage setup header (HdrS)".into(),
+        ));
     }
-    let protocol = u16::from_le_bytes(bzimage.get(0x206..0x208).ok_or_else(short)?.try_into().unwrap());
+    let protocol = u16::from_le_bytes(
+        bzimage
+            .get(0x206..0x208)
+            .ok_or_else(short)?
+            .try_into()
+            .unwrap(),
+    );
     if protocol < 0x0208 {
-        return Err(KernelError::Extract(format!("boot protocol {protocol:#x} predates payload fields")));
+        return Err(KernelError::Extract(format!(
+            "boot protocol {protocol:#x} predates payload fields"
+        )));
     }
     let setup_sects = match *bzimage.get(0x1f1).ok_or_else(short)? {
         0 => 4,
@@ -192,7 +250,9 @@ pub fn extract_vmlinux(bzimage: &[u8]) -> Result<Vec<u8>, KernelError> {
     }
     let elf = decode_lz4_legacy(payload)?;
     if !elf.starts_with(b"\x7fELF") {
-        return Err(KernelError::Extract("the decompressed payload is not an ELF".into()));
+        return Err(KernelError::Extract(
+            "the decompressed payload is not an ELF".into(),
+        ));
     }
     Ok(elf)
 }
@@ -209,12 +269,16 @@ fn decode_lz4_legacy(payload: &[u8]) -> Result<Vec<u8>, KernelError> {
             continue;
         }
         let size = size as usize;
-        let Some(compressed) = payload.get(position..position + size) else { break };
+        let Some(compressed) = payload.get(position..position + size) else {
+            break;
+        };
         if size == 0 {
             break;
         }
-        let written = lz4_flex::block::decompress_into(compressed, &mut block)
-            .map_err(|error| KernelError::Extract(format!("corrupt LZ4 block at {position}: {error}")))?;
+        let written =
+            lz4_flex::block::decompress_into(compressed, &mut block).map_err(|error| {
+                KernelError::Extract(format!("corrupt LZ4 block at {position}: {error}"))
+            })?;
         output.extend_from_slice(&block[..written]);
         position += size;
     }
@@ -231,7 +295,9 @@ fn module_name(path: &Path) -> Option<String> {
 /// The `depends=` field of a module's `.modinfo` section.
 pub fn module_dependencies(module: &[u8]) -> Vec<String> {
     const KEY: &[u8] = b"\0depends=";
-    let Some(start) = module.windows(KEY.len()).position(|w| w == KEY) else { return Vec::new() };
+    let Some(start) = module.windows(KEY.len()).position(|w| w == KEY) else {
+        return Vec::new();
+    };
     let value = &module[start + KEY.len()..];
     let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
     String::from_utf8_lossy(&value[..end])
@@ -268,8 +334,10 @@ pub fn load_order(
         if done.contains(name) {
             return Ok(());
         }
-        let deps = dependencies(name)
-            .ok_or_else(|| KernelError::MissingModule { module: parent.to_string(), dependency: name.to_string() })?;
+        let deps = dependencies(name).ok_or_else(|| KernelError::MissingModule {
+            module: parent.to_string(),
+            dependency: name.to_string(),
+        })?;
         done.insert(name.to_string());
         for dep in deps {
             visit(&dep, name, dependencies, done, order)?;
@@ -287,7 +355,11 @@ pub fn load_order(
 fn copy_modules(release_dir: &Path, target: &Path) -> Result<Vec<String>, KernelError> {
     let mut index = BTreeMap::new();
     index_modules(&release_dir.join("kernel"), &mut index)?;
-    let lookup = |name: &str| -> Option<Vec<String>> { fs::read(index.get(name)?).ok().map(|bytes| module_dependencies(&bytes)) };
+    let lookup = |name: &str| -> Option<Vec<String>> {
+        fs::read(index.get(name)?)
+            .ok()
+            .map(|bytes| module_dependencies(&bytes))
+    };
     let order = load_order(WANTED_MODULES, &lookup)?;
     let mut files = Vec::new();
     for name in &order {
@@ -307,8 +379,12 @@ mod tests {
 
     #[test]
     fn dependencies_come_from_modinfo() {
-        let bytes = b"junk\0license=GPL\0depends=virtio,virtio_ring,net-failover\0name=virtio_net\0";
-        assert_eq!(module_dependencies(bytes), ["virtio", "virtio_ring", "net_failover"]);
+        let bytes =
+            b"junk\0license=GPL\0depends=virtio,virtio_ring,net-failover\0name=virtio_net\0";
+        assert_eq!(
+            module_dependencies(bytes),
+            ["virtio", "virtio_ring", "net_failover"]
+        );
         assert!(module_dependencies(b"\0depends=\0").is_empty());
     }
 
@@ -324,13 +400,30 @@ mod tests {
         ]);
         let lookup = |name: &str| graph.get(name).cloned();
         let order = load_order(&["virtio_net", "virtio_blk"], &lookup).unwrap();
-        assert_eq!(order, ["virtio_ring", "virtio", "failover", "net_failover", "virtio_net", "virtio_blk"]);
-        assert!(matches!(load_order(&["nope"], &lookup), Err(KernelError::MissingModule { .. })));
+        assert_eq!(
+            order,
+            [
+                "virtio_ring",
+                "virtio",
+                "failover",
+                "net_failover",
+                "virtio_net",
+                "virtio_blk"
+            ]
+        );
+        assert!(matches!(
+            load_order(&["nope"], &lookup),
+            Err(KernelError::MissingModule { .. })
+        ));
     }
 
     #[test]
     fn lz4_legacy_blocks_decode_and_the_size_trailer_ends_them() {
-        let elf: Vec<u8> = b"\x7fELF".iter().copied().chain((0..100_000u32).map(|i| (i % 251) as u8)).collect();
+        let elf: Vec<u8> = b"\x7fELF"
+            .iter()
+            .copied()
+            .chain((0..100_000u32).map(|i| (i % 251) as u8))
+            .collect();
         let block = lz4_flex::block::compress(&elf);
         let mut payload = LZ4_LEGACY_MAGIC.to_le_bytes().to_vec();
         payload.extend_from_slice(&(block.len() as u32).to_le_bytes());
@@ -341,6 +434,9 @@ mod tests {
 
     #[test]
     fn non_bzimage_is_refused() {
-        assert!(matches!(extract_vmlinux(&[0u8; 4096]), Err(KernelError::Extract(_))));
+        assert!(matches!(
+            extract_vmlinux(&[0u8; 4096]),
+            Err(KernelError::Extract(_))
+        ));
     }
 }

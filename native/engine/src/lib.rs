@@ -19,5 +19,8 @@ pub struct PathError {
 }
 
 pub(crate) fn at(path: &Path) -> impl FnOnce(std::io::Error) -> PathError + '_ {
-    move |source| PathError { path: path.display().to_string(), source }
+    move |source| PathError {
+        path: path.display().to_string(),
+        source,
+    }
 }

@@ -14,7 +14,9 @@ pub const UPPER_SERIAL: &str = "upper";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("{QEMU_BINARY} not found (install the Debian package qemu-system-x86, or set {QEMU_ENV})")]
+    #[error(
+        "{QEMU_BINARY} not found (install the Debian package qemu-system-x86, or set {QEMU_ENV})"
+    )]
     QemuMissing,
     #[error("virtiofsd not found at {VIRTIOFSD} (Debian package qemu-system-common)")]
     VirtiofsdMissing,
@@ -27,7 +29,10 @@ pub enum RootDisk {
     /// A host directory served by virtiofsd on `vhost_socket`.
     Virtiofs { vhost_socket: PathBuf, tag: String },
     /// Read-only ext4 layers (top-most first) under a writable ext4 upper, joined by overlayfs.
-    Overlay { lowers: Vec<PathBuf>, upper: PathBuf },
+    Overlay {
+        lowers: Vec<PathBuf>,
+        upper: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,14 +67,27 @@ pub fn find_qemu() -> Result<PathBuf, EngineError> {
         return Ok(PathBuf::from(path));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|dir| dir.join(QEMU_BINARY)).find(|candidate| candidate.is_file()).ok_or(EngineError::QemuMissing)
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(QEMU_BINARY))
+        .find(|candidate| candidate.is_file())
+        .ok_or(EngineError::QemuMissing)
 }
 
 pub fn qemu_version(binary: &Path) -> Result<String, EngineError> {
-    let unusable = |detail: String| EngineError::QemuUnusable { binary: binary.display().to_string(), detail };
-    let output = Command::new(binary).arg("--version").output().map_err(|e| unusable(e.to_string()))?;
+    let unusable = |detail: String| EngineError::QemuUnusable {
+        binary: binary.display().to_string(),
+        detail,
+    };
+    let output = Command::new(binary)
+        .arg("--version")
+        .output()
+        .map_err(|e| unusable(e.to_string()))?;
     let text = String::from_utf8_lossy(&output.stdout);
-    text.lines().next().map(|line| line.trim().to_string()).filter(|_| output.status.success()).ok_or_else(|| unusable("no version output".into()))
+    text.lines()
+        .next()
+        .map(|line| line.trim().to_string())
+        .filter(|_| output.status.success())
+        .ok_or_else(|| unusable("no version output".into()))
 }
 
 pub fn virtiofsd_command(source: &Path, socket: &Path) -> Result<Command, EngineError> {
@@ -79,7 +97,12 @@ pub fn virtiofsd_command(source: &Path, socket: &Path) -> Result<Command, Engine
     let mut command = Command::new(VIRTIOFSD);
     command
         .arg(format!("--socket-path={}", socket.display()))
-        .args(["-o", &format!("source={}", source.display()), "-o", "cache=auto"]);
+        .args([
+            "-o",
+            &format!("source={}", source.display()),
+            "-o",
+            "cache=auto",
+        ]);
     Ok(command)
 }
 
@@ -99,7 +122,9 @@ pub fn arguments(config: &VmConfig) -> Vec<String> {
     let mut args: Vec<String> = vec!["-name".into(), config.name.clone(), "-M".into(), machine];
     match config.accelerator {
         Accelerator::Kvm => args.extend(["-accel", "kvm", "-cpu", "host"].map(String::from)),
-        Accelerator::Tcg => args.extend(["-accel", "tcg,thread=multi", "-cpu", "max"].map(String::from)),
+        Accelerator::Tcg => {
+            args.extend(["-accel", "tcg,thread=multi", "-cpu", "max"].map(String::from))
+        }
     }
     args.extend([
         "-smp".into(),
@@ -121,7 +146,10 @@ pub fn arguments(config: &VmConfig) -> Vec<String> {
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", config.qmp_socket.display()),
         "-chardev".into(),
-        format!("socket,id=agent,path={},server=off", config.agent_socket.display()),
+        format!(
+            "socket,id=agent,path={},server=off",
+            config.agent_socket.display()
+        ),
         "-device".into(),
         "virtio-serial-device".into(),
         "-device".into(),
@@ -132,7 +160,10 @@ pub fn arguments(config: &VmConfig) -> Vec<String> {
     match &config.root {
         RootDisk::Virtiofs { vhost_socket, tag } => args.extend([
             "-object".into(),
-            format!("memory-backend-memfd,id=mem,size={}M,share=on", config.memory_mib),
+            format!(
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                config.memory_mib
+            ),
             "-global".into(),
             "virtio-mmio.force-legacy=false".into(),
             "-chardev".into(),
@@ -148,7 +179,12 @@ pub fn arguments(config: &VmConfig) -> Vec<String> {
         }
     }
     for extra in &config.extra_disks {
-        args.extend(disk(&extra.path, &extra.serial, extra.readonly, &extra.format));
+        args.extend(disk(
+            &extra.path,
+            &extra.serial,
+            extra.readonly,
+            &extra.format,
+        ));
     }
     if let Some(socket) = &config.net_socket {
         args.extend([
@@ -166,7 +202,10 @@ fn disk(path: &Path, serial: &str, readonly: bool, format: &str) -> [String; 4] 
     let readonly = if readonly { ",readonly=on" } else { "" };
     [
         "-drive".into(),
-        format!("id={serial},file={},format={format},if=none{readonly}", path.display()),
+        format!(
+            "id={serial},file={},format={format},if=none{readonly}",
+            path.display()
+        ),
         "-device".into(),
         format!("virtio-blk-device,drive={serial},serial={serial}"),
     ]
@@ -174,7 +213,12 @@ fn disk(path: &Path, serial: &str, readonly: bool, format: &str) -> [String; 4] 
 
 /// Kernel parameters plus the `msb.*` keys the guest agent reads.
 pub fn kernel_command_line(config: &VmConfig) -> String {
-    let mut line = vec!["console=ttyS0".to_string(), "quiet".into(), "reboot=t".into(), "panic=-1".into()];
+    let mut line = vec![
+        "console=ttyS0".to_string(),
+        "quiet".into(),
+        "reboot=t".into(),
+        "panic=-1".into(),
+    ];
     if config.accelerator == Accelerator::Tcg {
         // Without these the guest sometimes hangs calibrating its TSC under TCG (DESIGN §2).
         line.push(format!("tsc_early_khz={}", config.tsc_khz));
@@ -188,7 +232,9 @@ pub fn kernel_command_line(config: &VmConfig) -> String {
         }
         RootDisk::Overlay { lowers, .. } => {
             line.push("msb.root=overlay".into());
-            let serials: Vec<String> = (0..lowers.len()).map(|index| format!("layer{index}")).collect();
+            let serials: Vec<String> = (0..lowers.len())
+                .map(|index| format!("layer{index}"))
+                .collect();
             line.push(format!("msb.lower={}", serials.join(",")));
             line.push(format!("msb.upper={UPPER_SERIAL}"));
         }
@@ -219,7 +265,10 @@ mod tests {
     }
 
     fn overlay() -> RootDisk {
-        RootDisk::Overlay { lowers: vec!["/l/a.ext4".into(), "/l/b.ext4".into()], upper: "/s/upper.ext4".into() }
+        RootDisk::Overlay {
+            lowers: vec!["/l/a.ext4".into(), "/l/b.ext4".into()],
+            upper: "/s/upper.ext4".into(),
+        }
     }
 
     #[test]
@@ -244,7 +293,10 @@ mod tests {
 
     #[test]
     fn virtiofs_root_shares_memory_and_disables_legacy_virtio() {
-        let root = RootDisk::Virtiofs { vhost_socket: "/s/vfs.sock".into(), tag: "rootfs".into() };
+        let root = RootDisk::Virtiofs {
+            vhost_socket: "/s/vfs.sock".into(),
+            tag: "rootfs".into(),
+        };
         let args = arguments(&config(root, Accelerator::Tcg)).join(" ");
         assert!(args.contains("acpi=on,memory-backend=mem"));
         assert!(args.contains("memory-backend-memfd,id=mem,size=256M,share=on"));

@@ -11,7 +11,10 @@ const MEASURE_FOR: Duration = Duration::from_millis(100);
 /// Measured once and cached in `cache_dir`.
 pub fn host_tsc_khz(cache_dir: &Path) -> u64 {
     let cache = cache_dir.join(CACHE_FILE);
-    if let Some(khz) = std::fs::read_to_string(&cache).ok().and_then(|text| text.trim().parse().ok()) {
+    if let Some(khz) = std::fs::read_to_string(&cache)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+    {
         return khz;
     }
     let khz = measure();

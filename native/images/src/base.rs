@@ -19,7 +19,9 @@ pub struct BuiltImage {
 }
 
 fn marker_path(cache_dir: &Path) -> PathBuf {
-    cache_dir.join("images").join(format!("{BASE_IMAGE_NAME}.ref"))
+    cache_dir
+        .join("images")
+        .join(format!("{BASE_IMAGE_NAME}.ref"))
 }
 
 /// Directory of read-only layer files, named by digest.
@@ -38,7 +40,11 @@ pub fn find_base_image(cache_dir: &Path) -> Option<BuiltImage> {
     }
     let path = layer_path(cache_dir, &digest);
     let size_bytes = fs::metadata(&path).ok()?.len();
-    Some(BuiltImage { path, digest, size_bytes })
+    Some(BuiltImage {
+        path,
+        digest,
+        size_bytes,
+    })
 }
 
 fn layer_path(cache_dir: &Path, digest: &str) -> PathBuf {
@@ -50,7 +56,9 @@ pub fn ensure_base_image(cache_dir: &Path, busybox: &Path) -> Result<BuiltImage>
     if let Some(image) = find_base_image(cache_dir) {
         return Ok(image);
     }
-    let work = cache_dir.join("images").join(format!(".build-{}", std::process::id()));
+    let work = cache_dir
+        .join("images")
+        .join(format!(".build-{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
     let result = build(cache_dir, busybox, &work);
     let _ = fs::remove_dir_all(&work);
@@ -69,18 +77,35 @@ fn build(cache_dir: &Path, busybox: &Path, work: &Path) -> Result<BuiltImage> {
     // The marker is written last and atomically: a crash before it leaves only an unused layer.
     let marker = marker_path(cache_dir);
     let staged_marker = work.join("marker");
-    fs::write(&staged_marker, format!("{BASE_FORMAT} {digest}\n")).map_err(io_error(&staged_marker))?;
+    fs::write(&staged_marker, format!("{BASE_FORMAT} {digest}\n"))
+        .map_err(io_error(&staged_marker))?;
     fs::rename(&staged_marker, &marker).map_err(io_error(&marker))?;
     let size_bytes = fs::metadata(&path).map_err(io_error(&path))?.len();
-    Ok(BuiltImage { path, digest, size_bytes })
+    Ok(BuiltImage {
+        path,
+        digest,
+        size_bytes,
+    })
 }
 
 const FILES: &[(&str, &str, u32)] = &[
-    ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", 0o644),
+    (
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        0o644,
+    ),
     ("etc/group", "root:x:0:\nnogroup:x:65534:\n", 0o644),
-    ("etc/shadow", "root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n", 0o600),
+    (
+        "etc/shadow",
+        "root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n",
+        0o600,
+    ),
     ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n", 0o644),
-    ("etc/os-release", "NAME=\"msb-base\"\nID=msb-base\nPRETTY_NAME=\"microsandbox-tui base (busybox)\"\n", 0o644),
+    (
+        "etc/os-release",
+        "NAME=\"msb-base\"\nID=msb-base\nPRETTY_NAME=\"microsandbox-tui base (busybox)\"\n",
+        0o644,
+    ),
     ("etc/profile", "export PS1='\\u@\\h:\\w\\$ '\n", 0o644),
 ];
 
@@ -133,14 +158,20 @@ fn applet_paths(busybox: &Path) -> Result<Vec<String>> {
     let output = Command::new(busybox)
         .arg("--list-full")
         .output()
-        .map_err(|error| ImageError::ToolFailed { tool: "busybox".into(), detail: error.to_string() })?;
+        .map_err(|error| ImageError::ToolFailed {
+            tool: "busybox".into(),
+            detail: error.to_string(),
+        })?;
     if !output.status.success() {
         return Err(ImageError::ToolFailed {
             tool: "busybox --list-full".into(),
             detail: String::from_utf8_lossy(&output.stderr).into(),
         });
     }
-    Ok(String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect())
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
 }
 
 #[cfg(test)]
@@ -158,8 +189,18 @@ mod tests {
         let built = ensure_base_image(cache.path(), Path::new(HOST_BUSYBOX)).unwrap();
         assert!(built.digest.starts_with("sha256:"));
         assert_eq!(find_base_image(cache.path()), Some(built.clone()));
-        assert_eq!(ensure_base_image(cache.path(), Path::new(HOST_BUSYBOX)).unwrap(), built);
-        let sh = Command::new("debugfs").args(["-R", "stat /bin/sh"]).arg(&built.path).output().unwrap();
-        assert!(String::from_utf8_lossy(&sh.stdout).contains("symlink"), "/bin/sh must link to busybox");
+        assert_eq!(
+            ensure_base_image(cache.path(), Path::new(HOST_BUSYBOX)).unwrap(),
+            built
+        );
+        let sh = Command::new("debugfs")
+            .args(["-R", "stat /bin/sh"])
+            .arg(&built.path)
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&sh.stdout).contains("symlink"),
+            "/bin/sh must link to busybox"
+        );
     }
 }

@@ -13,13 +13,35 @@ const LAYER_HEADROOM_BYTES: u64 = 8 << 20;
 pub fn image_from_directory(source: &Path, target: &Path, label: &str) -> Result<()> {
     let size = directory_size(source)? * 5 / 4 + LAYER_HEADROOM_BYTES;
     allocate_sparse(target, size)?;
-    mkfs(target, &["-d", &source.display().to_string(), "-L", label, "-m", "0", "-N", &inode_count(source)?.to_string()])
+    mkfs(
+        target,
+        &[
+            "-d",
+            &source.display().to_string(),
+            "-L",
+            label,
+            "-m",
+            "0",
+            "-N",
+            &inode_count(source)?.to_string(),
+        ],
+    )
 }
 
 /// Makes an empty, sparse writable image of `size_bytes` (only written blocks use disk).
 pub fn empty_image(target: &Path, size_bytes: u64, label: &str) -> Result<()> {
     allocate_sparse(target, size_bytes)?;
-    mkfs(target, &["-L", label, "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+    mkfs(
+        target,
+        &[
+            "-L",
+            label,
+            "-m",
+            "0",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1",
+        ],
+    )
 }
 
 fn allocate_sparse(target: &Path, size_bytes: u64) -> Result<()> {
@@ -34,10 +56,14 @@ fn mkfs(target: &Path, extra: &[&str]) -> Result<()> {
         .arg(target)
         .output()
         .map_err(|error| match error.kind() {
-            std::io::ErrorKind::NotFound => {
-                ImageError::ToolMissing { tool: MKFS.into(), package: "e2fsprogs".into() }
-            }
-            _ => ImageError::ToolFailed { tool: MKFS.into(), detail: error.to_string() },
+            std::io::ErrorKind::NotFound => ImageError::ToolMissing {
+                tool: MKFS.into(),
+                package: "e2fsprogs".into(),
+            },
+            _ => ImageError::ToolFailed {
+                tool: MKFS.into(),
+                detail: error.to_string(),
+            },
         })?;
     if !output.status.success() {
         let _ = std::fs::remove_file(target);
@@ -85,7 +111,11 @@ mod tests {
         std::fs::write(tree.join("etc/hello"), b"world").unwrap();
         let image = dir.path().join("layer.ext4");
         image_from_directory(&tree, &image, "test").unwrap();
-        let listing = Command::new("debugfs").args(["-R", "cat /etc/hello"]).arg(&image).output().unwrap();
+        let listing = Command::new("debugfs")
+            .args(["-R", "cat /etc/hello"])
+            .arg(&image)
+            .output()
+            .unwrap();
         assert_eq!(String::from_utf8_lossy(&listing.stdout), "world");
     }
 
@@ -97,6 +127,9 @@ mod tests {
         let metadata = std::fs::metadata(&image).unwrap();
         assert_eq!(metadata.len(), 1 << 30);
         use std::os::unix::fs::MetadataExt;
-        assert!(metadata.blocks() * 512 < 64 << 20, "a fresh upper must not occupy its full size");
+        assert!(
+            metadata.blocks() * 512 < 64 << 20,
+            "a fresh upper must not occupy its full size"
+        );
     }
 }

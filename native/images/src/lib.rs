@@ -25,7 +25,10 @@ pub enum ImageError {
 pub type Result<T> = std::result::Result<T, ImageError>;
 
 pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
-    move |source| ImageError::Io { path: path.display().to_string(), source }
+    move |source| ImageError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// `sha256:<hex>` of a file's bytes.

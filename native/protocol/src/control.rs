@@ -23,7 +23,9 @@ pub enum ControlResponse {
     Status(SupervisorStatus),
     /// The request was carried out.
     Done,
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

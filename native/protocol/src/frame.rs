@@ -110,7 +110,11 @@ fn split_envelope(mut rest: Vec<u8>) -> Frame {
     let id = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
     let flags = rest[4];
     rest.drain(..ENVELOPE_LEN);
-    Frame { id, flags, body: rest }
+    Frame {
+        id,
+        flags,
+        body: rest,
+    }
 }
 
 /// Incremental decoder for non-blocking readers: push bytes as they arrive, pop whole
@@ -135,7 +139,12 @@ impl FrameDecoder {
         if self.buffer.len() < HEADER_LEN {
             return Ok(None);
         }
-        let len = u32::from_be_bytes([self.buffer[0], self.buffer[1], self.buffer[2], self.buffer[3]]);
+        let len = u32::from_be_bytes([
+            self.buffer[0],
+            self.buffer[1],
+            self.buffer[2],
+            self.buffer[3],
+        ]);
         let len = check_len(len as usize)?;
         if self.buffer.len() < HEADER_LEN + len {
             return Ok(None);
@@ -180,7 +189,10 @@ mod tests {
         decoder.push(&u32::MAX.to_be_bytes());
         assert!(matches!(decoder.next_frame(), Err(FrameError::TooLarge(_))));
         let bytes = (u32::MAX).to_be_bytes();
-        assert!(matches!(Frame::read_from(&mut &bytes[..]), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            Frame::read_from(&mut &bytes[..]),
+            Err(FrameError::TooLarge(_))
+        ));
     }
 
     #[test]
@@ -193,7 +205,10 @@ mod tests {
 
     #[test]
     fn clean_eof_is_closed() {
-        assert!(matches!(Frame::read_from(&mut &[][..]), Err(FrameError::Closed)));
+        assert!(matches!(
+            Frame::read_from(&mut &[][..]),
+            Err(FrameError::Closed)
+        ));
     }
 
     #[test]

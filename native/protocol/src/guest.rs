@@ -14,7 +14,10 @@ pub const HELLO_ID: u32 = 0;
 pub enum HostMessage {
     /// First frame of a connection. Carries the host's wall clock, because the guest has no
     /// RTC.
-    Hello { version: u32, unix_time_ns: u64 },
+    Hello {
+        version: u32,
+        unix_time_ns: u64,
+    },
     Ping,
     /// Starts a process. Stdin, resize and signal frames for it use the same request id.
     Exec(ExecRequest),
@@ -25,9 +28,14 @@ pub enum HostMessage {
     /// End of input for the process (EOF on its stdin; for a PTY, the terminal's EOF key).
     CloseStdin,
     /// Delivers a signal to the process group of the request's process.
-    Signal { signal: i32 },
+    Signal {
+        signal: i32,
+    },
     /// New terminal size for a PTY process.
-    Resize { rows: u16, cols: u16 },
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
     /// Orderly shutdown: the agent stops processes, syncs and unmounts file systems, then
     /// powers the VM off.
     Shutdown,
@@ -79,7 +87,9 @@ pub enum AgentMessage {
         kernel_release: String,
     },
     Pong,
-    Started { pid: u32 },
+    Started {
+        pid: u32,
+    },
     Stdout {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
@@ -144,7 +154,11 @@ mod tests {
             stdin: true,
             tty: Some(TerminalSize { rows: 24, cols: 80 }),
             user: None,
-            rlimits: vec![ResourceLimit { resource: "nofile".into(), soft: 64, hard: 64 }],
+            rlimits: vec![ResourceLimit {
+                resource: "nofile".into(),
+                soft: 64,
+                hard: 64,
+            }],
         });
         let frame = Frame::new(3, 0, &request).unwrap();
         assert_eq!(frame.decode::<HostMessage>().unwrap(), request);
@@ -154,6 +168,9 @@ mod tests {
     fn binary_output_is_compact() {
         let data = vec![0xffu8; 4096];
         let frame = Frame::new(1, 0, &AgentMessage::Stdout { data }).unwrap();
-        assert!(frame.body.len() < 4096 + 32, "bytes must not be encoded as an array of ints");
+        assert!(
+            frame.body.len() < 4096 + 32,
+            "bytes must not be encoded as an array of ints"
+        );
     }
 }

@@ -37,14 +37,23 @@ pub struct ExecOutcome {
 impl Connection {
     pub fn open(name: &str) -> Result<Self> {
         let files = SandboxFiles::new(name)?;
-        let stream = UnixStream::connect(files.control_socket()).map_err(|error| RuntimeError::SandboxNotRunning {
-            name: name.to_string(),
-            status: format!("its supervisor does not answer: {error}"),
+        let stream = UnixStream::connect(files.control_socket()).map_err(|error| {
+            RuntimeError::SandboxNotRunning {
+                name: name.to_string(),
+                status: format!("its supervisor does not answer: {error}"),
+            }
         })?;
-        let reader = stream.try_clone().map_err(RuntimeError::io("control socket"))?;
+        let reader = stream
+            .try_clone()
+            .map_err(RuntimeError::io("control socket"))?;
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         spawn_reader(reader, pending.clone());
-        Ok(Self { name: name.to_string(), writer: Mutex::new(stream), pending, next_id: AtomicU32::new(1) })
+        Ok(Self {
+            name: name.to_string(),
+            writer: Mutex::new(stream),
+            pending,
+            next_id: AtomicU32::new(1),
+        })
     }
 
     fn start(&self, flags: u8, message: &impl serde::Serialize) -> Result<(u32, Receiver<Frame>)> {
@@ -54,21 +63,34 @@ impl Connection {
             Some(pending) => pending.insert(id, sender),
             None => return Err(self.closed()),
         };
-        let frame = Frame::new(id, flags, message).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
-        frame.write_to(&mut *self.writer.lock().unwrap()).map_err(|_| self.closed())?;
+        let frame =
+            Frame::new(id, flags, message).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+        frame
+            .write_to(&mut *self.writer.lock().unwrap())
+            .map_err(|_| self.closed())?;
         Ok((id, receiver))
     }
 
     pub fn exec(&self, request: ExecRequest) -> Result<ExecOutcome> {
         let (_, frames) = self.start(0, &HostMessage::Exec(request))?;
-        let mut outcome = ExecOutcome { stdout: Vec::new(), stderr: Vec::new(), exit_code: None, signal: None, timed_out: false };
+        let mut outcome = ExecOutcome {
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+        };
         loop {
             let frame = frames.recv().map_err(|_| self.closed())?;
             match decode_agent(&frame)? {
                 AgentMessage::Started { .. } => {}
                 AgentMessage::Stdout { data } => outcome.stdout.extend_from_slice(&data),
                 AgentMessage::Stderr { data } => outcome.stderr.extend_from_slice(&data),
-                AgentMessage::Exited { code, signal, timed_out } => {
+                AgentMessage::Exited {
+                    code,
+                    signal,
+                    timed_out,
+                } => {
                     outcome.exit_code = code;
                     outcome.signal = signal;
                     outcome.timed_out = timed_out;
@@ -93,7 +115,9 @@ impl Connection {
     pub fn control(&self, request: ControlRequest) -> Result<ControlResponse> {
         let (_, frames) = self.start(FLAG_CONTROL, &request)?;
         let frame = frames.recv().map_err(|_| self.closed())?;
-        let response: ControlResponse = frame.decode().map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+        let response: ControlResponse = frame
+            .decode()
+            .map_err(|e| RuntimeError::Protocol(e.to_string()))?;
         match response {
             ControlResponse::Error { message } => Err(RuntimeError::Protocol(message)),
             other => Ok(other),
@@ -124,7 +148,11 @@ impl Connection {
     }
 
     pub fn close(&self) {
-        let _ = self.writer.lock().unwrap().shutdown(std::net::Shutdown::Both);
+        let _ = self
+            .writer
+            .lock()
+            .unwrap()
+            .shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -137,7 +165,9 @@ impl Drop for Connection {
 const CLOSED: &str = "the connection to the sandbox's supervisor closed";
 
 fn decode_agent(frame: &Frame) -> Result<AgentMessage> {
-    frame.decode().map_err(|e| RuntimeError::Protocol(format!("malformed agent message: {e}")))
+    frame
+        .decode()
+        .map_err(|e| RuntimeError::Protocol(format!("malformed agent message: {e}")))
 }
 
 fn unexpected(message: &AgentMessage) -> RuntimeError {

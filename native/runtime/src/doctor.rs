@@ -13,8 +13,16 @@ pub struct Check {
 
 fn check(name: &'static str, result: Result<String, String>) -> Check {
     match result {
-        Ok(detail) => Check { name, ok: true, detail },
-        Err(detail) => Check { name, ok: false, detail },
+        Ok(detail) => Check {
+            name,
+            ok: true,
+            detail,
+        },
+        Err(detail) => Check {
+            name,
+            ok: false,
+            detail,
+        },
     }
 }
 
@@ -31,18 +39,30 @@ pub fn run(package_dir: &Path) -> Vec<Check> {
         check(
             "qemu",
             qemu::find_qemu()
-                .and_then(|path| qemu::qemu_version(&path).map(|version| format!("{} ({version})", path.display())))
+                .and_then(|path| {
+                    qemu::qemu_version(&path)
+                        .map(|version| format!("{} ({version})", path.display()))
+                })
                 .map_err(|error| error.to_string()),
         ),
         check(
             "kernel",
             kernel::find_installed(&cache)
-                .map(|kernel| format!("{} at {} ({} modules)", kernel.release, kernel.vmlinux.display(), kernel.modules.len()))
+                .map(|kernel| {
+                    format!(
+                        "{} at {} ({} modules)",
+                        kernel.release,
+                        kernel.vmlinux.display(),
+                        kernel.modules.len()
+                    )
+                })
                 .ok_or_else(|| format!("not installed in {}; run `msb install`", cache.display())),
         ),
         check(
             "guest agent",
-            install::agent_binary(package_dir).map(|path| path.display().to_string()).map_err(|error| error.to_string()),
+            install::agent_binary(package_dir)
+                .map(|path| path.display().to_string())
+                .map_err(|error| error.to_string()),
         ),
         check(
             "default image",

@@ -33,7 +33,10 @@ pub enum RuntimeError {
     #[error("{0}")]
     State(#[from] msb_state::StateError),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 impl RuntimeError {

@@ -32,14 +32,19 @@ pub fn agent_binary(package_dir: &Path) -> Result<PathBuf> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(RuntimeError::NotInstalled(format!("guest agent binary not found at {}", path.display())))
+        Err(RuntimeError::NotInstalled(format!(
+            "guest agent binary not found at {}",
+            path.display()
+        )))
     }
 }
 
 fn installed_kernel() -> Result<KernelArtifacts> {
     if let Some(vmlinux) = std::env::var_os(KERNEL_ENV).filter(|v| !v.is_empty()) {
         let modules = std::env::var_os(KERNEL_MODULES_ENV).ok_or_else(|| {
-            RuntimeError::InvalidConfig(format!("{KERNEL_ENV} is set but {KERNEL_MODULES_ENV} is not"))
+            RuntimeError::InvalidConfig(format!(
+                "{KERNEL_ENV} is set but {KERNEL_MODULES_ENV} is not"
+            ))
         })?;
         return kernel::from_paths(Path::new(&vmlinux), Path::new(&modules))
             .map_err(|error| RuntimeError::InvalidConfig(format!("{KERNEL_ENV}: {error}")));
@@ -50,15 +55,22 @@ fn installed_kernel() -> Result<KernelArtifacts> {
 
 /// Finds (never downloads) what a boot needs; builds the initramfs if only that is missing.
 pub fn boot_artifacts(agent: &Path) -> Result<BootArtifacts> {
-    let qemu = msb_engine::qemu::find_qemu().map_err(|error| RuntimeError::NotInstalled(error.to_string()))?;
+    let qemu = msb_engine::qemu::find_qemu()
+        .map_err(|error| RuntimeError::NotInstalled(error.to_string()))?;
     let kernel = installed_kernel()?;
     let initramfs = msb_engine::initramfs::ensure(&paths::cache_dir(), &kernel, agent)
         .map_err(|error| RuntimeError::Install(error.to_string()))?;
-    Ok(BootArtifacts { qemu, kernel, initramfs })
+    Ok(BootArtifacts {
+        qemu,
+        kernel,
+        initramfs,
+    })
 }
 
 pub fn is_installed(agent_package_dir: &Path) -> bool {
-    let Ok(agent) = agent_binary(agent_package_dir) else { return false };
+    let Ok(agent) = agent_binary(agent_package_dir) else {
+        return false;
+    };
     msb_engine::qemu::find_qemu().is_ok()
         && installed_kernel().is_ok()
         && base::find_base_image(&paths::cache_dir()).is_some()
@@ -69,19 +81,25 @@ pub fn is_installed(agent_package_dir: &Path) -> bool {
 /// in this home's database. Idempotent: finished steps are skipped.
 pub fn install(package_dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<()> {
     let cache = paths::cache_dir();
-    std::fs::create_dir_all(&cache).map_err(RuntimeError::io(format!("creating {}", cache.display())))?;
+    std::fs::create_dir_all(&cache)
+        .map_err(RuntimeError::io(format!("creating {}", cache.display())))?;
     msb_engine::qemu::find_qemu().map_err(|error| RuntimeError::Install(error.to_string()))?;
     let agent = agent_binary(package_dir)?;
     let kernel = match installed_kernel() {
         Ok(kernel) => kernel,
-        Err(_) => kernel::install(&cache, progress).map_err(|error| RuntimeError::Install(error.to_string()))?,
+        Err(_) => kernel::install(&cache, progress)
+            .map_err(|error| RuntimeError::Install(error.to_string()))?,
     };
     progress(&format!("kernel {} ready", kernel.release));
-    msb_engine::initramfs::ensure(&cache, &kernel, &agent).map_err(|error| RuntimeError::Install(error.to_string()))?;
+    msb_engine::initramfs::ensure(&cache, &kernel, &agent)
+        .map_err(|error| RuntimeError::Install(error.to_string()))?;
     progress("initramfs ready");
     let mut db = crate::sandboxes::open_db()?;
     let image = register_base_image(&mut db, true)?;
-    progress(&format!("default image {} ready ({})", image.name, image.digest));
+    progress(&format!(
+        "default image {} ready ({})",
+        image.name, image.digest
+    ));
     Ok(())
 }
 
@@ -93,19 +111,37 @@ pub fn register_base_image(db: &mut Database, build: bool) -> Result<ImageRecord
         Some(built) => built,
         None if build => {
             check_static_busybox(Path::new(BUSYBOX))?;
-            base::ensure_base_image(&cache, Path::new(BUSYBOX)).map_err(|error| RuntimeError::Install(error.to_string()))?
+            base::ensure_base_image(&cache, Path::new(BUSYBOX))
+                .map_err(|error| RuntimeError::Install(error.to_string()))?
         }
-        None => return Err(RuntimeError::NotInstalled("the default image is not built".into())),
+        None => {
+            return Err(RuntimeError::NotInstalled(
+                "the default image is not built".into(),
+            ))
+        }
     };
     let path = built.path.display().to_string();
-    db.put_image(base::BASE_IMAGE_NAME, "ext4", &path, &built.digest, built.size_bytes)?;
-    Ok(db.image(base::BASE_IMAGE_NAME)?.expect("image just recorded"))
+    db.put_image(
+        base::BASE_IMAGE_NAME,
+        "ext4",
+        &path,
+        &built.digest,
+        built.size_bytes,
+    )?;
+    Ok(db
+        .image(base::BASE_IMAGE_NAME)?
+        .expect("image just recorded"))
 }
 
 /// The default image runs the host's busybox in the guest, so it must not need a dynamic
 /// loader: an ELF without a PT_INTERP program header.
 fn check_static_busybox(path: &Path) -> Result<()> {
-    let missing = || RuntimeError::Install(format!("{} is missing or not a static binary; install the Debian package busybox-static", path.display()));
+    let missing = || {
+        RuntimeError::Install(format!(
+            "{} is missing or not a static binary; install the Debian package busybox-static",
+            path.display()
+        ))
+    };
     let bytes = std::fs::read(path).map_err(|_| missing())?;
     if elf_has_interpreter(&bytes).ok_or_else(missing)? {
         return Err(missing());

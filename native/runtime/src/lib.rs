@@ -21,8 +21,14 @@ use std::time::Duration;
 
 /// The directory of the `microsandbox_tui` package, where the guest agent is shipped.
 fn package_dir(py: Python<'_>) -> PyResult<PathBuf> {
-    let file: String = py.import("microsandbox_tui")?.getattr("__file__")?.extract()?;
-    Ok(PathBuf::from(file).parent().map(PathBuf::from).unwrap_or_default())
+    let file: String = py
+        .import("microsandbox_tui")?
+        .getattr("__file__")?
+        .extract()?;
+    Ok(PathBuf::from(file)
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default())
 }
 
 #[pyfunction]
@@ -68,7 +74,10 @@ fn install_runtime(py: Python<'_>, progress: Option<PyObject>) -> PyResult<()> {
 fn run_doctor(py: Python<'_>) -> PyResult<Vec<(String, bool, String)>> {
     let package = package_dir(py)?;
     let checks = py.allow_threads(|| doctor::run(&package));
-    Ok(checks.into_iter().map(|check| (check.name.to_string(), check.ok, check.detail)).collect())
+    Ok(checks
+        .into_iter()
+        .map(|check| (check.name.to_string(), check.ok, check.detail))
+        .collect())
 }
 
 /// A sandbox's database record.
@@ -158,7 +167,8 @@ fn remove_sandbox(py: Python<'_>, name: String) -> PyResult<()> {
 
 #[pyfunction]
 fn list_images(py: Python<'_>) -> PyResult<Vec<ImageInfo>> {
-    let images = py.allow_threads(|| -> error::Result<_> { Ok(sandboxes::open_db()?.images()?) })?;
+    let images =
+        py.allow_threads(|| -> error::Result<_> { Ok(sandboxes::open_db()?.images()?) })?;
     Ok(images
         .into_iter()
         .map(|image| ImageInfo {
@@ -173,7 +183,12 @@ fn list_images(py: Python<'_>) -> PyResult<Vec<ImageInfo>> {
 
 #[pyfunction]
 #[pyo3(signature = (name, parent_pid=None, ready_fd=None))]
-fn run_supervisor(py: Python<'_>, name: String, parent_pid: Option<u32>, ready_fd: Option<i32>) -> PyResult<()> {
+fn run_supervisor(
+    py: Python<'_>,
+    name: String,
+    parent_pid: Option<u32>,
+    ready_fd: Option<i32>,
+) -> PyResult<()> {
     let package = package_dir(py)?;
     py.allow_threads(|| {
         let agent = install::agent_binary(&package)?;
@@ -215,7 +230,14 @@ impl Connection {
         cwd: Option<String>,
         timeout_ms: Option<u64>,
     ) -> PyResult<ExecResult> {
-        let request = ExecRequest { program, args, env, cwd, timeout_ms, ..ExecRequest::default() };
+        let request = ExecRequest {
+            program,
+            args,
+            env,
+            cwd,
+            timeout_ms,
+            ..ExecRequest::default()
+        };
         let outcome = py.allow_threads(|| self.inner.exec(request))?;
         Ok(ExecResult {
             stdout: PyBytes::new(py, &outcome.stdout).unbind(),

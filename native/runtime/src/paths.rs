@@ -31,7 +31,9 @@ pub fn cache_dir() -> PathBuf {
 }
 
 fn user_home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into())
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into())
 }
 
 pub fn database_path() -> PathBuf {
@@ -49,12 +51,19 @@ pub fn sandbox_dir(name: &str) -> Result<PathBuf, RuntimeError> {
 fn check_name(name: &str) -> Result<(), RuntimeError> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_LENGTH
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if valid {
         Ok(())
     } else {
-        Err(RuntimeError::InvalidConfig(format!("invalid sandbox name {name:?}")))
+        Err(RuntimeError::InvalidConfig(format!(
+            "invalid sandbox name {name:?}"
+        )))
     }
 }
 
@@ -65,7 +74,9 @@ pub struct SandboxFiles {
 
 impl SandboxFiles {
     pub fn new(name: &str) -> Result<Self, RuntimeError> {
-        Ok(Self { dir: sandbox_dir(name)? })
+        Ok(Self {
+            dir: sandbox_dir(name)?,
+        })
     }
     pub fn control_socket(&self) -> PathBuf {
         self.dir.join("control.sock")

@@ -15,8 +15,12 @@ pub fn start_time(pid: u32) -> Option<u64> {
 
 /// Whether the process `pid` that started at `started` is still alive (and not a zombie).
 pub fn is_alive(pid: u32, started: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let Some(close) = stat.rfind(')') else { return false };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
     let state = stat[close + 2..].chars().next();
     state != Some('Z') && start_time(pid) == Some(started)
 }
@@ -51,8 +55,14 @@ pub fn wait_for_exit(pid: u32) {
         if fd < 0 {
             return;
         }
-        let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        while libc::poll(&mut poll, 1, -1) < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {}
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        while libc::poll(&mut poll, 1, -1) < 0
+            && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {}
         libc::close(fd);
     }
 }

@@ -10,7 +10,7 @@ use crate::process;
 use crate::spec::{ImageSource, SandboxSpec};
 use msb_images::base::BASE_IMAGE_NAME;
 use msb_protocol::control::ControlRequest;
-use msb_state::{Database, SandboxRecord, SandboxStatus, StatusChange, StateError};
+use msb_state::{Database, SandboxRecord, SandboxStatus, StateError, StatusChange};
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -28,7 +28,8 @@ const READY_FD: i32 = 3;
 
 pub fn open_db() -> Result<Database> {
     let home = paths::home_dir();
-    std::fs::create_dir_all(&home).map_err(RuntimeError::io(format!("creating {}", home.display())))?;
+    std::fs::create_dir_all(&home)
+        .map_err(RuntimeError::io(format!("creating {}", home.display())))?;
     Ok(Database::open(&paths::database_path())?)
 }
 
@@ -54,14 +55,18 @@ pub fn create(request: CreateRequest<'_>) -> Result<SandboxRecord> {
             Err(error) => return Err(error),
         }
     }
-    db.insert_sandbox(&spec.name, request.config_json, request.detached).map_err(|error| match error {
-        StateError::SandboxExists(name) => RuntimeError::SandboxAlreadyExists(name),
-        other => other.into(),
-    })?;
+    db.insert_sandbox(&spec.name, request.config_json, request.detached)
+        .map_err(|error| match error {
+            StateError::SandboxExists(name) => RuntimeError::SandboxAlreadyExists(name),
+            other => other.into(),
+        })?;
     // Files left by a sandbox whose record is gone must not leak into this one.
     let _ = std::fs::remove_dir_all(&files.dir);
     let started = std::fs::create_dir_all(&files.dir)
-        .map_err(RuntimeError::io(format!("creating {}", files.dir.display())))
+        .map_err(RuntimeError::io(format!(
+            "creating {}",
+            files.dir.display()
+        )))
         .and_then(|()| start_supervisor(&spec.name, &files, &request));
     if let Err(error) = started {
         let _ = teardown(&mut db, &spec.name);
@@ -73,7 +78,10 @@ pub fn create(request: CreateRequest<'_>) -> Result<SandboxRecord> {
 fn check_image(db: &mut Database, image: &ImageSource) -> Result<()> {
     match image {
         ImageSource::Bind { path } if Path::new(path).is_dir() => Ok(()),
-        ImageSource::Bind { path } => Err(RuntimeError::ImageNotFound(path.clone(), "a bind root must be an existing directory".into())),
+        ImageSource::Bind { path } => Err(RuntimeError::ImageNotFound(
+            path.clone(),
+            "a bind root must be an existing directory".into(),
+        )),
         ImageSource::Local { name } => {
             if db.image(name)?.is_some() {
                 return Ok(());
@@ -83,7 +91,11 @@ fn check_image(db: &mut Database, image: &ImageSource) -> Result<()> {
                 return Ok(());
             }
             let known: Vec<String> = db.images()?.into_iter().map(|image| image.name).collect();
-            let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+            let known = if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            };
             Err(RuntimeError::ImageNotFound(name.clone(), known))
         }
     }
@@ -98,10 +110,19 @@ fn start_supervisor(name: &str, files: &SandboxFiles, request: &CreateRequest<'_
         .map_err(RuntimeError::io("opening the supervisor log"))?;
     let mut command = Command::new(request.python);
     command
-        .args(["-m", "microsandbox_tui.supervisor", name, "--ready-fd", &READY_FD.to_string()])
+        .args([
+            "-m",
+            "microsandbox_tui.supervisor",
+            name,
+            "--ready-fd",
+            &READY_FD.to_string(),
+        ])
         .current_dir("/")
         .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(RuntimeError::io("supervisor log"))?)
+        .stdout(
+            log.try_clone()
+                .map_err(RuntimeError::io("supervisor log"))?,
+        )
         .stderr(log);
     if !request.detached {
         command.args(["--parent-pid", &std::process::id().to_string()]);
@@ -118,7 +139,10 @@ fn start_supervisor(name: &str, files: &SandboxFiles, request: &CreateRequest<'_
             Ok(())
         });
     }
-    let mut child = command.spawn().map_err(RuntimeError::io(format!("starting {}", request.python.display())))?;
+    let mut child = command.spawn().map_err(RuntimeError::io(format!(
+        "starting {}",
+        request.python.display()
+    )))?;
     drop(ready_write);
     let outcome = read_ready(ready_read, request.timeout);
     // The supervisor runs on in its own session; reap it in the background when it ends.
@@ -146,7 +170,9 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors that we then own.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(RuntimeError::io("creating the ready pipe")(std::io::Error::last_os_error()));
+        return Err(RuntimeError::io("creating the ready pipe")(
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: both descriptors were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -154,9 +180,19 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Reads the supervisor's one-line report, waiting at most `timeout`.
 fn read_ready(pipe: OwnedFd, timeout: Duration) -> Option<String> {
-    let mut poll = libc::pollfd { fd: pipe.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut poll = libc::pollfd {
+        fd: pipe.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: polling one descriptor we own.
-    let ready = unsafe { libc::poll(&mut poll, 1, timeout.as_millis().min(i32::MAX as u128) as i32) };
+    let ready = unsafe {
+        libc::poll(
+            &mut poll,
+            1,
+            timeout.as_millis().min(i32::MAX as u128) as i32,
+        )
+    };
     if ready <= 0 {
         return None;
     }
@@ -170,7 +206,8 @@ fn teardown(db: &mut Database, name: &str) -> Result<()> {
     let record = db.sandbox(name)?;
     if let (Some(pid), Some(started)) = (record.supervisor_pid, record.supervisor_start) {
         if process::is_alive(pid, started) {
-            let killed = Connection::open(name).and_then(|connection| connection.stop_vm(ControlRequest::Kill));
+            let killed = Connection::open(name)
+                .and_then(|connection| connection.stop_vm(ControlRequest::Kill));
             if killed.is_err() {
                 process::signal(pid, libc::SIGKILL);
             }
@@ -193,8 +230,17 @@ fn reconcile(db: &mut Database, record: SandboxRecord) -> Result<SandboxRecord> 
             db.mark_crashed_if_owned_by(&record.name, pid, "the supervisor exited unexpectedly")?;
             Ok(db.sandbox(&record.name)?)
         }
-        (None, _) if record.status == SandboxStatus::Starting && msb_state::now_ms() - record.created_at > ORPHANED_START_MS => {
-            db.set_status(&record.name, StatusChange { status: SandboxStatus::Crashed, reason: Some("never started") })?;
+        (None, _)
+            if record.status == SandboxStatus::Starting
+                && msb_state::now_ms() - record.created_at > ORPHANED_START_MS =>
+        {
+            db.set_status(
+                &record.name,
+                StatusChange {
+                    status: SandboxStatus::Crashed,
+                    reason: Some("never started"),
+                },
+            )?;
             Ok(db.sandbox(&record.name)?)
         }
         _ => Ok(record),
@@ -217,7 +263,10 @@ pub fn get(name: &str) -> Result<SandboxRecord> {
 pub fn list() -> Result<Vec<SandboxRecord>> {
     let mut db = open_db()?;
     let records = db.sandboxes()?;
-    records.into_iter().map(|record| reconcile(&mut db, record)).collect()
+    records
+        .into_iter()
+        .map(|record| reconcile(&mut db, record))
+        .collect()
 }
 
 /// Deletes a sandbox that is not running.
@@ -233,8 +282,14 @@ pub fn remove(name: &str) -> Result<()> {
 /// Connects to a running sandbox.
 pub fn connect(name: &str) -> Result<Connection> {
     let record = get(name)?;
-    if !matches!(record.status, SandboxStatus::Running | SandboxStatus::Paused) {
-        return Err(RuntimeError::SandboxNotRunning { name: name.into(), status: record.status.as_str().into() });
+    if !matches!(
+        record.status,
+        SandboxStatus::Running | SandboxStatus::Paused
+    ) {
+        return Err(RuntimeError::SandboxNotRunning {
+            name: name.into(),
+            status: record.status.as_str().into(),
+        });
     }
     Connection::open(name)
 }

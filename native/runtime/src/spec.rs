@@ -24,7 +24,8 @@ pub struct SandboxSpec {
 
 impl SandboxSpec {
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|error| RuntimeError::InvalidConfig(format!("sandbox config: {error}")))
+        serde_json::from_str(json)
+            .map_err(|error| RuntimeError::InvalidConfig(format!("sandbox config: {error}")))
     }
 }
 
@@ -44,6 +45,9 @@ mod tests {
 
     #[test]
     fn malformed_config_is_invalid_config() {
-        assert!(matches!(SandboxSpec::from_json("{}"), Err(RuntimeError::InvalidConfig(_))));
+        assert!(matches!(
+            SandboxSpec::from_json("{}"),
+            Err(RuntimeError::InvalidConfig(_))
+        ));
     }
 }

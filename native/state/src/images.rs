@@ -30,7 +30,14 @@ const COLUMNS: &str = "name, kind, path, digest, size_bytes, created_at";
 
 impl Database {
     /// Records an image, replacing an older record of the same name.
-    pub fn put_image(&mut self, name: &str, kind: &str, path: &str, digest: &str, size_bytes: u64) -> Result<()> {
+    pub fn put_image(
+        &mut self,
+        name: &str,
+        kind: &str,
+        path: &str,
+        digest: &str,
+        size_bytes: u64,
+    ) -> Result<()> {
         self.conn.execute(
             "INSERT INTO images (name, kind, path, digest, size_bytes, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -44,12 +51,18 @@ impl Database {
     pub fn image(&self, name: &str) -> Result<Option<ImageRecord>> {
         Ok(self
             .conn
-            .query_row(&format!("SELECT {COLUMNS} FROM images WHERE name = ?1"), [name], from_row)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM images WHERE name = ?1"),
+                [name],
+                from_row,
+            )
             .optional()?)
     }
 
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
-        let mut statement = self.conn.prepare(&format!("SELECT {COLUMNS} FROM images ORDER BY name"))?;
+        let mut statement = self
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM images ORDER BY name"))?;
         let rows = statement.query_map([], from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

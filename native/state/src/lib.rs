@@ -3,9 +3,9 @@
 //! Several processes use it at once (SDK clients, one supervisor per sandbox), so every
 //! connection waits on locks instead of failing, and each change is one transaction.
 
+mod images;
 mod migrations;
 mod sandboxes;
-mod images;
 
 pub use images::ImageRecord;
 pub use sandboxes::{SandboxRecord, SandboxStatus, StatusChange};

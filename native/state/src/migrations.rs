@@ -38,11 +38,17 @@ pub fn apply(conn: &mut Connection) -> Result<()> {
             applied_at INTEGER NOT NULL
         )",
     )?;
-    let current: i64 =
-        conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(StateError::SchemaTooNew { found: current, known });
+        return Err(StateError::SchemaTooNew {
+            found: current,
+            known,
+        });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -74,7 +80,9 @@ mod tests {
         apply(&mut conn).unwrap();
         apply(&mut conn).unwrap();
         let version: i64 = conn
-            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
     }
@@ -83,7 +91,11 @@ mod tests {
     fn newer_schema_is_refused() {
         let mut conn = Connection::open_in_memory().unwrap();
         apply(&mut conn).unwrap();
-        conn.execute("INSERT INTO schema_migrations VALUES (999, 0)", []).unwrap();
-        assert!(matches!(apply(&mut conn), Err(StateError::SchemaTooNew { found: 999, .. })));
+        conn.execute("INSERT INTO schema_migrations VALUES (999, 0)", [])
+            .unwrap();
+        assert!(matches!(
+            apply(&mut conn),
+            Err(StateError::SchemaTooNew { found: 999, .. })
+        ));
     }
 }

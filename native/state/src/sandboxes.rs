@@ -35,13 +35,20 @@ impl SandboxStatus {
             "draining" => Self::Draining,
             "stopped" => Self::Stopped,
             "crashed" => Self::Crashed,
-            other => return Err(StateError::Corrupt(format!("unknown sandbox status {other:?}"))),
+            other => {
+                return Err(StateError::Corrupt(format!(
+                    "unknown sandbox status {other:?}"
+                )))
+            }
         })
     }
 
     /// Whether a supervisor process is supposed to exist for this status.
     pub fn is_live(self) -> bool {
-        matches!(self, Self::Starting | Self::Running | Self::Paused | Self::Draining)
+        matches!(
+            self,
+            Self::Starting | Self::Running | Self::Paused | Self::Draining
+        )
     }
 }
 
@@ -104,11 +111,22 @@ fn with_status((mut record, status): (SandboxRecord, String)) -> Result<SandboxR
 impl Database {
     /// Inserts a new sandbox in `Starting` state. Fails with [`StateError::SandboxExists`]
     /// when the name is taken.
-    pub fn insert_sandbox(&mut self, name: &str, config: &str, detached: bool) -> Result<SandboxRecord> {
+    pub fn insert_sandbox(
+        &mut self,
+        name: &str,
+        config: &str,
+        detached: bool,
+    ) -> Result<SandboxRecord> {
         let inserted = self.conn.execute(
             "INSERT OR IGNORE INTO sandboxes (name, config, status, detached, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![name, config, SandboxStatus::Starting.as_str(), detached, now_ms()],
+            params![
+                name,
+                config,
+                SandboxStatus::Starting.as_str(),
+                detached,
+                now_ms()
+            ],
         )?;
         if inserted == 0 {
             return Err(StateError::SandboxExists(name.to_string()));
@@ -119,7 +137,11 @@ impl Database {
     pub fn sandbox(&self, name: &str) -> Result<SandboxRecord> {
         let row = self
             .conn
-            .query_row(&format!("SELECT {COLUMNS} FROM sandboxes WHERE name = ?1"), [name], from_row)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM sandboxes WHERE name = ?1"),
+                [name],
+                from_row,
+            )
             .optional()?;
         match row {
             Some(row) => with_status(row),
@@ -128,7 +150,9 @@ impl Database {
     }
 
     pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>> {
-        let mut statement = self.conn.prepare(&format!("SELECT {COLUMNS} FROM sandboxes ORDER BY name"))?;
+        let mut statement = self
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM sandboxes ORDER BY name"))?;
         let rows = statement.query_map([], from_row)?;
         rows.map(|row| with_status(row?)).collect()
     }
@@ -143,7 +167,13 @@ impl Database {
     }
 
     /// The VM is up and its agent answered.
-    pub fn set_running(&mut self, name: &str, vmm_pid: u32, accelerator: &str, boot_ms: u64) -> Result<()> {
+    pub fn set_running(
+        &mut self,
+        name: &str,
+        vmm_pid: u32,
+        accelerator: &str,
+        boot_ms: u64,
+    ) -> Result<()> {
         self.update(
             name,
             "UPDATE sandboxes SET status = 'running', vmm_pid = ?2, accelerator = ?3, boot_ms = ?4,
@@ -173,7 +203,12 @@ impl Database {
 
     /// Marks a sandbox crashed only if the given supervisor still owns it; used when a reader
     /// finds that supervisor dead, so two readers never overwrite a newer start.
-    pub fn mark_crashed_if_owned_by(&mut self, name: &str, supervisor_pid: u32, reason: &str) -> Result<bool> {
+    pub fn mark_crashed_if_owned_by(
+        &mut self,
+        name: &str,
+        supervisor_pid: u32,
+        reason: &str,
+    ) -> Result<bool> {
         let changed = self.conn.execute(
             "UPDATE sandboxes SET status = 'crashed', exit_reason = ?3, stopped_at = ?4,
                  supervisor_pid = NULL, supervisor_start = NULL, vmm_pid = NULL
@@ -203,7 +238,10 @@ mod tests {
     fn insert_rejects_duplicate_names() {
         let mut db = Database::open_in_memory().unwrap();
         db.insert_sandbox("a", "{}", false).unwrap();
-        assert!(matches!(db.insert_sandbox("a", "{}", true), Err(StateError::SandboxExists(_))));
+        assert!(matches!(
+            db.insert_sandbox("a", "{}", true),
+            Err(StateError::SandboxExists(_))
+        ));
         assert_eq!(db.sandboxes().unwrap().len(), 1);
     }
 
@@ -215,9 +253,18 @@ mod tests {
         db.set_running("a", 43, "tcg", 2300).unwrap();
         let record = db.sandbox("a").unwrap();
         assert_eq!(record.status, SandboxStatus::Running);
-        assert_eq!((record.supervisor_pid, record.vmm_pid, record.boot_ms), (Some(42), Some(43), Some(2300)));
-        db.set_status("a", StatusChange { status: SandboxStatus::Stopped, reason: Some("stopped by user") })
-            .unwrap();
+        assert_eq!(
+            (record.supervisor_pid, record.vmm_pid, record.boot_ms),
+            (Some(42), Some(43), Some(2300))
+        );
+        db.set_status(
+            "a",
+            StatusChange {
+                status: SandboxStatus::Stopped,
+                reason: Some("stopped by user"),
+            },
+        )
+        .unwrap();
         let record = db.sandbox("a").unwrap();
         assert_eq!(record.status, SandboxStatus::Stopped);
         assert_eq!(record.supervisor_pid, None);
@@ -237,7 +284,13 @@ mod tests {
     #[test]
     fn missing_sandbox_is_a_typed_error() {
         let mut db = Database::open_in_memory().unwrap();
-        assert!(matches!(db.sandbox("nope"), Err(StateError::SandboxNotFound(_))));
-        assert!(matches!(db.delete_sandbox("nope"), Err(StateError::SandboxNotFound(_))));
+        assert!(matches!(
+            db.sandbox("nope"),
+            Err(StateError::SandboxNotFound(_))
+        ));
+        assert!(matches!(
+            db.delete_sandbox("nope"),
+            Err(StateError::SandboxNotFound(_))
+        ));
     }
 }

@@ -47,13 +47,19 @@ pub(crate) struct Lifecycle {
 
 impl Lifecycle {
     fn new(vmm_pid: u32) -> Self {
-        Self { state: Mutex::default(), changed: Condvar::new(), vmm_pid }
+        Self {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            vmm_pid,
+        }
     }
 
     /// Records why the VM stops; the first reason wins.
     fn request(&self, reason: &str) {
         let mut state = self.state.lock().unwrap();
-        state.requested.get_or_insert(StopRequest { reason: reason.to_string() });
+        state.requested.get_or_insert(StopRequest {
+            reason: reason.to_string(),
+        });
     }
 
     fn kill_vm(&self, reason: &str) {
@@ -66,11 +72,17 @@ impl Lifecycle {
     fn wait_exited(&self, timeout: Duration) {
         let mut state = self.state.lock().unwrap();
         state.waiting_replies += 1;
-        let (mut state, result) = self.changed.wait_timeout_while(state, timeout, |s| !s.exited).unwrap();
+        let (mut state, result) = self
+            .changed
+            .wait_timeout_while(state, timeout, |s| !s.exited)
+            .unwrap();
         if result.timed_out() {
             drop(state);
             self.kill_vm("stop timed out; killed");
-            state = self.changed.wait_while(self.state.lock().unwrap(), |s| !s.exited).unwrap();
+            state = self
+                .changed
+                .wait_while(self.state.lock().unwrap(), |s| !s.exited)
+                .unwrap();
         }
         drop(state);
     }
@@ -94,7 +106,10 @@ impl Lifecycle {
 
     fn wait_replies(&self) {
         let state = self.state.lock().unwrap();
-        let _ = self.changed.wait_timeout_while(state, REPLY_GRACE, |s| s.waiting_replies > 0).unwrap();
+        let _ = self
+            .changed
+            .wait_timeout_while(state, REPLY_GRACE, |s| s.waiting_replies > 0)
+            .unwrap();
     }
 }
 
@@ -132,12 +147,23 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
         Ok(started) => started,
         Err(error) => {
             let reason = error.to_string();
-            let _ = db.set_status(name, StatusChange { status: SandboxStatus::Crashed, reason: Some(&reason) });
+            let _ = db.set_status(
+                name,
+                StatusChange {
+                    status: SandboxStatus::Crashed,
+                    reason: Some(&reason),
+                },
+            );
             ready.send(&format!("error: {reason}"));
             return Err(error);
         }
     };
-    let vm::StartedVm { mut qemu, helpers, agent_stream, status } = started;
+    let vm::StartedVm {
+        mut qemu,
+        helpers,
+        agent_stream,
+        status,
+    } = started;
     db.set_running(name, status.vmm_pid, &status.accelerator, status.boot_ms)?;
 
     let lifecycle = Arc::new(Lifecycle::new(status.vmm_pid));
@@ -156,8 +182,14 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
     let requested = lifecycle.requested();
     let crash_reason = format!("the VM exited unexpectedly ({})", describe_exit(&exit));
     let change = match &requested {
-        Some(request) => StatusChange { status: SandboxStatus::Stopped, reason: Some(&request.reason) },
-        None => StatusChange { status: SandboxStatus::Crashed, reason: Some(&crash_reason) },
+        Some(request) => StatusChange {
+            status: SandboxStatus::Stopped,
+            reason: Some(&request.reason),
+        },
+        None => StatusChange {
+            status: SandboxStatus::Crashed,
+            reason: Some(&crash_reason),
+        },
     };
     let recorded = db.set_status(name, change);
     lifecycle.mark_exited();
@@ -166,7 +198,12 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
         let _ = helper.kill();
         let _ = helper.wait();
     }
-    for socket in [files.control_socket(), files.agent_socket(), files.qmp_socket(), files.virtiofs_socket()] {
+    for socket in [
+        files.control_socket(),
+        files.agent_socket(),
+        files.qmp_socket(),
+        files.virtiofs_socket(),
+    ] {
         let _ = std::fs::remove_file(socket);
     }
     Ok(recorded?)
@@ -183,7 +220,8 @@ fn bind_control_socket(files: &SandboxFiles) -> Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let path = files.control_socket();
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).map_err(RuntimeError::io(format!("binding {}", path.display())))?;
+    let listener = UnixListener::bind(&path)
+        .map_err(RuntimeError::io(format!("binding {}", path.display())))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(RuntimeError::io(format!("chmod {}", path.display())))?;
     Ok(listener)

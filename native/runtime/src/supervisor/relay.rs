@@ -49,8 +49,14 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(agent: UnixStream, status: SupervisorStatus, lifecycle: Arc<Lifecycle>) -> Result<Arc<Self>> {
-        let reader = agent.try_clone().map_err(crate::error::RuntimeError::io("agent socket"))?;
+    pub fn new(
+        agent: UnixStream,
+        status: SupervisorStatus,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Result<Arc<Self>> {
+        let reader = agent
+            .try_clone()
+            .map_err(crate::error::RuntimeError::io("agent socket"))?;
         Ok(Arc::new(Self {
             agent_writer: Mutex::new(agent),
             agent_reader: Mutex::new(Some(reader)),
@@ -78,7 +84,8 @@ impl Relay {
     /// Asks the agent for an orderly shutdown, recording why the VM stops.
     pub fn shutdown_guest(&self, reason: &str) {
         self.lifecycle.request(reason);
-        let frame = Frame::new(self.allocate_agent_id(), FLAG_END, &HostMessage::Shutdown).expect("tiny message");
+        let frame = Frame::new(self.allocate_agent_id(), FLAG_END, &HostMessage::Shutdown)
+            .expect("tiny message");
         if self.send_to_agent(&frame).is_err() {
             self.lifecycle.kill_vm(reason);
         }
@@ -86,7 +93,12 @@ impl Relay {
 
     pub fn spawn_agent_reader(self: &Arc<Self>) {
         let relay = self.clone();
-        let mut reader = self.agent_reader.lock().unwrap().take().expect("agent reader started once");
+        let mut reader = self
+            .agent_reader
+            .lock()
+            .unwrap()
+            .take()
+            .expect("agent reader started once");
         std::thread::spawn(move || {
             // Ends when QEMU closes the channel; the main thread then sees QEMU's exit.
             while let Ok(frame) = Frame::read_from(&mut reader) {
@@ -101,14 +113,26 @@ impl Relay {
             if frame.is_end() {
                 routes.remove(&frame.id)
             } else {
-                routes.get(&frame.id).map(|route| Route { client: route.client.clone(), client_id: route.client_id })
+                routes.get(&frame.id).map(|route| Route {
+                    client: route.client.clone(),
+                    client_id: route.client_id,
+                })
             }
         };
         let Some(route) = route else { return };
         if frame.is_end() {
-            route.client.sessions.lock().unwrap().remove(&route.client_id);
+            route
+                .client
+                .sessions
+                .lock()
+                .unwrap()
+                .remove(&route.client_id);
         }
-        let forwarded = Frame { id: route.client_id, flags: frame.flags, body: frame.body };
+        let forwarded = Frame {
+            id: route.client_id,
+            flags: frame.flags,
+            body: frame.body,
+        };
         // A client that went away is cleaned up by its own thread.
         let _ = route.client.send(&forwarded);
     }
@@ -124,8 +148,13 @@ impl Relay {
     }
 
     fn serve_client(self: Arc<Self>, stream: UnixStream) {
-        let Ok(writer) = stream.try_clone() else { return };
-        let client = Arc::new(Client { writer: Mutex::new(writer), sessions: Mutex::default() });
+        let Ok(writer) = stream.try_clone() else {
+            return;
+        };
+        let client = Arc::new(Client {
+            writer: Mutex::new(writer),
+            sessions: Mutex::default(),
+        });
         let mut reader = stream;
         while let Ok(frame) = Frame::read_from(&mut reader) {
             let handled = if frame.flags & FLAG_CONTROL != 0 {
@@ -140,7 +169,11 @@ impl Relay {
         self.drop_client(&client);
     }
 
-    fn forward_to_agent(&self, client: &Arc<Client>, frame: Frame) -> std::result::Result<(), FrameError> {
+    fn forward_to_agent(
+        &self,
+        client: &Arc<Client>,
+        frame: Frame,
+    ) -> std::result::Result<(), FrameError> {
         if frame.id == HELLO_ID {
             // The handshake belongs to the supervisor alone.
             return Ok(());
@@ -152,27 +185,53 @@ impl Relay {
                 None => {
                     let id = self.allocate_agent_id();
                     sessions.insert(frame.id, id);
-                    self.routes.lock().unwrap().insert(id, Route { client: client.clone(), client_id: frame.id });
+                    self.routes.lock().unwrap().insert(
+                        id,
+                        Route {
+                            client: client.clone(),
+                            client_id: frame.id,
+                        },
+                    );
                     id
                 }
             }
         };
-        self.send_to_agent(&Frame { id: agent_id, flags: frame.flags, body: frame.body })
+        self.send_to_agent(&Frame {
+            id: agent_id,
+            flags: frame.flags,
+            body: frame.body,
+        })
     }
 
     /// Processes of a client that disconnected are killed: nobody could read their output.
     fn drop_client(&self, client: &Arc<Client>) {
-        let sessions: Vec<u32> = client.sessions.lock().unwrap().drain().map(|(_, agent)| agent).collect();
+        let sessions: Vec<u32> = client
+            .sessions
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, agent)| agent)
+            .collect();
         let mut routes = self.routes.lock().unwrap();
         for agent_id in sessions {
             routes.remove(&agent_id);
-            if let Ok(frame) = Frame::new(agent_id, 0, &HostMessage::Signal { signal: libc::SIGKILL }) {
+            if let Ok(frame) = Frame::new(
+                agent_id,
+                0,
+                &HostMessage::Signal {
+                    signal: libc::SIGKILL,
+                },
+            ) {
                 let _ = self.send_to_agent(&frame);
             }
         }
     }
 
-    fn handle_control(&self, client: &Arc<Client>, frame: &Frame) -> std::result::Result<(), FrameError> {
+    fn handle_control(
+        &self,
+        client: &Arc<Client>,
+        frame: &Frame,
+    ) -> std::result::Result<(), FrameError> {
         let response = match frame.decode::<ControlRequest>() {
             Ok(ControlRequest::Status) => ControlResponse::Status(self.status.clone()),
             Ok(ControlRequest::Stop { timeout_ms }) => {
@@ -183,14 +242,22 @@ impl Relay {
                 self.lifecycle.kill_vm("killed");
                 return self.reply_when_exited(client, frame.id, KILL_WAIT);
             }
-            Err(error) => ControlResponse::Error { message: format!("bad control request: {error}") },
+            Err(error) => ControlResponse::Error {
+                message: format!("bad control request: {error}"),
+            },
         };
         client.send(&Frame::new(frame.id, FLAG_CONTROL | FLAG_END, &response)?)
     }
 
-    fn reply_when_exited(&self, client: &Arc<Client>, id: u32, timeout: Duration) -> std::result::Result<(), FrameError> {
+    fn reply_when_exited(
+        &self,
+        client: &Arc<Client>,
+        id: u32,
+        timeout: Duration,
+    ) -> std::result::Result<(), FrameError> {
         self.lifecycle.wait_exited(timeout);
-        let sent = Frame::new(id, FLAG_CONTROL | FLAG_END, &ControlResponse::Done).and_then(|frame| client.send(&frame));
+        let sent = Frame::new(id, FLAG_CONTROL | FLAG_END, &ControlResponse::Done)
+            .and_then(|frame| client.send(&frame));
         let _ = client.writer.lock().unwrap().flush();
         self.lifecycle.reply_sent();
         sent

@@ -35,20 +35,35 @@ pub struct StartedVm {
     pub status: SupervisorStatus,
 }
 
-pub fn start(spec: &SandboxSpec, files: &SandboxFiles, db: &Database, agent: &Path) -> Result<StartedVm> {
+pub fn start(
+    spec: &SandboxSpec,
+    files: &SandboxFiles,
+    db: &Database,
+    agent: &Path,
+) -> Result<StartedVm> {
     let artifacts = install::boot_artifacts(agent)?;
     let choice = accel::request_from_env()
         .and_then(accel::choose)
         .map_err(|error| RuntimeError::Accelerator(error.to_string()))?;
-    std::fs::create_dir_all(&files.dir).map_err(RuntimeError::io(format!("creating {}", files.dir.display())))?;
-    for socket in [files.agent_socket(), files.qmp_socket(), files.virtiofs_socket()] {
+    std::fs::create_dir_all(&files.dir).map_err(RuntimeError::io(format!(
+        "creating {}",
+        files.dir.display()
+    )))?;
+    for socket in [
+        files.agent_socket(),
+        files.qmp_socket(),
+        files.virtiofs_socket(),
+    ] {
         let _ = std::fs::remove_file(socket);
     }
     let mut helpers = Vec::new();
     let root = root_disk(spec, files, db, &mut helpers)?;
-    let agent_listener = UnixListener::bind(files.agent_socket())
-        .map_err(RuntimeError::io(format!("binding {}", files.agent_socket().display())))?;
-    agent_listener.set_nonblocking(true).map_err(RuntimeError::io("agent socket"))?;
+    let agent_listener = UnixListener::bind(files.agent_socket()).map_err(RuntimeError::io(
+        format!("binding {}", files.agent_socket().display()),
+    ))?;
+    agent_listener
+        .set_nonblocking(true)
+        .map_err(RuntimeError::io("agent socket"))?;
 
     let config = VmConfig {
         name: spec.name.clone(),
@@ -69,8 +84,12 @@ pub fn start(spec: &SandboxSpec, files: &SandboxFiles, db: &Database, agent: &Pa
     let mut command = qemu::command(&artifacts.qemu, &config);
     let mut qemu = process::kill_with_parent(command.stdin(Stdio::null()))
         .spawn()
-        .map_err(RuntimeError::io(format!("starting {}", artifacts.qemu.display())))?;
-    let handshake = accept_agent(&agent_listener, &mut qemu).and_then(|stream| hello(stream, &mut qemu));
+        .map_err(RuntimeError::io(format!(
+            "starting {}",
+            artifacts.qemu.display()
+        )))?;
+    let handshake =
+        accept_agent(&agent_listener, &mut qemu).and_then(|stream| hello(stream, &mut qemu));
     let (agent_stream, agent_version, kernel_release) = match handshake {
         Ok(done) => done,
         Err(error) => {
@@ -94,21 +113,38 @@ pub fn start(spec: &SandboxSpec, files: &SandboxFiles, db: &Database, agent: &Pa
         kernel_release,
         boot_ms: launched.elapsed().as_millis() as u64,
     };
-    Ok(StartedVm { qemu, helpers, agent_stream, status })
+    Ok(StartedVm {
+        qemu,
+        helpers,
+        agent_stream,
+        status,
+    })
 }
 
-fn root_disk(spec: &SandboxSpec, files: &SandboxFiles, db: &Database, helpers: &mut Vec<Child>) -> Result<RootDisk> {
+fn root_disk(
+    spec: &SandboxSpec,
+    files: &SandboxFiles,
+    db: &Database,
+    helpers: &mut Vec<Child>,
+) -> Result<RootDisk> {
     match &spec.image {
         ImageSource::Local { name } => {
-            let image = db
-                .image(name)?
-                .ok_or_else(|| RuntimeError::ImageNotFound(name.clone(), String::from("see `msb images`")))?;
+            let image = db.image(name)?.ok_or_else(|| {
+                RuntimeError::ImageNotFound(name.clone(), String::from("see `msb images`"))
+            })?;
             let upper = files.upper_disk();
             if !upper.exists() {
-                msb_images::ext4::empty_image(&upper, UPPER_DISK_BYTES, "upper")
-                    .map_err(|error| RuntimeError::SandboxStart { name: spec.name.clone(), reason: error.to_string() })?;
+                msb_images::ext4::empty_image(&upper, UPPER_DISK_BYTES, "upper").map_err(
+                    |error| RuntimeError::SandboxStart {
+                        name: spec.name.clone(),
+                        reason: error.to_string(),
+                    },
+                )?;
             }
-            Ok(RootDisk::Overlay { lowers: vec![PathBuf::from(image.path)], upper })
+            Ok(RootDisk::Overlay {
+                lowers: vec![PathBuf::from(image.path)],
+                upper,
+            })
         }
         ImageSource::Bind { path } => {
             let socket = files.virtiofs_socket();
@@ -119,7 +155,10 @@ fn root_disk(spec: &SandboxSpec, files: &SandboxFiles, db: &Database, helpers: &
                 .map_err(RuntimeError::io("starting virtiofsd"))?;
             helpers.push(child);
             wait_for_socket(&socket, helpers.last_mut().expect("just pushed"))?;
-            Ok(RootDisk::Virtiofs { vhost_socket: socket, tag: "rootfs".into() })
+            Ok(RootDisk::Virtiofs {
+                vhost_socket: socket,
+                tag: "rootfs".into(),
+            })
         }
     }
 }
@@ -128,10 +167,15 @@ fn wait_for_socket(socket: &Path, helper: &mut Child) -> Result<()> {
     let deadline = Instant::now() + HELPER_SOCKET_TIMEOUT;
     while !socket.exists() {
         if let Ok(Some(status)) = helper.try_wait() {
-            return Err(RuntimeError::Protocol(format!("virtiofsd exited before listening ({status})")));
+            return Err(RuntimeError::Protocol(format!(
+                "virtiofsd exited before listening ({status})"
+            )));
         }
         if Instant::now() > deadline {
-            return Err(RuntimeError::Protocol(format!("virtiofsd did not create {}", socket.display())));
+            return Err(RuntimeError::Protocol(format!(
+                "virtiofsd did not create {}",
+                socket.display()
+            )));
         }
         std::thread::sleep(POLL_INTERVAL);
     }
@@ -144,7 +188,9 @@ fn accept_agent(listener: &UnixListener, qemu: &mut Child) -> Result<UnixStream>
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
-                stream.set_nonblocking(false).map_err(RuntimeError::io("agent socket"))?;
+                stream
+                    .set_nonblocking(false)
+                    .map_err(RuntimeError::io("agent socket"))?;
                 return Ok(stream);
             }
             Err(error) if error.kind() == ErrorKind::WouldBlock => {}
@@ -152,7 +198,9 @@ fn accept_agent(listener: &UnixListener, qemu: &mut Child) -> Result<UnixStream>
         }
         check_alive(qemu)?;
         if Instant::now() > deadline {
-            return Err(RuntimeError::Protocol("QEMU never connected the agent channel".into()));
+            return Err(RuntimeError::Protocol(
+                "QEMU never connected the agent channel".into(),
+            ));
         }
         std::thread::sleep(POLL_INTERVAL);
     }
@@ -160,7 +208,9 @@ fn accept_agent(listener: &UnixListener, qemu: &mut Child) -> Result<UnixStream>
 
 fn check_alive(qemu: &mut Child) -> Result<()> {
     match qemu.try_wait() {
-        Ok(Some(status)) => Err(RuntimeError::Protocol(format!("QEMU exited during boot ({status})"))),
+        Ok(Some(status)) => Err(RuntimeError::Protocol(format!(
+            "QEMU exited during boot ({status})"
+        ))),
         _ => Ok(()),
     }
 }
@@ -168,26 +218,44 @@ fn check_alive(qemu: &mut Child) -> Result<()> {
 /// Sends the host's hello (with the wall clock, since the guest has no RTC) and waits for the
 /// agent's. The hello is buffered until the guest opens its port, i.e. until it has booted.
 fn hello(stream: UnixStream, qemu: &mut Child) -> Result<(UnixStream, String, String)> {
-    let unix_time_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    let frame = Frame::new(HELLO_ID, FLAG_END, &HostMessage::Hello { version: PROTOCOL_VERSION, unix_time_ns })
-        .map_err(protocol_error)?;
+    let unix_time_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let frame = Frame::new(
+        HELLO_ID,
+        FLAG_END,
+        &HostMessage::Hello {
+            version: PROTOCOL_VERSION,
+            unix_time_ns,
+        },
+    )
+    .map_err(protocol_error)?;
     frame.write_to(&mut &stream).map_err(protocol_error)?;
-    stream.set_read_timeout(Some(Duration::from_millis(250))).map_err(RuntimeError::io("agent socket"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .map_err(RuntimeError::io("agent socket"))?;
     let deadline = Instant::now() + BOOT_TIMEOUT;
     let mut reader = &stream;
     let reply = loop {
         match Frame::read_from(&mut reader) {
             Ok(frame) => break frame,
-            Err(FrameError::Io(error)) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err(FrameError::Io(error))
+                if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
                 check_alive(qemu)?;
                 if Instant::now() > deadline {
-                    return Err(RuntimeError::Protocol("the guest agent did not answer".into()));
+                    return Err(RuntimeError::Protocol(
+                        "the guest agent did not answer".into(),
+                    ));
                 }
             }
             Err(error) => return Err(protocol_error(error)),
         }
     };
-    stream.set_read_timeout(None).map_err(RuntimeError::io("agent socket"))?;
+    stream
+        .set_read_timeout(None)
+        .map_err(RuntimeError::io("agent socket"))?;
     match reply.decode::<AgentMessage>().map_err(protocol_error)? {
         AgentMessage::Hello { version, agent_version, kernel_release } if version == PROTOCOL_VERSION => {
             Ok((stream, agent_version, kernel_release))
@@ -204,7 +272,9 @@ pub fn protocol_error(error: FrameError) -> RuntimeError {
 }
 
 fn console_tail(path: &Path) -> String {
-    let Ok(text) = std::fs::read_to_string(path) else { return String::new() };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
     let lines: Vec<&str> = text.lines().collect();
     let tail = &lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..];
     if tail.is_empty() {
