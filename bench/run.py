@@ -31,7 +31,7 @@ BOOT_TIMEOUT_S = 120.0
 def bare_boot_argv(work: Path) -> tuple[list[str], Path]:
     """The QEMU command line the runtime would use for the default image, from the runtime's
     own builder, with the sandbox-specific files placed in ``work``."""
-    argv = _native.bench_qemu_argv(str(work))
+    argv = _native.boot_command(str(work))
     return argv, work / "agent.sock"
 
 
@@ -49,7 +49,7 @@ def time_bare_boot() -> float:
             listener.settimeout(BOOT_TIMEOUT_S)
             connection, _ = listener.accept()
             connection.settimeout(BOOT_TIMEOUT_S)
-            connection.sendall(_native.bench_hello_frame())
+            connection.sendall(_native.hello_frame())
             if not connection.recv(1):
                 raise RuntimeError("the agent closed the channel without answering")
             return time.perf_counter() - started

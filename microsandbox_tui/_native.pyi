@@ -82,3 +82,9 @@ class Connection:
         """Graceful shutdown through the agent; QEMU is killed after ``timeout_ms``."""
     def kill(self) -> None: ...
     def close(self) -> None: ...
+
+def boot_command(work_dir: str) -> list[str]:
+    """QEMU argv booting the default image with its per-VM files in ``work_dir`` (benchmarks)."""
+
+def hello_frame() -> bytes:
+    """The host's first frame on the agent channel."""

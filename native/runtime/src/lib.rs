@@ -197,6 +197,47 @@ fn run_supervisor(
     Ok(())
 }
 
+/// The QEMU command line that boots the default image with its per-VM files (sockets,
+/// console log, a fresh upper disk) in `work_dir`: the same kernel, initramfs and devices a
+/// sandbox gets, without the supervisor. For benchmarks and debugging.
+#[pyfunction]
+fn boot_command(py: Python<'_>, work_dir: String) -> PyResult<Vec<String>> {
+    let package = package_dir(py)?;
+    let argv = py.allow_threads(|| -> error::Result<Vec<String>> {
+        let agent = install::agent_binary(&package)?;
+        let artifacts = install::boot_artifacts(&agent)?;
+        let accelerator = msb_engine::accel::request_from_env()
+            .and_then(msb_engine::accel::choose)
+            .map_err(|e| error::RuntimeError::Accelerator(e.to_string()))?
+            .accelerator;
+        let image = install::register_base_image(&mut sandboxes::open_db()?, false)?;
+        let files = paths::SandboxFiles::in_dir(PathBuf::from(&work_dir));
+        msb_images::ext4::empty_image(
+            &files.upper_disk(),
+            supervisor::vm::UPPER_DISK_BYTES,
+            "upper",
+        )
+        .map_err(|e| error::RuntimeError::Install(e.to_string()))?;
+        let root = msb_engine::qemu::RootDisk::Overlay {
+            lowers: vec![PathBuf::from(image.path)],
+            upper: files.upper_disk(),
+        };
+        let config =
+            supervisor::vm::vm_config("bench", 1, 512, &files, root, &artifacts, accelerator);
+        let mut argv = vec![artifacts.qemu.display().to_string()];
+        argv.extend(msb_engine::qemu::arguments(&config));
+        Ok(argv)
+    })?;
+    Ok(argv)
+}
+
+/// The host's first frame on the agent channel (hello with the current time).
+#[pyfunction]
+fn hello_frame(py: Python<'_>) -> PyResult<Py<PyBytes>> {
+    let bytes = supervisor::vm::hello_frame()?.to_bytes();
+    Ok(PyBytes::new(py, &bytes).unbind())
+}
+
 #[pyclass(frozen, get_all, module = "microsandbox_tui._native")]
 struct ExecResult {
     stdout: Py<PyBytes>,
@@ -279,6 +320,8 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(remove_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(list_images, module)?)?;
     module.add_function(wrap_pyfunction!(run_supervisor, module)?)?;
+    module.add_function(wrap_pyfunction!(boot_command, module)?)?;
+    module.add_function(wrap_pyfunction!(hello_frame, module)?)?;
     module.add_class::<SandboxInfo>()?;
     module.add_class::<ImageInfo>()?;
     module.add_class::<ExecResult>()?;

@@ -78,6 +78,12 @@ impl SandboxFiles {
             dir: sandbox_dir(name)?,
         })
     }
+
+    /// The same layout in another directory (benchmarks boot VMs outside any home).
+    pub fn in_dir(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
     pub fn control_socket(&self) -> PathBuf {
         self.dir.join("control.sock")
     }

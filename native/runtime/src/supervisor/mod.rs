@@ -7,7 +7,7 @@
 //! attached sandbox; one waits for termination signals.
 
 mod relay;
-mod vm;
+pub mod vm;
 
 use crate::error::{Result, RuntimeError};
 use crate::paths::SandboxFiles;

@@ -65,21 +65,15 @@ pub fn start(
         .set_nonblocking(true)
         .map_err(RuntimeError::io("agent socket"))?;
 
-    let config = VmConfig {
-        name: spec.name.clone(),
-        vcpus: spec.cpus,
-        memory_mib: spec.memory_mib,
-        accelerator: choice.accelerator,
-        tsc_khz: msb_engine::tsc::host_tsc_khz(&paths::cache_dir()),
-        kernel: artifacts.kernel.vmlinux.clone(),
-        initramfs: artifacts.initramfs.clone(),
-        console_log: files.console_log(),
-        qmp_socket: files.qmp_socket(),
-        agent_socket: files.agent_socket(),
+    let config = vm_config(
+        &spec.name,
+        spec.cpus,
+        spec.memory_mib,
+        files,
         root,
-        net_socket: None,
-        extra_disks: Vec::new(),
-    };
+        &artifacts,
+        choice.accelerator,
+    );
     let launched = Instant::now();
     let mut command = qemu::command(&artifacts.qemu, &config);
     let mut qemu = process::kill_with_parent(command.stdin(Stdio::null()))
@@ -119,6 +113,33 @@ pub fn start(
         agent_stream,
         status,
     })
+}
+
+/// The VM's configuration; also used by `boot_command` to benchmark a bare boot.
+pub fn vm_config(
+    name: &str,
+    vcpus: u8,
+    memory_mib: u32,
+    files: &SandboxFiles,
+    root: RootDisk,
+    artifacts: &install::BootArtifacts,
+    accelerator: msb_engine::accel::Accelerator,
+) -> VmConfig {
+    VmConfig {
+        name: name.to_string(),
+        vcpus,
+        memory_mib,
+        accelerator,
+        tsc_khz: msb_engine::tsc::host_tsc_khz(&paths::cache_dir()),
+        kernel: artifacts.kernel.vmlinux.clone(),
+        initramfs: artifacts.initramfs.clone(),
+        console_log: files.console_log(),
+        qmp_socket: files.qmp_socket(),
+        agent_socket: files.agent_socket(),
+        root,
+        net_socket: None,
+        extra_disks: Vec::new(),
+    }
 }
 
 fn root_disk(
@@ -265,6 +286,23 @@ fn hello(stream: UnixStream, qemu: &mut Child) -> Result<(UnixStream, String, St
         ))),
         other => Err(RuntimeError::Protocol(format!("unexpected first message from the agent: {other:?}"))),
     }
+}
+
+/// The host's hello, carrying the wall clock.
+pub fn hello_frame() -> Result<Frame> {
+    let unix_time_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    Frame::new(
+        HELLO_ID,
+        FLAG_END,
+        &HostMessage::Hello {
+            version: PROTOCOL_VERSION,
+            unix_time_ns,
+        },
+    )
+    .map_err(protocol_error)
 }
 
 pub fn protocol_error(error: FrameError) -> RuntimeError {
