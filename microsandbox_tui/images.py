@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import _native
+from ._blocking import run_blocking
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +18,7 @@ class ImageInfo:
 
 
 async def list_images() -> list[ImageInfo]:
-    infos = await asyncio.to_thread(_native.list_images)
+    infos = await run_blocking(_native.list_images)
     return [
         ImageInfo(
             name=info.name,

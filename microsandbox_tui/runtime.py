@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
 from . import _native
+from ._blocking import run_blocking
 
 
 def version() -> str:
@@ -27,7 +27,7 @@ def is_installed() -> bool:
 async def install(progress: Callable[[str], None] | None = None) -> None:
     """Fetches the guest kernel from Debian's package archive and prepares the initramfs and
     the default image under the runtime cache. Idempotent and safe to call on every start."""
-    await asyncio.to_thread(_native.install, progress)
+    await run_blocking(_native.install, progress)
 
 
 @dataclass(frozen=True, slots=True)

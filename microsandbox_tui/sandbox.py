@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -12,6 +11,7 @@ from types import TracebackType
 from typing import Any, Self, TypedDict
 
 from . import _native
+from ._blocking import run_blocking
 from .config import BindImage, LocalImage, SandboxConfig, image_from_user, sandbox_config
 from .errors import ExecTimeoutError, InvalidConfigError
 from .types import ExecOutput, ExitStatus, SandboxStatus
@@ -119,7 +119,7 @@ class Sandbox:
         if workdir is not None:
             values["workdir"] = workdir
         config = sandbox_config(**values)
-        await asyncio.to_thread(
+        await run_blocking(
             _native.create_sandbox,
             config.model_dump_json(),
             replace,
@@ -127,7 +127,7 @@ class Sandbox:
             sys.executable,
             start_timeout,
         )
-        connection = await asyncio.to_thread(_native.Connection.open, name)
+        connection = await run_blocking(_native.Connection.open, name)
         return cls(name, connection, config)
 
     @classmethod
@@ -137,16 +137,16 @@ class Sandbox:
         Raises :class:`SandboxNotFoundError` or :class:`SandboxNotRunningError`.
         """
         info = await Sandbox.get_info(name)
-        connection = await asyncio.to_thread(_native.Connection.open, name)
+        connection = await run_blocking(_native.Connection.open, name)
         return cls(name, connection, info.config)
 
     async def stop_and_wait(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> None:
         """Shuts the guest down cleanly and waits until the VM is gone."""
-        await asyncio.to_thread(self._connection.stop, int(timeout * 1000))
+        await run_blocking(self._connection.stop, int(timeout * 1000))
 
     async def kill(self) -> None:
         """Stops the VM at once, without a guest shutdown."""
-        await asyncio.to_thread(self._connection.kill)
+        await run_blocking(self._connection.kill)
 
     async def info(self) -> SandboxInfo:
         return await Sandbox.get_info(self._name)
@@ -180,7 +180,7 @@ class Sandbox:
         timeout = options.get("timeout")
         if timeout is not None and timeout <= 0:
             raise InvalidConfigError("timeout: must be greater than 0")
-        result = await asyncio.to_thread(
+        result = await run_blocking(
             self._connection.exec,
             cmd,
             [str(arg) for arg in options.get("args", [])],
@@ -205,17 +205,17 @@ class Sandbox:
 
     @staticmethod
     async def list() -> list[SandboxInfo]:
-        infos = await asyncio.to_thread(_native.list_sandboxes)
+        infos = await run_blocking(_native.list_sandboxes)
         return [SandboxInfo.from_native(info) for info in infos]
 
     @staticmethod
     async def get_info(name: str) -> SandboxInfo:
-        return SandboxInfo.from_native(await asyncio.to_thread(_native.get_sandbox, name))
+        return SandboxInfo.from_native(await run_blocking(_native.get_sandbox, name))
 
     @staticmethod
     async def remove(name: str) -> None:
         """Deletes a stopped sandbox (:class:`SandboxStillRunningError` if it runs)."""
-        await asyncio.to_thread(_native.remove_sandbox, name)
+        await run_blocking(_native.remove_sandbox, name)
 
     def __repr__(self) -> str:
         return f"Sandbox(name={self._name!r})"

@@ -154,6 +154,7 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
                     reason: Some(&reason),
                 },
             );
+            log(&format!("start failed: {reason}"));
             ready.send(&format!("error: {reason}"));
             return Err(error);
         }
@@ -165,6 +166,14 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
         status,
     } = started;
     db.set_running(name, status.vmm_pid, &status.accelerator, status.boot_ms)?;
+    log(&format!(
+        "VM pid {} up in {} ms ({}, kernel {}, agent {})",
+        status.vmm_pid,
+        status.boot_ms,
+        status.accelerator,
+        status.kernel_release,
+        status.agent_version
+    ));
 
     let lifecycle = Arc::new(Lifecycle::new(status.vmm_pid));
     let relay = Relay::new(agent_stream, status, lifecycle.clone())?;
@@ -191,6 +200,11 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
             reason: Some(&crash_reason),
         },
     };
+    log(&format!(
+        "VM exited ({}): {}",
+        describe_exit(&exit),
+        change.reason.unwrap_or_default()
+    ));
     let recorded = db.set_status(name, change);
     lifecycle.mark_exited();
     lifecycle.wait_replies();
@@ -207,6 +221,15 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
         let _ = std::fs::remove_file(socket);
     }
     Ok(recorded?)
+}
+
+/// One line in the supervisor's log (its stderr, `supervisor.log` in the sandbox directory).
+fn log(message: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    eprintln!("{now:.3} supervisor[{}]: {message}", std::process::id());
 }
 
 fn describe_exit(exit: &std::io::Result<std::process::ExitStatus>) -> String {
