@@ -1,11 +1,24 @@
-//! Choosing the accelerator: KVM only where it is real, else TCG (DESIGN §2).
+//! Choosing the accelerator: KVM only where it is real hardware virtualisation, else TCG.
+//!
+//! Why so careful: on the project's machines `/dev/kvm` exists but is a nested PVM module
+//! without `vmx`/`svm`, and unmodified guest kernels die there with KVM emulation failures.
+//! An openable `/dev/kvm` alone proves nothing (DESIGN §2).
 
 use std::fmt;
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use thiserror::Error;
 
-/// Forces the accelerator: `auto` (default), `kvm` or `tcg`.
+/// Forces the accelerator: `auto` (the default), `kvm` or `tcg`.
 pub const ACCEL_ENV: &str = "MSB_ACCEL";
+
+/// `_IO(KVMIO, 0x00)` and `_IO(KVMIO, 0x01)` from `<linux/kvm.h>`.
+const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
+const KVM_CREATE_VM: libc::c_ulong = 0xAE01;
+/// The only KVM API version Linux has ever shipped.
+const KVM_API_VERSION: libc::c_int = 12;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accelerator {
@@ -31,9 +44,10 @@ pub enum AccelRequest {
 
 impl FromStr for AccelRequest {
     type Err = AccelError;
+
     fn from_str(text: &str) -> Result<Self, AccelError> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "" | "auto" => Ok(Self::Auto),
+        match text {
+            "auto" => Ok(Self::Auto),
             "kvm" => Ok(Self::Kvm),
             "tcg" => Ok(Self::Tcg),
             other => Err(AccelError::UnknownRequest(other.to_string())),
@@ -44,175 +58,236 @@ impl FromStr for AccelRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccelChoice {
     pub accelerator: Accelerator,
+    /// Why this accelerator, for `msb doctor` and the TUI status bar.
     pub reason: String,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Error)]
 pub enum AccelError {
-    #[error("{ACCEL_ENV}={0:?} is not one of auto, kvm, tcg")]
+    #[error("accelerator {0:?} is not one of auto, kvm, tcg (set by {ACCEL_ENV})")]
     UnknownRequest(String),
-    #[error("{ACCEL_ENV}=kvm, but KVM cannot run guests here: {0}")]
+    #[error("KVM was requested but cannot run guests here: {0}")]
     KvmUnusable(String),
 }
 
+/// The request in `MSB_ACCEL`; unset or empty means `auto`.
 pub fn request_from_env() -> Result<AccelRequest, AccelError> {
-    std::env::var(ACCEL_ENV).unwrap_or_default().parse()
+    match std::env::var(ACCEL_ENV) {
+        Ok(value) if !value.trim().is_empty() => value.trim().parse(),
+        _ => Ok(AccelRequest::Auto),
+    }
 }
 
-/// The host facts the choice depends on, gathered separately so the rules can be tested.
-pub struct HostFacts {
-    pub cpuinfo: String,
-    pub pvm_module: bool,
-    pub kvm_probe: Result<(), String>,
+/// Where the host facts come from; tests point these at files of their own.
+#[derive(Debug, Clone)]
+pub struct KvmHost {
+    pub device: PathBuf,
+    pub cpuinfo: PathBuf,
+    /// Present when `/dev/kvm` is the nested PVM implementation.
+    pub pvm_module: PathBuf,
 }
 
-impl HostFacts {
-    pub fn read() -> Self {
+impl KvmHost {
+    pub fn system() -> Self {
         Self {
-            cpuinfo: std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
-            pvm_module: Path::new("/sys/module/kvm_pvm").exists(),
-            kvm_probe: probe_kvm(),
+            device: "/dev/kvm".into(),
+            cpuinfo: "/proc/cpuinfo".into(),
+            pvm_module: "/sys/module/kvm_pvm".into(),
         }
     }
-}
 
-/// Why KVM cannot be used, or `None` when it is real hardware virtualisation.
-pub fn kvm_unusable_reason(facts: &HostFacts) -> Option<String> {
-    let has_flag = facts
-        .cpuinfo
-        .lines()
-        .filter(|line| line.starts_with("flags"))
-        .any(|line| {
-            line.split_whitespace()
-                .any(|flag| flag == "vmx" || flag == "svm")
-        });
-    if !has_flag {
-        return Some("the CPU has no vmx/svm flag (no hardware virtualisation)".into());
+    /// Why KVM cannot run an unmodified guest here, or `None` when it can. Every static check
+    /// is reported, so a reason reads like "no vmx/svm; nested PVM"; the VM-creation probe
+    /// only runs when they all pass.
+    pub fn unusable_reason(&self) -> Option<String> {
+        let device = open_device(&self.device);
+        let cpuinfo = std::fs::read_to_string(&self.cpuinfo).unwrap_or_default();
+        let problems: Vec<String> = [
+            device.as_ref().err().cloned(),
+            check_cpu_flags(&cpuinfo).err(),
+            check_pvm(&self.pvm_module).err(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !problems.is_empty() {
+            return Some(problems.join("; "));
+        }
+        device.and_then(|file| probe(&file)).err()
     }
-    if facts.pvm_module {
-        return Some(
-            "/dev/kvm is nested PVM (kvm_pvm), which cannot run an unmodified guest kernel".into(),
-        );
-    }
-    facts.kvm_probe.clone().err()
 }
 
-pub fn choose(request: AccelRequest) -> Result<AccelChoice, AccelError> {
-    choose_with(request, &HostFacts::read())
-}
-
-pub fn choose_with(request: AccelRequest, facts: &HostFacts) -> Result<AccelChoice, AccelError> {
-    let kvm_problem = match request {
-        AccelRequest::Tcg => None,
-        _ => kvm_unusable_reason(facts),
-    };
-    Ok(match (request, kvm_problem) {
-        (AccelRequest::Tcg, _) => AccelChoice {
-            accelerator: Accelerator::Tcg,
-            reason: format!("forced by {ACCEL_ENV}=tcg"),
-        },
-        (AccelRequest::Kvm, None) => AccelChoice {
-            accelerator: Accelerator::Kvm,
-            reason: format!("forced by {ACCEL_ENV}=kvm"),
-        },
-        (AccelRequest::Kvm, Some(problem)) => return Err(AccelError::KvmUnusable(problem)),
-        (AccelRequest::Auto, None) => AccelChoice {
-            accelerator: Accelerator::Kvm,
-            reason: "hardware virtualisation available".into(),
-        },
-        (AccelRequest::Auto, Some(problem)) => AccelChoice {
-            accelerator: Accelerator::Tcg,
-            reason: format!("software emulation: {problem}"),
-        },
-    })
-}
-
-const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
-const KVM_CREATE_VM: libc::c_ulong = 0xAE01;
-const KVM_API_VERSION: i32 = 12;
-
-/// Opens /dev/kvm and creates (and drops) a VM.
-fn probe_kvm() -> Result<(), String> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let kvm = std::fs::OpenOptions::new()
+fn open_device(path: &Path) -> Result<File, String> {
+    OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/kvm")
-        .map_err(|error| format!("cannot open /dev/kvm: {error}"))?;
-    // SAFETY: KVM ioctls on a descriptor we own; the VM descriptor is owned and closed below.
-    unsafe {
-        let version = libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION, 0);
-        if version != KVM_API_VERSION {
-            return Err(format!(
-                "KVM API version {version}, expected {KVM_API_VERSION}"
-            ));
-        }
-        let vm = libc::ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0);
-        if vm < 0 {
-            return Err(format!(
-                "KVM_CREATE_VM failed: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        drop(OwnedFd::from_raw_fd(vm));
+        .open(path)
+        .map_err(|error| format!("{} cannot be opened read-write ({error})", path.display()))
+}
+
+/// Hardware virtualisation shows as `vmx` (Intel) or `svm` (AMD) in every CPU's flags.
+fn check_cpu_flags(cpuinfo: &str) -> Result<(), String> {
+    let has_flag = cpuinfo
+        .lines()
+        .filter(|line| line.starts_with("flags"))
+        .filter_map(|line| line.split_once(':'))
+        .any(|(_, flags)| flags.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    if has_flag {
+        Ok(())
+    } else {
+        Err("the CPU has no vmx or svm flag in /proc/cpuinfo (no hardware virtualisation)".into())
     }
+}
+
+fn check_pvm(module: &Path) -> Result<(), String> {
+    if module.exists() {
+        Err(format!(
+            "{} is loaded: /dev/kvm is nested PVM, which cannot run an unmodified guest kernel",
+            module.display()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Asks the device for its API version and creates (then closes) an empty VM.
+fn probe(device: &File) -> Result<(), String> {
+    // SAFETY: argument-less ioctls on a descriptor we own; no memory is passed.
+    let version = unsafe { libc::ioctl(device.as_raw_fd(), KVM_GET_API_VERSION, 0) };
+    if version != KVM_API_VERSION {
+        let error = std::io::Error::last_os_error();
+        return Err(format!(
+            "KVM_GET_API_VERSION returned {version}, expected {KVM_API_VERSION} ({error})"
+        ));
+    }
+    // SAFETY: as above; the returned descriptor is owned (and closed) right away.
+    let vm = unsafe { libc::ioctl(device.as_raw_fd(), KVM_CREATE_VM, 0) };
+    if vm < 0 {
+        return Err(format!(
+            "KVM_CREATE_VM failed ({})",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: `vm` is a fresh descriptor nobody else owns.
+    drop(unsafe { OwnedFd::from_raw_fd(vm) });
     Ok(())
+}
+
+/// Chooses for this host.
+pub fn choose(request: AccelRequest) -> Result<AccelChoice, AccelError> {
+    choose_on(request, &KvmHost::system())
+}
+
+/// Chooses for the host described by `host`.
+pub fn choose_on(request: AccelRequest, host: &KvmHost) -> Result<AccelChoice, AccelError> {
+    let choice = |accelerator, reason: String| {
+        Ok(AccelChoice {
+            accelerator,
+            reason,
+        })
+    };
+    match request {
+        AccelRequest::Tcg => choice(Accelerator::Tcg, format!("requested ({ACCEL_ENV}=tcg)")),
+        AccelRequest::Kvm => match host.unusable_reason() {
+            None => choice(Accelerator::Kvm, format!("requested ({ACCEL_ENV}=kvm)")),
+            Some(problem) => Err(AccelError::KvmUnusable(problem)),
+        },
+        AccelRequest::Auto => match host.unusable_reason() {
+            None => choice(
+                Accelerator::Kvm,
+                "hardware virtualisation is available".into(),
+            ),
+            Some(problem) => choice(
+                Accelerator::Tcg,
+                format!("software emulation, KVM unusable: {problem}"),
+            ),
+        },
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsutil::testing::scratch;
+    use crate::fsutil::TempDir;
+    use std::fs;
 
-    fn facts(flags: &str, pvm: bool, probe: Result<(), String>) -> HostFacts {
-        HostFacts {
-            cpuinfo: format!("processor\t: 0\nflags\t\t: fpu {flags} sse\n"),
-            pvm_module: pvm,
-            kvm_probe: probe,
+    /// A fake host: `device` is a regular file (openable, but every KVM ioctl fails on it).
+    fn host(dir: &TempDir, flags: &str, pvm: bool, device: bool) -> KvmHost {
+        let host = KvmHost {
+            device: dir.path().join("kvm"),
+            cpuinfo: dir.path().join("cpuinfo"),
+            pvm_module: dir.path().join("kvm_pvm"),
+        };
+        fs::write(
+            &host.cpuinfo,
+            format!("processor\t: 0\nflags\t\t: fpu {flags} sse2\n\nprocessor\t: 1\n"),
+        )
+        .unwrap();
+        if pvm {
+            fs::create_dir(&host.pvm_module).unwrap();
         }
+        if device {
+            fs::write(&host.device, b"").unwrap();
+        }
+        host
     }
 
     #[test]
-    fn auto_uses_kvm_only_when_it_is_real() {
-        let real = facts("vmx", false, Ok(()));
-        assert_eq!(
-            choose_with(AccelRequest::Auto, &real).unwrap().accelerator,
-            Accelerator::Kvm
-        );
-        let no_flag = facts("", false, Ok(()));
-        let choice = choose_with(AccelRequest::Auto, &no_flag).unwrap();
-        assert_eq!(choice.accelerator, Accelerator::Tcg);
-        assert!(choice.reason.contains("vmx/svm"));
-        let pvm = facts("svm", true, Ok(()));
-        assert!(choose_with(AccelRequest::Auto, &pvm)
-            .unwrap()
-            .reason
-            .contains("PVM"));
-        let broken = facts("vmx", false, Err("cannot open /dev/kvm".into()));
-        assert_eq!(
-            choose_with(AccelRequest::Auto, &broken)
-                .unwrap()
-                .accelerator,
-            Accelerator::Tcg
-        );
-    }
-
-    #[test]
-    fn forcing_kvm_where_it_cannot_work_is_an_error() {
-        let pvm = facts("vmx", true, Ok(()));
+    fn requests_parse_exactly() {
+        assert_eq!("auto".parse::<AccelRequest>().unwrap(), AccelRequest::Auto);
+        assert_eq!("kvm".parse::<AccelRequest>().unwrap(), AccelRequest::Kvm);
+        assert_eq!("tcg".parse::<AccelRequest>().unwrap(), AccelRequest::Tcg);
         assert!(matches!(
-            choose_with(AccelRequest::Kvm, &pvm),
-            Err(AccelError::KvmUnusable(_))
+            "hvf".parse::<AccelRequest>(),
+            Err(AccelError::UnknownRequest(_))
         ));
-        assert_eq!(
-            choose_with(AccelRequest::Tcg, &pvm).unwrap().accelerator,
-            Accelerator::Tcg
-        );
+        assert_eq!(Accelerator::Kvm.to_string(), "kvm");
+        assert_eq!(Accelerator::Tcg.to_string(), "tcg");
     }
 
     #[test]
-    fn requests_parse() {
-        assert_eq!("".parse::<AccelRequest>().unwrap(), AccelRequest::Auto);
-        assert_eq!("KVM".parse::<AccelRequest>().unwrap(), AccelRequest::Kvm);
-        assert!("hvf".parse::<AccelRequest>().is_err());
+    fn cpu_flags_must_contain_vmx_or_svm_as_whole_words() {
+        assert!(check_cpu_flags("flags\t: fpu vmx sse").is_ok());
+        assert!(check_cpu_flags("flags\t: fpu svm").is_ok());
+        assert!(check_cpu_flags("flags\t: fpu vmxnot").is_err());
+        assert!(check_cpu_flags("vmx flags: none\n").is_err());
+        assert!(check_cpu_flags("").is_err());
+    }
+
+    #[test]
+    fn nested_pvm_without_flags_falls_back_to_tcg_naming_both_reasons() {
+        let dir = scratch("accel-pvm");
+        let choice = choose_on(AccelRequest::Auto, &host(&dir, "", true, true)).unwrap();
+        assert_eq!(choice.accelerator, Accelerator::Tcg);
+        assert!(choice.reason.contains("vmx or svm"), "{}", choice.reason);
+        assert!(choice.reason.contains("nested PVM"), "{}", choice.reason);
+    }
+
+    #[test]
+    fn missing_device_is_reported() {
+        let dir = scratch("accel-nodev");
+        let reason = host(&dir, "vmx", false, false).unusable_reason().unwrap();
+        assert!(reason.contains("cannot be opened"), "{reason}");
+        assert!(!reason.contains("vmx or svm"), "{reason}");
+    }
+
+    #[test]
+    fn the_probe_runs_when_static_checks_pass_and_its_failure_counts() {
+        let dir = scratch("accel-probe");
+        let reason = host(&dir, "svm", false, true).unusable_reason().unwrap();
+        assert!(reason.contains("KVM_GET_API_VERSION"), "{reason}");
+    }
+
+    #[test]
+    fn forced_kvm_on_an_unusable_host_is_an_error_and_forced_tcg_always_works() {
+        let dir = scratch("accel-forced");
+        let fake = host(&dir, "", true, true);
+        let error = choose_on(AccelRequest::Kvm, &fake).unwrap_err();
+        assert!(error.to_string().contains("nested PVM"), "{error}");
+        assert_eq!(
+            choose_on(AccelRequest::Tcg, &fake).unwrap().accelerator,
+            Accelerator::Tcg
+        );
     }
 }

@@ -1,217 +1,210 @@
-//! The initramfs: our guest agent as `/init` plus the kernel modules it loads, written as an
-//! uncompressed cpio "newc" archive (no decompression at boot) and cached by content.
+//! The initramfs: our guest agent as `/init` plus the kernel modules it loads.
+//!
+//! Uncompressed on purpose: the kernel unpacks a plain cpio faster than it decompresses one,
+//! and the file only lives in the host's page cache. Cached by content, so a new agent build
+//! or kernel gets a new archive and running sandboxes keep theirs.
 
+use crate::cpio::{Entry, Writer};
+use crate::fsutil;
 use crate::kernel::KernelArtifacts;
-use crate::{at, PathError};
 use sha2::{Digest, Sha256};
-use std::fs;
-use std::io::Write;
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use thiserror::Error;
 
-/// Bumped whenever the archive layout changes, so caches rebuild.
-const LAYOUT_VERSION: u32 = 1;
-const MODULES_DIR: &str = "lib/modules";
+/// Bumped whenever the archive's layout changes, so that old cached archives are not reused.
+const FORMAT_VERSION: &str = "msb-initramfs-1";
+const CACHE_DIR: &str = "initramfs";
+const DIRECTORIES: &[&str] = &["dev", "proc", "sys", "newroot", "lib", "lib/modules"];
+/// The console device (major 5, minor 1): the kernel opens it for init's stdio before /dev
+/// is mounted, and would run init without a console if it were missing.
+const CONSOLE: (&str, u32, u32) = ("dev/console", 5, 1);
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Error)]
 pub enum InitramfsError {
-    #[error(transparent)]
-    Io(#[from] PathError),
-    #[error("module path {0} has no file name")]
-    BadModule(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("module path {0} has no usable file name")]
+    BadModuleName(PathBuf),
 }
 
-/// Returns the cached initramfs for this agent and kernel, building it when absent.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> InitramfsError + '_ {
+    move |source| InitramfsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A file going into the archive under `/lib/modules/<name>`.
+struct Module {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+/// Returns the cached initramfs for this agent and kernel, building it if absent.
 pub fn ensure(
     cache_dir: &Path,
     kernel: &KernelArtifacts,
-    agent: &Path,
+    agent_binary: &Path,
 ) -> Result<PathBuf, InitramfsError> {
-    let agent_bytes = fs::read(agent).map_err(at(agent))?;
-    let mut modules = Vec::new();
-    for path in &kernel.modules {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| InitramfsError::BadModule(path.display().to_string()))?;
-        modules.push((name.to_string(), fs::read(path).map_err(at(path))?));
+    let agent = fs::read(agent_binary).map_err(io_error(agent_binary))?;
+    let modules = read_modules(&kernel.modules)?;
+    let dir = cache_dir.join(CACHE_DIR);
+    let path = dir.join(format!(
+        "{}.cpio",
+        cache_key(&agent, &kernel.release, &modules)
+    ));
+    if path.is_file() {
+        return Ok(path);
     }
-    let digest = content_digest(&agent_bytes, &kernel.release, &modules);
-    let dir = cache_dir.join("initramfs");
-    let target = dir.join(format!("{digest}.cpio"));
-    if target.is_file() {
-        return Ok(target);
+    fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    let temp = dir.join(fsutil::unique_name(".build"));
+    let result = write_archive(&temp, &agent, &modules)
+        .and_then(|()| fs::rename(&temp, &path).map_err(io_error(&path)));
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
     }
-    fs::create_dir_all(&dir).map_err(at(&dir))?;
-    let archive = build(&agent_bytes, &modules);
-    let staged = dir.join(format!(".{digest}.{}", std::process::id()));
-    fs::write(&staged, archive).map_err(at(&staged))?;
-    fs::rename(&staged, &target).map_err(at(&target))?;
-    Ok(target)
+    result.map(|()| path)
 }
 
-fn content_digest(agent: &[u8], release: &str, modules: &[(String, Vec<u8>)]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(LAYOUT_VERSION.to_le_bytes());
-    hasher.update(agent);
-    hasher.update(release.as_bytes());
-    for (name, bytes) in modules {
-        hasher.update(name.as_bytes());
-        hasher.update(bytes);
+fn read_modules(paths: &[PathBuf]) -> Result<Vec<Module>, InitramfsError> {
+    paths
+        .iter()
+        .map(|path| {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| !n.contains('\n'))
+                .ok_or_else(|| InitramfsError::BadModuleName(path.clone()))?;
+            let bytes = fs::read(path).map_err(io_error(path))?;
+            Ok(Module {
+                name: name.to_string(),
+                bytes,
+            })
+        })
+        .collect()
+}
+
+/// SHA-256 over everything that ends up in the archive, each piece length-prefixed so that
+/// different inputs cannot produce the same byte stream.
+fn cache_key(agent: &[u8], release: &str, modules: &[Module]) -> String {
+    let mut hash = Sha256::new();
+    let mut piece = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    };
+    piece(FORMAT_VERSION.as_bytes());
+    piece(agent);
+    piece(release.as_bytes());
+    for module in modules {
+        piece(module.name.as_bytes());
+        piece(&module.bytes);
     }
-    format!("{:x}", hasher.finalize())
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The archive's bytes.
-pub fn build(agent: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut writer = CpioWriter::default();
-    for dir in ["dev", "proc", "sys", "newroot", "lib", MODULES_DIR] {
-        writer.entry(dir, 0o040755, &[], 0);
-    }
-    // The kernel opens /dev/console before running /init.
-    writer.entry("dev/console", 0o020600, &[], makedev(5, 1));
-    writer.entry("init", 0o100755, agent, 0);
-    let mut order = String::new();
-    for (name, bytes) in modules {
-        writer.entry(&format!("{MODULES_DIR}/{name}"), 0o100644, bytes, 0);
-        order.push_str(name);
-        order.push('\n');
-    }
-    writer.entry(
-        &format!("{MODULES_DIR}/order"),
-        0o100644,
-        order.as_bytes(),
-        0,
-    );
-    writer.finish()
-}
-
-fn makedev(major: u32, minor: u32) -> u32 {
-    (major << 8) | minor
-}
-
-#[derive(Default)]
-struct CpioWriter {
-    out: Vec<u8>,
-    inode: u32,
-}
-
-impl CpioWriter {
-    /// One newc entry: a 110-byte ASCII header, the NUL-terminated name and the data, each
-    /// padded to 4 bytes. `rdev` packs the device number of a device node.
-    fn entry(&mut self, name: &str, mode: u32, data: &[u8], rdev: u32) {
-        self.inode += 1;
-        let fields = [
-            self.inode,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            data.len() as u32,
-            0,
-            0,
-            rdev >> 8,
-            rdev & 0xff,
-            name.len() as u32 + 1,
-            0,
-        ];
-        let _ = write!(self.out, "070701");
-        for field in fields {
-            let _ = write!(self.out, "{field:08x}");
+fn write_archive(path: &Path, agent: &[u8], modules: &[Module]) -> Result<(), InitramfsError> {
+    let file = File::create(path).map_err(io_error(path))?;
+    let mut writer = Writer::new(BufWriter::new(file));
+    let order: String = modules.iter().map(|m| format!("{}\n", m.name)).collect();
+    let write = |writer: &mut Writer<_>| -> std::io::Result<()> {
+        for dir in DIRECTORIES {
+            writer.add(&Entry::dir(dir))?;
         }
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.push(0);
-        self.pad();
-        self.out.extend_from_slice(data);
-        self.pad();
-    }
-
-    fn pad(&mut self) {
-        while !self.out.len().is_multiple_of(4) {
-            self.out.push(0);
+        writer.add(&Entry::char_device(CONSOLE.0, 0o600, CONSOLE.1, CONSOLE.2))?;
+        writer.add(&Entry::file("init", 0o755, agent))?;
+        for module in modules {
+            writer.add(&Entry::file(
+                &format!("lib/modules/{}", module.name),
+                0o644,
+                &module.bytes,
+            ))?;
         }
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.entry("TRAILER!!!", 0, &[], 0);
-        self.out
-    }
+        writer.add(&Entry::file("lib/modules/order", 0o644, order.as_bytes()))
+    };
+    write(&mut writer).map_err(io_error(path))?;
+    let mut out = writer.finish().map_err(io_error(path))?;
+    out.flush().map_err(io_error(path))?;
+    let file = out.into_inner().map_err(|e| InitramfsError::Io {
+        path: path.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io_error(path))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpio::{parse, S_IFCHR, S_IFDIR, S_IFREG};
+    use crate::fsutil::testing::scratch;
 
-    /// Reads (name, mode, data) entries back from a newc archive.
-    fn parse(mut bytes: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
-        let mut entries = Vec::new();
-        let mut offset = 0;
-        let field = |header: &[u8], index: usize| {
-            u32::from_str_radix(
-                std::str::from_utf8(&header[6 + index * 8..14 + index * 8]).unwrap(),
-                16,
-            )
-            .unwrap()
-        };
-        loop {
-            assert_eq!(&bytes[..6], b"070701");
-            let header = &bytes[..110];
-            let (mode, size, name_len) = (
-                field(header, 1),
-                field(header, 6) as usize,
-                field(header, 11) as usize,
-            );
-            let name = String::from_utf8(bytes[110..110 + name_len - 1].to_vec()).unwrap();
-            let data_start = (offset + 110 + name_len).next_multiple_of(4) - offset;
-            let data = bytes[data_start..data_start + size].to_vec();
-            let next = (offset + data_start + size).next_multiple_of(4) - offset;
-            if name == "TRAILER!!!" {
-                return entries;
-            }
-            entries.push((name, mode, data));
-            offset += next;
-            bytes = &bytes[next..];
+    fn setup(dir: &Path) -> (KernelArtifacts, PathBuf) {
+        let agent = dir.join("agent");
+        fs::write(&agent, b"\x7fELF agent").unwrap();
+        let mut modules = Vec::new();
+        for (name, body) in [("virtio_ring.ko", "ring"), ("virtio-rng.ko", "rng")] {
+            let path = dir.join(name);
+            fs::write(&path, body).unwrap();
+            modules.push(path);
         }
+        (
+            KernelArtifacts {
+                release: "6.1.0-test".into(),
+                vmlinux: dir.join("vmlinux"),
+                modules,
+            },
+            agent,
+        )
     }
 
     #[test]
-    fn archive_holds_init_modules_and_order() {
-        let archive = build(
-            b"AGENT",
-            &[
-                ("virtio.ko".into(), b"one".to_vec()),
-                ("virtio_blk.ko".into(), b"two".to_vec()),
-            ],
-        );
-        let entries = parse(&archive);
-        let init = entries.iter().find(|e| e.0 == "init").unwrap();
-        assert_eq!((init.1, init.2.as_slice()), (0o100755, b"AGENT".as_slice()));
-        let order = entries.iter().find(|e| e.0 == "lib/modules/order").unwrap();
-        assert_eq!(order.2, b"virtio.ko\nvirtio_blk.ko\n");
-        assert!(entries
-            .iter()
-            .any(|e| e.0 == "dev/console" && e.1 == 0o020600));
-    }
-
-    #[test]
-    fn ensure_caches_by_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let agent = dir.path().join("agent");
-        let module = dir.path().join("virtio.ko");
-        fs::write(&agent, b"v1").unwrap();
-        fs::write(&module, b"m").unwrap();
-        let kernel = KernelArtifacts {
-            release: "r".into(),
-            vmlinux: agent.clone(),
-            modules: vec![module],
+    fn archive_holds_init_devices_modules_and_order() {
+        let dir = scratch("initramfs");
+        let (kernel, agent) = setup(dir.path());
+        let path = ensure(dir.path(), &kernel, &agent).unwrap();
+        let entries = parse(&fs::read(&path).unwrap());
+        let find = |p: &str| {
+            entries
+                .iter()
+                .find(|e| e.path == p)
+                .unwrap_or_else(|| panic!("{p} missing"))
         };
+        assert_eq!(find("init").data, b"\x7fELF agent");
+        assert_eq!(find("init").mode, S_IFREG | 0o755);
+        assert_eq!(find("dev/console").mode & S_IFCHR, S_IFCHR);
+        assert_eq!(find("dev/console").rdev, (5, 1));
+        for d in DIRECTORIES {
+            assert_eq!(find(d).mode & S_IFDIR, S_IFDIR);
+        }
+        assert_eq!(find("lib/modules/virtio-rng.ko").data, b"rng");
+        assert_eq!(
+            find("lib/modules/order").data,
+            b"virtio_ring.ko\nvirtio-rng.ko\n"
+        );
+    }
+
+    #[test]
+    fn cached_by_content() {
+        let dir = scratch("initramfs-cache");
+        let (kernel, agent) = setup(dir.path());
         let first = ensure(dir.path(), &kernel, &agent).unwrap();
         assert_eq!(ensure(dir.path(), &kernel, &agent).unwrap(), first);
-        fs::write(&agent, b"v2").unwrap();
-        assert_ne!(
-            ensure(dir.path(), &kernel, &agent).unwrap(),
-            first,
-            "a new agent must rebuild"
-        );
+        fs::write(&agent, b"\x7fELF agent v2").unwrap();
+        let second = ensure(dir.path(), &kernel, &agent).unwrap();
+        assert_ne!(second, first);
+        let leftovers = fs::read_dir(dir.path().join(CACHE_DIR)).unwrap().count();
+        assert_eq!(leftovers, 2, "no temporary files remain");
+    }
+
+    #[test]
+    fn missing_agent_is_an_io_error_naming_it() {
+        let dir = scratch("initramfs-missing");
+        let (kernel, _) = setup(dir.path());
+        let error = ensure(dir.path(), &kernel, &dir.path().join("nope")).unwrap_err();
+        assert!(error.to_string().contains("nope"), "{error}");
     }
 }
