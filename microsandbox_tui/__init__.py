@@ -27,7 +27,19 @@ from .errors import (
 )
 from .images import ImageInfo, list_images
 from .runtime import DoctorCheck, doctor, install, is_installed, version
-from .sandbox import ExecOptions, Sandbox, SandboxInfo
+from .exec import (
+    ExecEvent,
+    ExecHandle,
+    ExecOptions,
+    ExecSink,
+    ExitedEvent,
+    Rlimit,
+    RlimitResource,
+    StartedEvent,
+    StderrEvent,
+    StdoutEvent,
+)
+from .sandbox import Sandbox, SandboxHandle, SandboxInfo, SessionInfo
 from .types import ExecOutput, ExitStatus, GiB, KiB, MiB, SandboxStatus
 
 __all__ = [
@@ -39,10 +51,14 @@ __all__ = [
     "CommandNotFoundError",
     "DoctorCheck",
     "ExecError",
+    "ExecEvent",
+    "ExecHandle",
     "ExecOptions",
+    "ExecSink",
     "ExecOutput",
     "ExecTimeoutError",
     "ExitStatus",
+    "ExitedEvent",
     "GiB",
     "Image",
     "ImageInfo",
@@ -54,17 +70,24 @@ __all__ = [
     "LocalImage",
     "MiB",
     "MicrosandboxError",
+    "Rlimit",
+    "RlimitResource",
     "RuntimeNotInstalledError",
     "Sandbox",
     "SandboxAlreadyExistsError",
     "SandboxConfig",
+    "SandboxHandle",
     "SandboxInfo",
     "SandboxNotFoundError",
     "SandboxNotRunningError",
     "SandboxStartError",
     "SandboxStatus",
     "SandboxStillRunningError",
+    "SessionInfo",
+    "StartedEvent",
     "StateError",
+    "StderrEvent",
+    "StdoutEvent",
     "UnknownUserError",
     "doctor",
     "install",

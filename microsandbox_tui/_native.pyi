@@ -47,6 +47,9 @@ def create_sandbox(
 ) -> SandboxInfo:
     """Records the sandbox, starts its supervisor and waits until the guest agent answers."""
 
+def start_sandbox(name: str, detached: bool, python: str, timeout_s: float) -> SandboxInfo:
+    """Boots a stopped or crashed sandbox again with its recorded configuration and disk."""
+
 def list_sandboxes() -> list[SandboxInfo]: ...
 def get_sandbox(name: str) -> SandboxInfo: ...
 def remove_sandbox(name: str) -> None:
@@ -63,6 +66,20 @@ class ExecResult:
     signal: int | None
     timed_out: bool
 
+class ExecStream:
+    """A running command's events and input."""
+
+    session: int
+    finished: bool
+
+    def next_event(self, timeout_s: float | None = None) -> tuple[object, ...] | None:
+        """``("started", pid)``, ``("stdout", bytes)``, ``("stderr", bytes)`` or
+        ``("exited", code, signal, timed_out)``; ``None`` when finished or timed out."""
+    def write_stdin(self, data: bytes) -> None: ...
+    def close_stdin(self) -> None: ...
+    def signal(self, signal: int) -> None: ...
+    def resize(self, rows: int, cols: int) -> None: ...
+
 class Connection:
     """A client connection to a running sandbox's supervisor."""
 
@@ -73,14 +90,33 @@ class Connection:
         program: str,
         args: list[str],
         env: list[tuple[str, str]],
-        cwd: str | None,
-        timeout_ms: int | None,
+        cwd: str | None = None,
+        timeout_ms: int | None = None,
+        user: str | None = None,
+        rlimits: list[tuple[str, int, int]] = ...,
     ) -> ExecResult: ...
+    def exec_stream(
+        self,
+        program: str,
+        args: list[str],
+        env: list[tuple[str, str]],
+        cwd: str | None = None,
+        timeout_ms: int | None = None,
+        tty: tuple[int, int] | None = None,
+        user: str | None = None,
+        rlimits: list[tuple[str, int, int]] = ...,
+    ) -> ExecStream: ...
+    def attach(self, session: int) -> ExecStream: ...
+    def sessions(self) -> list[tuple[int, str, list[str], bool, int, bool]]:
+        """``(session, program, args, tty, started_at_ms, attached)`` rows."""
     def ping(self) -> float:
         """Round trip to the guest agent, in seconds."""
-    def stop(self, timeout_ms: int) -> None:
+    def stop(self, timeout_ms: int, wait: bool = True) -> None:
         """Graceful shutdown through the agent; QEMU is killed after ``timeout_ms``."""
     def kill(self) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def detach(self) -> None: ...
     def close(self) -> None: ...
 
 def boot_command(work_dir: str) -> list[str]:

@@ -2,33 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self, TypedDict
+from typing import Any, Self
 
 from . import _native
 from ._blocking import run_blocking
 from .config import BindImage, LocalImage, SandboxConfig, image_from_user, sandbox_config
-from .errors import ExecTimeoutError, InvalidConfigError
+from .errors import ExecTimeoutError
+from .exec import ExecHandle, ExecOptions, native_exec_args
 from .types import ExecOutput, ExitStatus, SandboxStatus
 
 #: How long ``create`` waits for the guest agent to answer. Software emulation (TCG) on a
 #: loaded 2-core machine boots in seconds; this bound only catches a VM that will never boot.
 DEFAULT_START_TIMEOUT_S = 120.0
 DEFAULT_STOP_TIMEOUT_S = 10.0
+#: How often ``wait_until_stopped`` looks at the sandbox's status.
+STATUS_POLL_S = 0.1
+
+_LIVE = (SandboxStatus.STARTING, SandboxStatus.RUNNING, SandboxStatus.PAUSED)
 
 
-class ExecOptions(TypedDict, total=False):
-    """Full execution options, as the dict form of ``exec``'s second argument."""
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A command running in a sandbox, as its supervisor tracks it."""
 
-    args: Sequence[str]
-    cwd: str
-    env: Mapping[str, str]
-    timeout: float
+    session: int
+    program: str
+    args: tuple[str, ...]
+    tty: bool
+    started_at: datetime
+    attached: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +83,13 @@ def _from_ms(ms: int) -> datetime:
 class Sandbox:
     """A live handle to a running sandbox."""
 
-    def __init__(self, name: str, connection: _native.Connection, config: SandboxConfig) -> None:
+    def __init__(
+        self, name: str, connection: _native.Connection, config: SandboxConfig, owned: bool
+    ) -> None:
         self._name = name
         self._connection = connection
         self._config = config
+        self._owned = owned
 
     @property
     def name(self) -> str:
@@ -105,7 +117,8 @@ class Sandbox:
     ) -> Sandbox:
         """Creates and boots a sandbox. ``memory`` is in MiB.
 
-        Raises :class:`SandboxAlreadyExistsError` when the name is taken (unless ``replace``),
+        A sandbox dies with the process that created it unless ``detached``. Raises
+        :class:`SandboxAlreadyExistsError` when the name is taken (unless ``replace``),
         :class:`ImageNotFoundError` for an unknown image, :class:`InvalidConfigError` for bad
         values, :class:`SandboxStartError` when the VM does not come up.
         """
@@ -128,25 +141,51 @@ class Sandbox:
             start_timeout,
         )
         connection = await run_blocking(_native.Connection.open, name)
-        return cls(name, connection, config)
+        return cls(name, connection, config, owned=True)
 
     @classmethod
     async def connect(cls, name: str) -> Sandbox:
-        """Attaches to a running sandbox created by any process.
+        """Attaches to a running sandbox created by any process. The handle does not own the
+        sandbox: leaving its ``async with`` block leaves the sandbox running.
 
         Raises :class:`SandboxNotFoundError` or :class:`SandboxNotRunningError`.
         """
         info = await Sandbox.get_info(name)
         connection = await run_blocking(_native.Connection.open, name)
-        return cls(name, connection, info.config)
+        return cls(name, connection, info.config, owned=False)
+
+    @staticmethod
+    async def get(name: str) -> SandboxHandle:
+        """A handle on a sandbox's record, whatever its state."""
+        return SandboxHandle(await Sandbox.get_info(name))
+
+    async def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> None:
+        """Asks the guest to shut down and returns at once; the VM is killed if it is still
+        running after ``timeout`` seconds."""
+        await run_blocking(self._connection.stop, int(timeout * 1000), False)
 
     async def stop_and_wait(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> None:
         """Shuts the guest down cleanly and waits until the VM is gone."""
-        await run_blocking(self._connection.stop, int(timeout * 1000))
+        await run_blocking(self._connection.stop, int(timeout * 1000), True)
 
     async def kill(self) -> None:
         """Stops the VM at once, without a guest shutdown."""
         await run_blocking(self._connection.kill)
+
+    async def pause(self) -> None:
+        """Freezes the VM's CPUs; memory and processes stay as they are."""
+        await run_blocking(self._connection.pause)
+
+    async def resume(self) -> None:
+        await run_blocking(self._connection.resume)
+
+    async def detach(self) -> None:
+        """Lets the sandbox outlive this process (and this handle's ``async with``)."""
+        await run_blocking(self._connection.detach)
+        self._owned = False
+
+    async def wait_until_stopped(self, timeout: float | None = None) -> SandboxInfo:
+        return await wait_until_stopped(self._name, timeout)
 
     async def info(self) -> SandboxInfo:
         return await Sandbox.get_info(self._name)
@@ -163,33 +202,34 @@ class Sandbox:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self.kill()
-        await Sandbox.remove(self._name)
+        """Kills and removes the sandbox if this handle created it (and did not detach)."""
+        if self._owned:
+            await self.kill()
+            await Sandbox.remove(self._name)
 
     # -- commands --------------------------------------------------------------------------
 
     async def exec(self, cmd: str, args: Sequence[str] | ExecOptions | None = None) -> ExecOutput:
         """Runs ``cmd`` in the guest and collects its output.
 
-        ``args`` is either the argument list or an :class:`ExecOptions` dict.
+        ``args`` is either the argument list or an :class:`ExecOptions` dict. Raises
+        :class:`ExecTimeoutError` when a ``timeout`` expires (the process group is killed).
         """
-        options: ExecOptions = (
-            dict(args) if isinstance(args, Mapping) else {"args": list(args or [])}  # type: ignore[assignment]
-        )
-        env = {**self._config.env, **dict(options.get("env", {}))}
-        timeout = options.get("timeout")
-        if timeout is not None and timeout <= 0:
-            raise InvalidConfigError("timeout: must be greater than 0")
+        options = native_exec_args(cmd, args, self._config.env, self._config.workdir)
         result = await run_blocking(
             self._connection.exec,
-            cmd,
-            [str(arg) for arg in options.get("args", [])],
-            list(env.items()),
-            options.get("cwd", self._config.workdir),
-            int(timeout * 1000) if timeout is not None else None,
+            options.program,
+            options.args,
+            options.env,
+            options.cwd,
+            options.timeout_ms,
+            options.user,
+            options.rlimits,
         )
         if result.timed_out:
-            raise ExecTimeoutError(f"{cmd!r} did not finish within {timeout} s and was killed")
+            raise ExecTimeoutError(
+                f"{cmd!r} did not finish within {options.timeout_ms} ms and was killed"
+            )
         return ExecOutput(
             stdout=result.stdout,
             stderr=result.stderr,
@@ -198,8 +238,41 @@ class Sandbox:
 
     async def shell(self, script: str, options: ExecOptions | None = None) -> ExecOutput:
         """Runs ``script`` with ``/bin/sh -c`` (pipes, redirects, ...)."""
-        merged: ExecOptions = {**(options or {}), "args": ["-c", script]}
-        return await self.exec("/bin/sh", merged)
+        return await self.exec("/bin/sh", {**(options or {}), "args": ["-c", script]})
+
+    async def exec_stream(
+        self, cmd: str, args: Sequence[str] | ExecOptions | None = None
+    ) -> ExecHandle:
+        """Starts ``cmd`` and returns a handle streaming its events as they happen."""
+        options = native_exec_args(cmd, args, self._config.env, self._config.workdir)
+        stream = await run_blocking(
+            self._connection.exec_stream,
+            options.program,
+            options.args,
+            options.env,
+            options.cwd,
+            options.timeout_ms,
+            options.tty,
+            options.user,
+            options.rlimits,
+        )
+        return ExecHandle(stream)
+
+    async def shell_stream(self, script: str, options: ExecOptions | None = None) -> ExecHandle:
+        return await self.exec_stream("/bin/sh", {**(options or {}), "args": ["-c", script]})
+
+    async def sessions(self) -> list[SessionInfo]:
+        """Commands still running, including terminal sessions whose client went away."""
+        rows = await run_blocking(self._connection.sessions)
+        return [
+            SessionInfo(session, program, tuple(args), tty, _from_ms(started), attached)
+            for session, program, args, tty, started, attached in rows
+        ]
+
+    async def attach_session(self, session: int) -> ExecHandle:
+        """Takes over a running session: its recent output is replayed, then live output
+        follows, and input, resizes and signals reach it."""
+        return ExecHandle(await run_blocking(self._connection.attach, session))
 
     # -- the sandbox collection ------------------------------------------------------------
 
@@ -219,3 +292,73 @@ class Sandbox:
 
     def __repr__(self) -> str:
         return f"Sandbox(name={self._name!r})"
+
+
+async def wait_until_stopped(name: str, timeout: float | None = None) -> SandboxInfo:
+    """Waits until the sandbox is no longer starting, running or paused."""
+
+    async def poll() -> SandboxInfo:
+        while (info := await Sandbox.get_info(name)).status in _LIVE:
+            await asyncio.sleep(STATUS_POLL_S)
+        return info
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+class SandboxHandle:
+    """A sandbox's database record, usable from any process and in any state."""
+
+    def __init__(self, info: SandboxInfo) -> None:
+        self._info = info
+
+    @property
+    def name(self) -> str:
+        return self._info.name
+
+    @property
+    def status(self) -> SandboxStatus:
+        return self._info.status
+
+    @property
+    def config(self) -> SandboxConfig:
+        return self._info.config
+
+    @property
+    def created_at(self) -> datetime:
+        return self._info.created_at
+
+    @property
+    def info(self) -> SandboxInfo:
+        return self._info
+
+    async def refresh(self) -> SandboxStatus:
+        self._info = await Sandbox.get_info(self.name)
+        return self._info.status
+
+    async def connect(self) -> Sandbox:
+        return await Sandbox.connect(self.name)
+
+    async def start(
+        self, *, detached: bool = False, start_timeout: float = DEFAULT_START_TIMEOUT_S
+    ) -> Sandbox:
+        """Boots the stopped sandbox again with its configuration and its disk."""
+        await run_blocking(
+            _native.start_sandbox, self.name, detached, sys.executable, start_timeout
+        )
+        await self.refresh()
+        connection = await run_blocking(_native.Connection.open, self.name)
+        return Sandbox(self.name, connection, self._info.config, owned=not detached)
+
+    async def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> None:
+        await (await self.connect()).stop_and_wait(timeout)
+        await self.refresh()
+
+    async def kill(self) -> None:
+        await (await self.connect()).kill()
+        await self.refresh()
+
+    async def remove(self) -> None:
+        await Sandbox.remove(self.name)
+
+    def __repr__(self) -> str:
+        return f"SandboxHandle(name={self.name!r}, status={self.status!s})"

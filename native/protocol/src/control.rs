@@ -10,10 +10,22 @@ pub enum ControlRequest {
     /// Supervisor and VM facts.
     Status,
     /// Graceful stop: the agent shuts the guest down; QEMU is killed if it has not exited
-    /// after `timeout_ms`.
-    Stop { timeout_ms: u64 },
+    /// after `timeout_ms`. With `wait`, the reply comes once the VM is gone; without, at once.
+    Stop { timeout_ms: u64, wait: bool },
     /// Immediate stop: QEMU is killed.
     Kill,
+    /// Freezes the VM's CPUs (QMP `stop`).
+    Pause,
+    /// Thaws a paused VM (QMP `cont`).
+    Resume,
+    /// The sandbox no longer dies with the process that created it.
+    Detach,
+    /// The exec sessions still running.
+    ListSessions,
+    /// Takes over a running session: its recent output is replayed, then live frames follow
+    /// under this request's id, and stdin, resize and signal frames sent under this id reach
+    /// it. A session has one client at a time; attaching moves it.
+    Attach { session: u32 },
 }
 
 /// Supervisor → client.
@@ -26,6 +38,26 @@ pub enum ControlResponse {
     Error {
         message: String,
     },
+    /// The first frame for a guest exec request: the id of the session it started, under which
+    /// it can be listed and re-attached.
+    SessionOpened {
+        session: u32,
+    },
+    Sessions {
+        sessions: Vec<SessionInfo>,
+    },
+}
+
+/// A running exec session, as the supervisor tracks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub session: u32,
+    pub program: String,
+    pub args: Vec<String>,
+    pub tty: bool,
+    pub started_at_ms: u64,
+    /// Whether a client currently receives its output.
+    pub attached: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,15 +5,15 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::paths::SandboxFiles;
-use msb_protocol::control::{ControlRequest, ControlResponse};
-use msb_protocol::guest::{AgentMessage, ExecRequest, HostMessage};
+use msb_protocol::control::{ControlRequest, ControlResponse, SessionInfo};
+use msb_protocol::guest::{AgentMessage, ExecRequest, HostMessage, TerminalSize};
 use msb_protocol::{Frame, FLAG_CONTROL};
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 type Pending = Arc<Mutex<Option<HashMap<u32, Sender<Frame>>>>>;
 
@@ -26,6 +26,7 @@ pub struct Connection {
 }
 
 /// Collected outcome of a command.
+#[derive(Default)]
 pub struct ExecOutcome {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
@@ -34,8 +35,24 @@ pub struct ExecOutcome {
     pub timed_out: bool,
 }
 
+/// One event of a running command.
+pub enum ExecEvent {
+    Started {
+        pid: u32,
+    },
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+        timed_out: bool,
+    },
+}
+
+const CLOSED: &str = "the connection to the sandbox's supervisor closed";
+
 impl Connection {
-    pub fn open(name: &str) -> Result<Self> {
+    pub fn open(name: &str) -> Result<Arc<Self>> {
         let files = SandboxFiles::new(name)?;
         let stream = UnixStream::connect(files.control_socket()).map_err(|error| {
             RuntimeError::SandboxNotRunning {
@@ -48,12 +65,12 @@ impl Connection {
             .map_err(RuntimeError::io("control socket"))?;
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         spawn_reader(reader, pending.clone());
-        Ok(Self {
+        Ok(Arc::new(Self {
             name: name.to_string(),
             writer: Mutex::new(stream),
             pending,
             next_id: AtomicU32::new(1),
-        })
+        }))
     }
 
     fn start(&self, flags: u8, message: &impl serde::Serialize) -> Result<(u32, Receiver<Frame>)> {
@@ -63,30 +80,39 @@ impl Connection {
             Some(pending) => pending.insert(id, sender),
             None => return Err(self.closed()),
         };
+        self.send(id, flags, message)?;
+        Ok((id, receiver))
+    }
+
+    fn send(&self, id: u32, flags: u8, message: &impl serde::Serialize) -> Result<()> {
         let frame =
             Frame::new(id, flags, message).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
         frame
             .write_to(&mut *self.writer.lock().unwrap())
-            .map_err(|_| self.closed())?;
-        Ok((id, receiver))
+            .map_err(|_| self.closed())
     }
 
-    pub fn exec(&self, request: ExecRequest) -> Result<ExecOutcome> {
-        let (_, frames) = self.start(0, &HostMessage::Exec(request))?;
-        let mut outcome = ExecOutcome {
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            exit_code: None,
-            signal: None,
-            timed_out: false,
-        };
-        loop {
-            let frame = frames.recv().map_err(|_| self.closed())?;
-            match decode_agent(&frame)? {
-                AgentMessage::Started { .. } => {}
-                AgentMessage::Stdout { data } => outcome.stdout.extend_from_slice(&data),
-                AgentMessage::Stderr { data } => outcome.stderr.extend_from_slice(&data),
-                AgentMessage::Exited {
+    /// Starts a command and returns its event stream.
+    pub fn exec_stream(self: &Arc<Self>, request: ExecRequest) -> Result<ExecStream> {
+        let (id, frames) = self.start(0, &HostMessage::Exec(request))?;
+        ExecStream::opened(self.clone(), id, frames)
+    }
+
+    /// Takes over a running session (see `ControlRequest::Attach`).
+    pub fn attach(self: &Arc<Self>, session: u32) -> Result<ExecStream> {
+        let (id, frames) = self.start(FLAG_CONTROL, &ControlRequest::Attach { session })?;
+        ExecStream::opened(self.clone(), id, frames)
+    }
+
+    pub fn exec(self: &Arc<Self>, request: ExecRequest) -> Result<ExecOutcome> {
+        let stream = self.exec_stream(request)?;
+        let mut outcome = ExecOutcome::default();
+        while let Some(event) = stream.next_event(None)? {
+            match event {
+                ExecEvent::Started { .. } => {}
+                ExecEvent::Stdout(data) => outcome.stdout.extend_from_slice(&data),
+                ExecEvent::Stderr(data) => outcome.stderr.extend_from_slice(&data),
+                ExecEvent::Exited {
                     code,
                     signal,
                     timed_out,
@@ -94,16 +120,14 @@ impl Connection {
                     outcome.exit_code = code;
                     outcome.signal = signal;
                     outcome.timed_out = timed_out;
-                    return Ok(outcome);
                 }
-                AgentMessage::Error(error) => return Err(RuntimeError::Agent(error)),
-                other => return Err(unexpected(&other)),
             }
         }
+        Ok(outcome)
     }
 
     /// Round trip to the guest agent.
-    pub fn ping(&self) -> Result<std::time::Duration> {
+    pub fn ping(&self) -> Result<Duration> {
         let started = Instant::now();
         let (_, frames) = self.start(0, &HostMessage::Ping)?;
         match decode_agent(&frames.recv().map_err(|_| self.closed())?)? {
@@ -115,12 +139,18 @@ impl Connection {
     pub fn control(&self, request: ControlRequest) -> Result<ControlResponse> {
         let (_, frames) = self.start(FLAG_CONTROL, &request)?;
         let frame = frames.recv().map_err(|_| self.closed())?;
-        let response: ControlResponse = frame
-            .decode()
-            .map_err(|e| RuntimeError::Protocol(e.to_string()))?;
-        match response {
+        match decode_control(&frame)? {
             ControlResponse::Error { message } => Err(RuntimeError::Protocol(message)),
             other => Ok(other),
+        }
+    }
+
+    pub fn sessions(&self) -> Result<Vec<SessionInfo>> {
+        match self.control(ControlRequest::ListSessions)? {
+            ControlResponse::Sessions { sessions } => Ok(sessions),
+            other => Err(RuntimeError::Protocol(format!(
+                "unexpected reply {other:?}"
+            ))),
         }
     }
 
@@ -162,12 +192,146 @@ impl Drop for Connection {
     }
 }
 
-const CLOSED: &str = "the connection to the sandbox's supervisor closed";
+/// A running command (or an attached session): its events, and its input side.
+pub struct ExecStream {
+    connection: Arc<Connection>,
+    id: u32,
+    session: u32,
+    frames: Mutex<Receiver<Frame>>,
+    finished: Mutex<bool>,
+}
+
+impl ExecStream {
+    /// Waits for the supervisor's `SessionOpened` (or a refusal) before returning.
+    fn opened(connection: Arc<Connection>, id: u32, frames: Receiver<Frame>) -> Result<Self> {
+        let first = frames.recv().map_err(|_| connection.closed())?;
+        let session = if first.flags & FLAG_CONTROL != 0 {
+            match decode_control(&first)? {
+                ControlResponse::SessionOpened { session } => session,
+                ControlResponse::Error { message } => {
+                    return Err(RuntimeError::InvalidConfig(message))
+                }
+                other => {
+                    return Err(RuntimeError::Protocol(format!(
+                        "unexpected reply {other:?}"
+                    )))
+                }
+            }
+        } else {
+            // The agent refused the command before the supervisor could open a session.
+            return Err(match decode_agent(&first)? {
+                AgentMessage::Error(error) => RuntimeError::Agent(error),
+                other => unexpected(&other),
+            });
+        };
+        Ok(Self {
+            connection,
+            id,
+            session,
+            frames: Mutex::new(frames),
+            finished: Mutex::new(false),
+        })
+    }
+
+    pub fn session(&self) -> u32 {
+        self.session
+    }
+
+    /// The next event, or `None` once the command has exited. With a `timeout`, `Ok(None)`
+    /// can also mean that nothing arrived in time; [`ExecStream::is_finished`] tells which.
+    pub fn next_event(&self, timeout: Option<Duration>) -> Result<Option<ExecEvent>> {
+        let mut finished = self.finished.lock().unwrap();
+        if *finished {
+            return Ok(None);
+        }
+        let frames = self.frames.lock().unwrap();
+        let frame = match timeout {
+            None => frames.recv().map_err(|_| self.connection.closed())?,
+            Some(timeout) => match frames.recv_timeout(timeout) {
+                Ok(frame) => frame,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Ok(None),
+                Err(_) => return Err(self.connection.closed()),
+            },
+        };
+        if frame.flags & FLAG_CONTROL != 0 {
+            *finished = true;
+            return Err(match decode_control(&frame)? {
+                ControlResponse::Error { message } => RuntimeError::Protocol(message),
+                other => RuntimeError::Protocol(format!("unexpected reply {other:?}")),
+            });
+        }
+        Ok(Some(match decode_agent(&frame)? {
+            AgentMessage::Started { pid } => ExecEvent::Started { pid },
+            AgentMessage::Stdout { data } => ExecEvent::Stdout(data),
+            AgentMessage::Stderr { data } => ExecEvent::Stderr(data),
+            AgentMessage::Exited {
+                code,
+                signal,
+                timed_out,
+            } => {
+                *finished = true;
+                ExecEvent::Exited {
+                    code,
+                    signal,
+                    timed_out,
+                }
+            }
+            AgentMessage::Error(error) => {
+                *finished = true;
+                return Err(RuntimeError::Agent(error));
+            }
+            other => return Err(unexpected(&other)),
+        }))
+    }
+
+    pub fn is_finished(&self) -> bool {
+        *self.finished.lock().unwrap()
+    }
+
+    pub fn write_stdin(&self, data: &[u8]) -> Result<()> {
+        for chunk in data.chunks(msb_protocol::MAX_PAYLOAD_CHUNK) {
+            self.connection.send(
+                self.id,
+                0,
+                &HostMessage::Stdin {
+                    data: chunk.to_vec(),
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn close_stdin(&self) -> Result<()> {
+        self.connection.send(self.id, 0, &HostMessage::CloseStdin)
+    }
+
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        self.connection
+            .send(self.id, 0, &HostMessage::Signal { signal })
+    }
+
+    pub fn resize(&self, size: TerminalSize) -> Result<()> {
+        self.connection.send(
+            self.id,
+            0,
+            &HostMessage::Resize {
+                rows: size.rows,
+                cols: size.cols,
+            },
+        )
+    }
+}
 
 fn decode_agent(frame: &Frame) -> Result<AgentMessage> {
     frame
         .decode()
         .map_err(|e| RuntimeError::Protocol(format!("malformed agent message: {e}")))
+}
+
+fn decode_control(frame: &Frame) -> Result<ControlResponse> {
+    frame
+        .decode()
+        .map_err(|e| RuntimeError::Protocol(format!("malformed supervisor message: {e}")))
 }
 
 fn unexpected(message: &AgentMessage) -> RuntimeError {

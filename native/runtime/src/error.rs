@@ -16,6 +16,8 @@ pub enum RuntimeError {
     SandboxNotRunning { name: String, status: String },
     #[error("sandbox {0:?} is still running; stop it first")]
     SandboxStillRunning(String),
+    #[error("sandbox {0:?} is already running")]
+    SandboxAlreadyRunning(String),
     #[error("sandbox {name:?} failed to start: {reason}")]
     SandboxStart { name: String, reason: String },
     #[error("no image named {0:?} (local images: {1})")]
@@ -52,7 +54,9 @@ impl RuntimeError {
             Self::SandboxNotFound(_) => "SandboxNotFoundError",
             Self::SandboxAlreadyExists(_) => "SandboxAlreadyExistsError",
             Self::SandboxNotRunning { .. } => "SandboxNotRunningError",
-            Self::SandboxStillRunning(_) => "SandboxStillRunningError",
+            Self::SandboxStillRunning(_) | Self::SandboxAlreadyRunning(_) => {
+                "SandboxStillRunningError"
+            }
             Self::SandboxStart { .. } => "SandboxStartError",
             Self::ImageNotFound(..) => "ImageNotFoundError",
             Self::NotInstalled(_) => "RuntimeNotInstalledError",

@@ -13,10 +13,11 @@ mod spec;
 mod supervisor;
 
 use msb_protocol::control::ControlRequest;
-use msb_protocol::guest::ExecRequest;
+use msb_protocol::guest::{ExecRequest, ResourceLimit, TerminalSize};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The directory of the `microsandbox_tui` package, where the guest agent is shipped.
@@ -140,11 +141,36 @@ fn create_sandbox(
         sandboxes::create(sandboxes::CreateRequest {
             config_json: &config_json,
             replace,
-            detached,
+            launch: sandboxes::Launch {
+                python: python.as_ref(),
+                detached,
+                timeout: Duration::from_secs_f64(timeout_s.max(0.0)),
+                agent: &agent,
+            },
+        })
+    })?;
+    Ok(record.into())
+}
+
+/// Boots a stopped or crashed sandbox again with its recorded configuration and disk.
+#[pyfunction]
+fn start_sandbox(
+    py: Python<'_>,
+    name: String,
+    detached: bool,
+    python: String,
+    timeout_s: f64,
+) -> PyResult<SandboxInfo> {
+    let package = package_dir(py)?;
+    let record = py.allow_threads(|| {
+        let agent = install::agent_binary(&package)?;
+        let launch = sandboxes::Launch {
             python: python.as_ref(),
+            detached,
             timeout: Duration::from_secs_f64(timeout_s.max(0.0)),
             agent: &agent,
-        })
+        };
+        sandboxes::start(&name, launch)
     })?;
     Ok(record.into())
 }
@@ -247,10 +273,43 @@ struct ExecResult {
     timed_out: bool,
 }
 
+/// Options of a command, as the SDK passes them.
+#[allow(clippy::too_many_arguments)]
+fn exec_request(
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: Option<String>,
+    timeout_ms: Option<u64>,
+    stdin: bool,
+    tty: Option<(u16, u16)>,
+    user: Option<String>,
+    rlimits: Vec<(String, u64, u64)>,
+) -> ExecRequest {
+    ExecRequest {
+        program,
+        args,
+        env,
+        cwd,
+        timeout_ms,
+        stdin,
+        tty: tty.map(|(rows, cols)| TerminalSize { rows, cols }),
+        user,
+        rlimits: rlimits
+            .into_iter()
+            .map(|(resource, soft, hard)| ResourceLimit {
+                resource,
+                soft,
+                hard,
+            })
+            .collect(),
+    }
+}
+
 /// A client connection to a running sandbox's supervisor.
 #[pyclass(frozen, module = "microsandbox_tui._native")]
 struct Connection {
-    inner: client::Connection,
+    inner: Arc<client::Connection>,
 }
 
 #[pymethods]
@@ -261,7 +320,8 @@ impl Connection {
         Ok(Self { inner })
     }
 
-    #[pyo3(signature = (program, args, env, cwd, timeout_ms))]
+    #[pyo3(signature = (program, args, env, cwd=None, timeout_ms=None, user=None, rlimits=Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
     fn exec(
         &self,
         py: Python<'_>,
@@ -270,15 +330,12 @@ impl Connection {
         env: Vec<(String, String)>,
         cwd: Option<String>,
         timeout_ms: Option<u64>,
+        user: Option<String>,
+        rlimits: Vec<(String, u64, u64)>,
     ) -> PyResult<ExecResult> {
-        let request = ExecRequest {
-            program,
-            args,
-            env,
-            cwd,
-            timeout_ms,
-            ..ExecRequest::default()
-        };
+        let request = exec_request(
+            program, args, env, cwd, timeout_ms, false, None, user, rlimits,
+        );
         let outcome = py.allow_threads(|| self.inner.exec(request))?;
         Ok(ExecResult {
             stdout: PyBytes::new(py, &outcome.stdout).unbind(),
@@ -289,20 +346,159 @@ impl Connection {
         })
     }
 
+    #[pyo3(signature = (program, args, env, cwd=None, timeout_ms=None, tty=None, user=None, rlimits=Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
+    fn exec_stream(
+        &self,
+        py: Python<'_>,
+        program: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<String>,
+        timeout_ms: Option<u64>,
+        tty: Option<(u16, u16)>,
+        user: Option<String>,
+        rlimits: Vec<(String, u64, u64)>,
+    ) -> PyResult<ExecStream> {
+        let request = exec_request(
+            program, args, env, cwd, timeout_ms, true, tty, user, rlimits,
+        );
+        let inner = py.allow_threads(|| self.inner.exec_stream(request))?;
+        Ok(ExecStream { inner })
+    }
+
+    fn attach(&self, py: Python<'_>, session: u32) -> PyResult<ExecStream> {
+        let inner = py.allow_threads(|| self.inner.attach(session))?;
+        Ok(ExecStream { inner })
+    }
+
+    /// Running sessions: `(session, program, args, tty, started_at_ms, attached)` rows.
+    #[allow(clippy::type_complexity)]
+    fn sessions(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<Vec<(u32, String, Vec<String>, bool, u64, bool)>> {
+        let sessions = py.allow_threads(|| self.inner.sessions())?;
+        Ok(sessions
+            .into_iter()
+            .map(|s| {
+                (
+                    s.session,
+                    s.program,
+                    s.args,
+                    s.tty,
+                    s.started_at_ms,
+                    s.attached,
+                )
+            })
+            .collect())
+    }
+
     fn ping(&self, py: Python<'_>) -> PyResult<f64> {
         Ok(py.allow_threads(|| self.inner.ping())?.as_secs_f64())
     }
 
-    fn stop(&self, py: Python<'_>, timeout_ms: u64) -> PyResult<()> {
-        Ok(py.allow_threads(|| self.inner.stop_vm(ControlRequest::Stop { timeout_ms }))?)
+    /// Graceful shutdown through the agent; with `wait`, returns once the VM is gone.
+    #[pyo3(signature = (timeout_ms, wait=true))]
+    fn stop(&self, py: Python<'_>, timeout_ms: u64, wait: bool) -> PyResult<()> {
+        Ok(py.allow_threads(|| {
+            self.inner
+                .stop_vm(ControlRequest::Stop { timeout_ms, wait })
+        })?)
     }
 
     fn kill(&self, py: Python<'_>) -> PyResult<()> {
         Ok(py.allow_threads(|| self.inner.stop_vm(ControlRequest::Kill))?)
     }
 
+    fn pause(&self, py: Python<'_>) -> PyResult<()> {
+        py.allow_threads(|| self.inner.control(ControlRequest::Pause))?;
+        Ok(())
+    }
+
+    fn resume(&self, py: Python<'_>) -> PyResult<()> {
+        py.allow_threads(|| self.inner.control(ControlRequest::Resume))?;
+        Ok(())
+    }
+
+    fn detach(&self, py: Python<'_>) -> PyResult<()> {
+        py.allow_threads(|| self.inner.control(ControlRequest::Detach))?;
+        Ok(())
+    }
+
     fn close(&self) {
         self.inner.close();
+    }
+}
+
+/// A running command's events and input.
+#[pyclass(frozen, module = "microsandbox_tui._native")]
+struct ExecStream {
+    inner: client::ExecStream,
+}
+
+#[pymethods]
+impl ExecStream {
+    #[getter]
+    fn session(&self) -> u32 {
+        self.inner.session()
+    }
+
+    #[getter]
+    fn finished(&self) -> bool {
+        self.inner.is_finished()
+    }
+
+    /// The next event as a tuple: `("started", pid)`, `("stdout", bytes)`, `("stderr", bytes)`,
+    /// `("exited", code, signal, timed_out)`; `None` when finished or when `timeout_s` passed.
+    #[pyo3(signature = (timeout_s=None))]
+    fn next_event(&self, py: Python<'_>, timeout_s: Option<f64>) -> PyResult<Option<PyObject>> {
+        let timeout = timeout_s.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        let event = py.allow_threads(|| self.inner.next_event(timeout))?;
+        Ok(match event {
+            None => None,
+            Some(client::ExecEvent::Started { pid }) => {
+                Some(("started", pid).into_pyobject(py)?.into_any().unbind())
+            }
+            Some(client::ExecEvent::Stdout(data)) => Some(
+                ("stdout", PyBytes::new(py, &data))
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind(),
+            ),
+            Some(client::ExecEvent::Stderr(data)) => Some(
+                ("stderr", PyBytes::new(py, &data))
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind(),
+            ),
+            Some(client::ExecEvent::Exited {
+                code,
+                signal,
+                timed_out,
+            }) => Some(
+                ("exited", code, signal, timed_out)
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind(),
+            ),
+        })
+    }
+
+    fn write_stdin(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.write_stdin(&data))?)
+    }
+
+    fn close_stdin(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.close_stdin())?)
+    }
+
+    fn signal(&self, py: Python<'_>, signal: i32) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.signal(signal))?)
+    }
+
+    fn resize(&self, py: Python<'_>, rows: u16, cols: u16) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.resize(TerminalSize { rows, cols }))?)
     }
 }
 
@@ -315,6 +511,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(install_runtime, module)?)?;
     module.add_function(wrap_pyfunction!(run_doctor, module)?)?;
     module.add_function(wrap_pyfunction!(create_sandbox, module)?)?;
+    module.add_function(wrap_pyfunction!(start_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(list_sandboxes, module)?)?;
     module.add_function(wrap_pyfunction!(get_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(remove_sandbox, module)?)?;
@@ -326,5 +523,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<ImageInfo>()?;
     module.add_class::<ExecResult>()?;
     module.add_class::<Connection>()?;
+    module.add_class::<ExecStream>()?;
     Ok(())
 }

@@ -33,19 +33,24 @@ pub fn open_db() -> Result<Database> {
     Ok(Database::open(&paths::database_path())?)
 }
 
+/// How to run a supervisor: which Python, attached or not, how long to wait for the guest.
+pub struct Launch<'a> {
+    pub python: &'a Path,
+    pub detached: bool,
+    pub timeout: Duration,
+    pub agent: &'a Path,
+}
+
 pub struct CreateRequest<'a> {
     pub config_json: &'a str,
     pub replace: bool,
-    pub detached: bool,
-    pub python: &'a Path,
-    pub timeout: Duration,
-    pub agent: &'a Path,
+    pub launch: Launch<'a>,
 }
 
 pub fn create(request: CreateRequest<'_>) -> Result<SandboxRecord> {
     let spec = SandboxSpec::from_json(request.config_json)?;
     let files = SandboxFiles::new(&spec.name)?;
-    install::boot_artifacts(request.agent)?;
+    install::boot_artifacts(request.launch.agent)?;
     let mut db = open_db()?;
     check_image(&mut db, &spec.image)?;
     if request.replace {
@@ -55,7 +60,7 @@ pub fn create(request: CreateRequest<'_>) -> Result<SandboxRecord> {
             Err(error) => return Err(error),
         }
     }
-    db.insert_sandbox(&spec.name, request.config_json, request.detached)
+    db.insert_sandbox(&spec.name, request.config_json, request.launch.detached)
         .map_err(|error| match error {
             StateError::SandboxExists(name) => RuntimeError::SandboxAlreadyExists(name),
             other => other.into(),
@@ -67,7 +72,7 @@ pub fn create(request: CreateRequest<'_>) -> Result<SandboxRecord> {
             "creating {}",
             files.dir.display()
         )))
-        .and_then(|()| start_supervisor(&spec.name, &files, &request));
+        .and_then(|()| start_supervisor(&spec.name, &files, &request.launch));
     if let Err(error) = started {
         let _ = teardown(&mut db, &spec.name);
         return Err(error);
@@ -101,7 +106,7 @@ fn check_image(db: &mut Database, image: &ImageSource) -> Result<()> {
     }
 }
 
-fn start_supervisor(name: &str, files: &SandboxFiles, request: &CreateRequest<'_>) -> Result<()> {
+fn start_supervisor(name: &str, files: &SandboxFiles, request: &Launch<'_>) -> Result<()> {
     let (ready_read, ready_write) = pipe()?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -201,6 +206,39 @@ fn read_ready(pipe: OwnedFd, timeout: Duration) -> Option<String> {
     Some(text)
 }
 
+/// Boots a stopped or crashed sandbox again, with its recorded configuration and its disk.
+pub fn start(name: &str, launch: Launch<'_>) -> Result<SandboxRecord> {
+    install::boot_artifacts(launch.agent)?;
+    let mut db = open_db()?;
+    let record = get_with(&mut db, name)?;
+    if record.status.is_live() {
+        return Err(RuntimeError::SandboxAlreadyRunning(name.into()));
+    }
+    let spec = SandboxSpec::from_json(&record.config)?;
+    check_image(&mut db, &spec.image)?;
+    db.set_detached(name, launch.detached)?;
+    db.set_status(
+        name,
+        StatusChange {
+            status: SandboxStatus::Starting,
+            reason: None,
+        },
+    )?;
+    let files = SandboxFiles::new(name)?;
+    if let Err(error) = start_supervisor(name, &files, &launch) {
+        let reason = error.to_string();
+        let _ = db.set_status(
+            name,
+            StatusChange {
+                status: SandboxStatus::Crashed,
+                reason: Some(&reason),
+            },
+        );
+        return Err(error);
+    }
+    get_with(&mut db, name)
+}
+
 /// Stops whatever runs for `name` (killing it) and deletes its record and files.
 fn teardown(db: &mut Database, name: &str) -> Result<()> {
     let record = db.sandbox(name)?;
@@ -280,7 +318,7 @@ pub fn remove(name: &str) -> Result<()> {
 }
 
 /// Connects to a running sandbox.
-pub fn connect(name: &str) -> Result<Connection> {
+pub fn connect(name: &str) -> Result<std::sync::Arc<Connection>> {
     let record = get(name)?;
     if !matches!(
         record.status,

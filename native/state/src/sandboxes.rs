@@ -218,6 +218,15 @@ impl Database {
         Ok(changed == 1)
     }
 
+    /// Whether the sandbox outlives the process that started it.
+    pub fn set_detached(&mut self, name: &str, detached: bool) -> Result<()> {
+        self.update(
+            name,
+            "UPDATE sandboxes SET detached = ?2 WHERE name = ?1",
+            params![name, detached],
+        )
+    }
+
     pub fn delete_sandbox(&mut self, name: &str) -> Result<()> {
         self.update(name, "DELETE FROM sandboxes WHERE name = ?1", params![name])
     }

@@ -7,12 +7,14 @@
 //! attached sandbox; one waits for termination signals.
 
 mod relay;
+mod sessions;
 pub mod vm;
 
 use crate::error::{Result, RuntimeError};
 use crate::paths::SandboxFiles;
 use crate::process;
 use crate::spec::SandboxSpec;
+use msb_engine::qmp::{Qmp, QmpError};
 use msb_state::{Database, SandboxStatus, StatusChange};
 use relay::Relay;
 use std::io::Write;
@@ -33,6 +35,8 @@ struct StopRequest {
 
 #[derive(Default)]
 struct ExitState {
+    /// The creator's exit no longer stops the VM.
+    detached: bool,
     requested: Option<StopRequest>,
     exited: bool,
     waiting_replies: usize,
@@ -60,6 +64,10 @@ impl Lifecycle {
         state.requested.get_or_insert(StopRequest {
             reason: reason.to_string(),
         });
+    }
+
+    fn detach(&self) {
+        self.state.lock().unwrap().detached = true;
     }
 
     fn kill_vm(&self, reason: &str) {
@@ -176,7 +184,13 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
     ));
 
     let lifecycle = Arc::new(Lifecycle::new(status.vmm_pid));
-    let relay = Relay::new(agent_stream, status, lifecycle.clone())?;
+    let control = VmControls {
+        name: name.to_string(),
+        qmp_socket: files.qmp_socket(),
+        qmp: Mutex::new(None),
+        lifecycle: lifecycle.clone(),
+    };
+    let relay = Relay::new(agent_stream, status, lifecycle.clone(), Box::new(control))?;
     let listener = bind_control_socket(&files)?;
     block_termination_signals();
     relay.spawn_agent_reader();
@@ -221,6 +235,70 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
         let _ = std::fs::remove_file(socket);
     }
     Ok(recorded?)
+}
+
+/// Pause, resume and detach, as the relay carries them out for clients.
+struct VmControls {
+    name: String,
+    qmp_socket: std::path::PathBuf,
+    /// One QMP connection, opened on first use (QEMU serves one QMP client at a time).
+    qmp: Mutex<Option<Qmp>>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+const QMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl VmControls {
+    fn with_qmp(
+        &self,
+        action: impl FnOnce(&mut Qmp) -> std::result::Result<(), QmpError>,
+    ) -> std::result::Result<(), String> {
+        let mut guard = self.qmp.lock().unwrap();
+        if guard.is_none() {
+            *guard = Some(Qmp::connect(&self.qmp_socket, QMP_TIMEOUT).map_err(|e| e.to_string())?);
+        }
+        let result = action(guard.as_mut().expect("connected above"));
+        if result.is_err() {
+            // A broken connection is reopened next time.
+            *guard = None;
+        }
+        result.map_err(|e| e.to_string())
+    }
+
+    fn record(&self, status: SandboxStatus) -> std::result::Result<(), String> {
+        let mut db = Database::open(&crate::paths::database_path()).map_err(|e| e.to_string())?;
+        db.set_status(
+            &self.name,
+            StatusChange {
+                status,
+                reason: None,
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+impl relay::VmControl for VmControls {
+    fn pause(&self) -> std::result::Result<(), String> {
+        self.with_qmp(Qmp::stop)?;
+        log("VM paused");
+        self.record(SandboxStatus::Paused)
+    }
+
+    fn resume(&self) -> std::result::Result<(), String> {
+        self.with_qmp(Qmp::cont)?;
+        log("VM resumed");
+        self.record(SandboxStatus::Running)
+    }
+
+    fn detach(&self) -> std::result::Result<(), String> {
+        self.lifecycle.detach();
+        let mut db = Database::open(&crate::paths::database_path()).map_err(|e| e.to_string())?;
+        db.set_detached(&self.name, true)
+            .map_err(|e| e.to_string())?;
+        log("detached from its creator");
+        Ok(())
+    }
 }
 
 /// One line in the supervisor's log (its stderr, `supervisor.log` in the sandbox directory).
@@ -291,6 +369,8 @@ fn spawn_signal_waiter(lifecycle: Arc<Lifecycle>, relay: Arc<Relay>) {
 fn spawn_parent_watch(parent: u32, lifecycle: Arc<Lifecycle>) {
     std::thread::spawn(move || {
         process::wait_for_exit(parent);
-        lifecycle.kill_vm("the process that created it exited");
+        if !lifecycle.state.lock().unwrap().detached {
+            lifecycle.kill_vm("the process that created it exited");
+        }
     });
 }

@@ -1,16 +1,16 @@
 //! The agent channel shared by many clients.
 //!
 //! Each client numbers its requests in its own id space; the relay gives each request a
-//! channel-wide agent id and routes the agent's frames back under the client's id. Guest
-//! message bodies are forwarded without decoding them.
+//! channel-wide agent id (which is also the session id) and routes the agent's frames back
+//! under the client's id. Output bodies are forwarded without decoding them.
 
+use super::sessions::{Owner, Peer, Session, SessionTable};
 use super::Lifecycle;
 use crate::error::Result;
 use msb_protocol::control::{ControlRequest, ControlResponse, SupervisorStatus};
 use msb_protocol::guest::{HostMessage, HELLO_ID};
 use msb_protocol::{Frame, FrameError, FLAG_CONTROL, FLAG_END};
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,28 +24,40 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 struct Client {
     writer: Mutex<UnixStream>,
     /// Client request id → agent request id, for requests still running.
-    sessions: Mutex<HashMap<u32, u32>>,
+    routes: Mutex<HashMap<u32, u32>>,
 }
 
-impl Client {
-    fn send(&self, frame: &Frame) -> std::result::Result<(), FrameError> {
-        let mut writer = self.writer.lock().unwrap();
-        frame.write_to(&mut *writer)
+impl Peer for Client {
+    fn send(&self, frame: &Frame) -> bool {
+        frame.write_to(&mut *self.writer.lock().unwrap()).is_ok()
+    }
+
+    fn forget(&self, client_id: u32) {
+        self.routes.lock().unwrap().remove(&client_id);
     }
 }
 
-struct Route {
-    client: Arc<Client>,
-    client_id: u32,
+impl Client {
+    fn control(&self, id: u32, flags: u8, response: &ControlResponse) -> bool {
+        Frame::new(id, FLAG_CONTROL | flags, response).is_ok_and(|frame| self.send(&frame))
+    }
+}
+
+/// What the relay does with the VM on a client's behalf, beyond the agent channel.
+pub trait VmControl: Send + Sync {
+    fn pause(&self) -> std::result::Result<(), String>;
+    fn resume(&self) -> std::result::Result<(), String>;
+    fn detach(&self) -> std::result::Result<(), String>;
 }
 
 pub struct Relay {
     agent_writer: Mutex<UnixStream>,
     agent_reader: Mutex<Option<UnixStream>>,
-    routes: Mutex<HashMap<u32, Route>>,
+    sessions: Mutex<SessionTable>,
     next_agent_id: AtomicU32,
     status: SupervisorStatus,
     lifecycle: Arc<Lifecycle>,
+    vm: Box<dyn VmControl>,
 }
 
 impl Relay {
@@ -53,6 +65,7 @@ impl Relay {
         agent: UnixStream,
         status: SupervisorStatus,
         lifecycle: Arc<Lifecycle>,
+        vm: Box<dyn VmControl>,
     ) -> Result<Arc<Self>> {
         let reader = agent
             .try_clone()
@@ -60,10 +73,11 @@ impl Relay {
         Ok(Arc::new(Self {
             agent_writer: Mutex::new(agent),
             agent_reader: Mutex::new(Some(reader)),
-            routes: Mutex::default(),
+            sessions: Mutex::default(),
             next_agent_id: AtomicU32::new(HELLO_ID + 1),
             status,
             lifecycle,
+            vm,
         }))
     }
 
@@ -77,8 +91,13 @@ impl Relay {
     }
 
     fn send_to_agent(&self, frame: &Frame) -> std::result::Result<(), FrameError> {
-        let mut writer = self.agent_writer.lock().unwrap();
-        frame.write_to(&mut *writer)
+        frame.write_to(&mut *self.agent_writer.lock().unwrap())
+    }
+
+    fn send_message(&self, agent_id: u32, message: &HostMessage) {
+        if let Ok(frame) = Frame::new(agent_id, 0, message) {
+            let _ = self.send_to_agent(&frame);
+        }
     }
 
     /// Asks the agent for an orderly shutdown, recording why the VM stops.
@@ -107,34 +126,32 @@ impl Relay {
         });
     }
 
+    /// Forwards a frame to the session's client, remembering output for a later attach. The
+    /// table stays locked while sending, so an attach never sees a frame twice or misses one.
     fn route_from_agent(&self, frame: Frame) {
-        let route = {
-            let mut routes = self.routes.lock().unwrap();
-            if frame.is_end() {
-                routes.remove(&frame.id)
-            } else {
-                routes.get(&frame.id).map(|route| Route {
-                    client: route.client.clone(),
-                    client_id: route.client_id,
-                })
-            }
+        let mut table = self.sessions.lock().unwrap();
+        let Some(session) = table.by_id.get_mut(&frame.id) else {
+            return;
         };
-        let Some(route) = route else { return };
-        if frame.is_end() {
-            route
-                .client
-                .sessions
-                .lock()
-                .unwrap()
-                .remove(&route.client_id);
+        session.remember(&frame);
+        if let Some(owner) = &session.owner {
+            let forwarded = Frame {
+                id: owner.client_id,
+                flags: frame.flags,
+                body: frame.body.clone(),
+            };
+            // A client that went away is cleaned up by its own thread.
+            owner.peer.send(&forwarded);
         }
-        let forwarded = Frame {
-            id: route.client_id,
-            flags: frame.flags,
-            body: frame.body,
-        };
-        // A client that went away is cleaned up by its own thread.
-        let _ = route.client.send(&forwarded);
+        if frame.is_end() {
+            if let Some(owner) = table
+                .by_id
+                .remove(&frame.id)
+                .and_then(|session| session.owner)
+            {
+                owner.peer.forget(owner.client_id);
+            }
+        }
     }
 
     pub fn spawn_acceptor(self: &Arc<Self>, listener: UnixListener) {
@@ -153,113 +170,184 @@ impl Relay {
         };
         let client = Arc::new(Client {
             writer: Mutex::new(writer),
-            sessions: Mutex::default(),
+            routes: Mutex::default(),
         });
         let mut reader = stream;
         while let Ok(frame) = Frame::read_from(&mut reader) {
-            let handled = if frame.flags & FLAG_CONTROL != 0 {
-                self.handle_control(&client, &frame)
+            if frame.flags & FLAG_CONTROL != 0 {
+                self.handle_control(&client, &frame);
             } else {
-                self.forward_to_agent(&client, frame)
-            };
-            if handled.is_err() {
-                break;
+                self.forward_to_agent(&client, frame);
             }
         }
         self.drop_client(&client);
     }
 
-    fn forward_to_agent(
-        &self,
-        client: &Arc<Client>,
-        frame: Frame,
-    ) -> std::result::Result<(), FrameError> {
+    fn forward_to_agent(&self, client: &Arc<Client>, frame: Frame) {
         if frame.id == HELLO_ID {
             // The handshake belongs to the supervisor alone.
-            return Ok(());
+            return;
         }
-        let agent_id = {
-            let mut sessions = client.sessions.lock().unwrap();
-            match sessions.get(&frame.id) {
-                Some(id) => *id,
-                None => {
-                    let id = self.allocate_agent_id();
-                    sessions.insert(frame.id, id);
-                    self.routes.lock().unwrap().insert(
-                        id,
-                        Route {
-                            client: client.clone(),
-                            client_id: frame.id,
-                        },
-                    );
-                    id
-                }
-            }
+        let known = client.routes.lock().unwrap().get(&frame.id).copied();
+        let agent_id = match known {
+            Some(agent_id) => agent_id,
+            None => match self.open_session(client, &frame) {
+                Some(agent_id) => agent_id,
+                None => return,
+            },
         };
-        self.send_to_agent(&Frame {
+        let _ = self.send_to_agent(&Frame {
             id: agent_id,
             flags: frame.flags,
             body: frame.body,
-        })
+        });
     }
 
-    /// Processes of a client that disconnected are killed: nobody could read their output.
+    /// A new request from a client: records it (commands become sessions) and tells the
+    /// client the session id before any output can arrive.
+    fn open_session(&self, client: &Arc<Client>, frame: &Frame) -> Option<u32> {
+        let message = frame.decode::<HostMessage>().ok()?;
+        let agent_id = self.allocate_agent_id();
+        let owner = Owner {
+            peer: client.clone(),
+            client_id: frame.id,
+        };
+        let session = match &message {
+            HostMessage::Exec(request) => {
+                Session::for_exec(agent_id, request, owner, msb_state::now_ms() as u64)
+            }
+            HostMessage::Ping => Session::new(owner, None),
+            // Input, resize or signal for a request that ended or never existed.
+            _ => return None,
+        };
+        if session.info.is_some() {
+            client.control(
+                frame.id,
+                0,
+                &ControlResponse::SessionOpened { session: agent_id },
+            );
+        }
+        self.sessions
+            .lock()
+            .unwrap()
+            .by_id
+            .insert(agent_id, session);
+        client.routes.lock().unwrap().insert(frame.id, agent_id);
+        Some(agent_id)
+    }
+
+    /// Terminal sessions of a client that disconnected keep running for a later attach; its
+    /// other processes are killed, since nobody could read their output.
     fn drop_client(&self, client: &Arc<Client>) {
-        let sessions: Vec<u32> = client
-            .sessions
+        let routes: Vec<u32> = client
+            .routes
             .lock()
             .unwrap()
             .drain()
             .map(|(_, agent)| agent)
             .collect();
-        let mut routes = self.routes.lock().unwrap();
-        for agent_id in sessions {
-            routes.remove(&agent_id);
-            if let Ok(frame) = Frame::new(
-                agent_id,
-                0,
-                &HostMessage::Signal {
-                    signal: libc::SIGKILL,
-                },
-            ) {
-                let _ = self.send_to_agent(&frame);
+        let mut table = self.sessions.lock().unwrap();
+        for agent_id in routes {
+            let Some(session) = table.by_id.get_mut(&agent_id) else {
+                continue;
+            };
+            session.owner = None;
+            if !session.survives_disconnect() {
+                self.send_message(
+                    agent_id,
+                    &HostMessage::Signal {
+                        signal: libc::SIGKILL,
+                    },
+                );
             }
         }
     }
 
-    fn handle_control(
+    fn attach(
         &self,
         client: &Arc<Client>,
-        frame: &Frame,
-    ) -> std::result::Result<(), FrameError> {
-        let response = match frame.decode::<ControlRequest>() {
-            Ok(ControlRequest::Status) => ControlResponse::Status(self.status.clone()),
-            Ok(ControlRequest::Stop { timeout_ms }) => {
+        client_id: u32,
+        session_id: u32,
+    ) -> std::result::Result<(), String> {
+        let mut table = self.sessions.lock().unwrap();
+        let session = table
+            .by_id
+            .get_mut(&session_id)
+            .filter(|session| session.info.is_some())
+            .ok_or_else(|| format!("no running session {session_id}"))?;
+        let new_owner = Owner {
+            peer: client.clone(),
+            client_id,
+        };
+        if let Some(previous) = session.owner.replace(new_owner) {
+            previous.peer.forget(previous.client_id);
+            let moved = ControlResponse::Error {
+                message: format!("session {session_id} was attached by another client"),
+            };
+            if let Ok(frame) = Frame::new(previous.client_id, FLAG_CONTROL | FLAG_END, &moved) {
+                previous.peer.send(&frame);
+            }
+        }
+        client.routes.lock().unwrap().insert(client_id, session_id);
+        client.control(
+            client_id,
+            0,
+            &ControlResponse::SessionOpened {
+                session: session_id,
+            },
+        );
+        for frame in session.replay() {
+            client.send(&Frame {
+                id: client_id,
+                flags: frame.flags,
+                body: frame.body.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn handle_control(&self, client: &Arc<Client>, frame: &Frame) {
+        let outcome = match frame.decode::<ControlRequest>() {
+            Ok(ControlRequest::Status) => Ok(ControlResponse::Status(self.status.clone())),
+            Ok(ControlRequest::ListSessions) => Ok(ControlResponse::Sessions {
+                sessions: self.sessions.lock().unwrap().listing(),
+            }),
+            Ok(ControlRequest::Attach { session }) => {
+                match self.attach(client, frame.id, session) {
+                    Ok(()) => return,
+                    Err(message) => Err(message),
+                }
+            }
+            Ok(ControlRequest::Pause) => self.vm.pause().map(|()| ControlResponse::Done),
+            Ok(ControlRequest::Resume) => self.vm.resume().map(|()| ControlResponse::Done),
+            Ok(ControlRequest::Detach) => self.vm.detach().map(|()| ControlResponse::Done),
+            Ok(ControlRequest::Stop { timeout_ms, wait }) => {
                 self.shutdown_guest("stopped");
-                return self.reply_when_exited(client, frame.id, Duration::from_millis(timeout_ms));
+                let timeout = Duration::from_millis(timeout_ms);
+                if wait {
+                    return self.reply_when_exited(client, frame.id, timeout);
+                }
+                let lifecycle = self.lifecycle.clone();
+                // Someone must still enforce the timeout after the early reply.
+                std::thread::spawn(move || {
+                    lifecycle.wait_exited(timeout);
+                    lifecycle.reply_sent();
+                });
+                Ok(ControlResponse::Done)
             }
             Ok(ControlRequest::Kill) => {
                 self.lifecycle.kill_vm("killed");
                 return self.reply_when_exited(client, frame.id, KILL_WAIT);
             }
-            Err(error) => ControlResponse::Error {
-                message: format!("bad control request: {error}"),
-            },
+            Err(error) => Err(format!("bad control request: {error}")),
         };
-        client.send(&Frame::new(frame.id, FLAG_CONTROL | FLAG_END, &response)?)
+        let response = outcome.unwrap_or_else(|message| ControlResponse::Error { message });
+        client.control(frame.id, FLAG_END, &response);
     }
 
-    fn reply_when_exited(
-        &self,
-        client: &Arc<Client>,
-        id: u32,
-        timeout: Duration,
-    ) -> std::result::Result<(), FrameError> {
+    fn reply_when_exited(&self, client: &Arc<Client>, id: u32, timeout: Duration) {
         self.lifecycle.wait_exited(timeout);
-        let sent = Frame::new(id, FLAG_CONTROL | FLAG_END, &ControlResponse::Done)
-            .and_then(|frame| client.send(&frame));
-        let _ = client.writer.lock().unwrap().flush();
+        client.control(id, FLAG_END, &ControlResponse::Done);
         self.lifecycle.reply_sent();
-        sent
     }
 }
