@@ -25,8 +25,6 @@ from .errors import (
     StateError,
     UnknownUserError,
 )
-from .images import ImageInfo, list_images
-from .runtime import DoctorCheck, doctor, install, is_installed, version
 from .exec import (
     ExecEvent,
     ExecHandle,
@@ -39,6 +37,8 @@ from .exec import (
     StderrEvent,
     StdoutEvent,
 )
+from .images import ImageInfo, list_images
+from .runtime import DoctorCheck, doctor, install, is_installed, version
 from .sandbox import Sandbox, SandboxHandle, SandboxInfo, SessionInfo
 from .types import ExecOutput, ExitStatus, GiB, KiB, MiB, SandboxStatus
 
@@ -54,8 +54,8 @@ __all__ = [
     "ExecEvent",
     "ExecHandle",
     "ExecOptions",
-    "ExecSink",
     "ExecOutput",
+    "ExecSink",
     "ExecTimeoutError",
     "ExitStatus",
     "ExitedEvent",

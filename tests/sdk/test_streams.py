@@ -30,7 +30,7 @@ async def test_events_arrive_in_order(shared_sandbox: Sandbox) -> None:
     assert all(isinstance(event, StdoutEvent | StderrEvent) for event in middle)
     assert b"".join(e.data for e in middle if isinstance(e, StdoutEvent)) == b"one\nthree\n"
     assert b"".join(e.data for e in middle if isinstance(e, StderrEvent)) == b"two\n"
-    assert [e.event_type for e in events][0] == "started"
+    assert events[0].event_type == "started"
 
 
 async def test_five_mib_of_stdin_round_trips_through_cat(shared_sandbox: Sandbox) -> None:
