@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +36,13 @@ def bare_boot_argv(work: Path) -> tuple[list[str], Path]:
     return argv, work / "agent.sock"
 
 
+def drain(listener: socket.socket) -> None:
+    """Plays the supervisor's console reader: QEMU needs someone to take the console."""
+    connection, _ = listener.accept()
+    while connection.recv(65536):
+        pass
+
+
 def time_bare_boot() -> float:
     """Seconds from starting QEMU to the first byte the guest agent sends."""
     with tempfile.TemporaryDirectory(prefix="msb-bench-") as scratch:
@@ -43,6 +51,10 @@ def time_bare_boot() -> float:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(agent_socket))
         listener.listen(1)
+        console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        console.bind(str(work / "console.sock"))
+        console.listen(1)
+        threading.Thread(target=drain, args=(console,), daemon=True).start()
         started = time.perf_counter()
         qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         try:

@@ -38,6 +38,7 @@ from .exec import (
     StdoutEvent,
 )
 from .images import ImageInfo, list_images
+from .logs import LogSource, read_logs
 from .runtime import DoctorCheck, doctor, install, is_installed, version
 from .sandbox import Sandbox, SandboxHandle, SandboxInfo, SessionInfo
 from .types import ExecOutput, ExitStatus, GiB, KiB, MiB, SandboxStatus
@@ -68,6 +69,7 @@ __all__ = [
     "InvalidWorkingDirectoryError",
     "KiB",
     "LocalImage",
+    "LogSource",
     "MiB",
     "MicrosandboxError",
     "Rlimit",
@@ -93,5 +95,6 @@ __all__ = [
     "install",
     "is_installed",
     "list_images",
+    "read_logs",
     "version",
 ]

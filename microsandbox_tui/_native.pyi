@@ -56,6 +56,9 @@ def remove_sandbox(name: str) -> None:
     """Deletes a stopped sandbox's record and files."""
 
 def list_images() -> list[ImageInfo]: ...
+def log_path(name: str, source: str) -> str:
+    """The ``console`` or ``exec`` log of a sandbox; its previous generation has ``.1`` appended."""
+
 def run_supervisor(name: str, parent_pid: int | None, ready_fd: int | None) -> None:
     """Body of a sandbox's supervisor process; returns when the VM is gone."""
 

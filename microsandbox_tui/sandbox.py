@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -16,6 +16,7 @@ from ._blocking import run_blocking
 from .config import BindImage, LocalImage, SandboxConfig, image_from_user, sandbox_config
 from .errors import ExecTimeoutError
 from .exec import ExecHandle, ExecOptions, native_exec_args
+from .logs import LogSource, read_logs
 from .types import ExecOutput, ExitStatus, SandboxStatus
 
 #: How long ``create`` waits for the guest agent to answer. Software emulation (TCG) on a
@@ -190,6 +191,16 @@ class Sandbox:
     async def info(self) -> SandboxInfo:
         return await Sandbox.get_info(self._name)
 
+    def logs(
+        self,
+        source: LogSource | str = LogSource.CONSOLE,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[str]:
+        """Lines of the guest console (``console``) or of the commands run (``exec``)."""
+        return read_logs(self._name, source, tail=tail, follow=follow)
+
     async def status(self) -> SandboxStatus:
         return (await self.info()).status
 
@@ -359,6 +370,15 @@ class SandboxHandle:
 
     async def remove(self) -> None:
         await Sandbox.remove(self.name)
+
+    def logs(
+        self,
+        source: LogSource | str = LogSource.CONSOLE,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[str]:
+        return read_logs(self.name, source, tail=tail, follow=follow)
 
     def __repr__(self) -> str:
         return f"SandboxHandle(name={self.name!r}, status={self.status!s})"

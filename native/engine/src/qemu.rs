@@ -70,7 +70,9 @@ pub struct VmConfig {
     pub tsc_khz: u64,
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
-    pub console_log: PathBuf,
+    /// The supervisor listens here and QEMU connects: the supervisor writes the guest console
+    /// to a size-bounded, rotated log.
+    pub console_socket: PathBuf,
     pub qmp_socket: PathBuf,
     /// The supervisor listens here and QEMU connects, so the supervisor owns the channel.
     pub agent_socket: PathBuf,
@@ -169,7 +171,10 @@ pub fn arguments(cfg: &VmConfig) -> Vec<String> {
     args.flags(&["-no-user-config", "-nodefaults", "-nographic", "-no-reboot"]);
     args.pair(
         "-chardev",
-        &format!("file,id=console,path={}", path(&cfg.console_log)),
+        &format!(
+            "socket,id=console,path={},server=off",
+            path(&cfg.console_socket)
+        ),
     );
     args.pair("-serial", "chardev:console");
     args.pair("-kernel", &cfg.kernel.to_string_lossy())
@@ -359,7 +364,7 @@ mod tests {
             tsc_khz: 2_596_142,
             kernel: "/c/vmlinux".into(),
             initramfs: "/c/init.cpio".into(),
-            console_log: "/s/console.log".into(),
+            console_socket: "/s/console.sock".into(),
             qmp_socket: "/s/qmp.sock".into(),
             agent_socket: "/s/agent.sock".into(),
             root,
@@ -408,7 +413,7 @@ mod tests {
         assert_eq!(
             values(&args, "-chardev"),
             [
-                "file,id=console,path=/s/console.log",
+                "socket,id=console,path=/s/console.sock,server=off",
                 "socket,id=qmp,path=/s/qmp.sock,server=on,wait=off",
                 "socket,id=agent,path=/s/agent.sock,server=off",
             ]
@@ -517,12 +522,12 @@ mod tests {
     fn commas_in_values_are_escaped_and_the_cmdline_stays_one_word_per_key() {
         let mut cfg = config(overlay(), Accelerator::Tcg);
         cfg.name = "a,b c".into();
-        cfg.console_log = "/odd,dir/console.log".into();
+        cfg.console_socket = "/odd,dir/console.sock".into();
         let args = arguments(&cfg);
         assert_eq!(values(&args, "-name"), ["a,,b c"]);
         assert_eq!(
             values(&args, "-chardev")[0],
-            "file,id=console,path=/odd,,dir/console.log"
+            "socket,id=console,path=/odd,,dir/console.sock,server=off"
         );
         assert!(values(&args, "-append")[0].contains("msb.hostname=a-b-c "));
     }

@@ -6,6 +6,7 @@ mod client;
 mod doctor;
 mod error;
 mod install;
+mod logs;
 mod paths;
 mod process;
 mod sandboxes;
@@ -191,6 +192,24 @@ fn remove_sandbox(py: Python<'_>, name: String) -> PyResult<()> {
     Ok(py.allow_threads(|| sandboxes::remove(&name))?)
 }
 
+/// The log file of a sandbox: `console` (the guest kernel's console) or `exec` (commands and
+/// how they ended). The previous generation, if any, has the same path with `.1` appended.
+#[pyfunction]
+fn log_path(name: String, source: String) -> PyResult<String> {
+    let files = paths::SandboxFiles::new(&name)?;
+    let path = match source.as_str() {
+        "console" => files.console_log(),
+        "exec" => files.exec_log(),
+        other => {
+            return Err(error::RuntimeError::InvalidConfig(format!(
+                "unknown log {other:?}: expected console or exec"
+            ))
+            .into())
+        }
+    };
+    Ok(path.display().to_string())
+}
+
 #[pyfunction]
 fn list_images(py: Python<'_>) -> PyResult<Vec<ImageInfo>> {
     let images =
@@ -238,6 +257,7 @@ fn boot_command(py: Python<'_>, work_dir: String) -> PyResult<Vec<String>> {
             .accelerator;
         let image = install::register_base_image(&mut sandboxes::open_db()?, false)?;
         let files = paths::SandboxFiles::in_dir(PathBuf::from(&work_dir));
+        // The benchmark plays the supervisor: it must listen on the console socket.
         msb_images::ext4::empty_image(
             &files.upper_disk(),
             supervisor::vm::UPPER_DISK_BYTES,
@@ -516,6 +536,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(get_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(remove_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(list_images, module)?)?;
+    module.add_function(wrap_pyfunction!(log_path, module)?)?;
     module.add_function(wrap_pyfunction!(run_supervisor, module)?)?;
     module.add_function(wrap_pyfunction!(boot_command, module)?)?;
     module.add_function(wrap_pyfunction!(hello_frame, module)?)?;

@@ -99,6 +99,15 @@ impl SandboxFiles {
     pub fn upper_disk(&self) -> PathBuf {
         self.dir.join("upper.ext4")
     }
+    pub fn console_socket(&self) -> PathBuf {
+        self.dir.join("console.sock")
+    }
+
+    /// Commands run in the sandbox and how they ended.
+    pub fn exec_log(&self) -> PathBuf {
+        self.dir.join("exec.log")
+    }
+
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
     }

@@ -11,6 +11,7 @@ mod sessions;
 pub mod vm;
 
 use crate::error::{Result, RuntimeError};
+use crate::logs::{RotatingLog, MAX_LOG_BYTES};
 use crate::paths::SandboxFiles;
 use crate::process;
 use crate::spec::SandboxSpec;
@@ -190,7 +191,15 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
         qmp: Mutex::new(None),
         lifecycle: lifecycle.clone(),
     };
-    let relay = Relay::new(agent_stream, status, lifecycle.clone(), Box::new(control))?;
+    let exec_log = RotatingLog::open(&files.exec_log(), MAX_LOG_BYTES)
+        .map_err(RuntimeError::io("opening the exec log"))?;
+    let relay = Relay::new(
+        agent_stream,
+        status,
+        lifecycle.clone(),
+        Box::new(control),
+        exec_log,
+    )?;
     let listener = bind_control_socket(&files)?;
     block_termination_signals();
     relay.spawn_agent_reader();

@@ -7,8 +7,9 @@
 use super::sessions::{Owner, Peer, Session, SessionTable};
 use super::Lifecycle;
 use crate::error::Result;
+use crate::logs::RotatingLog;
 use msb_protocol::control::{ControlRequest, ControlResponse, SupervisorStatus};
-use msb_protocol::guest::{HostMessage, HELLO_ID};
+use msb_protocol::guest::{AgentMessage, HostMessage, HELLO_ID};
 use msb_protocol::{Frame, FrameError, FLAG_CONTROL, FLAG_END};
 use std::collections::HashMap;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -58,6 +59,8 @@ pub struct Relay {
     status: SupervisorStatus,
     lifecycle: Arc<Lifecycle>,
     vm: Box<dyn VmControl>,
+    /// Each command's start and end, one line each.
+    exec_log: Mutex<RotatingLog>,
 }
 
 impl Relay {
@@ -66,6 +69,7 @@ impl Relay {
         status: SupervisorStatus,
         lifecycle: Arc<Lifecycle>,
         vm: Box<dyn VmControl>,
+        exec_log: RotatingLog,
     ) -> Result<Arc<Self>> {
         let reader = agent
             .try_clone()
@@ -78,6 +82,7 @@ impl Relay {
             status,
             lifecycle,
             vm,
+            exec_log: Mutex::new(exec_log),
         }))
     }
 
@@ -144,12 +149,13 @@ impl Relay {
             owner.peer.send(&forwarded);
         }
         if frame.is_end() {
-            if let Some(owner) = table
-                .by_id
-                .remove(&frame.id)
-                .and_then(|session| session.owner)
-            {
-                owner.peer.forget(owner.client_id);
+            if let Some(session) = table.by_id.remove(&frame.id) {
+                if session.info.is_some() {
+                    self.log_exec(&format!("session {} {}", frame.id, describe_end(&frame)));
+                }
+                if let Some(owner) = session.owner {
+                    owner.peer.forget(owner.client_id);
+                }
             }
         }
     }
@@ -214,6 +220,17 @@ impl Relay {
         };
         let session = match &message {
             HostMessage::Exec(request) => {
+                let tty = if request.tty.is_some() {
+                    " (terminal)"
+                } else {
+                    ""
+                };
+                let command = std::iter::once(&request.program).chain(&request.args);
+                let command: Vec<&str> = command.map(String::as_str).collect();
+                self.log_exec(&format!(
+                    "session {agent_id} started{tty}: {}",
+                    command.join(" ")
+                ));
                 Session::for_exec(agent_id, request, owner, msb_state::now_ms() as u64)
             }
             HostMessage::Ping => Session::new(owner, None),
@@ -306,6 +323,11 @@ impl Relay {
         Ok(())
     }
 
+    fn log_exec(&self, message: &str) {
+        // The log is informative; a full disk must not break the sandbox.
+        let _ = self.exec_log.lock().unwrap().line(message);
+    }
+
     fn handle_control(&self, client: &Arc<Client>, frame: &Frame) {
         let outcome = match frame.decode::<ControlRequest>() {
             Ok(ControlRequest::Status) => Ok(ControlResponse::Status(self.status.clone())),
@@ -349,5 +371,26 @@ impl Relay {
         self.lifecycle.wait_exited(timeout);
         client.control(id, FLAG_END, &ControlResponse::Done);
         self.lifecycle.reply_sent();
+    }
+}
+
+/// How a request ended, from its final frame.
+fn describe_end(frame: &Frame) -> String {
+    match frame.decode::<AgentMessage>() {
+        Ok(AgentMessage::Exited {
+            timed_out: true, ..
+        }) => "timed out and was killed".into(),
+        Ok(AgentMessage::Exited {
+            code: Some(code), ..
+        }) => format!("exited with code {code}"),
+        Ok(AgentMessage::Exited {
+            signal: Some(signal),
+            ..
+        }) => {
+            format!("was killed by signal {signal}")
+        }
+        Ok(AgentMessage::Error(error)) => format!("failed: {}", error.message),
+        Ok(other) => format!("ended with {other:?}"),
+        Err(error) => format!("ended with an undecodable frame: {error}"),
     }
 }

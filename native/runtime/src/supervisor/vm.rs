@@ -2,6 +2,7 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::install;
+use crate::logs::{RotatingLog, MAX_LOG_BYTES};
 use crate::paths::{self, SandboxFiles};
 use crate::process;
 use crate::spec::{ImageSource, SandboxSpec};
@@ -11,7 +12,7 @@ use msb_protocol::control::SupervisorStatus;
 use msb_protocol::guest::{AgentMessage, HostMessage, HELLO_ID};
 use msb_protocol::{Frame, FrameError, FLAG_END, PROTOCOL_VERSION};
 use msb_state::Database;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -53,6 +54,7 @@ pub fn start(
         files.agent_socket(),
         files.qmp_socket(),
         files.virtiofs_socket(),
+        files.console_socket(),
     ] {
         let _ = std::fs::remove_file(socket);
     }
@@ -64,6 +66,11 @@ pub fn start(
     agent_listener
         .set_nonblocking(true)
         .map_err(RuntimeError::io("agent socket"))?;
+    let console_listener = UnixListener::bind(files.console_socket()).map_err(RuntimeError::io(
+        format!("binding {}", files.console_socket().display()),
+    ))?;
+    let console_log = RotatingLog::open(&files.console_log(), MAX_LOG_BYTES)
+        .map_err(RuntimeError::io("opening the console log"))?;
 
     let config = vm_config(
         &spec.name,
@@ -82,6 +89,7 @@ pub fn start(
             "starting {}",
             artifacts.qemu.display()
         )))?;
+    spawn_console_writer(console_listener, console_log);
     let handshake =
         accept_agent(&agent_listener, &mut qemu).and_then(|stream| hello(stream, &mut qemu));
     let (agent_stream, agent_version, kernel_release) = match handshake {
@@ -133,13 +141,29 @@ pub fn vm_config(
         tsc_khz: msb_engine::tsc::host_tsc_khz(&paths::cache_dir()),
         kernel: artifacts.kernel.vmlinux.clone(),
         initramfs: artifacts.initramfs.clone(),
-        console_log: files.console_log(),
+        console_socket: files.console_socket(),
         qmp_socket: files.qmp_socket(),
         agent_socket: files.agent_socket(),
         root,
         net_socket: None,
         extra_disks: Vec::new(),
     }
+}
+
+/// Copies the guest console from QEMU into the rotating console log. QEMU connects while it
+/// starts; the thread ends when QEMU closes the connection.
+fn spawn_console_writer(listener: UnixListener, mut log: RotatingLog) {
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut buffer = [0u8; 16 * 1024];
+        while let Ok(read) = stream.read(&mut buffer) {
+            if read == 0 || log.append(&buffer[..read]).is_err() {
+                break;
+            }
+        }
+    });
 }
 
 fn root_disk(
