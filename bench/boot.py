@@ -1,7 +1,7 @@
 """Boot benchmark: bare QEMU boot to the agent's first byte vs. ``Sandbox.create`` to the first
 ``exec`` output, measured in the same run on the same kernel and initramfs.
 
-    ./dev bench [--runs N]
+    ./dev bench boot [--runs N]
 
 Prints the median and spread of both, and the ratio b/a: the cost the runtime adds on top of
 the VM boot itself (supervisor start, database, disk preparation, handshake, exec round trip).
