@@ -26,6 +26,7 @@ from .errors import (
     UnknownUserError,
 )
 from .exec import (
+    AttachOptions,
     ExecEvent,
     ExecHandle,
     ExecOptions,
@@ -47,6 +48,7 @@ __all__ = [
     "DEFAULT_IMAGE",
     "AcceleratorError",
     "AgentProtocolError",
+    "AttachOptions",
     "BindImage",
     "CommandNotExecutableError",
     "CommandNotFoundError",

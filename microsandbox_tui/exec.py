@@ -134,6 +134,15 @@ class ExecOptions(TypedDict, total=False):
     user: str
 
 
+class AttachOptions(TypedDict, total=False):
+    """Options of ``attach``: the command's, plus the keys that detach from it."""
+
+    args: Sequence[str]
+    cwd: str
+    env: Mapping[str, str]
+    detach_keys: str
+
+
 @dataclass(frozen=True, slots=True)
 class NativeExecArgs:
     """Validated options in the form the native runtime takes."""

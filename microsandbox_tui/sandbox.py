@@ -15,8 +15,9 @@ from . import _native
 from ._blocking import run_blocking
 from .config import BindImage, LocalImage, SandboxConfig, image_from_user, sandbox_config
 from .errors import ExecTimeoutError
-from .exec import ExecHandle, ExecOptions, native_exec_args
+from .exec import AttachOptions, ExecHandle, ExecOptions, native_exec_args
 from .logs import LogSource, read_logs
+from .terminal import DEFAULT_DETACH_KEYS, bridge, raw_terminal, terminal_size
 from .types import ExecOutput, ExitStatus, SandboxStatus
 
 #: How long ``create`` waits for the guest agent to answer. Software emulation (TCG) on a
@@ -271,6 +272,37 @@ class Sandbox:
 
     async def shell_stream(self, script: str, options: ExecOptions | None = None) -> ExecHandle:
         return await self.exec_stream("/bin/sh", {**(options or {}), "args": ["-c", script]})
+
+    async def attach(
+        self,
+        cmd: str | None = None,
+        args: Sequence[str] | AttachOptions | None = None,
+        *,
+        session: int | None = None,
+    ) -> int | None:
+        """Runs ``cmd`` (default: the guest's login shell) on a terminal bridged to this
+        process's terminal, or re-attaches to ``session``. Returns the exit code, or ``None``
+        when the user typed the detach keys (the session keeps running)."""
+        options: AttachOptions = (
+            AttachOptions(**args) if isinstance(args, Mapping) else {"args": list(args or [])}
+        )
+        detach_keys = options.pop("detach_keys", DEFAULT_DETACH_KEYS)
+        stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+        if session is not None:
+            handle = await self.attach_session(session)
+            await handle.resize(*terminal_size(stdout))
+        else:
+            program = cmd or await self.login_shell()
+            exec_options = ExecOptions(**options, tty=terminal_size(stdout))
+            handle = await self.exec_stream(program, exec_options)
+        with raw_terminal(stdin):
+            return await bridge(handle, input_fd=stdin, output_fd=stdout, detach_keys=detach_keys)
+
+    async def login_shell(self) -> str:
+        """The best interactive shell the guest has: bash, else ash, else sh."""
+        probe = "command -v bash || command -v ash || echo /bin/sh"
+        found = (await self.exec("/bin/sh", ["-c", probe])).stdout_text.split()
+        return found[0] if found else "/bin/sh"
 
     async def sessions(self) -> list[SessionInfo]:
         """Commands still running, including terminal sessions whose client went away."""
