@@ -28,7 +28,7 @@ from microsandbox_tui import (
 pytestmark = pytest.mark.vm
 
 
-def qemu_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -133,7 +133,8 @@ async def test_context_manager_kills_and_removes(unique_name: str) -> None:
 async def test_killed_vmm_is_reported_as_crashed(unique_name: str) -> None:
     sandbox = await Sandbox.create(unique_name)
     record = next(i for i in await Sandbox.list() if i.name == unique_name)
-    vmm_pid = _native.get_sandbox(unique_name).vmm_pid
+    native_record = _native.get_sandbox(unique_name)
+    vmm_pid, supervisor_pid = native_record.vmm_pid, native_record.supervisor_pid
     assert vmm_pid and record.status is SandboxStatus.RUNNING
     os.kill(vmm_pid, signal.SIGKILL)
     deadline = time.monotonic() + 2.0
@@ -142,6 +143,28 @@ async def test_killed_vmm_is_reported_as_crashed(unique_name: str) -> None:
         await asyncio.sleep(0.05)
     with pytest.raises(SandboxNotRunningError):
         await sandbox.exec("true")
+    # The supervisor does not outlive its VM.
+    assert supervisor_pid is not None
+    while process_alive(supervisor_pid):
+        assert time.monotonic() < deadline + 5, "the supervisor outlived its VM"
+        await asyncio.sleep(0.05)
+    await Sandbox.remove(unique_name)
+
+
+async def test_killed_supervisor_is_reported_as_crashed_and_takes_qemu_along(
+    unique_name: str,
+) -> None:
+    await Sandbox.create(unique_name)
+    record = _native.get_sandbox(unique_name)
+    assert record.supervisor_pid and record.vmm_pid
+    os.kill(record.supervisor_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 2.0
+    while (await Sandbox.get_info(unique_name)).status is not SandboxStatus.CRASHED:
+        assert time.monotonic() < deadline, "status did not turn crashed within 2 s"
+        await asyncio.sleep(0.05)
+    while process_alive(record.vmm_pid):
+        assert time.monotonic() < deadline + 5, "QEMU outlived its supervisor"
+        await asyncio.sleep(0.05)
     await Sandbox.remove(unique_name)
 
 
@@ -167,12 +190,12 @@ async def test_attached_sandbox_dies_with_its_killed_creator(unique_name: str) -
     try:
         line = creator.stdout.readline() if creator.stdout else ""
         vmm_pid = int(line)
-        assert qemu_alive(vmm_pid)
+        assert process_alive(vmm_pid)
     finally:
         creator.send_signal(signal.SIGKILL)
         creator.wait()
     deadline = time.monotonic() + 10
-    while qemu_alive(vmm_pid):
+    while process_alive(vmm_pid):
         assert time.monotonic() < deadline, "QEMU outlived the process that created it"
         await asyncio.sleep(0.05)
     while (info := await Sandbox.get_info(unique_name)).status is SandboxStatus.RUNNING:
