@@ -3,7 +3,7 @@
 The SDK follows the ``microsandbox`` Python SDK: ``from microsandbox_tui import Sandbox``.
 """
 
-from .config import DEFAULT_IMAGE, BindImage, Image, LocalImage, SandboxConfig
+from .config import DEFAULT_IMAGE, BindImage, Image, LocalImage, SandboxConfig, sandbox_config
 from .errors import (
     AcceleratorError,
     AgentProtocolError,
@@ -40,7 +40,7 @@ from .exec import (
 )
 from .images import ImageInfo, list_images
 from .logs import LogSource, read_logs
-from .runtime import DoctorCheck, doctor, install, is_installed, version
+from .runtime import DoctorCheck, doctor, home_dir, install, is_installed, version
 from .sandbox import Sandbox, SandboxHandle, SandboxInfo, SessionInfo
 from .types import ExecOutput, ExitStatus, GiB, KiB, MiB, SandboxStatus
 
@@ -94,9 +94,11 @@ __all__ = [
     "StdoutEvent",
     "UnknownUserError",
     "doctor",
+    "home_dir",
     "install",
     "is_installed",
     "list_images",
     "read_logs",
+    "sandbox_config",
     "version",
 ]

@@ -52,8 +52,8 @@ def start_sandbox(name: str, detached: bool, python: str, timeout_s: float) -> S
 
 def list_sandboxes() -> list[SandboxInfo]: ...
 def get_sandbox(name: str) -> SandboxInfo: ...
-def remove_sandbox(name: str) -> None:
-    """Deletes a stopped sandbox's record and files."""
+def remove_sandbox(name: str, force: bool = False) -> None:
+    """Deletes a sandbox's record and files; a running one only with ``force`` (killed first)."""
 
 def list_images() -> list[ImageInfo]: ...
 def log_path(name: str, source: str) -> str:

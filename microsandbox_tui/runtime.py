@@ -19,6 +19,11 @@ def version() -> str:
         return _native.version()
 
 
+def home_dir() -> str:
+    """The runtime home: database, sandboxes, logs (``MSB_HOME``)."""
+    return _native.home_dir()
+
+
 def is_installed() -> bool:
     """Whether QEMU, the guest kernel, the guest agent and the default image are ready."""
     return _native.is_installed()

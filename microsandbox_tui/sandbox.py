@@ -329,9 +329,14 @@ class Sandbox:
         return SandboxInfo.from_native(await run_blocking(_native.get_sandbox, name))
 
     @staticmethod
-    async def remove(name: str) -> None:
-        """Deletes a stopped sandbox (:class:`SandboxStillRunningError` if it runs)."""
-        await run_blocking(_native.remove_sandbox, name)
+    async def remove(name: str, *, force: bool = False) -> None:
+        """Deletes a sandbox's record and files. A running sandbox raises
+        :class:`SandboxStillRunningError` unless ``force``, which kills it first."""
+        await run_blocking(_native.remove_sandbox, name, force)
+
+    async def close(self) -> None:
+        """Lets go of this handle; the sandbox itself is not affected."""
+        await run_blocking(self._connection.close)
 
     def __repr__(self) -> str:
         return f"Sandbox(name={self._name!r})"

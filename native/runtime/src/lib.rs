@@ -144,6 +144,7 @@ fn create_sandbox(
             replace,
             launch: sandboxes::Launch {
                 python: python.as_ref(),
+                package: &package,
                 detached,
                 timeout: Duration::from_secs_f64(timeout_s.max(0.0)),
                 agent: &agent,
@@ -167,6 +168,7 @@ fn start_sandbox(
         let agent = install::agent_binary(&package)?;
         let launch = sandboxes::Launch {
             python: python.as_ref(),
+            package: &package,
             detached,
             timeout: Duration::from_secs_f64(timeout_s.max(0.0)),
             agent: &agent,
@@ -188,8 +190,9 @@ fn get_sandbox(py: Python<'_>, name: String) -> PyResult<SandboxInfo> {
 }
 
 #[pyfunction]
-fn remove_sandbox(py: Python<'_>, name: String) -> PyResult<()> {
-    Ok(py.allow_threads(|| sandboxes::remove(&name))?)
+#[pyo3(signature = (name, force=false))]
+fn remove_sandbox(py: Python<'_>, name: String, force: bool) -> PyResult<()> {
+    Ok(py.allow_threads(|| sandboxes::remove(&name, force))?)
 }
 
 /// The log file of a sandbox: `console` (the guest kernel's console) or `exec` (commands and
@@ -212,8 +215,12 @@ fn log_path(name: String, source: String) -> PyResult<String> {
 
 #[pyfunction]
 fn list_images(py: Python<'_>) -> PyResult<Vec<ImageInfo>> {
-    let images =
-        py.allow_threads(|| -> error::Result<_> { Ok(sandboxes::open_db()?.images()?) })?;
+    let images = py.allow_threads(|| -> error::Result<_> {
+        let mut db = sandboxes::open_db()?;
+        // A new home shares the cache: the default image is there once installed.
+        let _ = install::register_base_image(&mut db, false);
+        Ok(db.images()?)
+    })?;
     Ok(images
         .into_iter()
         .map(|image| ImageInfo {

@@ -36,6 +36,8 @@ pub fn open_db() -> Result<Database> {
 /// How to run a supervisor: which Python, attached or not, how long to wait for the guest.
 pub struct Launch<'a> {
     pub python: &'a Path,
+    /// The `microsandbox_tui` package the caller runs: the supervisor runs the same one.
+    pub package: &'a Path,
     pub detached: bool,
     pub timeout: Duration,
     pub agent: &'a Path,
@@ -123,6 +125,7 @@ fn start_supervisor(name: &str, files: &SandboxFiles, request: &Launch<'_>) -> R
             &READY_FD.to_string(),
         ])
         .current_dir("/")
+        .env("PYTHONPATH", python_path(request.package))
         .stdin(Stdio::null())
         .stdout(
             log.try_clone()
@@ -169,6 +172,16 @@ fn start_supervisor(name: &str, files: &SandboxFiles, request: &Launch<'_>) -> R
             ),
         }),
     }
+}
+
+/// `PYTHONPATH` for the supervisor: the caller's package first, so the supervisor never loads
+/// another installation of the runtime than the client that started it.
+fn python_path(package: &Path) -> std::ffi::OsString {
+    let mut paths = vec![package.parent().unwrap_or(Path::new("/")).to_path_buf()];
+    if let Some(existing) = std::env::var_os("PYTHONPATH") {
+        paths.extend(std::env::split_paths(&existing));
+    }
+    std::env::join_paths(paths).unwrap_or_default()
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -307,11 +320,11 @@ pub fn list() -> Result<Vec<SandboxRecord>> {
         .collect()
 }
 
-/// Deletes a sandbox that is not running.
-pub fn remove(name: &str) -> Result<()> {
+/// Deletes a sandbox; a running one only with `force` (it is killed first).
+pub fn remove(name: &str, force: bool) -> Result<()> {
     let mut db = open_db()?;
     let record = get_with(&mut db, name)?;
-    if record.status.is_live() {
+    if record.status.is_live() && !force {
         return Err(RuntimeError::SandboxStillRunning(name.into()));
     }
     teardown(&mut db, name)

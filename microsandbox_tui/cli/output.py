@@ -1,0 +1,92 @@
+"""How ``msb`` writes tables, sizes and durations."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from microsandbox_tui import ExecOutput, SandboxInfo, SandboxStatus
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces; the first row is the header."""
+    if not rows:
+        return ""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``, ``2d03h``."""
+    total = max(int(seconds), 0)
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def uptime_seconds(info: SandboxInfo, now: datetime) -> float | None:
+    if info.status is not SandboxStatus.RUNNING or info.started_at is None:
+        return None
+    return max((now - info.started_at).total_seconds(), 0.0)
+
+
+def size(n_bytes: int) -> str:
+    value = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def sandbox_row(info: SandboxInfo, now: datetime) -> list[str]:
+    up = uptime_seconds(info, now)
+    return [
+        info.name,
+        str(info.status),
+        info.image,
+        str(info.config.cpus),
+        f"{info.config.memory_mib} MiB",
+        "-" if up is None else duration(up),
+    ]
+
+
+def sandbox_json(info: SandboxInfo, now: datetime) -> dict[str, Any]:
+    def iso(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    return {
+        "name": info.name,
+        "status": str(info.status),
+        "image": info.image,
+        "cpus": info.config.cpus,
+        "memory_mib": info.config.memory_mib,
+        "detached": info.detached,
+        "accelerator": info.accelerator,
+        "created_at": iso(info.created_at),
+        "started_at": iso(info.started_at),
+        "stopped_at": iso(info.stopped_at),
+        "uptime_s": uptime_seconds(info, now),
+        "boot_ms": info.boot_ms,
+        "exit_reason": info.exit_reason,
+    }
+
+
+def write_output(output: ExecOutput) -> None:
+    """A guest command's stdout and stderr, as bytes, to our stdout and stderr."""
+    for stream, data in ((sys.stdout, output.stdout), (sys.stderr, output.stderr)):
+        stream.flush()
+        stream.buffer.write(data)
+        stream.buffer.flush()

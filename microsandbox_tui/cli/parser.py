@@ -1,0 +1,128 @@
+"""The ``msb`` command line: sub-commands and their arguments."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from microsandbox_tui import DEFAULT_IMAGE
+
+from . import commands
+
+#: Separates a command to run in the guest from msb's own arguments.
+COMMAND_SEPARATOR = "--"
+
+
+def _add_resources(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image",
+        default=DEFAULT_IMAGE,
+        help=f"local image name, or a host directory used as root (default: {DEFAULT_IMAGE})",
+    )
+    parser.add_argument("--cpus", type=int, default=None, metavar="N", help="virtual CPUs")
+    parser.add_argument("--memory", type=int, default=None, metavar="MIB", help="memory in MiB")
+
+
+def _add_guest_command(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "argv",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD [ARG ...]",
+        help="the program to run in the guest and its arguments, after --",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msb", description="Run and manage microVM sandboxes.")
+    sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+
+    create = sub.add_parser(
+        "create",
+        help="create a sandbox that keeps running (always detached)",
+        description=(
+            "Create and boot a sandbox. It is always detached: it keeps running after msb "
+            "exits, because an attached sandbox would die with this msb process."
+        ),
+    )
+    create.add_argument("name")
+    _add_resources(create)
+    create.add_argument(
+        "--detached",
+        action="store_true",
+        help="accepted for clarity; create is always detached",
+    )
+    create.set_defaults(handler=commands.create)
+
+    run = sub.add_parser(
+        "run",
+        help="run one command in a fresh sandbox, then remove it",
+        description=(
+            "Create an attached sandbox, run CMD in it, print its output and exit with its "
+            "exit code. The sandbox is removed afterwards."
+        ),
+    )
+    run.add_argument("--name", default=None, help="sandbox name (default: run-<random>)")
+    _add_resources(run)
+    _add_guest_command(run)
+    run.set_defaults(handler=commands.run)
+
+    exec_ = sub.add_parser("exec", help="run a command in a running sandbox")
+    exec_.add_argument("name")
+    _add_guest_command(exec_)
+    exec_.set_defaults(handler=commands.exec_)
+
+    ls = sub.add_parser("ls", help="list sandboxes")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(handler=commands.ls)
+
+    stop = sub.add_parser("stop", help="stop a running sandbox (graceful shutdown)")
+    stop.add_argument("name")
+    stop.add_argument("--kill", action="store_true", help="kill the VM at once instead")
+    stop.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long the guest may take to shut down before it is killed (default: 10)",
+    )
+    stop.set_defaults(handler=commands.stop)
+
+    rm = sub.add_parser("rm", help="remove stopped sandboxes")
+    rm.add_argument("names", nargs="+", metavar="NAME")
+    rm.add_argument("-f", "--force", action="store_true", help="kill running sandboxes first")
+    rm.set_defaults(handler=commands.rm)
+
+    sub.add_parser("images", help="list local images").set_defaults(handler=commands.images)
+    sub.add_parser(
+        "install", help="fetch the guest kernel, build the initramfs and the default image"
+    ).set_defaults(handler=commands.install)
+    sub.add_parser("doctor", help="check this host").set_defaults(handler=commands.doctor)
+    sub.add_parser("version", help="print the version").set_defaults(handler=commands.version)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parses ``argv`` (default: ``sys.argv[1:]``).
+
+    Everything after the first ``--`` is the guest command, taken verbatim: argparse's own
+    handling of ``--`` next to a remainder differs between positions and Python versions.
+    """
+    words = list(sys.argv[1:] if argv is None else argv)
+    tail: list[str] | None = None
+    if COMMAND_SEPARATOR in words:
+        cut = words.index(COMMAND_SEPARATOR)
+        words, tail = words[:cut], words[cut + 1 :]
+    parser = build_parser()
+    args = parser.parse_args(words)
+    if not hasattr(args, "argv"):
+        if tail is not None:
+            parser.error(f"{args.subcommand} takes no command after --")
+        return args
+    command = list(args.argv)
+    if tail is not None:
+        command = [*command, COMMAND_SEPARATOR, *tail] if command else tail
+    if not command:
+        parser.error(f"{args.subcommand}: a command to run is required, e.g. -- echo hello")
+    args.argv = command
+    return args

@@ -1,0 +1,7 @@
+"""Screens of the dashboard: one per view (sandboxes now; volumes and images later), plus
+help."""
+
+from .help import HelpScreen
+from .sandboxes import SandboxesScreen
+
+__all__ = ["HelpScreen", "SandboxesScreen"]

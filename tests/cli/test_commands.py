@@ -1,0 +1,86 @@
+"""``msb`` commands that need no virtual machine, run as the real program in a child process
+against an empty throw-away runtime home."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from microsandbox_tui import doctor, version
+
+MsbRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def test_version(msb: MsbRunner) -> None:
+    result = msb("version")
+    assert result.returncode == 0
+    assert result.stdout == f"msb {version()}\n"
+
+
+def test_usage_error_exits_2(msb: MsbRunner) -> None:
+    result = msb("run")
+    assert result.returncode == 2
+    assert "usage: msb" in result.stderr
+    assert result.stdout == ""
+
+
+def test_ls_on_an_empty_home(msb_home: Path, msb: MsbRunner) -> None:
+    result = msb("ls")
+    assert result.returncode == 0
+    assert result.stdout.split() == ["NAME", "STATUS", "IMAGE", "CPUS", "MEMORY", "UPTIME"]
+    result = msb("ls", "--json")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == []
+
+
+def test_sdk_errors_are_one_line_and_exit_1(msb_home: Path, msb: MsbRunner) -> None:
+    result = msb("rm", "no-such-sandbox")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: SandboxNotFoundError: ")
+    assert result.stderr.count("\n") == 1
+
+    result = msb("stop", "no-such-sandbox")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: SandboxNotFoundError: ")
+
+
+def test_invalid_create_is_refused_before_anything_is_recorded(
+    msb_home: Path, msb: MsbRunner
+) -> None:
+    result = msb("create", "a/b")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: InvalidConfigError: name: ")
+    result = msb("create", "ok", "--memory", "1")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: InvalidConfigError: memory_mib: ")
+    assert json.loads(msb("ls", "--json").stdout) == []
+
+
+def test_doctor_prints_every_check(msb_home: Path, msb: MsbRunner) -> None:
+    checks = doctor()
+    result = msb("doctor")
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(checks)
+    for line, check in zip(lines, checks, strict=True):
+        assert line.startswith("✓ " if check.ok else "✗ ")
+        assert check.name in line
+        assert check.detail in line
+    assert result.returncode == (0 if all(check.ok for check in checks) else 1)
+
+
+def test_images_has_a_header(msb_home: Path, msb: MsbRunner) -> None:
+    result = msb("images")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0].split() == ["NAME", "KIND", "SIZE", "CREATED"]
+
+
+def test_install_is_idempotent_and_prints_progress(msb_home: Path, msb: MsbRunner) -> None:
+    # The test suite runs on an installed runtime, so this only re-checks the shared cache.
+    result = msb("install", timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) >= 2
+    assert lines[-1] == "runtime installed"

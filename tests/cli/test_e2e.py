@@ -1,0 +1,78 @@
+"""``msb`` on real microVM sandboxes, run as the real program in child processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+MsbRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(400)]
+
+
+def listing(msb: MsbRunner) -> dict[str, dict[str, object]]:
+    result = msb("ls", "--json")
+    assert result.returncode == 0, result.stderr
+    return {entry["name"]: entry for entry in json.loads(result.stdout)}
+
+
+def test_run_streams_output_exits_with_the_code_and_cleans_up(
+    clean_home: Path, msb: MsbRunner
+) -> None:
+    result = msb(
+        "run", "--name", "cli-run", "--", "/bin/sh", "-c", "echo out; echo err >&2; exit 3"
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "out\n"
+    assert result.stderr == "err\n"
+    assert listing(msb) == {}
+
+
+def test_create_ls_exec_stop_rm(clean_home: Path, sandbox_name: str, msb: MsbRunner) -> None:
+    created = msb("create", sandbox_name, "--memory", "256")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout == f"{sandbox_name}\n"
+
+    # It outlived the msb process that made it.
+    entry = listing(msb)[sandbox_name]
+    assert entry["status"] == "running"
+    assert entry["detached"] is True
+    assert entry["memory_mib"] == 256
+    table = msb("ls").stdout.splitlines()
+    assert table[0].split() == ["NAME", "STATUS", "IMAGE", "CPUS", "MEMORY", "UPTIME"]
+    row = next(line.split() for line in table[1:] if line.startswith(sandbox_name))
+    assert row[:6] == [sandbox_name, "running", "msb-base", "1", "256", "MiB"]
+
+    executed = msb("exec", sandbox_name, "--", "/bin/sh", "-c", "echo hi; exit 7")
+    assert (executed.returncode, executed.stdout) == (7, "hi\n")
+    missing = msb("exec", sandbox_name, "--", "/no/such/program")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: CommandNotFoundError: ")
+
+    refused = msb("rm", sandbox_name)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: SandboxStillRunningError: ")
+
+    stopped = msb("stop", sandbox_name)
+    assert stopped.returncode == 0, stopped.stderr
+    assert listing(msb)[sandbox_name]["status"] == "stopped"
+    not_running = msb("exec", sandbox_name, "--", "true")
+    assert not_running.returncode == 1
+    assert not_running.stderr.startswith("error: SandboxNotRunningError: ")
+
+    removed = msb("rm", sandbox_name)
+    assert removed.returncode == 0, removed.stderr
+    assert sandbox_name not in listing(msb)
+
+
+def test_rm_force_kills_a_running_sandbox(
+    clean_home: Path, sandbox_name: str, msb: MsbRunner
+) -> None:
+    assert msb("create", sandbox_name).returncode == 0
+    result = msb("rm", "--force", sandbox_name)
+    assert result.returncode == 0, result.stderr
+    assert sandbox_name not in listing(msb)

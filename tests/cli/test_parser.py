@@ -1,0 +1,84 @@
+"""The ``msb`` command line as parsed, without running anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from microsandbox_tui import DEFAULT_IMAGE
+from microsandbox_tui.cli import commands, parse_args
+
+
+def test_create_is_always_detached_and_takes_resources() -> None:
+    args = parse_args(["create", "web", "--image", "img", "--cpus", "2", "--memory", "256"])
+    assert args.handler is commands.create
+    assert (args.name, args.image, args.cpus, args.memory) == ("web", "img", 2, 256)
+    assert parse_args(["create", "web", "--detached"]).detached
+
+
+def test_create_defaults() -> None:
+    args = parse_args(["create", "web"])
+    assert (args.image, args.cpus, args.memory) == (DEFAULT_IMAGE, None, None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["run", "--", "echo", "-n", "hi"], ["echo", "-n", "hi"]),
+        (["run", "--image", "x", "--", "sh", "-c", "a -- b"], ["sh", "-c", "a -- b"]),
+        (["run", "echo", "hi"], ["echo", "hi"]),
+        (["run", "echo", "--", "hi"], ["echo", "--", "hi"]),
+        (["run", "--", "--", "x"], ["--", "x"]),
+    ],
+)
+def test_run_takes_the_command_after_the_separator(argv: list[str], command: list[str]) -> None:
+    args = parse_args(argv)
+    assert args.handler is commands.run
+    assert args.argv == command
+
+
+def test_run_options() -> None:
+    args = parse_args(["run", "--name", "n", "--cpus", "2", "--", "true"])
+    assert (args.name, args.cpus, args.argv) == ("n", 2, ["true"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["exec", "box", "--", "ls", "-la"], ["exec", "box", "ls", "-la"]],
+)
+def test_exec(argv: list[str]) -> None:
+    args = parse_args(argv)
+    assert args.handler is commands.exec_
+    assert (args.name, args.argv) == ("box", ["ls", "-la"])
+
+
+def test_other_commands() -> None:
+    assert parse_args(["ls", "--json"]).json
+    stop = parse_args(["stop", "box", "--timeout", "3"])
+    assert (stop.name, stop.timeout, stop.kill) == ("box", 3.0, False)
+    rm = parse_args(["rm", "-f", "a", "b"])
+    assert (rm.names, rm.force) == (["a", "b"], True)
+    for name in ("images", "install", "doctor", "version"):
+        assert parse_args([name]).handler is getattr(commands, name)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["nope"],
+        ["run"],
+        ["run", "--"],
+        ["exec", "box"],
+        ["exec"],
+        ["create"],
+        ["create", "x", "--cpus", "two"],
+        ["rm"],
+        ["ls", "--", "x"],
+        ["stop", "a", "b"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    assert "usage: msb" in capsys.readouterr().err

@@ -1,0 +1,116 @@
+"""The dashboard on real microVM sandboxes: see, stop, delete, and create through the form."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+
+from microsandbox_tui import Sandbox, SandboxNotFoundError, SandboxStatus
+from microsandbox_tui.tui.app import MsbApp
+from microsandbox_tui.tui.dialogs import ConfirmDialog, CreateSandboxDialog
+from microsandbox_tui.tui.widgets import SandboxTable
+
+Waiter = Callable[..., Awaitable[None]]
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(300)]
+
+
+async def test_stop_then_delete_a_running_sandbox(running_sandbox: str, wait_until: Waiter) -> None:
+    name = running_sandbox
+    app = MsbApp(refresh_interval=0.5)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.screen.query_one(SandboxTable)
+        await wait_until(
+            pilot,
+            lambda: table.text_of(name, "status") == "running",
+            timeout=20,
+            what="the running row",
+        )
+        assert table.text_of(name, "image") == "msb-base"
+        assert table.text_of(name, "uptime") != "-"
+        table.select(name)
+
+        await pilot.press("x")
+        await wait_until(
+            pilot,
+            lambda: table.text_of(name, "status") == "stopped",
+            timeout=60,
+            what="the stopped status",
+        )
+        assert table.text_of(name, "uptime") == "-"
+        assert (await Sandbox.get_info(name)).status is SandboxStatus.STOPPED
+
+        await pilot.press("ctrl+d")
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, ConfirmDialog), timeout=5, what="the dialog"
+        )
+        await pilot.press("escape")  # cancelling keeps the sandbox
+        await pilot.pause(1.0)
+        assert table.text_of(name, "status") == "stopped"
+
+        await pilot.press("ctrl+d")
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, ConfirmDialog), timeout=5, what="the dialog"
+        )
+        await pilot.click("#confirm")
+        await wait_until(
+            pilot, lambda: table.text_of(name, "name") is None, timeout=60, what="the row to go"
+        )
+    with pytest.raises(SandboxNotFoundError):
+        await Sandbox.get_info(name)
+    assert app.errors == []
+
+
+async def test_delete_kills_a_running_sandbox_first(
+    running_sandbox: str, wait_until: Waiter
+) -> None:
+    name = running_sandbox
+    app = MsbApp(refresh_interval=0.5)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.screen.query_one(SandboxTable)
+        await wait_until(
+            pilot, lambda: table.text_of(name, "status") == "running", timeout=20, what="row"
+        )
+        table.select(name)
+        await pilot.press("ctrl+d")
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, ConfirmDialog), timeout=5, what="the dialog"
+        )
+        await pilot.press("y")
+        await wait_until(
+            pilot, lambda: table.text_of(name, "name") is None, timeout=60, what="the row to go"
+        )
+    assert name not in [info.name for info in await Sandbox.list()]
+    assert app.errors == []
+
+
+async def test_create_through_the_dialog(
+    clean_home: Path, sandbox_name: str, wait_until: Waiter
+) -> None:
+    app = MsbApp(refresh_interval=0.5)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("c")
+        dialog = app.screen
+        assert isinstance(dialog, CreateSandboxDialog)
+        dialog.query_one("#name", Input).value = sandbox_name
+        dialog.query_one("#cpus", Input).value = "1"
+        dialog.query_one("#memory", Input).value = "256"
+        await pilot.press("enter")
+        assert not isinstance(app.screen, CreateSandboxDialog)
+
+        table = app.screen.query_one(SandboxTable)
+        await wait_until(
+            pilot,
+            lambda: table.text_of(sandbox_name, "status") == "running",
+            timeout=180,
+            what="the created sandbox to run",
+        )
+        assert table.text_of(sandbox_name, "memory") == "256"
+        assert table.text_of(sandbox_name, "cpus") == "1"
+    info = await Sandbox.get_info(sandbox_name)
+    assert info.status is SandboxStatus.RUNNING
+    assert info.detached, "sandboxes made in the dashboard outlive it"
+    assert app.errors == []
