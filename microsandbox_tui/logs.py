@@ -11,7 +11,6 @@ from pathlib import Path
 from . import _native
 from ._blocking import run_blocking
 from .errors import InvalidConfigError
-from .types import SandboxStatus
 
 #: How often a followed log is checked for new lines.
 FOLLOW_POLL_S = 0.2
@@ -64,7 +63,6 @@ async def read_logs(
         return
     identity = _identity(path)
     pending = ""
-    live = (SandboxStatus.STARTING, SandboxStatus.RUNNING, SandboxStatus.PAUSED)
     while True:
         if _identity(path) != identity:
             # Rotated: what remained of the old file is in NAME.1; start the new one at 0.
@@ -75,7 +73,7 @@ async def read_logs(
         for line in complete:
             yield line
         if not chunk:
-            if (await Sandbox.get_info(name)).status not in live:
+            if not (await Sandbox.get_info(name)).status.is_live:
                 if pending:
                     yield pending
                 return

@@ -27,8 +27,6 @@ DEFAULT_STOP_TIMEOUT_S = 10.0
 #: How often ``wait_until_stopped`` looks at the sandbox's status.
 STATUS_POLL_S = 0.1
 
-_LIVE = (SandboxStatus.STARTING, SandboxStatus.RUNNING, SandboxStatus.PAUSED)
-
 
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
@@ -346,7 +344,7 @@ async def wait_until_stopped(name: str, timeout: float | None = None) -> Sandbox
     """Waits until the sandbox is no longer starting, running or paused."""
 
     async def poll() -> SandboxInfo:
-        while (info := await Sandbox.get_info(name)).status in _LIVE:
+        while (info := await Sandbox.get_info(name)).status.is_live:
             await asyncio.sleep(STATUS_POLL_S)
         return info
 

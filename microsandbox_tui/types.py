@@ -20,6 +20,16 @@ class SandboxStatus(StrEnum):
     DRAINING = "draining"
     PAUSED = "paused"
 
+    @property
+    def is_live(self) -> bool:
+        """Whether a VM (and its supervisor) exists in this state."""
+        return self in (
+            SandboxStatus.STARTING,
+            SandboxStatus.RUNNING,
+            SandboxStatus.PAUSED,
+            SandboxStatus.DRAINING,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ExitStatus:

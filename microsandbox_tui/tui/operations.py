@@ -11,17 +11,9 @@ from dataclasses import dataclass
 
 from microsandbox_tui import (
     Sandbox,
-    SandboxStatus,
     doctor,
     home_dir,
 )
-
-#: States in which a VM (or its supervisor) may still be alive.
-ACTIVE_STATUSES = frozenset(
-    {SandboxStatus.STARTING, SandboxStatus.RUNNING, SandboxStatus.PAUSED, SandboxStatus.DRAINING}
-)
-#: How long ``delete_sandbox`` waits for a killed sandbox to be recorded as gone.
-KILL_SETTLE_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
