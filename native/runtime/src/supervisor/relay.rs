@@ -139,6 +139,11 @@ impl Relay {
             return;
         };
         session.remember(&frame);
+        // Logged before the client hears of the end, so a client that reads the log after
+        // its command returned finds the line.
+        if frame.is_end() && session.info.is_some() {
+            self.log_exec(&format!("session {} {}", frame.id, describe_end(&frame)));
+        }
         if let Some(owner) = &session.owner {
             let forwarded = Frame {
                 id: owner.client_id,
@@ -149,13 +154,12 @@ impl Relay {
             owner.peer.send(&forwarded);
         }
         if frame.is_end() {
-            if let Some(session) = table.by_id.remove(&frame.id) {
-                if session.info.is_some() {
-                    self.log_exec(&format!("session {} {}", frame.id, describe_end(&frame)));
-                }
-                if let Some(owner) = session.owner {
-                    owner.peer.forget(owner.client_id);
-                }
+            let owner = table
+                .by_id
+                .remove(&frame.id)
+                .and_then(|session| session.owner);
+            if let Some(owner) = owner {
+                owner.peer.forget(owner.client_id);
             }
         }
     }
