@@ -10,8 +10,11 @@ import sys
 from datetime import UTC, datetime
 
 from microsandbox_tui import (
+    AttachOptions,
+    LogSource,
     Sandbox,
     list_images,
+    read_logs,
 )
 from microsandbox_tui import doctor as run_doctor
 from microsandbox_tui import install as run_install
@@ -40,9 +43,70 @@ async def run(args: argparse.Namespace) -> int:
 
 async def exec_(args: argparse.Namespace) -> int:
     sandbox = await Sandbox.connect(args.name)
+    if args.interactive:
+        return _attached_exit(await sandbox.attach(args.argv[0], {"args": args.argv[1:]}))
     result = await sandbox.exec(args.argv[0], args.argv[1:])
     output.write_output(result)
     return result.exit_code
+
+
+def _attached_exit(code: int | None) -> int:
+    if code is None:
+        message = "detached; the session keeps running (msb sessions, msb attach)"
+        print(f"\r\n{message}", file=sys.stderr)
+        return 0
+    return code
+
+
+async def shell(args: argparse.Namespace) -> int:
+    """An interactive login shell in the sandbox, on this terminal."""
+    sandbox = await Sandbox.connect(args.name)
+    return _attached_exit(await sandbox.attach(args.shell, {"detach_keys": args.detach_keys}))
+
+
+async def attach(args: argparse.Namespace) -> int:
+    sandbox = await Sandbox.connect(args.name)
+    options: AttachOptions = {"detach_keys": args.detach_keys}
+    return _attached_exit(await sandbox.attach(None, options, session=args.session))
+
+
+async def sessions(args: argparse.Namespace) -> int:
+    sandbox = await Sandbox.connect(args.name)
+    rows = [["SESSION", "COMMAND", "TTY", "ATTACHED", "STARTED"]]
+    for info in await sandbox.sessions():
+        started = info.started_at.astimezone().strftime("%H:%M:%S")
+        command = " ".join([info.program, *info.args])
+        rows.append([str(info.session), command, _yes(info.tty), _yes(info.attached), started])
+    print(output.table(rows))
+    return 0
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+async def logs(args: argparse.Namespace) -> int:
+    source = LogSource.EXEC if args.exec else LogSource.CONSOLE
+    async for line in read_logs(args.name, source, tail=args.tail, follow=args.follow):
+        print(line, flush=args.follow)
+    return 0
+
+
+async def start(args: argparse.Namespace) -> int:
+    handle = await Sandbox.get(args.name)
+    await handle.start(detached=True)
+    print(args.name)
+    return 0
+
+
+async def pause(args: argparse.Namespace) -> int:
+    await (await Sandbox.connect(args.name)).pause()
+    return 0
+
+
+async def resume(args: argparse.Namespace) -> int:
+    await (await Sandbox.connect(args.name)).resume()
+    return 0
 
 
 async def ls(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from microsandbox_tui import DEFAULT_IMAGE
+from microsandbox_tui.terminal import DEFAULT_DETACH_KEYS
 
 from . import commands
 
@@ -22,6 +23,14 @@ def _add_resources(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cpus", type=int, default=None, metavar="N", help="virtual CPUs")
     parser.add_argument("--memory", type=int, default=None, metavar="MIB", help="memory in MiB")
+
+
+def _add_detach_keys(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--detach-keys",
+        default=DEFAULT_DETACH_KEYS,
+        help=f"keys that leave the session running (default: {DEFAULT_DETACH_KEYS})",
+    )
 
 
 def _add_guest_command(parser: argparse.ArgumentParser) -> None:
@@ -68,9 +77,49 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=commands.run)
 
     exec_ = sub.add_parser("exec", help="run a command in a running sandbox")
+    exec_.add_argument(
+        "-i",
+        "-t",
+        "-it",
+        dest="interactive",
+        action="store_true",
+        help="on a terminal bridged to this one (detach with ctrl-p,ctrl-q)",
+    )
     exec_.add_argument("name")
     _add_guest_command(exec_)
     exec_.set_defaults(handler=commands.exec_)
+
+    shell = sub.add_parser("shell", help="an interactive shell in a running sandbox")
+    shell.add_argument("name")
+    shell.add_argument("--shell", default=None, help="program to run (default: bash, ash or sh)")
+    _add_detach_keys(shell)
+    shell.set_defaults(handler=commands.shell)
+
+    sessions = sub.add_parser("sessions", help="list the commands running in a sandbox")
+    sessions.add_argument("name")
+    sessions.set_defaults(handler=commands.sessions)
+
+    attach = sub.add_parser("attach", help="attach this terminal to a running session")
+    attach.add_argument("name")
+    attach.add_argument("session", type=int)
+    _add_detach_keys(attach)
+    attach.set_defaults(handler=commands.attach)
+
+    logs = sub.add_parser("logs", help="print a sandbox's console (or exec) log")
+    logs.add_argument("name")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("-n", "--tail", type=int, default=None, metavar="N", help="last N lines")
+    logs.add_argument("--exec", action="store_true", help="the log of commands run instead")
+    logs.set_defaults(handler=commands.logs)
+
+    for name, help_text, handler in (
+        ("start", "boot a stopped sandbox again (detached)", commands.start),
+        ("pause", "freeze a running sandbox", commands.pause),
+        ("resume", "thaw a paused sandbox", commands.resume),
+    ):
+        lifecycle = sub.add_parser(name, help=help_text)
+        lifecycle.add_argument("name")
+        lifecycle.set_defaults(handler=handler)
 
     ls = sub.add_parser("ls", help="list sandboxes")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -31,7 +31,9 @@ def msb_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
 MsbRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _run_msb(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
+def _run_msb(
+    *args: str, timeout: float = 180.0, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Runs ``msb ARGS...`` as a child process with the current environment."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
@@ -39,6 +41,8 @@ def _run_msb(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[
     )
     return subprocess.run(
         [sys.executable, "-m", "microsandbox_tui.cli", *args],
+        # An empty input is an immediate end of file, never the test runner's own stdin.
+        input=input or "",
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -76,3 +76,28 @@ def test_rm_force_kills_a_running_sandbox(
     result = msb("rm", "--force", sandbox_name)
     assert result.returncode == 0, result.stderr
     assert sandbox_name not in listing(msb)
+
+
+def test_pause_resume_interactive_exec_logs_stop_and_start(
+    clean_home: Path, sandbox_name: str, msb: MsbRunner
+) -> None:
+    assert msb("create", sandbox_name).returncode == 0
+    assert msb("pause", sandbox_name).returncode == 0
+    assert listing(msb)[sandbox_name]["status"] == "paused"
+    assert msb("resume", sandbox_name).returncode == 0
+    assert listing(msb)[sandbox_name]["status"] == "running"
+
+    typed = "echo typed-$((40 + 2))\nexit 4\n"
+    interactive = msb("exec", "-it", sandbox_name, "--", "/bin/sh", input=typed)
+    assert interactive.returncode == 4, interactive.stderr
+    assert "typed-42" in interactive.stdout
+
+    exec_log = msb("logs", sandbox_name, "--exec", "--tail", "5")
+    assert "started (terminal): /bin/sh" in exec_log.stdout
+    assert "exited with code 4" in exec_log.stdout
+
+    assert msb("stop", sandbox_name).returncode == 0
+    restarted = msb("start", sandbox_name)
+    assert restarted.returncode == 0, restarted.stderr
+    assert listing(msb)[sandbox_name]["status"] == "running"
+    assert msb("exec", sandbox_name, "--", "true").returncode == 0
