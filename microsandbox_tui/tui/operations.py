@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from microsandbox_tui import (
     Sandbox,
+    SandboxStatus,
     doctor,
     home_dir,
 )
@@ -37,19 +38,52 @@ class HostInfo:
 
 async def create_sandbox(request: CreateRequest) -> None:
     """Creates and boots a detached sandbox, so that it outlives the dashboard."""
-    await Sandbox.create(
+    sandbox = await Sandbox.create(
         request.name,
         image=request.image,
         cpus=request.cpus,
         memory=request.memory_mib,
         detached=True,
     )
+    await sandbox.close()
 
 
 async def stop_sandbox(name: str) -> None:
     """Shuts a running sandbox down cleanly and waits until its VM is gone."""
     sandbox = await Sandbox.connect(name)
     await sandbox.stop_and_wait()
+    await sandbox.close()
+
+
+async def start_sandbox(name: str) -> None:
+    """Boots a stopped or crashed sandbox again, detached so that it outlives the dashboard."""
+    handle = await Sandbox.get(name)
+    sandbox = await handle.start(detached=True)
+    await sandbox.close()
+
+
+async def kill_sandbox(name: str) -> None:
+    sandbox = await Sandbox.connect(name)
+    await sandbox.kill()
+
+
+async def restart_sandbox(name: str) -> None:
+    """A clean shutdown, then a boot with the same configuration and disk."""
+    await stop_sandbox(name)
+    await start_sandbox(name)
+
+
+async def toggle_pause(name: str) -> SandboxStatus:
+    """Pauses a running sandbox or resumes a paused one; returns the new status."""
+    sandbox = await Sandbox.connect(name)
+    try:
+        if await sandbox.status() is SandboxStatus.PAUSED:
+            await sandbox.resume()
+        else:
+            await sandbox.pause()
+        return await sandbox.status()
+    finally:
+        await sandbox.close()
 
 
 async def delete_sandbox(name: str) -> None:

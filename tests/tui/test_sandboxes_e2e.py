@@ -114,3 +114,83 @@ async def test_create_through_the_dialog(
     assert info.status is SandboxStatus.RUNNING
     assert info.detached, "sandboxes made in the dashboard outlive it"
     assert app.errors == []
+
+
+async def test_lifecycle_keys_and_the_logs_view(running_sandbox: str, wait_until: Waiter) -> None:
+    from textual.widgets import RichLog
+
+    from microsandbox_tui.tui.screens import LogsScreen
+
+    name = running_sandbox
+    sandbox = await Sandbox.connect(name)
+    await sandbox.exec("echo", ["seen-in-the-logs-view"])
+    app = MsbApp(refresh_interval=0.3)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.screen.query_one(SandboxTable)
+
+        def status_is(expected: str) -> Callable[[], bool]:
+            return lambda: table.text_of(name, "status") == expected
+
+        await wait_until(pilot, status_is("running"), timeout=20, what="the running row")
+        table.select(name)
+
+        await pilot.press("p")
+        await wait_until(pilot, status_is("paused"), timeout=20, what="paused")
+        await pilot.press("p")
+        await wait_until(pilot, status_is("running"), timeout=20, what="resumed")
+
+        await pilot.press("l")
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, LogsScreen), timeout=5, what="the logs"
+        )
+        await pilot.press("e")
+        log = app.screen.query_one(RichLog)
+        await wait_until(
+            pilot,
+            lambda: any("seen-in-the-logs-view" in line.text for line in log.lines),
+            timeout=10,
+            what="the exec log line",
+        )
+        await pilot.press("escape")
+
+        await pilot.press("K")
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, ConfirmDialog), timeout=5, what="the dialog"
+        )
+        await pilot.click("#confirm")
+        await wait_until(pilot, status_is("stopped"), timeout=30, what="killed")
+
+        await pilot.press("u")
+        await wait_until(pilot, status_is("running"), timeout=60, what="started again")
+        before = (await Sandbox.get_info(name)).started_at
+        await pilot.press("R")
+        for _ in range(600):
+            info = await Sandbox.get_info(name)
+            if info.status is SandboxStatus.RUNNING and info.started_at != before:
+                break
+            await pilot.pause(0.1)
+        else:
+            pytest.fail("the restart never booted the sandbox again")
+        await wait_until(pilot, status_is("running"), timeout=20, what="running after restart")
+    assert app.errors == []
+
+
+async def test_crash_shows_live(running_sandbox: str, wait_until: Waiter) -> None:
+    import os
+    import signal
+
+    from microsandbox_tui import _native
+
+    name = running_sandbox
+    app = MsbApp(refresh_interval=0.3)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.screen.query_one(SandboxTable)
+        await wait_until(
+            pilot, lambda: table.text_of(name, "status") == "running", timeout=20, what="running"
+        )
+        vmm_pid = _native.get_sandbox(name).vmm_pid
+        assert vmm_pid is not None
+        os.kill(vmm_pid, signal.SIGKILL)
+        await wait_until(
+            pilot, lambda: table.text_of(name, "status") == "crashed", timeout=5, what="crashed"
+        )

@@ -2,6 +2,7 @@
 help."""
 
 from .help import HelpScreen
+from .logs import LogsScreen
 from .sandboxes import SandboxesScreen
 
-__all__ = ["HelpScreen", "SandboxesScreen"]
+__all__ = ["HelpScreen", "LogsScreen", "SandboxesScreen"]

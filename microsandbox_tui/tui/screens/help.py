@@ -17,6 +17,11 @@ HELP_KEYS: tuple[tuple[str, str, bool], ...] = (
     ("r", "refresh now", False),
     ("c", "create a sandbox", True),
     ("x", "stop the selected sandbox (graceful)", True),
+    ("u", "start a stopped or crashed sandbox", True),
+    ("p", "pause or resume the selected sandbox", True),
+    ("shift+r", "restart the selected sandbox", True),
+    ("shift+k", "kill the selected sandbox (asks first)", True),
+    ("l", "follow the logs (e: console or exec log)", False),
     ("ctrl+d", "delete the selected sandbox (asks first)", True),
     ("ctrl+p", "command palette", False),
     ("?", "show or close this help", False),
@@ -45,7 +50,7 @@ class HelpScreen(ModalScreen[None]):
                     yield Label(description, classes="help-description", markup=False)
             if self._readonly:
                 yield Label(
-                    "Read-only: creating, stopping and deleting are disabled.",
+                    "Read-only: every action that changes a sandbox is disabled.",
                     id="help-readonly",
                 )
 

@@ -19,23 +19,33 @@ from ..operations import (
     CreateRequest,
     create_sandbox,
     delete_sandbox,
+    kill_sandbox,
     load_host_info,
+    restart_sandbox,
+    start_sandbox,
     stop_sandbox,
+    toggle_pause,
 )
 from ..widgets import SandboxTable, StatusBar
+from .logs import LogsScreen
 
 if TYPE_CHECKING:
     from ..app import MsbApp
 
 #: Actions that change something; hidden and refused in read-only mode.
-MUTATING_ACTIONS = frozenset({"create", "stop", "delete"})
+MUTATING_ACTIONS = frozenset({"create", "stop", "delete", "start", "kill", "pause", "restart"})
 
 
 class SandboxesScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "create", "Create"),
         Binding("x", "stop", "Stop"),
+        Binding("u", "start", "Start"),
+        Binding("p", "pause", "Pause/Resume"),
+        Binding("R", "restart", "Restart", key_display="shift+r"),
+        Binding("K", "kill", "Kill", key_display="shift+k"),
         Binding("ctrl+d", "delete", "Delete"),
+        Binding("l", "logs", "Logs"),
         Binding("r", "refresh", "Refresh"),
     ]
 
@@ -161,6 +171,65 @@ class SandboxesScreen(Screen[None]):
         self.notify(f"stopping {name}…", title="Stop", markup=False)
         await self._run(lambda: stop_sandbox(name), f"stopping {name}", f"{name} stopped")
 
+    def _selected_in(self, allowed: frozenset[SandboxStatus], verb: str) -> str | None:
+        """The selected sandbox if its status allows ``verb``; otherwise says why not."""
+        name = self._selected()
+        if name is None:
+            return None
+        info = self.table.infos.get(name)
+        if info is not None and info.status not in allowed:
+            self.notify(
+                f"cannot {verb} {name}: it is {info.status}", severity="warning", markup=False
+            )
+            return None
+        return name
+
+    def action_start(self) -> None:
+        name = self._selected_in(frozenset({SandboxStatus.STOPPED, SandboxStatus.CRASHED}), "start")
+        if name is not None:
+            self._lifecycle_worker(name, start_sandbox, "starting", "is running")
+
+    def action_pause(self) -> None:
+        name = self._selected_in(frozenset({SandboxStatus.RUNNING, SandboxStatus.PAUSED}), "pause")
+        if name is not None:
+            self._lifecycle_worker(name, toggle_pause, "pausing/resuming", "paused/resumed")
+
+    def action_restart(self) -> None:
+        name = self._selected_in(frozenset({SandboxStatus.RUNNING}), "restart")
+        if name is not None:
+            self._lifecycle_worker(name, restart_sandbox, "restarting", "restarted")
+
+    def action_kill(self) -> None:
+        live = frozenset(status for status in SandboxStatus if status.is_live)
+        name = self._selected_in(live, "kill")
+        if name is None:
+            return
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self._lifecycle_worker(name, kill_sandbox, "killing", "killed")
+
+        self.app.push_screen(
+            ConfirmDialog(
+                f"Kill {name}?",
+                "The VM stops at once, without a clean shutdown; its disk is kept.",
+                confirm_label="Kill",
+            ),
+            callback=confirmed,
+        )
+
+    @work(group="lifecycle", exit_on_error=False)
+    async def _lifecycle_worker(
+        self, name: str, operation: Callable[[str], Awaitable[object]], doing: str, done: str
+    ) -> None:
+        self.notify(f"{doing} {name}…", markup=False)
+        await self._run(lambda: operation(name), f"{doing} {name}", f"{name} {done}")
+
+    def action_logs(self) -> None:
+        name = self._selected()
+        if name is not None:
+            self.app.push_screen(LogsScreen(name))
+
     def action_delete(self) -> None:
         name = self._selected()
         if name is None:
@@ -183,7 +252,7 @@ class SandboxesScreen(Screen[None]):
     async def _delete_worker(self, name: str) -> None:
         await self._run(lambda: delete_sandbox(name), f"deleting {name}", f"{name} deleted")
 
-    async def _run(self, operation: Callable[[], Awaitable[None]], doing: str, done: str) -> None:
+    async def _run(self, operation: Callable[[], Awaitable[object]], doing: str, done: str) -> None:
         """Runs one SDK operation: errors become notifications; the table refreshes after."""
         try:
             await operation()
