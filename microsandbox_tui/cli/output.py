@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from microsandbox_tui import ExecOutput, SandboxInfo, SandboxStatus
+from microsandbox_tui import ExecOutput, SandboxInfo
+from microsandbox_tui.formatting import format_duration, uptime_seconds
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
@@ -19,27 +20,6 @@ def table(rows: Sequence[Sequence[str]]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
-
-
-def duration(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``1h02m``, ``2d03h``."""
-    total = max(int(seconds), 0)
-    days, rest = divmod(total, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
-def uptime_seconds(info: SandboxInfo, now: datetime) -> float | None:
-    if info.status is not SandboxStatus.RUNNING or info.started_at is None:
-        return None
-    return max((now - info.started_at).total_seconds(), 0.0)
 
 
 def size(n_bytes: int) -> str:
@@ -59,7 +39,7 @@ def sandbox_row(info: SandboxInfo, now: datetime) -> list[str]:
         info.image,
         str(info.config.cpus),
         f"{info.config.memory_mib} MiB",
-        "-" if up is None else duration(up),
+        "-" if up is None else format_duration(up),
     ]
 
 

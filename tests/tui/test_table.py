@@ -10,7 +10,7 @@ from textual.app import App, ComposeResult
 
 import microsandbox_tui.tui
 from microsandbox_tui import SandboxConfig, SandboxInfo, SandboxStatus
-from microsandbox_tui.tui.formatting import format_duration
+from microsandbox_tui.formatting import format_duration
 from microsandbox_tui.tui.widgets import SandboxTable
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)

@@ -127,6 +127,28 @@ struct ImageInfo {
     path: String,
 }
 
+/// Starts a supervisor (through `start`) with this package's agent, outside the GIL.
+fn launch_supervisor(
+    py: Python<'_>,
+    python: &str,
+    detached: bool,
+    timeout_s: f64,
+    start: impl FnOnce(sandboxes::Launch<'_>) -> error::Result<msb_state::SandboxRecord> + Send,
+) -> PyResult<SandboxInfo> {
+    let package = package_dir(py)?;
+    let record = py.allow_threads(|| {
+        let agent = install::agent_binary(&package)?;
+        start(sandboxes::Launch {
+            python: python.as_ref(),
+            package: &package,
+            detached,
+            timeout: Duration::from_secs_f64(timeout_s.max(0.0)),
+            agent: &agent,
+        })
+    })?;
+    Ok(record.into())
+}
+
 #[pyfunction]
 fn create_sandbox(
     py: Python<'_>,
@@ -136,22 +158,13 @@ fn create_sandbox(
     python: String,
     timeout_s: f64,
 ) -> PyResult<SandboxInfo> {
-    let package = package_dir(py)?;
-    let record = py.allow_threads(|| {
-        let agent = install::agent_binary(&package)?;
+    launch_supervisor(py, &python, detached, timeout_s, |launch| {
         sandboxes::create(sandboxes::CreateRequest {
             config_json: &config_json,
             replace,
-            launch: sandboxes::Launch {
-                python: python.as_ref(),
-                package: &package,
-                detached,
-                timeout: Duration::from_secs_f64(timeout_s.max(0.0)),
-                agent: &agent,
-            },
+            launch,
         })
-    })?;
-    Ok(record.into())
+    })
 }
 
 /// Boots a stopped or crashed sandbox again with its recorded configuration and disk.
@@ -163,19 +176,9 @@ fn start_sandbox(
     python: String,
     timeout_s: f64,
 ) -> PyResult<SandboxInfo> {
-    let package = package_dir(py)?;
-    let record = py.allow_threads(|| {
-        let agent = install::agent_binary(&package)?;
-        let launch = sandboxes::Launch {
-            python: python.as_ref(),
-            package: &package,
-            detached,
-            timeout: Duration::from_secs_f64(timeout_s.max(0.0)),
-            agent: &agent,
-        };
+    launch_supervisor(py, &python, detached, timeout_s, |launch| {
         sandboxes::start(&name, launch)
-    })?;
-    Ok(record.into())
+    })
 }
 
 #[pyfunction]
