@@ -169,6 +169,7 @@ async def test_stopped_sandbox_restarts_with_its_disk(unique_name: str) -> None:
 async def test_stop_returns_at_once_and_wait_until_stopped_sees_the_end(unique_name: str) -> None:
     sandbox = await Sandbox.create(unique_name)
     await sandbox.stop()
+    assert await sandbox.status() in (SandboxStatus.DRAINING, SandboxStatus.STOPPED)
     info = await sandbox.wait_until_stopped(timeout=20)
     assert info.status is SandboxStatus.STOPPED
     await Sandbox.remove(unique_name)

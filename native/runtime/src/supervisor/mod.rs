@@ -288,6 +288,10 @@ impl VmControls {
 }
 
 impl relay::VmControl for VmControls {
+    fn draining(&self) -> std::result::Result<(), String> {
+        self.record(SandboxStatus::Draining)
+    }
+
     fn pause(&self) -> std::result::Result<(), String> {
         self.with_qmp(Qmp::stop)?;
         log("VM paused");

@@ -49,6 +49,8 @@ pub trait VmControl: Send + Sync {
     fn pause(&self) -> std::result::Result<(), String>;
     fn resume(&self) -> std::result::Result<(), String>;
     fn detach(&self) -> std::result::Result<(), String>;
+    /// Records that a graceful stop is under way.
+    fn draining(&self) -> std::result::Result<(), String>;
 }
 
 pub struct Relay {
@@ -108,6 +110,8 @@ impl Relay {
     /// Asks the agent for an orderly shutdown, recording why the VM stops.
     pub fn shutdown_guest(&self, reason: &str) {
         self.lifecycle.request(reason);
+        // Only informative: the final status is written when QEMU exits.
+        let _ = self.vm.draining();
         let frame = Frame::new(self.allocate_agent_id(), FLAG_END, &HostMessage::Shutdown)
             .expect("tiny message");
         if self.send_to_agent(&frame).is_err() {
