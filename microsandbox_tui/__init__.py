@@ -40,6 +40,7 @@ from .exec import (
 )
 from .images import ImageInfo, list_images
 from .logs import LogSource, read_logs
+from .metrics import SandboxMetrics, all_sandbox_metrics
 from .runtime import DoctorCheck, doctor, home_dir, install, is_installed, version
 from .sandbox import Sandbox, SandboxHandle, SandboxInfo, SessionInfo
 from .types import ExecOutput, ExitStatus, GiB, KiB, MiB, SandboxStatus
@@ -82,6 +83,7 @@ __all__ = [
     "SandboxConfig",
     "SandboxHandle",
     "SandboxInfo",
+    "SandboxMetrics",
     "SandboxNotFoundError",
     "SandboxNotRunningError",
     "SandboxStartError",
@@ -93,6 +95,7 @@ __all__ = [
     "StderrEvent",
     "StdoutEvent",
     "UnknownUserError",
+    "all_sandbox_metrics",
     "doctor",
     "home_dir",
     "install",

@@ -55,6 +55,24 @@ def get_sandbox(name: str) -> SandboxInfo: ...
 def remove_sandbox(name: str, force: bool = False) -> None:
     """Deletes a sandbox's record and files; a running one only with ``force`` (killed first)."""
 
+class Metrics:
+    cpu_percent: float
+    memory_bytes: int
+    memory_limit_bytes: int
+    host_rss_bytes: int
+    disk_read_bytes: int
+    disk_write_bytes: int
+    net_rx_bytes: int
+    net_tx_bytes: int
+    uptime_ms: int
+    sampled_at_ms: int
+
+def sandbox_metrics(name: str) -> Metrics | None:
+    """The latest sample of a running sandbox; ``None`` before the first one."""
+
+def all_metrics() -> list[tuple[str, Metrics]]:
+    """Latest samples of every running sandbox."""
+
 def list_images() -> list[ImageInfo]: ...
 def log_path(name: str, source: str) -> str:
     """The ``console`` or ``exec`` log of a sandbox; its previous generation has ``.1`` appended."""

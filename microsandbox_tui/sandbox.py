@@ -14,9 +14,10 @@ from typing import Any, Self
 from . import _native
 from ._blocking import run_blocking
 from .config import BindImage, LocalImage, SandboxConfig, image_from_user, sandbox_config
-from .errors import ExecTimeoutError
+from .errors import ExecTimeoutError, InvalidConfigError, SandboxNotRunningError
 from .exec import AttachOptions, ExecHandle, ExecOptions, native_exec_args
 from .logs import LogSource, read_logs
+from .metrics import SandboxMetrics, sandbox_metrics
 from .terminal import DEFAULT_DETACH_KEYS, bridge, raw_terminal, terminal_size
 from .types import ExecOutput, ExitStatus, SandboxStatus
 
@@ -189,6 +190,21 @@ class Sandbox:
 
     async def info(self) -> SandboxInfo:
         return await Sandbox.get_info(self._name)
+
+    async def metrics(self) -> SandboxMetrics:
+        """The latest metrics sample (the supervisor samples once a second)."""
+        return await sandbox_metrics(self._name)
+
+    async def metrics_stream(self, interval: float = 1.0) -> AsyncIterator[SandboxMetrics]:
+        """A sample every ``interval`` seconds until the sandbox stops."""
+        if interval <= 0:
+            raise InvalidConfigError("interval: must be greater than 0")
+        while True:
+            try:
+                yield await sandbox_metrics(self._name)
+            except SandboxNotRunningError:
+                return
+            await asyncio.sleep(interval)
 
     def logs(
         self,

@@ -139,10 +139,28 @@ fn dispatch(frame: Frame, channel: &Arc<Channel>, reaper: &Arc<Reaper>, sessions
         HostMessage::Resize { rows, cols } => {
             sessions.resize(id, msb_protocol::guest::TerminalSize { rows, cols })
         }
+        HostMessage::Stats => channel.send(id, FLAG_END, &memory_stats()),
         HostMessage::Shutdown => {
             channel.send(id, FLAG_END, &AgentMessage::ShutdownAck);
             shutdown();
         }
+    }
+}
+
+/// Total and available memory from /proc/meminfo (kB there, bytes here).
+fn memory_stats() -> AgentMessage {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    AgentMessage::Stats {
+        mem_total_bytes: field("MemTotal"),
+        mem_available_bytes: field("MemAvailable"),
     }
 }
 

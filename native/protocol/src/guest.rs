@@ -39,6 +39,8 @@ pub enum HostMessage {
     /// Orderly shutdown: the agent stops processes, syncs and unmounts file systems, then
     /// powers the VM off.
     Shutdown,
+    /// The guest's view of its resources (answered with `Stats`).
+    Stats,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +111,11 @@ pub enum AgentMessage {
     Error(AgentError),
     /// Sent just before the agent powers the VM off.
     ShutdownAck,
+    /// Answer to `Stats`, from the guest's /proc/meminfo.
+    Stats {
+        mem_total_bytes: u64,
+        mem_available_bytes: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

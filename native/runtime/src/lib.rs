@@ -7,6 +7,7 @@ mod doctor;
 mod error;
 mod install;
 mod logs;
+mod metrics;
 mod paths;
 mod process;
 mod sandboxes;
@@ -214,6 +215,76 @@ fn log_path(name: String, source: String) -> PyResult<String> {
         }
     };
     Ok(path.display().to_string())
+}
+
+/// A sandbox's latest metrics sample.
+#[pyclass(frozen, get_all, module = "microsandbox_tui._native")]
+struct Metrics {
+    cpu_percent: f64,
+    memory_bytes: u64,
+    memory_limit_bytes: u64,
+    host_rss_bytes: u64,
+    disk_read_bytes: u64,
+    disk_write_bytes: u64,
+    net_rx_bytes: u64,
+    net_tx_bytes: u64,
+    uptime_ms: u64,
+    sampled_at_ms: u64,
+}
+
+impl From<metrics::MetricsSample> for Metrics {
+    fn from(sample: metrics::MetricsSample) -> Self {
+        Self {
+            cpu_percent: sample.cpu_percent,
+            memory_bytes: sample.memory_bytes,
+            memory_limit_bytes: sample.memory_limit_bytes,
+            host_rss_bytes: sample.host_rss_bytes,
+            disk_read_bytes: sample.disk_read_bytes,
+            disk_write_bytes: sample.disk_write_bytes,
+            net_rx_bytes: sample.net_rx_bytes,
+            net_tx_bytes: sample.net_tx_bytes,
+            uptime_ms: sample.uptime_ms,
+            sampled_at_ms: sample.sampled_at_ms,
+        }
+    }
+}
+
+/// The latest sample of a running sandbox; `None` until its supervisor wrote the first one.
+#[pyfunction]
+fn sandbox_metrics(py: Python<'_>, name: String) -> PyResult<Option<Metrics>> {
+    let sample = py.allow_threads(|| -> error::Result<_> {
+        let record = sandboxes::get(&name)?;
+        if !record.status.is_live() {
+            return Err(error::RuntimeError::SandboxNotRunning {
+                name: name.clone(),
+                status: record.status.as_str().into(),
+            });
+        }
+        Ok(metrics::read(&paths::SandboxFiles::new(&name)?.metrics()))
+    })?;
+    Ok(sample.map(Metrics::from))
+}
+
+/// Latest samples of every running sandbox: one database read and one small file each.
+#[pyfunction]
+fn all_metrics(py: Python<'_>) -> PyResult<Vec<(String, Metrics)>> {
+    let samples = py.allow_threads(|| -> error::Result<_> {
+        let mut samples = Vec::new();
+        for record in sandboxes::list()? {
+            if !record.status.is_live() {
+                continue;
+            }
+            if let Some(sample) = metrics::read(&paths::SandboxFiles::new(&record.name)?.metrics())
+            {
+                samples.push((record.name, sample));
+            }
+        }
+        Ok(samples)
+    })?;
+    Ok(samples
+        .into_iter()
+        .map(|(name, sample)| (name, Metrics::from(sample)))
+        .collect())
 }
 
 #[pyfunction]
@@ -547,6 +618,9 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(remove_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(list_images, module)?)?;
     module.add_function(wrap_pyfunction!(log_path, module)?)?;
+    module.add_function(wrap_pyfunction!(sandbox_metrics, module)?)?;
+    module.add_function(wrap_pyfunction!(all_metrics, module)?)?;
+    module.add_class::<Metrics>()?;
     module.add_function(wrap_pyfunction!(run_supervisor, module)?)?;
     module.add_function(wrap_pyfunction!(boot_command, module)?)?;
     module.add_function(wrap_pyfunction!(hello_frame, module)?)?;

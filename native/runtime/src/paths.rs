@@ -108,6 +108,11 @@ impl SandboxFiles {
         self.dir.join("exec.log")
     }
 
+    /// The supervisor's latest metrics sample.
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.json")
+    }
+
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
     }

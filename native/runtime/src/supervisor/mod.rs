@@ -7,6 +7,7 @@
 //! attached sandbox; one waits for termination signals.
 
 mod relay;
+mod sampler;
 mod sessions;
 pub mod vm;
 
@@ -184,20 +185,21 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
         status.agent_version
     ));
 
+    let status_vmm_pid = status.vmm_pid;
     let lifecycle = Arc::new(Lifecycle::new(status.vmm_pid));
-    let control = VmControls {
+    let control = Arc::new(VmControls {
         name: name.to_string(),
         qmp_socket: files.qmp_socket(),
         qmp: Mutex::new(None),
         lifecycle: lifecycle.clone(),
-    };
+    });
     let exec_log = RotatingLog::open(&files.exec_log(), MAX_LOG_BYTES)
         .map_err(RuntimeError::io("opening the exec log"))?;
     let relay = Relay::new(
         agent_stream,
         status,
         lifecycle.clone(),
-        Box::new(control),
+        control.clone(),
         exec_log,
     )?;
     let listener = bind_control_socket(&files)?;
@@ -208,6 +210,12 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
     if let Some(parent) = parent_pid {
         spawn_parent_watch(parent, lifecycle.clone());
     }
+    sampler::spawn(sampler::Sampler {
+        vmm_pid: status_vmm_pid,
+        files: SandboxFiles::new(name)?,
+        relay: relay.clone(),
+        controls: control.clone(),
+    });
     ready.send("ready");
 
     let exit = qemu.wait();
@@ -284,6 +292,22 @@ impl VmControls {
             },
         )
         .map_err(|e| e.to_string())
+    }
+}
+
+impl VmControls {
+    /// Bytes read and written by the VM's disks since boot.
+    fn disk_bytes(&self) -> Option<(u64, u64)> {
+        let mut totals = (0, 0);
+        self.with_qmp(|qmp| {
+            for device in qmp.block_stats()? {
+                totals.0 += device.rd_bytes;
+                totals.1 += device.wr_bytes;
+            }
+            Ok(())
+        })
+        .ok()?;
+        Some(totals)
     }
 }
 

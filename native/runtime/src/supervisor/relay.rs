@@ -14,7 +14,7 @@ use msb_protocol::{Frame, FrameError, FLAG_CONTROL, FLAG_END};
 use std::collections::HashMap;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// How long a signal-triggered stop waits for the guest before killing it.
@@ -44,6 +44,17 @@ impl Client {
     }
 }
 
+/// Where the answers to the supervisor's own requests arrive.
+struct Inbox(Mutex<mpsc::Sender<Frame>>);
+
+impl Peer for Inbox {
+    fn send(&self, frame: &Frame) -> bool {
+        self.0.lock().unwrap().send(frame.clone()).is_ok()
+    }
+
+    fn forget(&self, _client_id: u32) {}
+}
+
 /// What the relay does with the VM on a client's behalf, beyond the agent channel.
 pub trait VmControl: Send + Sync {
     fn pause(&self) -> std::result::Result<(), String>;
@@ -60,7 +71,7 @@ pub struct Relay {
     next_agent_id: AtomicU32,
     status: SupervisorStatus,
     lifecycle: Arc<Lifecycle>,
-    vm: Box<dyn VmControl>,
+    vm: Arc<dyn VmControl>,
     /// Each command's start and end, one line each.
     exec_log: Mutex<RotatingLog>,
 }
@@ -70,7 +81,7 @@ impl Relay {
         agent: UnixStream,
         status: SupervisorStatus,
         lifecycle: Arc<Lifecycle>,
-        vm: Box<dyn VmControl>,
+        vm: Arc<dyn VmControl>,
         exec_log: RotatingLog,
     ) -> Result<Arc<Self>> {
         let reader = agent
@@ -329,6 +340,30 @@ impl Relay {
             });
         }
         Ok(())
+    }
+
+    /// A request of the supervisor's own to the agent (not a client's), with its answer.
+    pub fn ask_agent(&self, message: &HostMessage, timeout: Duration) -> Option<AgentMessage> {
+        let (sender, receiver) = mpsc::channel();
+        let agent_id = self.allocate_agent_id();
+        let peer: Arc<dyn Peer> = Arc::new(Inbox(Mutex::new(sender)));
+        let owner = Owner {
+            peer,
+            client_id: agent_id,
+        };
+        self.sessions
+            .lock()
+            .unwrap()
+            .by_id
+            .insert(agent_id, Session::new(owner, None));
+        let answer = Frame::new(agent_id, 0, message)
+            .ok()
+            .filter(|frame| self.send_to_agent(frame).is_ok())
+            .and_then(|_| receiver.recv_timeout(timeout).ok());
+        if answer.is_none() {
+            self.sessions.lock().unwrap().by_id.remove(&agent_id);
+        }
+        answer?.decode().ok()
     }
 
     fn log_exec(&self, message: &str) {
