@@ -34,3 +34,13 @@ def format_uptime(info: SandboxInfo, now: datetime) -> str:
     """:func:`uptime_seconds` as a duration; ``-`` when not running."""
     seconds = uptime_seconds(info, now)
     return "-" if seconds is None else format_duration(seconds)
+
+
+def format_size(n_bytes: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``12.0 MiB``, ``3.2 GiB``."""
+    value = float(n_bytes)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

@@ -20,6 +20,7 @@ from microsandbox_tui import doctor as run_doctor
 from microsandbox_tui import install as run_install
 from microsandbox_tui import version as sdk_version
 
+from ..formatting import format_size
 from . import output
 
 
@@ -92,6 +93,19 @@ async def logs(args: argparse.Namespace) -> int:
     return 0
 
 
+async def metrics(args: argparse.Namespace) -> int:
+    """One line per sample: CPU, guest memory, host RSS, disk and network totals."""
+    sandbox = await Sandbox.connect(args.name)
+    try:
+        async for sample in sandbox.metrics_stream(interval=args.interval):
+            print(output.metrics_line(sample), flush=True)
+            if not args.watch:
+                break
+    finally:
+        await sandbox.close()
+    return 0
+
+
 async def start(args: argparse.Namespace) -> int:
     handle = await Sandbox.get(args.name)
     await handle.start(detached=True)
@@ -139,7 +153,7 @@ async def images(args: argparse.Namespace) -> int:
     rows = [["NAME", "KIND", "SIZE", "CREATED"]]
     for image in await list_images():
         created = image.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
-        rows.append([image.name, image.kind, output.size(image.size_bytes), created])
+        rows.append([image.name, image.kind, format_size(image.size_bytes), created])
     print(output.table(rows))
     return 0
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from microsandbox_tui import ExecOutput, SandboxInfo
-from microsandbox_tui.formatting import format_duration, uptime_seconds
+from microsandbox_tui import ExecOutput, SandboxInfo, SandboxMetrics
+from microsandbox_tui.formatting import format_duration, format_size, uptime_seconds
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
@@ -22,13 +22,14 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-def size(n_bytes: int) -> str:
-    value = float(n_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+def metrics_line(sample: SandboxMetrics) -> str:
+    memory = f"{format_size(sample.memory_bytes)}/{format_size(sample.memory_limit_bytes)}"
+    return (
+        f"cpu {sample.cpu_percent:5.1f}%  mem {memory}  rss {format_size(sample.host_rss_bytes)}  "
+        f"disk r/w {format_size(sample.disk_read_bytes)}/{format_size(sample.disk_write_bytes)}  "
+        f"net rx/tx {format_size(sample.net_rx_bytes)}/{format_size(sample.net_tx_bytes)}  "
+        f"up {format_duration(sample.uptime_ms / 1000)}"
+    )
 
 
 def sandbox_row(info: SandboxInfo, now: datetime) -> list[str]:

@@ -112,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--exec", action="store_true", help="the log of commands run instead")
     logs.set_defaults(handler=commands.logs)
 
+    metrics = sub.add_parser("metrics", help="CPU, memory, disk and network of a sandbox")
+    metrics.add_argument("name")
+    metrics.add_argument("-w", "--watch", action="store_true", help="keep printing samples")
+    metrics.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS", help="between samples"
+    )
+    metrics.set_defaults(handler=commands.metrics)
+
     for name, help_text, handler in (
         ("start", "boot a stopped sandbox again (detached)", commands.start),
         ("pause", "freeze a running sandbox", commands.pause),

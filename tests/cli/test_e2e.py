@@ -96,6 +96,10 @@ def test_pause_resume_interactive_exec_logs_stop_and_start(
     assert "started (terminal): /bin/sh" in exec_log.stdout
     assert "exited with code 4" in exec_log.stdout
 
+    sample = msb("metrics", sandbox_name)
+    assert sample.returncode == 0, sample.stderr
+    assert sample.stdout.startswith("cpu ") and " mem " in sample.stdout
+
     assert msb("stop", sandbox_name).returncode == 0
     restarted = msb("start", sandbox_name)
     assert restarted.returncode == 0, restarted.stderr
