@@ -1,220 +1,163 @@
-//! The agent channel: the `agent` virtio-serial port, its frames, and request dispatch.
+//! The write side of the agent channel, shared by every thread that answers the host.
+//!
+//! Each frame is written whole under one lock, so frames never interleave. Frames carry the
+//! *generation* of the connection their request came from; when the host reconnects, late
+//! frames of the old connection are dropped instead of confusing the new host.
 
-use crate::exec::{self, Sessions};
-use crate::reaper::Reaper;
 use crate::sys;
-use msb_protocol::guest::{AgentError, AgentErrorKind, AgentMessage, HostMessage, HELLO_ID};
-use msb_protocol::{Frame, FrameError, AGENT_PORT_NAME, FLAG_END, PROTOCOL_VERSION};
-use std::fs::File;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use msb_protocol::guest::AgentMessage;
+use msb_protocol::Frame;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-const PORT_WAIT_STEP: Duration = Duration::from_millis(20);
-/// How long processes get between SIGTERM and SIGKILL at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How often a writer waiting for room on the port checks that the host is still there.
+const WRITE_RECHECK: Duration = Duration::from_millis(200);
 
-/// The write side, shared by every thread that answers the host. One lock per frame keeps
-/// frames whole.
+#[derive(Default)]
+struct Writer {
+    port: Option<Arc<OwnedFd>>,
+    generation: u64,
+    /// After the shutdown acknowledgement nothing more may be sent.
+    closed: bool,
+}
+
+#[derive(Default)]
 pub struct Channel {
-    port: Mutex<Option<File>>,
+    writer: Mutex<Writer>,
+    /// Set without the lock when the reader sees the host leave, so that a writer waiting
+    /// for room gives up and releases the lock.
+    hung_up: AtomicBool,
 }
 
 impl Channel {
-    pub fn send(&self, id: u32, flags: u8, message: &AgentMessage) {
-        let Ok(frame) = Frame::new(id, flags, message) else {
-            return;
-        };
-        let bytes = frame.to_bytes();
-        let mut port = self.port.lock().unwrap();
-        if let Some(file) = port.as_mut() {
-            use std::io::Write;
-            // A failed write means the host went away; the reader reopens the port.
-            let _ = file.write_all(&bytes);
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A new connection on `port`; returns its generation.
+    pub fn attach(&self, port: Arc<OwnedFd>) -> u64 {
+        let mut writer = self.writer();
+        writer.generation += 1;
+        writer.port = Some(port);
+        self.hung_up.store(false, Ordering::SeqCst);
+        writer.generation
+    }
+
+    /// The host left: drop everything until the next [`Channel::attach`].
+    pub fn detach(&self) {
+        self.hung_up.store(true, Ordering::SeqCst);
+        self.writer().port = None;
+    }
+
+    /// No frame after this one; used for the shutdown acknowledgement.
+    pub fn send_last(&self, generation: u64, id: u32, flags: u8, message: &AgentMessage) {
+        self.send(generation, id, flags, message);
+        let mut writer = self.writer();
+        writer.closed = true;
+        writer.port = None;
+    }
+
+    pub fn send(&self, generation: u64, id: u32, flags: u8, message: &AgentMessage) {
+        match Frame::new(id, flags, message) {
+            Ok(frame) => self.send_bytes(generation, &frame.to_bytes()),
+            // Only an oversized message fails to encode; our messages are bounded.
+            Err(error) => log!("cannot encode a reply to request {id}: {error}"),
         }
     }
 
-    fn replace(&self, file: Option<File>) {
-        *self.port.lock().unwrap() = file;
+    /// Writes one complete frame, unless its connection is gone.
+    pub fn send_bytes(&self, generation: u64, frame: &[u8]) {
+        let writer = self.writer();
+        if writer.closed || writer.generation != generation {
+            return;
+        }
+        if let Some(port) = &writer.port {
+            // Failure means the host is gone; the reader notices and reconnects.
+            let _ = write_frame(port, frame, &self.hung_up);
+        }
     }
 }
 
-/// The device of the virtio-serial port named `agent`.
-fn find_port() -> PathBuf {
-    loop {
-        if let Ok(entries) = std::fs::read_dir("/sys/class/virtio-ports") {
-            for entry in entries.flatten() {
-                let name = std::fs::read_to_string(entry.path().join("name")).unwrap_or_default();
-                if name.trim() == AGENT_PORT_NAME {
-                    return PathBuf::from("/dev").join(entry.file_name());
+fn write_frame(port: &OwnedFd, mut bytes: &[u8], hung_up: &AtomicBool) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match sys::write(port.as_fd(), bytes) {
+            Ok(written) => bytes = &bytes[written..],
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                if hung_up.load(Ordering::SeqCst) {
+                    return Err(io::ErrorKind::BrokenPipe.into());
+                }
+                let mut fds = [sys::pollfd(port.as_raw_fd(), libc::POLLOUT)];
+                sys::poll(&mut fds, Some(WRITE_RECHECK))?;
+                // Without a host the port reports POLLHUP and never becomes writable.
+                if fds[0].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                    return Err(io::ErrorKind::BrokenPipe.into());
                 }
             }
-        }
-        std::thread::sleep(PORT_WAIT_STEP);
-    }
-}
-
-fn open_port(path: &PathBuf) -> File {
-    loop {
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-        {
-            Ok(file) => return file,
-            Err(error) => {
-                eprintln!("msb-agent: cannot open {}: {error}", path.display());
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            Err(error) => return Err(error),
         }
     }
+    Ok(())
 }
 
-/// Serves the host forever.
-pub fn serve(reaper: Arc<Reaper>) -> ! {
-    {
-        let reaper = reaper.clone();
-        std::thread::spawn(move || reaper.run());
-    }
-    let channel = Arc::new(Channel {
-        port: Mutex::new(None),
-    });
-    let sessions = Arc::new(Sessions::default());
-    let path = find_port();
-    loop {
-        let mut reader = open_port(&path);
-        channel.replace(reader.try_clone().ok());
-        loop {
-            match Frame::read_from(&mut reader) {
-                Ok(frame) => dispatch(frame, &channel, &reaper, &sessions),
-                // The host went away or the framing is corrupt: start over on a fresh open.
-                Err(
-                    FrameError::Closed
-                    | FrameError::Io(_)
-                    | FrameError::TooLarge(_)
-                    | FrameError::TooShort(_),
-                ) => break,
-                Err(_) => unreachable!("read_from only fails with framing or i/o errors"),
-            }
-        }
-        channel.replace(None);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn invalid(message: impl Into<String>) -> AgentMessage {
-    AgentMessage::Error(AgentError {
-        kind: AgentErrorKind::InvalidRequest,
-        message: message.into(),
-        errno: None,
-    })
-}
-
-fn dispatch(frame: Frame, channel: &Arc<Channel>, reaper: &Arc<Reaper>, sessions: &Arc<Sessions>) {
-    let id = frame.id;
-    let message = match frame.decode::<HostMessage>() {
-        Ok(message) => message,
-        Err(error) => {
-            return channel.send(
-                id,
-                FLAG_END,
-                &invalid(format!("undecodable request: {error}")),
-            )
+    fn drain(read_end: &OwnedFd) -> Vec<u8> {
+        let mut buffer = vec![0u8; 4096];
+        // SAFETY: a valid descriptor; O_NONBLOCK so an empty pipe ends the read.
+        unsafe {
+            let flags = libc::fcntl(read_end.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(
+                read_end.as_raw_fd(),
+                libc::F_SETFL,
+                flags | libc::O_NONBLOCK,
+            );
         }
-    };
-    match message {
-        HostMessage::Hello {
-            version,
-            unix_time_ns,
-        } => hello(channel, version, unix_time_ns),
-        HostMessage::Ping => channel.send(id, FLAG_END, &AgentMessage::Pong),
-        HostMessage::Exec(request) => {
-            if let Err(error) = exec::start(id, request, channel, reaper, sessions) {
-                channel.send(id, FLAG_END, &AgentMessage::Error(error));
-            }
-        }
-        HostMessage::Stdin { data } => sessions.write_input(id, data),
-        HostMessage::CloseStdin => sessions.close_input(id),
-        HostMessage::Signal { signal } => sessions.signal(id, signal),
-        HostMessage::Resize { rows, cols } => {
-            sessions.resize(id, msb_protocol::guest::TerminalSize { rows, cols })
-        }
-        HostMessage::Stats => channel.send(id, FLAG_END, &memory_stats()),
-        HostMessage::Shutdown => {
-            channel.send(id, FLAG_END, &AgentMessage::ShutdownAck);
-            shutdown();
+        match sys::read(read_end.as_fd(), &mut buffer) {
+            Ok(read) => buffer[..read].to_vec(),
+            Err(_) => Vec::new(),
         }
     }
-}
 
-/// Total and available memory from /proc/meminfo (kB there, bytes here).
-fn memory_stats() -> AgentMessage {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| {
-        meminfo
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    AgentMessage::Stats {
-        mem_total_bytes: field("MemTotal"),
-        mem_available_bytes: field("MemAvailable"),
+    #[test]
+    fn frames_of_other_connections_are_dropped() {
+        let (read_end, write_end) = sys::pipe().unwrap();
+        let channel = Channel::default();
+        channel.send_bytes(0, b"before any connection");
+        let first = channel.attach(Arc::new(write_end));
+        channel.send_bytes(first, b"one");
+        channel.send_bytes(first + 1, b"future");
+        assert_eq!(drain(&read_end), b"one");
+        channel.detach();
+        channel.send_bytes(first, b"after hang-up");
+        assert_eq!(drain(&read_end), b"");
     }
-}
 
-fn hello(channel: &Channel, version: u32, unix_time_ns: u64) {
-    if version != PROTOCOL_VERSION {
-        let message = AgentError {
-            kind: AgentErrorKind::VersionMismatch,
-            message: format!("agent speaks protocol {PROTOCOL_VERSION}, host {version}"),
-            errno: None,
-        };
-        return channel.send(HELLO_ID, FLAG_END, &AgentMessage::Error(message));
+    #[test]
+    fn nothing_follows_the_last_frame() {
+        let (read_end, write_end) = sys::pipe().unwrap();
+        let channel = Channel::default();
+        let generation = channel.attach(Arc::new(write_end));
+        channel.send_last(
+            generation,
+            3,
+            msb_protocol::FLAG_END,
+            &AgentMessage::ShutdownAck,
+        );
+        channel.send(generation, 4, 0, &AgentMessage::Pong);
+        let bytes = drain(&read_end);
+        let frame = Frame::read_from(&mut &bytes[..]).unwrap();
+        assert_eq!(frame.id, 3);
+        assert_eq!(
+            frame.decode::<AgentMessage>().unwrap(),
+            AgentMessage::ShutdownAck
+        );
+        assert_eq!(bytes.len(), frame.to_bytes().len(), "the pong was not sent");
     }
-    if let Err(error) = sys::set_clock(unix_time_ns) {
-        eprintln!("msb-agent: cannot set the clock: {error}");
-    }
-    let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    channel.send(
-        HELLO_ID,
-        FLAG_END,
-        &AgentMessage::Hello {
-            version: PROTOCOL_VERSION,
-            agent_version: env!("CARGO_PKG_VERSION").into(),
-            kernel_release,
-        },
-    );
-}
-
-/// Ends every process, flushes the file systems and powers off.
-fn shutdown() -> ! {
-    // SAFETY: kill(-1) signals every process but init; no memory-safety preconditions.
-    unsafe { libc::kill(-1, libc::SIGTERM) };
-    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
-    while std::time::Instant::now() < deadline && other_processes_exist() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: as above.
-    unsafe { libc::kill(-1, libc::SIGKILL) };
-    sys::power_off()
-}
-
-fn other_processes_exist() -> bool {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc").is_ok_and(|entries| {
-        entries.flatten().any(|entry| {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            // Kernel threads have no command line; only user processes count.
-            name.chars().all(|c| c.is_ascii_digit())
-                && name != me
-                && std::fs::read(entry.path().join("cmdline"))
-                    .is_ok_and(|cmdline| !cmdline.is_empty())
-        })
-    })
 }

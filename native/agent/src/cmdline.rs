@@ -1,15 +1,14 @@
-//! The `msb.*` keys of the kernel command line, which tell the agent how to build the root.
+//! The `msb.*` keys of the kernel command line: how the host tells the agent to build the
+//! root file system before anything else can talk to it.
 
+/// Where the sandbox's root file system comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootSpec {
-    Virtiofs {
-        tag: String,
-    },
-    /// Disk serials: lower layers top-most first, then the writable upper.
-    Overlay {
-        lowers: Vec<String>,
-        upper: String,
-    },
+    /// A host directory shared with virtio-fs under this tag.
+    Virtiofs { tag: String },
+    /// virtio-blk disks, named by their serial: read-only layers (top-most first) joined by
+    /// overlayfs over a writable upper disk.
+    Overlay { lowers: Vec<String>, upper: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,55 +19,66 @@ pub struct BootConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CmdlineError {
-    #[error("msb.root is missing from the kernel command line")]
+    #[error(
+        "the kernel command line has no msb.root= (expected msb.root=virtiofs or msb.root=overlay)"
+    )]
     NoRoot,
-    #[error("msb.root={0:?} is not virtiofs or overlay")]
+    #[error("msb.root={0:?} is neither virtiofs nor overlay")]
     UnknownRoot(String),
-    #[error("msb.root={root} needs {key}")]
+    #[error("msb.root={root} needs a non-empty {key}=")]
     Missing {
         root: &'static str,
         key: &'static str,
     },
 }
 
+/// The value of `key=...`; the last occurrence wins, as for the kernel's own parameters.
 fn value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+    line.split_ascii_whitespace()
+        .filter_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+        .next_back()
 }
 
+fn required<'a>(
+    line: &'a str,
+    root: &'static str,
+    key: &'static str,
+) -> Result<&'a str, CmdlineError> {
+    value(line, key)
+        .filter(|v| !v.is_empty())
+        .ok_or(CmdlineError::Missing { root, key })
+}
+
+/// Parses `/proc/cmdline`. Keys other than the ones below (including unknown `msb.*`) are
+/// ignored, so the host can add keys for newer agents.
 pub fn parse(line: &str) -> Result<BootConfig, CmdlineError> {
     let root = match value(line, "msb.root").ok_or(CmdlineError::NoRoot)? {
         "virtiofs" => RootSpec::Virtiofs {
-            tag: value(line, "msb.root_tag")
-                .ok_or(CmdlineError::Missing {
-                    root: "virtiofs",
-                    key: "msb.root_tag",
-                })?
-                .into(),
+            tag: required(line, "virtiofs", "msb.root_tag")?.to_string(),
         },
-        "overlay" => RootSpec::Overlay {
-            lowers: value(line, "msb.lower")
-                .ok_or(CmdlineError::Missing {
+        "overlay" => {
+            let lowers: Vec<String> = required(line, "overlay", "msb.lower")?
+                .split(',')
+                .filter(|serial| !serial.is_empty())
+                .map(String::from)
+                .collect();
+            if lowers.is_empty() {
+                return Err(CmdlineError::Missing {
                     root: "overlay",
                     key: "msb.lower",
-                })?
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
-            upper: value(line, "msb.upper")
-                .ok_or(CmdlineError::Missing {
-                    root: "overlay",
-                    key: "msb.upper",
-                })?
-                .into(),
-        },
-        other => return Err(CmdlineError::UnknownRoot(other.into())),
+                });
+            }
+            RootSpec::Overlay {
+                lowers,
+                upper: required(line, "overlay", "msb.upper")?.to_string(),
+            }
+        }
+        other => return Err(CmdlineError::UnknownRoot(other.to_string())),
     };
-    Ok(BootConfig {
-        root,
-        hostname: value(line, "msb.hostname").map(String::from),
-    })
+    let hostname = value(line, "msb.hostname")
+        .filter(|name| !name.is_empty())
+        .map(String::from);
+    Ok(BootConfig { root, hostname })
 }
 
 #[cfg(test)]
@@ -76,8 +86,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn overlay_root_with_layers() {
-        let config = parse("console=ttyS0 quiet msb.hostname=web msb.root=overlay msb.lower=layer0,layer1 msb.upper=upper").unwrap();
+    fn overlay_root_with_layers_and_hostname() {
+        let config = parse(
+            "console=ttyS0 quiet reboot=t msb.hostname=web msb.root=overlay msb.lower=layer0,layer1 msb.upper=upper\n",
+        )
+        .unwrap();
         assert_eq!(
             config.root,
             RootSpec::Overlay {
@@ -89,23 +102,54 @@ mod tests {
     }
 
     #[test]
-    fn virtiofs_root_and_errors() {
+    fn virtiofs_root_and_unknown_keys() {
+        let config =
+            parse("msb.root=virtiofs msb.root_tag=rootfs msb.future=1 msb.rootx=y").unwrap();
         assert_eq!(
-            parse("msb.root=virtiofs msb.root_tag=rootfs").unwrap().root,
+            config.root,
             RootSpec::Virtiofs {
                 tag: "rootfs".into()
             }
         );
-        assert_eq!(parse("quiet"), Err(CmdlineError::NoRoot));
+        assert_eq!(config.hostname, None);
+    }
+
+    #[test]
+    fn keys_must_match_exactly_and_last_wins() {
+        // `msb.root_tag` must not be read as `msb.root`.
+        assert_eq!(parse("msb.root_tag=x"), Err(CmdlineError::NoRoot));
+        let config =
+            parse("msb.root=overlay msb.root=virtiofs msb.root_tag=a msb.root_tag=b").unwrap();
+        assert_eq!(config.root, RootSpec::Virtiofs { tag: "b".into() });
+    }
+
+    #[test]
+    fn missing_and_invalid_roots_are_errors() {
+        assert_eq!(parse("console=ttyS0"), Err(CmdlineError::NoRoot));
         assert_eq!(
             parse("msb.root=nfs"),
             Err(CmdlineError::UnknownRoot("nfs".into()))
         );
-        assert!(matches!(
-            parse("msb.root=overlay msb.lower=a"),
-            Err(CmdlineError::Missing { .. })
-        ));
-        // A key must match whole: msb.rootx is not msb.root.
-        assert_eq!(parse("msb.rootx=overlay"), Err(CmdlineError::NoRoot));
+        assert_eq!(
+            parse("msb.root=virtiofs"),
+            Err(CmdlineError::Missing {
+                root: "virtiofs",
+                key: "msb.root_tag"
+            })
+        );
+        assert_eq!(
+            parse("msb.root=overlay msb.lower=, msb.upper=u"),
+            Err(CmdlineError::Missing {
+                root: "overlay",
+                key: "msb.lower"
+            })
+        );
+        assert_eq!(
+            parse("msb.root=overlay msb.lower=l0 msb.upper="),
+            Err(CmdlineError::Missing {
+                root: "overlay",
+                key: "msb.upper"
+            })
+        );
     }
 }

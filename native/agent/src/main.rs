@@ -1,24 +1,46 @@
 //! The guest agent: `/init` (PID 1) of every sandbox VM.
 //!
-//! It prepares the guest (modules, root file system, clock) and then serves the host over
-//! the `agent` virtio-serial port: command execution, ping, shutdown.
+//! It turns the initramfs into the sandbox's system (kernel modules, root file system, the
+//! usual mounts; see [`boot`]) and then serves the host over the `agent` virtio-serial port
+//! (see [`server`]): hello and clock, ping, command execution, shutdown.
+
+/// A line on the console (`/dev/console`, the VM's serial log). Never panics, unlike
+/// `eprintln!`, whose failure would take PID 1, and with it the kernel, down.
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "msb-agent: {}", format_args!($($arg)*));
+    }};
+}
 
 mod boot;
 mod channel;
 mod cmdline;
 mod exec;
+mod modules;
+mod port;
+mod power;
 mod reaper;
+mod rootfs;
+mod server;
+mod sessions;
+mod shutdown;
 mod sys;
 mod users;
-
-use std::sync::Arc;
+mod wire;
 
 fn main() {
-    if let Err(error) = boot::prepare_guest() {
-        // Nothing can work without a root file system: say why on the console and stop.
-        eprintln!("msb-agent: boot failed: {error}");
-        sys::power_off();
+    if std::process::id() != 1 {
+        // It mounts, switches roots and powers off: never let it loose on a host by accident.
+        log!("this is the init of a sandbox VM and only runs as PID 1");
+        std::process::exit(2);
     }
-    let reaper = Arc::new(reaper::Reaper::start());
-    channel::serve(reaper);
+    match boot::boot() {
+        Ok(booted) => server::serve(booted),
+        Err(error) => {
+            // Nothing can work without a root file system: say why on the console and stop.
+            log!("boot failed: {error}");
+            power::off()
+        }
+    }
 }

@@ -1,20 +1,24 @@
-//! Thin, checked wrappers over the system calls the agent needs.
+//! Thin, checked wrappers over the system calls the agent makes. Everything `unsafe` that is
+//! not part of the forked child lives here, so the rest of the crate reads as plain Rust.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::path::Path;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
-pub fn cstring(text: &str) -> io::Result<CString> {
-    CString::new(text)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL byte in {text:?}")))
-}
-
-fn check(result: libc::c_int) -> io::Result<()> {
+/// Turns a C-style `-1 means errno` result into an `io::Result`.
+pub fn check(result: libc::c_int) -> io::Result<libc::c_int> {
     if result < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(())
+        Ok(result)
     }
+}
+
+/// A C string, or `InvalidInput` when the text holds a NUL byte (which C would cut short).
+pub fn cstring(text: &str) -> io::Result<CString> {
+    CString::new(text)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL byte in {text:?}")))
 }
 
 pub fn mount(
@@ -24,100 +28,283 @@ pub fn mount(
     flags: libc::c_ulong,
     data: &str,
 ) -> io::Result<()> {
-    let (source, target_c, fstype, data) = (
+    let (source, target, fstype, data) = (
         cstring(source)?,
         cstring(target)?,
         cstring(fstype)?,
         cstring(data)?,
     );
-    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
     check(unsafe {
         libc::mount(
             source.as_ptr(),
-            target_c.as_ptr(),
+            target.as_ptr(),
             fstype.as_ptr(),
             flags,
             data.as_ptr().cast(),
         )
     })
-    .map_err(|error| io::Error::new(error.kind(), format!("mount {target}: {error}")))
+    .map(drop)
 }
 
-pub fn mkdir_all(path: &str) -> io::Result<()> {
-    std::fs::create_dir_all(path)
-        .map_err(|error| io::Error::new(error.kind(), format!("mkdir {path}: {error}")))
+/// Changes the flags of an existing mount (`MS_REMOUNT`), e.g. to make it read-only.
+pub fn remount(target: &str, flags: libc::c_ulong) -> io::Result<()> {
+    let target = cstring(target)?;
+    // SAFETY: a valid path; source, type and data may be null for a remount.
+    check(unsafe {
+        libc::mount(
+            std::ptr::null(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | flags,
+            std::ptr::null(),
+        )
+    })
+    .map(drop)
 }
 
-/// Loads a kernel module from a file (`finit_module`); a module already present is fine.
-pub fn load_module(path: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(path)?;
-    let params = cstring("")?;
-    // SAFETY: a valid descriptor and an empty parameter string.
-    let result =
-        unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
+pub fn unmount(target: &str) -> io::Result<()> {
+    let target = cstring(target)?;
+    // SAFETY: a valid path.
+    check(unsafe { libc::umount2(target.as_ptr(), 0) }).map(drop)
+}
+
+/// Loads a kernel module from an open `.ko` file.
+pub fn finit_module(module: BorrowedFd<'_>) -> io::Result<()> {
+    let params = c"";
+    // SAFETY: a valid descriptor, an empty parameter string and no flags.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            module.as_raw_fd(),
+            params.as_ptr(),
+            0,
+        )
+    };
     if result < 0 {
-        let error = io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EEXIST) {
-            return Err(error);
-        }
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
-    Ok(())
 }
 
 pub fn set_hostname(name: &str) -> io::Result<()> {
     // SAFETY: pointer and length describe `name`.
-    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
 }
 
-pub fn set_clock(unix_time_ns: u64) -> io::Result<()> {
+/// Sets the wall clock; the guest has no battery-backed clock of its own to trust.
+pub fn set_realtime_clock(unix_time_ns: u64) -> io::Result<()> {
     let time = libc::timespec {
         tv_sec: (unix_time_ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (unix_time_ns % 1_000_000_000) as libc::c_long,
     };
     // SAFETY: a valid timespec.
-    check(unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &time) })
+    check(unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &time) }).map(drop)
 }
 
-/// Moves the prepared root over `/` and enters it (the initramfs cannot be pivot_root'ed).
-pub fn switch_root(new_root: &str) -> io::Result<()> {
-    std::env::set_current_dir(new_root)?;
-    mount(".", "/", "", libc::MS_MOVE, "")?;
-    let dot = cstring(".")?;
-    // SAFETY: a valid path string.
-    check(unsafe { libc::chroot(dot.as_ptr()) })?;
-    std::env::set_current_dir("/")
-}
-
-/// Brings the loopback interface up.
-pub fn loopback_up() -> io::Result<()> {
-    // SAFETY: a datagram socket used only for interface ioctls, closed below.
-    unsafe {
-        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        check(socket)?;
-        let mut request: libc::ifreq = std::mem::zeroed();
-        for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
-            *slot = *byte as libc::c_char;
-        }
-        let result = check(libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request)).and_then(|()| {
-            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            check(libc::ioctl(socket, libc::SIOCSIFFLAGS, &request))
-        });
-        libc::close(socket);
-        result
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    // SAFETY: utsname is plain data; uname fills it.
+    let mut names: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid, writable utsname.
+    if unsafe { libc::uname(&mut names) } != 0 {
+        return String::new();
     }
+    // SAFETY: the kernel NUL-terminates every field.
+    unsafe { CStr::from_ptr(names.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
-/// Ends the VM. QEMU runs with `-no-reboot` and the kernel with `reboot=t`, so a reset makes
-/// QEMU exit at once, on every accelerator and machine type.
-pub fn power_off() -> ! {
-    // SAFETY: sync and reboot have no memory-safety preconditions.
-    unsafe {
-        libc::sync();
-        libc::reboot(libc::LINUX_REBOOT_CMD_RESTART);
-    }
-    // reboot only returns on failure; PID 1 must never exit (the kernel would panic).
+pub fn chroot(path: &str) -> io::Result<()> {
+    let path = cstring(path)?;
+    // SAFETY: a valid path.
+    check(unsafe { libc::chroot(path.as_ptr()) }).map(drop)
+}
+
+/// Makes `directory` the working directory, even when it lies outside the current root.
+pub fn fchdir(directory: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: a valid descriptor.
+    check(unsafe { libc::fchdir(directory.as_raw_fd()) }).map(drop)
+}
+
+/// A pipe whose both ends close on exec, so no child inherits the other sessions' pipes.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into `fds`.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both descriptors were just created and belong to nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Grows a pipe's buffer (best effort; the default is 64 KiB).
+pub fn set_pipe_size(pipe: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    // SAFETY: F_SETPIPE_SZ on a valid descriptor.
+    check(unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int) })
+        .map(drop)
+}
+
+/// `read(2)` into `buffer`; `EINTR` is retried.
+pub fn read(fd: BorrowedFd<'_>, buffer: &mut [u8]) -> io::Result<usize> {
     loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
+        // SAFETY: the buffer is valid and writable for its length.
+        let result =
+            unsafe { libc::read(fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
+        if result >= 0 {
+            return Ok(result as usize);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
     }
+}
+
+/// `write(2)` of `bytes`; `EINTR` is retried.
+pub fn write(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: the buffer is valid for its length.
+        let result = unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        if result >= 0 {
+            return Ok(result as usize);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// Writes all of `bytes` to a blocking descriptor.
+pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match write(fd, bytes)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            written => bytes = &bytes[written..],
+        }
+    }
+    Ok(())
+}
+
+/// `poll(2)`. `None` waits forever. `EINTR` counts as "nothing ready" so callers recompute
+/// their deadlines.
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let timeout = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
+    // SAFETY: `fds` is a valid array of pollfd for its length.
+    let result = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+    if result >= 0 {
+        return Ok(result as usize);
+    }
+    let error = io::Error::last_os_error();
+    if error.kind() == io::ErrorKind::Interrupted {
+        Ok(0)
+    } else {
+        Err(error)
+    }
+}
+
+pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// Sends `signal` to a process (`target > 0`) or a process group (`target < 0`).
+pub fn kill(target: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    check(unsafe { libc::kill(target, signal) }).map(drop)
+}
+
+pub fn set_window_size(terminal: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize.
+    check(unsafe { libc::ioctl(terminal.as_raw_fd(), libc::TIOCSWINSZ, &size) }).map(drop)
+}
+
+/// Gives the slave of a pseudo-terminal to `uid`, as `grantpt` would.
+pub fn fchown(fd: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
+    // SAFETY: a valid descriptor; gid -1 leaves the group alone.
+    check(unsafe { libc::fchown(fd.as_raw_fd(), uid, u32::MAX) }).map(drop)
+}
+
+/// Makes sure descriptors 0, 1 and 2 are open. If the kernel could not give init a console,
+/// they are closed, and the first pipes the agent creates would land on them: a child's
+/// `dup2(fd, 1)` with `fd == 1` keeps close-on-exec set and the child would lose its stdout.
+pub fn ensure_standard_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only inspects the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+            continue;
+        }
+        for device in [c"/dev/console", c"/dev/null"] {
+            // SAFETY: a valid path. Without O_CLOEXEC on purpose: these are init's own stdio.
+            let opened = unsafe { libc::open(device.as_ptr(), libc::O_RDWR | libc::O_NOCTTY) };
+            if opened < 0 {
+                continue;
+            }
+            if opened != fd {
+                // SAFETY: both descriptors are valid; the spare one is closed right after.
+                unsafe {
+                    libc::dup2(opened, fd);
+                    libc::close(opened);
+                }
+            }
+            break;
+        }
+    }
+}
+
+/// Brings a network interface up (`ip link set NAME up`).
+pub fn interface_up(name: &str) -> io::Result<()> {
+    // SAFETY: a datagram socket used only for interface ioctls.
+    let socket =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: just created, owned here.
+    let socket = unsafe { OwnedFd::from_raw_fd(socket) };
+    // SAFETY: ifreq is plain data.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= request.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq.
+    unsafe {
+        check(libc::ioctl(
+            socket.as_raw_fd(),
+            libc::SIOCGIFFLAGS,
+            &mut request,
+        ))?;
+        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        check(libc::ioctl(
+            socket.as_raw_fd(),
+            libc::SIOCSIFFLAGS,
+            &request,
+        ))
+        .map(drop)
+    }
+}
+
+pub fn sync() {
+    // SAFETY: no preconditions.
+    unsafe { libc::sync() };
+}
+
+/// `reboot(2)`; returns only on failure.
+pub fn reboot(command: libc::c_int) -> io::Error {
+    // SAFETY: no memory-safety preconditions.
+    unsafe { libc::reboot(command) };
+    io::Error::last_os_error()
 }

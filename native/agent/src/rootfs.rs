@@ -1,0 +1,285 @@
+//! Building the sandbox's root file system at `/newroot` (an overlay of image layers on
+//! virtio-blk disks, or a virtio-fs share), giving it the usual kernel file systems, and
+//! switching into it.
+
+use crate::cmdline::RootSpec;
+use crate::sys;
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub const NEW_ROOT: &str = "/newroot";
+/// Where the disks of an overlay root are mounted in the initramfs. After the switch they
+/// stay mounted but out of the sandbox's sight; shutdown reaches them through the old root.
+pub const UPPER_MOUNT: &str = ".msb/upper";
+const LOWER_MOUNT: &str = ".msb/lower";
+/// Disks appear shortly after virtio_blk loads (probing is asynchronous); this bounds the wait.
+const DISK_WAIT: Duration = Duration::from_secs(5);
+const DISK_POLL: Duration = Duration::from_millis(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    #[error("no disk with serial {serial:?} appeared within {seconds:.1} s (disks seen: {seen})")]
+    DiskMissing {
+        serial: String,
+        seconds: f64,
+        seen: String,
+    },
+    #[error("{device} holds neither an ext4 nor an EROFS file system")]
+    UnknownFilesystem { device: String },
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: io::Error },
+    #[error("creating {path}: {source}")]
+    Create { path: String, source: io::Error },
+    #[error("mounting {what} on {target}: {source}")]
+    Mount {
+        what: String,
+        target: String,
+        source: io::Error,
+    },
+    #[error("switching into the new root: {0}")]
+    Switch(io::Error),
+}
+
+fn mount(
+    what: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), RootError> {
+    sys::mount(what, target, fstype, flags, data).map_err(|source| RootError::Mount {
+        what: format!("{what} ({fstype})"),
+        target: target.to_string(),
+        source,
+    })
+}
+
+fn create_dir(path: &str) -> Result<(), RootError> {
+    std::fs::create_dir_all(path).map_err(|source| RootError::Create {
+        path: path.to_string(),
+        source,
+    })
+}
+
+/// Mounts the root file system described by the command line at [`NEW_ROOT`].
+pub fn mount_root(root: &RootSpec) -> Result<(), RootError> {
+    create_dir(NEW_ROOT)?;
+    match root {
+        RootSpec::Virtiofs { tag } => mount(tag, NEW_ROOT, "virtiofs", 0, ""),
+        RootSpec::Overlay { lowers, upper } => {
+            let mut serials: Vec<&str> = lowers.iter().map(String::as_str).collect();
+            serials.push(upper);
+            let disks = wait_for_disks(&serials)?;
+            let mut lower_dirs = Vec::with_capacity(lowers.len());
+            for (index, serial) in lowers.iter().enumerate() {
+                let dir = format!("/{LOWER_MOUNT}/{index}");
+                create_dir(&dir)?;
+                let device = &disks[serial.as_str()];
+                mount(device, &dir, filesystem_of(device)?, libc::MS_RDONLY, "")?;
+                lower_dirs.push(dir);
+            }
+            let upper_dir = format!("/{UPPER_MOUNT}");
+            create_dir(&upper_dir)?;
+            let device = &disks[upper.as_str()];
+            mount(device, &upper_dir, filesystem_of(device)?, 0, "")?;
+            create_dir(&format!("{upper_dir}/upper"))?;
+            create_dir(&format!("{upper_dir}/work"))?;
+            let options = overlay_options(&lower_dirs, &upper_dir);
+            mount("overlay", NEW_ROOT, "overlay", 0, &options)
+        }
+    }
+}
+
+/// overlayfs options; `lowerdir` lists the top-most layer first, like the command line.
+pub fn overlay_options(lower_dirs: &[String], upper_dir: &str) -> String {
+    format!(
+        "lowerdir={},upperdir={upper_dir}/upper,workdir={upper_dir}/work",
+        lower_dirs.join(":")
+    )
+}
+
+/// Maps each serial to its `/dev/vdX`, waiting for disks that are still being probed.
+fn wait_for_disks<'a>(serials: &[&'a str]) -> Result<HashMap<&'a str, String>, RootError> {
+    let started = Instant::now();
+    loop {
+        let present = disks_by_serial();
+        let missing = serials.iter().find(|serial| {
+            // The device node comes from devtmpfs a moment after the sysfs entry.
+            !present
+                .get(**serial)
+                .is_some_and(|device| Path::new(device).exists())
+        });
+        match missing {
+            None => {
+                return Ok(serials
+                    .iter()
+                    .map(|serial| (*serial, present[*serial].clone()))
+                    .collect())
+            }
+            Some(serial) if started.elapsed() >= DISK_WAIT => {
+                let mut seen: Vec<String> =
+                    present.iter().map(|(s, d)| format!("{d}={s}")).collect();
+                seen.sort();
+                return Err(RootError::DiskMissing {
+                    serial: serial.to_string(),
+                    seconds: started.elapsed().as_secs_f64(),
+                    seen: if seen.is_empty() {
+                        "none".into()
+                    } else {
+                        seen.join(", ")
+                    },
+                });
+            }
+            Some(_) => std::thread::sleep(DISK_POLL),
+        }
+    }
+}
+
+/// Serial → device path for every virtio disk currently known to sysfs.
+fn disks_by_serial() -> HashMap<String, String> {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return HashMap::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let serial = std::fs::read_to_string(entry.path().join("serial")).ok()?;
+            let serial = serial.trim_end_matches(['\n', '\0']).trim();
+            (!serial.is_empty()).then(|| {
+                (
+                    serial.to_string(),
+                    format!("/dev/{}", entry.file_name().to_string_lossy()),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The file system type to mount a disk with, from its superblock magic. Layers may be ext4
+/// or EROFS images (DESIGN §5); the upper is ext4.
+fn filesystem_of(device: &str) -> Result<&'static str, RootError> {
+    let mut superblock = [0u8; 2048];
+    std::fs::File::open(device)
+        .and_then(|mut file| file.read_exact(&mut superblock))
+        .map_err(|source| RootError::Read {
+            path: device.to_string(),
+            source,
+        })?;
+    detect_filesystem(&superblock).ok_or_else(|| RootError::UnknownFilesystem {
+        device: device.to_string(),
+    })
+}
+
+/// Recognises ext2/3/4 (magic 0xEF53 at byte 1080, mounted with the ext4 driver) and EROFS
+/// (magic 0xE0F5E1E2 at byte 1024).
+pub fn detect_filesystem(superblock: &[u8]) -> Option<&'static str> {
+    if superblock.get(1080..1082) == Some(&[0x53, 0xEF]) {
+        Some("ext4")
+    } else if superblock.get(1024..1028) == Some(&[0xE2, 0xE1, 0xF5, 0xE0]) {
+        Some("erofs")
+    } else {
+        None
+    }
+}
+
+/// Gives the new root `/proc`, `/sys`, `/dev` (moved from the initramfs), `/dev/pts`,
+/// `/dev/shm`, `/run` and `/tmp`.
+pub fn prepare_system_dirs() -> Result<(), RootError> {
+    for dir in ["proc", "sys", "dev"] {
+        let target = format!("{NEW_ROOT}/{dir}");
+        create_dir(&target)?;
+        mount(&format!("/{dir}"), &target, "", libc::MS_MOVE, "")?;
+    }
+    let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    // Every sandbox gets its own pty instance; ptmxmode=0666 lets any user open pts/ptmx.
+    let pts = format!("{NEW_ROOT}/dev/pts");
+    create_dir(&pts)?;
+    mount(
+        "devpts",
+        &pts,
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )?;
+    ensure_ptmx(&format!("{NEW_ROOT}/dev/ptmx"))?;
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        // Shells need /dev/fd for process substitution; devtmpfs does not provide it.
+        let _ = std::os::unix::fs::symlink(target, format!("{NEW_ROOT}/dev/{name}"));
+    }
+    let shm = format!("{NEW_ROOT}/dev/shm");
+    create_dir(&shm)?;
+    mount("tmpfs", &shm, "tmpfs", nosuid_nodev, "mode=1777")?;
+    let run = format!("{NEW_ROOT}/run");
+    create_dir(&run)?;
+    mount("tmpfs", &run, "tmpfs", nosuid_nodev, "mode=0755")?;
+    let tmp = format!("{NEW_ROOT}/tmp");
+    if !Path::new(&tmp).exists() {
+        create_dir(&tmp)?;
+        // mkdir is subject to the umask; /tmp must be world-writable and sticky.
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+            .map_err(|source| RootError::Create { path: tmp, source })?;
+    }
+    Ok(())
+}
+
+/// devtmpfs provides `/dev/ptmx` (mode 0666), which since Linux 4.7 opens the devpts instance
+/// mounted at the sibling `pts`. Should it be missing, a symlink to `pts/ptmx` does the same.
+fn ensure_ptmx(path: &str) -> Result<(), RootError> {
+    let is_device = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_char_device());
+    if is_device {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(path);
+    std::os::unix::fs::symlink("pts/ptmx", path).map_err(|source| RootError::Create {
+        path: path.to_string(),
+        source,
+    })
+}
+
+/// Moves [`NEW_ROOT`] over `/` and enters it. The initramfs (rootfs) cannot be
+/// `pivot_root`ed, hence move + chroot. Returns a descriptor of the old root, through which
+/// shutdown can still reach the disks mounted under it.
+pub fn switch_root() -> Result<OwnedFd, RootError> {
+    let old_root: OwnedFd = std::fs::File::open("/").map_err(RootError::Switch)?.into();
+    std::env::set_current_dir(NEW_ROOT).map_err(RootError::Switch)?;
+    mount(".", "/", "", libc::MS_MOVE, "")?;
+    sys::chroot(".").map_err(RootError::Switch)?;
+    std::env::set_current_dir("/").map_err(RootError::Switch)?;
+    Ok(old_root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn superblock_magic_selects_the_driver() {
+        let mut ext = vec![0u8; 2048];
+        ext[1080] = 0x53;
+        ext[1081] = 0xEF;
+        assert_eq!(detect_filesystem(&ext), Some("ext4"));
+        let mut erofs = vec![0u8; 2048];
+        erofs[1024..1028].copy_from_slice(&0xE0F5_E1E2u32.to_le_bytes());
+        assert_eq!(detect_filesystem(&erofs), Some("erofs"));
+        assert_eq!(detect_filesystem(&[0u8; 2048]), None);
+        assert_eq!(detect_filesystem(&[0u8; 10]), None);
+    }
+
+    #[test]
+    fn overlay_lists_top_layer_first() {
+        let lowers = vec!["/.msb/lower/0".to_string(), "/.msb/lower/1".to_string()];
+        assert_eq!(
+            overlay_options(&lowers, "/.msb/upper"),
+            "lowerdir=/.msb/lower/0:/.msb/lower/1,upperdir=/.msb/upper/upper,workdir=/.msb/upper/work"
+        );
+    }
+}
