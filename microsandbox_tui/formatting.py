@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from .sandbox import SandboxInfo
-from .types import SandboxStatus
+from .types import MiB, SandboxStatus
 
 
 def format_duration(seconds: float) -> str:
@@ -44,3 +45,47 @@ def format_size(n_bytes: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GiB"
+
+
+#: Eight levels of a sparkline, lowest first.
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float], width: int, maximum: float) -> str:
+    """The last ``width`` values as block characters scaled to ``0..maximum``, newest on the
+    right; padded with spaces on the left to exactly ``width`` characters."""
+    recent = list(values)[-width:] if width > 0 else []
+    top = len(SPARK_BLOCKS) - 1
+    levels = (
+        min(max(round(value / maximum * top), 0), top) if maximum > 0 else 0 for value in recent
+    )
+    return " " * (width - len(recent)) + "".join(SPARK_BLOCKS[level] for level in levels)
+
+
+def format_percent(value: float) -> str:
+    """``7%``, ``100%``; CPU percentages can pass 100 with several vCPUs."""
+    return f"{max(value, 0.0):.0f}%"
+
+
+def format_rate(bytes_per_second: float) -> str:
+    """A throughput: ``0 B/s``, ``1.5 MiB/s``."""
+    return f"{format_size(round(max(bytes_per_second, 0.0)))}/s"
+
+
+def format_memory_usage(used_bytes: int | None, total_bytes: int) -> str:
+    """``used/total`` in whole MiB; ``-`` for the used part when it is unknown."""
+    used = "-" if used_bytes is None else str(used_bytes // MiB)
+    return f"{used}/{total_bytes // MiB}"
+
+
+def format_age(moment: datetime, now: datetime) -> str:
+    """How long ago: ``42s ago``, ``3d04h ago``."""
+    return f"{format_duration((now - moment).total_seconds())} ago"
+
+
+def format_timestamp(moment: datetime | None, now: datetime) -> str:
+    """An absolute UTC time with its age, or ``-``."""
+    if moment is None:
+        return "-"
+    stamp = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{stamp} ({format_age(moment, now)})"

@@ -7,9 +7,11 @@ presentation only and lets the same steps be read (and tested) on their own.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from microsandbox_tui import (
+    ExecError,
     Sandbox,
     SandboxStatus,
     doctor,
@@ -25,6 +27,9 @@ class CreateRequest:
     image: str
     cpus: int | None
     memory_mib: int | None
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: A detached sandbox outlives the dashboard; an attached one stops when it quits.
+    detached: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +41,54 @@ class HostInfo:
     failed_checks: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessTable:
+    """``ps`` output of a guest: column titles and one row of cells per process."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+#: Columns the guest's ``ps`` (BusyBox) supports; ``args`` last, as it holds spaces.
+PS_COLUMNS = "pid,ppid,user,stat,vsz,rss,args"
+
+
+def parse_ps(text: str) -> ProcessTable:
+    """Splits ``ps -o ...`` output into cells; the last column keeps its spaces."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ProcessTable((), ())
+    columns = tuple(lines[0].split())
+    rows = []
+    for line in lines[1:]:
+        cells = line.split(maxsplit=len(columns) - 1)
+        rows.append(tuple(cells + [""] * (len(columns) - len(cells))))
+    return ProcessTable(columns, tuple(rows))
+
+
+async def list_processes(name: str) -> ProcessTable:
+    """The processes of a running sandbox, as its ``ps`` reports them."""
+    sandbox = await Sandbox.connect(name)
+    try:
+        output = await sandbox.exec("ps", ["-o", PS_COLUMNS])
+    finally:
+        await sandbox.close()
+    if not output.success:
+        raise ExecError(f"ps exited with {output.exit_code}: {output.stderr_text.strip()}")
+    return parse_ps(output.stdout_text)
+
+
 async def create_sandbox(request: CreateRequest) -> None:
-    """Creates and boots a detached sandbox, so that it outlives the dashboard."""
+    """Creates and boots a sandbox (detached ones outlive the dashboard)."""
     sandbox = await Sandbox.create(
         request.name,
         image=request.image,
         cpus=request.cpus,
         memory=request.memory_mib,
-        detached=True,
+        env=dict(request.env) or None,
+        detached=request.detached,
     )
+    # Closing the handle leaves the VM alone; an attached one stops with this process.
     await sandbox.close()
 
 

@@ -1,4 +1,5 @@
-"""Fixtures of the dashboard tests: a throw-away runtime home per test, and real sandboxes."""
+"""Fixtures of the dashboard tests: a throw-away runtime home and configuration directory per
+test, real sandboxes, and recorded data for pictures that do not change between runs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,14 @@ from textual.pilot import Pilot
 from microsandbox_tui import Sandbox, SandboxNotFoundError
 from microsandbox_tui.tui.app import MsbApp
 from microsandbox_tui.tui.operations import delete_sandbox
+
+
+@pytest.fixture(autouse=True)
+def config_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty ``MSB_TUI_CONFIG_DIR``: no user keys, settings or themes leak into tests."""
+    directory = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("MSB_TUI_CONFIG_DIR", str(directory))
+    return directory
 
 
 @pytest.fixture

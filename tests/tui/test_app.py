@@ -65,7 +65,7 @@ async def test_readonly_hides_and_disables_every_mutating_action() -> None:
         assert isinstance(app.screen, HelpScreen)
         help_keys = {str(label.content) for label in app.screen.query(".help-key").results(Label)}
         assert "c" not in help_keys
-        assert "ctrl+d" not in help_keys
+        assert "^d" not in help_keys
         assert "r" in help_keys
 
 

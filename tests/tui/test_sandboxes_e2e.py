@@ -108,7 +108,7 @@ async def test_create_through_the_dialog(
             timeout=180,
             what="the created sandbox to run",
         )
-        assert table.text_of(sandbox_name, "memory") == "256"
+        assert table.infos[sandbox_name].config.memory_mib == 256
         assert table.text_of(sandbox_name, "cpus") == "1"
     info = await Sandbox.get_info(sandbox_name)
     assert info.status is SandboxStatus.RUNNING

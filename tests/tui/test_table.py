@@ -53,7 +53,7 @@ async def test_rows_are_added_updated_and_removed_by_name() -> None:
         assert [row.key.value for row in table.ordered_rows] == ["a", "b"]
         assert table.text_of("a", "uptime") == "1m05s"
         assert table.text_of("b", "uptime") == "-"
-        assert table.text_of("a", "memory") == "512"
+        assert table.text_of("a", "memory") == "-/512", "no metrics yet: used unknown"
 
         table.select("b")
         table.sync([info("a", cpus=2), info("b"), info("c")], NOW + timedelta(seconds=1))

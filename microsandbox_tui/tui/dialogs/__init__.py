@@ -1,6 +1,6 @@
 """Modal dialogs of the dashboard."""
 
 from .confirm import ConfirmDialog
-from .create_sandbox import CreateSandboxDialog, build_request
+from .create_sandbox import CreateSandboxDialog, FormError, build_request, parse_env
 
-__all__ = ["ConfirmDialog", "CreateSandboxDialog", "build_request"]
+__all__ = ["ConfirmDialog", "CreateSandboxDialog", "FormError", "build_request", "parse_env"]

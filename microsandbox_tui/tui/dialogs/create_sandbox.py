@@ -1,15 +1,18 @@
 """The create-sandbox form. It validates with the SDK's own config model before closing, so
-that a bad value is reported in the form and nothing is started."""
+that a bad value is reported next to its field and nothing is started."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import re
+from typing import TYPE_CHECKING, ClassVar, cast
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.suggester import SuggestFromList
+from textual.widgets import Button, Input, Label, Static, Switch, TextArea
 
 from microsandbox_tui import DEFAULT_IMAGE, InvalidConfigError
 from microsandbox_tui.config import (
@@ -21,83 +24,198 @@ from microsandbox_tui.config import (
 
 from ..operations import CreateRequest
 
+if TYPE_CHECKING:
+    from ..app import MsbApp
 
-def _optional_int(field: str, text: str) -> int | None:
+#: Form fields, in order; each has an error line under it.
+FIELDS = ("name", "image", "cpus", "memory", "env")
+#: The first part of an error location (as the SDK names it) → the form field.
+_FIELD_OF = {"name": "name", "image": "image", "path": "image", "cpus": "cpus"}
+_FIELD_OF |= {"memory_mib": "memory", "env": "env"}
+#: A comma starts a new variable only when ``NAME=`` follows it, so values may hold commas.
+_ENV_SPLIT = re.compile(r",(?=\s*[^\s=,]+=)")
+
+
+class FormError(InvalidConfigError):
+    """One or more form fields are invalid; ``fields`` maps each to its problem."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(fields.values()))
+        self.fields = fields
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """``KEY=VALUE`` pairs, one a line or separated by commas."""
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        for item in _ENV_SPLIT.split(line):
+            item = item.strip()
+            if not item:
+                continue
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise InvalidConfigError(f"env: expected KEY=VALUE, got {item!r}")
+            env[key.strip()] = value
+    return env
+
+
+def _optional_int(location: str, text: str) -> int | None:
     text = text.strip()
     if not text:
         return None
     try:
         return int(text)
     except ValueError:
-        raise InvalidConfigError(f"{field}: must be a whole number") from None
+        raise InvalidConfigError(f"{location}: must be a whole number") from None
 
 
-def build_request(name: str, image: str, cpus: str, memory: str) -> CreateRequest:
-    """Turns the form's text into a request, raising :class:`InvalidConfigError` as
-    ``Sandbox.create`` would, before anything is recorded or booted."""
-    request = CreateRequest(
+def _field_errors(error: InvalidConfigError, fallback: str) -> dict[str, str]:
+    """``"loc: message; loc: message"`` → form field → ``"loc: message"``."""
+    fields: dict[str, str] = {}
+    for problem in str(error).split("; "):
+        location = problem.split(":", 1)[0].split(".", 1)[0].strip()
+        field = _FIELD_OF.get(location, fallback)
+        fields[field] = f"{fields[field]}; {problem}" if field in fields else problem
+    return fields
+
+
+def build_request(
+    name: str,
+    image: str,
+    cpus: str,
+    memory: str,
+    env: str = "",
+    detached: bool = True,
+) -> CreateRequest:
+    """Turns the form's text into a request, raising :class:`FormError` (an
+    :class:`InvalidConfigError`) as ``Sandbox.create`` would, before anything is booted."""
+    errors: dict[str, str] = {}
+    values: dict[str, object] = {"name": name.strip()}
+    parsed: dict[str, object] = {}
+    steps = (
+        ("image", lambda: image_from_user(image.strip() or DEFAULT_IMAGE)),
+        ("cpus", lambda: _optional_int("cpus", cpus)),
+        ("memory", lambda: _optional_int("memory_mib", memory)),
+        ("env", lambda: parse_env(env)),
+    )
+    for field, step in steps:
+        try:
+            parsed[field] = step()
+        except InvalidConfigError as error:
+            errors |= _field_errors(error, field)
+    for field, key in (("image", "image"), ("cpus", "cpus"), ("memory", "memory_mib")):
+        if parsed.get(field) is not None:
+            values[key] = parsed[field]
+    if parsed.get("env"):
+        values["env"] = parsed["env"]
+    try:
+        sandbox_config(**values)
+    except InvalidConfigError as error:
+        errors = _field_errors(error, "name") | errors
+    if errors:
+        raise FormError({field: errors[field] for field in FIELDS if field in errors})
+    return CreateRequest(
         name=name.strip(),
         image=image.strip() or DEFAULT_IMAGE,
-        cpus=_optional_int("cpus", cpus),
-        memory_mib=_optional_int("memory_mib", memory),
+        cpus=cast("int | None", parsed["cpus"]),
+        memory_mib=cast("int | None", parsed["memory"]),
+        env=cast("dict[str, str]", parsed["env"]),
+        detached=detached,
     )
-    values: dict[str, object] = {"name": request.name, "image": image_from_user(request.image)}
-    if request.cpus is not None:
-        values["cpus"] = request.cpus
-    if request.memory_mib is not None:
-        values["memory_mib"] = request.memory_mib
-    sandbox_config(**values)
-    return request
 
 
 class CreateSandboxDialog(ModalScreen[CreateRequest | None]):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+s", "submit", "Create"),
+    ]
+
+    def __init__(self, image: str | None = None) -> None:
+        super().__init__()
+        self._image = image or DEFAULT_IMAGE
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
             yield Label("Create sandbox", classes="dialog-title")
             yield Label("Name", classes="field-label")
             yield Input(placeholder="my-sandbox", id="name")
-            yield Label("Image (local image name or host directory)", classes="field-label")
-            yield Input(DEFAULT_IMAGE, id="image")
+            yield Static("", id="name-error", classes="field-error", markup=False)
+            yield Label("Image (local image or host directory)", classes="field-label")
+            yield Input(self._image, id="image")
+            yield Static("", id="image-hint", classes="field-hint", markup=False)
+            yield Static("", id="image-error", classes="field-error", markup=False)
             with Horizontal(id="resources"):
                 with Vertical():
                     yield Label("vCPUs", classes="field-label")
                     yield Input(placeholder=str(DEFAULT_CPUS), id="cpus", type="integer")
+                    yield Static("", id="cpus-error", classes="field-error", markup=False)
                 with Vertical():
                     yield Label("Memory (MiB)", classes="field-label")
                     yield Input(placeholder=str(DEFAULT_MEMORY_MIB), id="memory", type="integer")
-            yield Static("", id="create-error", markup=False)
+                    yield Static("", id="memory-error", classes="field-error", markup=False)
+            yield Label(
+                "Environment (KEY=VALUE, one a line or comma-separated)", classes="field-label"
+            )
+            yield TextArea(id="env", soft_wrap=False, show_line_numbers=False)
+            yield Static("", id="env-error", classes="field-error", markup=False)
+            with Horizontal(id="detached-row"):
+                yield Switch(value=True, id="detached")
+                yield Label("Detached: keeps running after msb-tui quits", classes="switch-label")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Create", id="create", variant="primary")
 
     def on_mount(self) -> None:
         self.query_one("#name", Input).focus()
+        self._load_images()
+
+    @work(exclusive=True, group="images", exit_on_error=False)
+    async def _load_images(self) -> None:
+        """Offers the local images as completions of the image field (free text still goes)."""
+        app = cast("MsbApp", self.app)
+        try:
+            images = await app.source.list_images()
+        except Exception as error:
+            app.report_error(error, context="listing images")
+            return
+        names = sorted(image.name for image in images)
+        self.query_one("#image", Input).suggester = SuggestFromList(names, case_sensitive=True)
+        hint = "local: " + ", ".join(names) if names else "no local images: use a directory"
+        self.query_one("#image-hint", Static).update(hint)
 
     @property
     def error_text(self) -> str:
-        """The validation error shown, or ``""``."""
-        return str(self.query_one("#create-error", Static).content)
+        """Every validation error shown, ``"; "``-separated; ``""`` when there is none."""
+        texts = [str(self.query_one(f"#{field}-error", Static).content) for field in FIELDS]
+        return "; ".join(text for text in texts if text)
+
+    def field_error(self, field: str) -> str:
+        return str(self.query_one(f"#{field}-error", Static).content)
 
     def _value(self, field: str) -> str:
         return self.query_one(f"#{field}", Input).value
 
     def submit(self) -> None:
         """Validates the form; closes it with the request, or shows why it cannot."""
-        error = self.query_one("#create-error", Static)
         try:
             request = build_request(
                 self._value("name"),
                 self._value("image"),
                 self._value("cpus"),
                 self._value("memory"),
+                self.query_one("#env", TextArea).text,
+                self.query_one("#detached", Switch).value,
             )
-        except InvalidConfigError as problem:
-            error.update(str(problem))
-            error.add_class("visible")
+        except FormError as problem:
+            self._show_errors(problem.fields)
             return
         self.dismiss(request)
+
+    def _show_errors(self, fields: dict[str, str]) -> None:
+        for field in FIELDS:
+            error = self.query_one(f"#{field}-error", Static)
+            error.update(fields.get(field, ""))
+            error.set_class(field in fields, "visible")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -109,6 +227,9 @@ class CreateSandboxDialog(ModalScreen[CreateRequest | None]):
             self.submit()
         else:
             self.dismiss(None)
+
+    def action_submit(self) -> None:
+        self.submit()
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -1,8 +1,18 @@
-"""Screens of the dashboard: one per view (sandboxes now; volumes and images later), plus
-help."""
+"""Screens of the dashboard: one per view (sandboxes, images, volumes), the sandbox detail and
+logs screens pushed over the sandboxes view, and help."""
 
+from .detail import SandboxDetailScreen
 from .help import HelpScreen
+from .images import ImagesScreen
 from .logs import LogsScreen
 from .sandboxes import SandboxesScreen
+from .volumes import VolumesScreen
 
-__all__ = ["HelpScreen", "LogsScreen", "SandboxesScreen"]
+__all__ = [
+    "HelpScreen",
+    "ImagesScreen",
+    "LogsScreen",
+    "SandboxDetailScreen",
+    "SandboxesScreen",
+    "VolumesScreen",
+]

@@ -4,58 +4,46 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
-from textual.widgets import Footer, RichLog
+from textual.widgets import Footer
 
-from microsandbox_tui import LogSource, read_logs
+from microsandbox_tui import LogSource
 
-#: Lines shown from before the screen opened; older ones stay in the log files.
-BACKLOG_LINES = 1000
-#: Lines kept in the view while following.
-MAX_LINES = 10_000
+from ..widgets import LogView, ViewBar
+from .base import MsbScreen
 
 
-class LogsScreen(Screen[None]):
+class LogsScreen(MsbScreen):
+    HELP_TITLE = "Logs"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "back", "Back"),
-        Binding("e", "switch_source", "Console/Exec"),
+        Binding("escape", "back", "Back", id="back"),
+        Binding("e", "switch_source", "Console/Exec", id="log_source"),
     ]
 
     def __init__(self, sandbox: str, source: LogSource = LogSource.CONSOLE) -> None:
         super().__init__()
         self.sandbox = sandbox
-        self.source = source
+        self._initial_source = source
 
     @property
-    def log_view(self) -> RichLog:
-        return self.query_one(RichLog)
+    def log_view(self) -> LogView:
+        return self.query_one(LogView)
+
+    @property
+    def source(self) -> LogSource | None:
+        return self.log_view.source
 
     def compose(self) -> ComposeResult:
-        yield RichLog(id="log", max_lines=MAX_LINES, wrap=False, markup=False, highlight=False)
+        yield ViewBar("sandboxes", f"{self.sandbox} ▸ logs", id="view-bar")
+        yield LogView(self.sandbox, id="log")
         yield Footer()
 
     def on_mount(self) -> None:
-        self._follow()
+        self.log_view.follow(self._initial_source)
 
     def action_back(self) -> None:
         self.dismiss(None)
 
     def action_switch_source(self) -> None:
-        self.source = LogSource.EXEC if self.source is LogSource.CONSOLE else LogSource.CONSOLE
-        self._follow()
-
-    @work(exclusive=True, group="logs", exit_on_error=False)
-    async def _follow(self) -> None:
-        view = self.log_view
-        view.clear()
-        view.border_title = f"{self.sandbox} · {self.source} log"
-        try:
-            async for line in read_logs(self.sandbox, self.source, tail=BACKLOG_LINES, follow=True):
-                view.write(line)
-        except Exception as error:
-            self.app.notify(str(error), title=type(error).__name__, severity="error", markup=False)
-            return
-        view.border_subtitle = "the sandbox is not running: end of log"
+        self.log_view.switch_source()

@@ -2,115 +2,85 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widgets import DataTable, Footer, Input
 
-from microsandbox_tui import Sandbox, SandboxInfo, SandboxStatus
+from microsandbox_tui import SandboxStatus
 
-from ..dialogs import ConfirmDialog, CreateSandboxDialog
-from ..operations import (
-    CreateRequest,
-    create_sandbox,
-    delete_sandbox,
-    kill_sandbox,
-    load_host_info,
-    restart_sandbox,
-    start_sandbox,
-    stop_sandbox,
-    toggle_pause,
-)
-from ..widgets import SandboxTable, StatusBar
+from ..data import SandboxesSnapshot
+from ..operations import load_host_info
+from ..widgets import SandboxTable, StatusBar, ViewBar
 from .logs import LogsScreen
-
-if TYPE_CHECKING:
-    from ..app import MsbApp
-
-#: Actions that change something; hidden and refused in read-only mode.
-MUTATING_ACTIONS = frozenset({"create", "stop", "delete", "start", "kill", "pause", "restart"})
+from .sandbox_actions import LIFECYCLE_BINDINGS, SandboxActionsScreen
 
 
-class SandboxesScreen(Screen[None]):
+class SandboxesScreen(SandboxActionsScreen):
+    HELP_TITLE = "Sandboxes"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("c", "create", "Create"),
-        Binding("x", "stop", "Stop"),
-        Binding("u", "start", "Start"),
-        Binding("p", "pause", "Pause/Resume"),
-        Binding("R", "restart", "Restart", key_display="shift+r"),
-        Binding("K", "kill", "Kill", key_display="shift+k"),
-        Binding("ctrl+d", "delete", "Delete"),
-        Binding("l", "logs", "Logs"),
-        Binding("r", "refresh", "Refresh"),
+        Binding("c", "create", "Create", id="create"),
+        *LIFECYCLE_BINDINGS,
+        Binding("enter", "details", "Details", show=False, id="details"),
+        Binding("l", "logs", "Logs", id="logs"),
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("o", "sort", "Sort", id="sort"),
+        Binding("O", "sort_reverse", "Reverse sort", show=False, id="sort_reverse"),
+        Binding("r", "refresh", "Refresh", id="refresh"),
+        Binding("escape", "back", "Clear filter", show=False, id="back"),
     ]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._refreshing = False
-        self._last_refresh_error: str | None = None
-
-    @property
-    def msb_app(self) -> MsbApp:
-        return cast("MsbApp", self.app)
 
     @property
     def table(self) -> SandboxTable:
         return self.query_one(SandboxTable)
 
+    @property
+    def filter_input(self) -> Input:
+        return self.query_one("#filter", Input)
+
     def compose(self) -> ComposeResult:
+        yield ViewBar("sandboxes", id="view-bar")
+        yield Input(placeholder="filter by name, image or status", id="filter")
         yield SandboxTable(id="sandboxes")
         yield StatusBar(id="status-bar")
         yield Footer()
 
     def on_mount(self) -> None:
-        options = self.msb_app.options
+        app = self.msb_app
         self.table.border_title = "Sandboxes"
+        self.filter_input.display = False
         status_bar = self.query_one(StatusBar)
-        status_bar.set_readonly(options.readonly)
+        status_bar.set_readonly(app.readonly)
+        status_bar.set_mouse(app.mouse_enabled)
         status_bar.set_counts(0, 0)
-        if options.host_info:
+        if app.options.host_info:
             self._load_host_info()
-        if options.auto_refresh:
-            self.refresh_sandboxes()
-            self.set_interval(options.refresh_interval, self.refresh_sandboxes)
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (action in MUTATING_ACTIONS and self.msb_app.options.readonly)
+        app.snapshot_signal.subscribe(self, self._show)
+        app.mouse_signal.subscribe(self, status_bar.set_mouse)
+        if app.snapshot is not None:
+            self._show(app.snapshot)
+        self.table.focus()
 
     # -- refreshing ------------------------------------------------------------------------
 
-    def refresh_sandboxes(self) -> None:
-        """Starts a listing unless one is still under way (a slow listing is not piled up)."""
-        if self._refreshing:
-            return
-        self._refreshing = True
-        self._refresh_worker()
+    def _show(self, snapshot: SandboxesSnapshot) -> None:
+        app = self.msb_app
+        self.table.sync(snapshot.infos, snapshot.now, snapshot.metrics, app.history, app.busy)
+        running = sum(info.status is SandboxStatus.RUNNING for info in snapshot.infos)
+        self.query_one(StatusBar).set_counts(len(snapshot.infos), running)
+        self._update_title()
 
-    @work(group="refresh", exit_on_error=False)
-    async def _refresh_worker(self) -> None:
-        try:
-            infos = await Sandbox.list()
-        except Exception as error:
-            # Reported once per distinct problem rather than once a second.
-            if str(error) != self._last_refresh_error:
-                self._last_refresh_error = str(error)
-                self.msb_app.report_error(error, context="listing sandboxes")
-            return
-        finally:
-            self._refreshing = False
-        self._last_refresh_error = None
-        self._show(infos)
-
-    def _show(self, infos: list[SandboxInfo]) -> None:
-        self.table.sync(infos, datetime.now(UTC))
-        running = sum(info.status is SandboxStatus.RUNNING for info in infos)
-        self.query_one(StatusBar).set_counts(len(infos), running)
-        self.table.border_title = f"Sandboxes [{len(infos)}]"
+    def _update_title(self) -> None:
+        """``Sandboxes [N]``, or ``[shown/N]`` while a filter hides some."""
+        table = self.table
+        snapshot = self.msb_app.snapshot
+        total = len(snapshot.infos) if snapshot else 0
+        shown = len(table.infos)
+        table.border_title = (
+            f"Sandboxes [{total}]" if shown == total else f"Sandboxes [{shown}/{total}]"
+        )
 
     @work(group="host", exit_on_error=False)
     async def _load_host_info(self) -> None:
@@ -128,137 +98,63 @@ class SandboxesScreen(Screen[None]):
                 markup=False,
             )
 
+    # -- filter and sort -------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        self.filter_input.display = True
+        self.filter_input.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.table.set_filter(event.value)
+        self._update_title()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if not event.value:
+            self.filter_input.display = False
+        self.table.focus()
+
+    def action_back(self) -> None:
+        """``esc``: clears the filter."""
+        if self.filter_input.display or self.table.filter_text:
+            self.filter_input.value = ""
+            self.filter_input.display = False
+            self.table.set_filter("")
+            self.table.focus()
+            self._update_title()
+
+    def action_sort(self) -> None:
+        self.table.cycle_sort()
+
+    def action_sort_reverse(self) -> None:
+        self.table.reverse_sort()
+
     # -- actions ---------------------------------------------------------------------------
 
     def action_refresh(self) -> None:
-        self.refresh_sandboxes()
+        self.msb_app.refresh_sandboxes()
 
-    def _selected(self) -> str | None:
+    def target_sandbox(self) -> str | None:
         name = self.table.selected_name
         if name is None:
             self.notify("no sandbox selected", severity="warning")
         return name
 
     def action_create(self) -> None:
-        self.app.push_screen(CreateSandboxDialog(), callback=self._create_requested)
-
-    def _create_requested(self, request: CreateRequest | None) -> None:
-        if request is not None:
-            self._create_worker(request)
-
-    @work(group="create", exit_on_error=False)
-    async def _create_worker(self, request: CreateRequest) -> None:
-        self.notify(f"starting {request.name}…", title="Create", markup=False)
-        self.refresh_sandboxes()  # the new row shows up as "starting" while the VM boots
-        await self._run(
-            lambda: create_sandbox(request),
-            f"creating {request.name}",
-            f"{request.name} is running",
-        )
-
-    def action_stop(self) -> None:
-        name = self._selected()
-        if name is None:
-            return
-        info = self.table.infos.get(name)
-        if info is not None and info.status is not SandboxStatus.RUNNING:
-            self.notify(f"{name} is {info.status}", severity="warning", markup=False)
-            return
-        self._stop_worker(name)
-
-    @work(group="stop", exit_on_error=False)
-    async def _stop_worker(self, name: str) -> None:
-        self.notify(f"stopping {name}…", title="Stop", markup=False)
-        await self._run(lambda: stop_sandbox(name), f"stopping {name}", f"{name} stopped")
-
-    def _selected_in(self, allowed: frozenset[SandboxStatus], verb: str) -> str | None:
-        """The selected sandbox if its status allows ``verb``; otherwise says why not."""
-        name = self._selected()
-        if name is None:
-            return None
-        info = self.table.infos.get(name)
-        if info is not None and info.status not in allowed:
-            self.notify(
-                f"cannot {verb} {name}: it is {info.status}", severity="warning", markup=False
-            )
-            return None
-        return name
-
-    def action_start(self) -> None:
-        name = self._selected_in(frozenset({SandboxStatus.STOPPED, SandboxStatus.CRASHED}), "start")
-        if name is not None:
-            self._lifecycle_worker(name, start_sandbox, "starting", "is running")
-
-    def action_pause(self) -> None:
-        name = self._selected_in(frozenset({SandboxStatus.RUNNING, SandboxStatus.PAUSED}), "pause")
-        if name is not None:
-            self._lifecycle_worker(name, toggle_pause, "pausing/resuming", "paused/resumed")
-
-    def action_restart(self) -> None:
-        name = self._selected_in(frozenset({SandboxStatus.RUNNING}), "restart")
-        if name is not None:
-            self._lifecycle_worker(name, restart_sandbox, "restarting", "restarted")
-
-    def action_kill(self) -> None:
-        live = frozenset(status for status in SandboxStatus if status.is_live)
-        name = self._selected_in(live, "kill")
-        if name is None:
-            return
-
-        def confirmed(ok: bool | None) -> None:
-            if ok:
-                self._lifecycle_worker(name, kill_sandbox, "killing", "killed")
-
-        self.app.push_screen(
-            ConfirmDialog(
-                f"Kill {name}?",
-                "The VM stops at once, without a clean shutdown; its disk is kept.",
-                confirm_label="Kill",
-            ),
-            callback=confirmed,
-        )
-
-    @work(group="lifecycle", exit_on_error=False)
-    async def _lifecycle_worker(
-        self, name: str, operation: Callable[[str], Awaitable[object]], doing: str, done: str
-    ) -> None:
-        self.notify(f"{doing} {name}…", markup=False)
-        await self._run(lambda: operation(name), f"{doing} {name}", f"{name} {done}")
+        self.msb_app.open_create_dialog()
 
     def action_logs(self) -> None:
-        name = self._selected()
-        if name is not None:
+        if name := self.target_sandbox():
             self.app.push_screen(LogsScreen(name))
 
-    def action_delete(self) -> None:
-        name = self._selected()
-        if name is None:
-            return
+    def action_details(self) -> None:
+        if name := self.target_sandbox():
+            self.msb_app.open_details(name)
 
-        def confirmed(ok: bool | None) -> None:
-            if ok:
-                self._delete_worker(name)
-
-        self.app.push_screen(
-            ConfirmDialog(
-                f"Delete {name}?",
-                "Its disk and logs are removed. A running sandbox is killed first.",
-                confirm_label="Delete",
-            ),
-            callback=confirmed,
-        )
-
-    @work(group="delete", exit_on_error=False)
-    async def _delete_worker(self, name: str) -> None:
-        await self._run(lambda: delete_sandbox(name), f"deleting {name}", f"{name} deleted")
-
-    async def _run(self, operation: Callable[[], Awaitable[object]], doing: str, done: str) -> None:
-        """Runs one SDK operation: errors become notifications; the table refreshes after."""
-        try:
-            await operation()
-        except Exception as error:
-            self.msb_app.report_error(error, context=doing)
-        else:
-            self.notify(done, markup=False)
-        finally:
-            self.refresh_sandboxes()
+    @on(DataTable.RowSelected, "#sandboxes")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.msb_app.open_details(event.row_key.value)

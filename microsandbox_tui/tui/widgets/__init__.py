@@ -1,6 +1,18 @@
 """Widgets of the dashboard."""
 
+from .keyed_table import Column, KeyedTable
+from .log_view import LogView
+from .metric_chart import MetricChart
 from .sandbox_table import SandboxTable
 from .status_bar import StatusBar
+from .view_bar import ViewBar
 
-__all__ = ["SandboxTable", "StatusBar"]
+__all__ = [
+    "Column",
+    "KeyedTable",
+    "LogView",
+    "MetricChart",
+    "SandboxTable",
+    "StatusBar",
+    "ViewBar",
+]

@@ -1,98 +1,171 @@
-"""The sandboxes table: keyed by sandbox name, updated cell by cell."""
+"""The sandboxes table: keyed by sandbox name, updated cell by cell, filtered and sorted."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import ClassVar
 
 from rich.text import Text
-from textual.binding import Binding, BindingType
-from textual.coordinate import Coordinate
-from textual.widgets import DataTable
 
-from microsandbox_tui import SandboxInfo, SandboxStatus
+from microsandbox_tui import SandboxInfo, SandboxMetrics, SandboxStatus
+from microsandbox_tui.formatting import uptime_seconds
 
+from ..data import MetricsHistory
 from ..formatting import row_values
+from .keyed_table import Column, KeyedTable
 
-#: (key, label, fixed width or ``None`` for a column that grows with its content)
-COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("name", "NAME", None),
-    ("status", "STATUS", 9),
-    ("image", "IMAGE", None),
-    ("cpus", "vCPUs", 5),
-    ("memory", "MEMORY (MiB)", 12),
-    ("uptime", "UPTIME", 8),
+COLUMNS: tuple[Column, ...] = (
+    Column("name", "NAME"),
+    Column("status", "STATUS", 11),
+    Column("image", "IMAGE"),
+    Column("cpus", "vCPU", 6),
+    Column("cpu", "CPU", 25),
+    Column("memory", "MEM MiB", 11),
+    Column("uptime", "UPTIME", 8),
 )
-_GROWING = frozenset(key for key, _, width in COLUMNS if width is None)
+#: The order ``o`` steps through.
+SORT_COLUMNS: tuple[str, ...] = tuple(column.key for column in COLUMNS)
+_STATUS_ORDER = {status: index for index, status in enumerate(SandboxStatus)}
 
 
-class SandboxTable(DataTable[str | Text]):
-    """One row per sandbox. :meth:`sync` applies a fresh listing with the fewest changes."""
+def _sort_value(column: str, info: SandboxInfo, metrics: SandboxMetrics | None, now: datetime):
+    """A comparable value of a row for ``column``; unknown numbers sort first."""
+    if column == "status":
+        return _STATUS_ORDER[info.status]
+    if column == "image":
+        return info.image
+    if column == "cpus":
+        return info.config.cpus
+    if column == "cpu":
+        return metrics.cpu_percent if metrics else -1.0
+    if column == "memory":
+        return metrics.memory_bytes if metrics else -1
+    if column == "uptime":
+        seconds = uptime_seconds(info, now)
+        return -1.0 if seconds is None else seconds
+    return info.name
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
-    ]
-    COMPONENT_CLASSES: ClassVar[set[str]] = {f"sandbox-table--{status}" for status in SandboxStatus}
+
+class SandboxTable(KeyedTable):
+    """One row per sandbox that matches the filter, in the chosen order."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        *(f"sandbox-table--{status}" for status in SandboxStatus),
+        "sandbox-table--busy",
+    }
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
-        self._values: dict[str, dict[str, str]] = {}
+        super().__init__(COLUMNS, id=id, classes=classes)
+        self._all: list[SandboxInfo] = []
         self._infos: dict[str, SandboxInfo] = {}
-
-    def on_mount(self) -> None:
-        for key, label, width in COLUMNS:
-            self.add_column(label, width=width, key=key)
+        self._metrics: dict[str, SandboxMetrics] = {}
+        self._history: MetricsHistory | None = None
+        self._busy: dict[str, str] = {}
+        self._now: datetime | None = None
+        self.filter_text = ""
+        self.sort_column = "name"
+        self.sort_reverse = False
 
     @property
     def infos(self) -> dict[str, SandboxInfo]:
-        """The sandboxes shown, by name, as of the last :meth:`sync`."""
+        """The sandboxes shown (those matching the filter), by name."""
         return dict(self._infos)
 
     @property
     def selected_name(self) -> str | None:
-        """The name of the sandbox under the cursor, if there is one."""
-        if self.row_count == 0:
-            return None
-        row_key = self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key
-        return row_key.value
+        return self.selected_key
 
-    def select(self, name: str) -> None:
-        """Moves the cursor to a sandbox's row."""
-        self.move_cursor(row=self.get_row_index(name))
+    def sync(
+        self,
+        infos: Sequence[SandboxInfo],
+        now: datetime,
+        metrics: Mapping[str, SandboxMetrics] | None = None,
+        history: MetricsHistory | None = None,
+        busy: Mapping[str, str] | None = None,
+    ) -> None:
+        """Shows ``infos`` that match the filter: adds and removes rows, updates changed cells
+        only, and keeps the sort order (and the cursor on its sandbox)."""
+        self._all = list(infos)
+        self._now = now
+        self._metrics = dict(metrics or {})
+        self._history = history
+        self._busy = dict(busy or {})
+        self._render_rows()
 
-    def text_of(self, name: str, column: str) -> str | None:
-        """The text shown in a cell, or ``None`` when the sandbox has no row."""
-        values = self._values.get(name)
-        return None if values is None else values[column]
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+        self._render_rows()
 
-    def sync(self, infos: Sequence[SandboxInfo], now: datetime) -> None:
-        """Shows exactly ``infos``: adds and removes rows, and updates changed cells only."""
-        seen: set[str] = set()
-        for info in infos:
-            seen.add(info.name)
-            values = row_values(info, now)
-            previous = self._values.get(info.name)
-            if previous is None:
-                self.add_row(
-                    *(self._cell(key, text) for key, text in values.items()), key=info.name
-                )
-            else:
-                for key, text in values.items():
-                    if previous[key] != text:
-                        self.update_cell(
-                            info.name, key, self._cell(key, text), update_width=key in _GROWING
-                        )
-            self._values[info.name] = values
-            self._infos[info.name] = info
-        for name in [name for name in self._values if name not in seen]:
-            self.remove_row(name)
-            del self._values[name]
-            del self._infos[name]
+    def cycle_sort(self) -> str:
+        """Sorts by the next column; returns its key."""
+        index = SORT_COLUMNS.index(self.sort_column)
+        self.sort_column = SORT_COLUMNS[(index + 1) % len(SORT_COLUMNS)]
+        self._render_rows()
+        return self.sort_column
 
-    def _cell(self, column: str, text: str) -> str | Text:
+    def reverse_sort(self) -> None:
+        self.sort_reverse = not self.sort_reverse
+        self._render_rows()
+
+    def _matches(self, info: SandboxInfo) -> bool:
+        needle = self.filter_text.strip().lower()
+        if not needle:
+            return True
+        return any(needle in text.lower() for text in (info.name, info.image, str(info.status)))
+
+    def _render_rows(self) -> None:
+        if self._now is None:
+            return
+        now = self._now
+        shown = [info for info in self._all if self._matches(info)]
+        rows = {}
+        for info in shown:
+            running = info.status is SandboxStatus.RUNNING
+            metrics = self._metrics.get(info.name) if running else None
+            cpu = (
+                self._history.series(info.name, "cpu_percent") if self._history and running else []
+            )
+            values = row_values(info, now, metrics, cpu)
+            if verb := self._busy.get(info.name):
+                values["status"] = f"{verb}…"
+            rows[info.name] = values
+        self._infos = {info.name: info for info in shown}
+        selected = self.selected_key
+        relabelled = self._show_sort_and_filter()
+        self.apply_rows(rows)
+        ordered = self._order(shown, now)
+        if relabelled and not ordered:
+            self.rerender()
+        if selected in self._infos and self.selected_key != selected:
+            self.select(selected)
+
+    def _order(self, shown: Sequence[SandboxInfo], now: datetime) -> bool:
+        """Puts the rows in the chosen order; returns whether anything moved."""
+
+        def value(info: SandboxInfo) -> tuple[object, str]:
+            metrics = self._metrics.get(info.name)
+            return (_sort_value(self.sort_column, info, metrics, now), info.name)
+
+        wanted = [info.name for info in sorted(shown, key=value, reverse=self.sort_reverse)]
+        if self.row_keys == wanted:
+            return False
+        self.reorder(wanted)
+        return True
+
+    def _show_sort_and_filter(self) -> bool:
+        """Marks the sort column's title; returns whether a title changed."""
+        arrow = "▼" if self.sort_reverse else "▲"
+        changed = False
+        for column in COLUMNS:
+            label = f"{column.label} {arrow}" if column.key == self.sort_column else column.label
+            changed = self.set_label(column.key, label) or changed
+        self.border_subtitle = f"filter: {self.filter_text}" if self.filter_text else ""
+        return changed
+
+    def cell(self, column: str, text: str) -> str | Text:
         if column != "status":
             return text
-        style = self.get_component_rich_style(f"sandbox-table--{text}", partial=True)
+        state = "busy" if text.endswith("…") else text
+        style = self.get_component_rich_style(f"sandbox-table--{state}", partial=True)
         return Text(text, style=style)

@@ -1,0 +1,177 @@
+"""Where the dashboard's data comes from, and the metrics history it keeps (no Textual here).
+
+The views read through a :class:`DataSource`: :class:`LiveSource` asks the SDK;
+:class:`RecordedSource` answers with fixed values, so that a view can be shown (and
+snapshot-tested) exactly as recorded.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from microsandbox_tui import (
+    ImageInfo,
+    Sandbox,
+    SandboxInfo,
+    SandboxMetrics,
+    SandboxNotFoundError,
+    all_sandbox_metrics,
+    list_images,
+)
+
+from .operations import ProcessTable, list_processes
+
+#: Samples kept per sandbox (at one a second, two minutes).
+HISTORY_LENGTH = 120
+
+
+class DataSource(Protocol):
+    """What the views read. Every method may raise the SDK's typed errors."""
+
+    async def list_sandboxes(self) -> list[SandboxInfo]: ...
+
+    async def all_metrics(self) -> dict[str, SandboxMetrics]: ...
+
+    async def list_images(self) -> list[ImageInfo]: ...
+
+    async def processes(self, name: str) -> ProcessTable: ...
+
+    def now(self) -> datetime: ...
+
+
+class LiveSource:
+    """The runtime on this machine, through the public SDK."""
+
+    async def list_sandboxes(self) -> list[SandboxInfo]:
+        return await Sandbox.list()
+
+    async def all_metrics(self) -> dict[str, SandboxMetrics]:
+        return await all_sandbox_metrics()
+
+    async def list_images(self) -> list[ImageInfo]:
+        return await list_images()
+
+    async def processes(self, name: str) -> ProcessTable:
+        return await list_processes(name)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass
+class RecordedSource:
+    """Fixed answers, for demos and for pictures that must not change between runs."""
+
+    sandboxes: Sequence[SandboxInfo] = ()
+    metrics: Mapping[str, SandboxMetrics] = field(default_factory=dict)
+    images: Sequence[ImageInfo] = ()
+    process_tables: Mapping[str, ProcessTable] = field(default_factory=dict)
+    clock: datetime = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+    async def list_sandboxes(self) -> list[SandboxInfo]:
+        return list(self.sandboxes)
+
+    async def all_metrics(self) -> dict[str, SandboxMetrics]:
+        return dict(self.metrics)
+
+    async def list_images(self) -> list[ImageInfo]:
+        return list(self.images)
+
+    async def processes(self, name: str) -> ProcessTable:
+        try:
+            return self.process_tables[name]
+        except KeyError:
+            raise SandboxNotFoundError(f"no recorded processes for {name!r}") from None
+
+    def now(self) -> datetime:
+        return self.clock
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsPoint:
+    """One sample of a sandbox, with the cumulative counters turned into rates."""
+
+    sampled_at: datetime
+    cpu_percent: float
+    memory_bytes: int
+    memory_limit_bytes: int
+    host_rss_bytes: int
+    disk_read_rate: float
+    disk_write_rate: float
+    net_rx_rate: float
+    net_tx_rate: float
+
+
+def _point(sample: SandboxMetrics, previous: SandboxMetrics | None) -> MetricsPoint:
+    seconds = (sample.sampled_at - previous.sampled_at).total_seconds() if previous else 0.0
+
+    def rate(attribute: str) -> float:
+        if previous is None or seconds <= 0:
+            return 0.0
+        current, before = getattr(sample, attribute), getattr(previous, attribute)
+        # A counter that went down belongs to a new boot: no rate for that interval.
+        return (current - before) / seconds if current >= before else 0.0
+
+    return MetricsPoint(
+        sampled_at=sample.sampled_at,
+        cpu_percent=sample.cpu_percent,
+        memory_bytes=sample.memory_bytes,
+        memory_limit_bytes=sample.memory_limit_bytes,
+        host_rss_bytes=sample.host_rss_bytes,
+        disk_read_rate=rate("disk_read_bytes"),
+        disk_write_rate=rate("disk_write_bytes"),
+        net_rx_rate=rate("net_rx_bytes"),
+        net_tx_rate=rate("net_tx_bytes"),
+    )
+
+
+class MetricsHistory:
+    """The last :data:`HISTORY_LENGTH` samples of each sandbox, shared by every view."""
+
+    def __init__(self, length: int = HISTORY_LENGTH) -> None:
+        self._length = length
+        self._points: dict[str, deque[MetricsPoint]] = {}
+        self._last: dict[str, SandboxMetrics] = {}
+
+    def record(self, samples: Mapping[str, SandboxMetrics]) -> None:
+        """Adds each sandbox's sample; a sample already seen (same time) is skipped."""
+        for name, sample in samples.items():
+            previous = self._last.get(name)
+            if previous is not None and sample.sampled_at <= previous.sampled_at:
+                continue
+            point = _point(sample, previous)
+            self._points.setdefault(name, deque(maxlen=self._length)).append(point)
+            self._last[name] = sample
+
+    def forget_all_but(self, names: Collection[str]) -> None:
+        """Drops the history of sandboxes that no longer exist."""
+        for name in [name for name in self._points if name not in names]:
+            del self._points[name]
+            self._last.pop(name, None)
+
+    def points(self, name: str) -> list[MetricsPoint]:
+        return list(self._points.get(name, ()))
+
+    def series(self, name: str, attribute: str) -> list[float]:
+        """One attribute of :class:`MetricsPoint` over time, oldest first."""
+        return [float(getattr(point, attribute)) for point in self._points.get(name, ())]
+
+    def latest(self, name: str) -> MetricsPoint | None:
+        points = self._points.get(name)
+        return points[-1] if points else None
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxesSnapshot:
+    """One refresh: every sandbox, the metrics of the running ones, and when."""
+
+    infos: tuple[SandboxInfo, ...]
+    metrics: Mapping[str, SandboxMetrics]
+    now: datetime
+
+    def info(self, name: str) -> SandboxInfo | None:
+        return next((info for info in self.infos if info.name == name), None)

@@ -1,0 +1,31 @@
+"""What every view of the dashboard shares: read-only mode and the app's services."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual.screen import Screen
+from textual.worker import Worker
+
+if TYPE_CHECKING:
+    from ..app import MsbApp
+
+#: Actions that change something; hidden and refused in read-only mode, in every view.
+MUTATING_ACTIONS = frozenset({"create", "stop", "start", "pause", "restart", "kill", "delete"})
+
+
+class MsbScreen(Screen[None]):
+    """A view (or a screen pushed over one) of the dashboard."""
+
+    #: The heading of this screen's keys in the help.
+    HELP_TITLE: ClassVar[str] = "This view"
+
+    @property
+    def msb_app(self) -> MsbApp:
+        return cast("MsbApp", self.app)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in MUTATING_ACTIONS and self.msb_app.readonly)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.msb_app.report_worker_failure(event)

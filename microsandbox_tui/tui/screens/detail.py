@@ -1,0 +1,268 @@
+"""One sandbox in detail: its configuration, live metrics charts, logs and processes."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, VerticalScroll
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+
+from microsandbox_tui import LogSource, MiB, SandboxInfo, SandboxStatus
+from microsandbox_tui.formatting import (
+    format_memory_usage,
+    format_percent,
+    format_rate,
+    format_size,
+    format_timestamp,
+    format_uptime,
+)
+
+from ..data import SandboxesSnapshot
+from ..widgets import Column, KeyedTable, LogView, MetricChart, ViewBar
+from .sandbox_actions import LIFECYCLE_BINDINGS, SandboxActionsScreen
+
+TABS: tuple[str, ...] = ("overview", "metrics", "logs", "processes")
+#: How often the Processes tab runs ``ps`` while it is visible.
+PROCESSES_INTERVAL_S = 2.0
+PROCESS_COLUMNS = (
+    Column("pid", "PID", 6),
+    Column("ppid", "PPID", 6),
+    Column("user", "USER", 8),
+    Column("stat", "STAT", 5),
+    Column("vsz", "VSZ", 7),
+    Column("rss", "RSS", 7),
+    Column("args", "COMMAND"),
+)
+#: (chart id, title, attribute of MetricsPoint)
+CHARTS: tuple[tuple[str, str, str], ...] = (
+    ("chart-cpu", "CPU", "cpu_percent"),
+    ("chart-memory", "Memory", "memory_bytes"),
+    ("chart-disk-read", "Disk read", "disk_read_rate"),
+    ("chart-disk-write", "Disk write", "disk_write_rate"),
+    ("chart-net-rx", "Net rx", "net_rx_rate"),
+    ("chart-net-tx", "Net tx", "net_tx_rate"),
+)
+
+
+def overview_rows(
+    info: SandboxInfo | None, name: str, snapshot: SandboxesSnapshot
+) -> list[tuple[str, str]]:
+    """The configuration and state of a sandbox, as (label, value) pairs."""
+    if info is None:
+        return [("status", f"{name} no longer exists")]
+    config = info.config
+    now = snapshot.now
+    metrics = snapshot.metrics.get(name) if info.status is SandboxStatus.RUNNING else None
+    memory = f"{config.memory_mib} MiB"
+    if metrics is not None:
+        used = format_memory_usage(metrics.memory_bytes, metrics.memory_limit_bytes)
+        memory += f" (in use {used} MiB)"
+    env = "\n".join(f"{key}={value}" for key, value in sorted(config.env.items())) or "-"
+    rows = [
+        ("status", str(info.status)),
+        ("uptime", format_uptime(info, now)),
+        ("image", info.image),
+        ("vCPUs", str(config.cpus)),
+        ("memory", memory),
+        ("env", env),
+        ("workdir", config.workdir or "-"),
+        ("detached", "yes" if info.detached else "no (stops with the process that made it)"),
+        ("accelerator", info.accelerator or "-"),
+        ("boot", "-" if info.boot_ms is None else f"{info.boot_ms} ms"),
+        ("created", format_timestamp(info.created_at, now)),
+        ("started", format_timestamp(info.started_at, now)),
+        ("stopped", format_timestamp(info.stopped_at, now)),
+        ("exit reason", info.exit_reason or "-"),
+    ]
+    return rows
+
+
+def overview_table(rows: list[tuple[str, str]]) -> Table:
+    """Pairs as a two-column grid."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    for label, value in rows:
+        grid.add_row(label, Text(value))
+    return grid
+
+
+class SandboxDetailScreen(SandboxActionsScreen):
+    HELP_TITLE = "Sandbox detail"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="back"),
+        Binding("left_square_bracket", "previous_tab", "Prev tab", id="previous_tab"),
+        Binding("right_square_bracket", "next_tab", "Next tab", id="next_tab"),
+        Binding("l", "logs", "Logs", id="logs"),
+        Binding("e", "switch_source", "Console/Exec", id="log_source"),
+        *LIFECYCLE_BINDINGS,
+    ]
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.sandbox = name
+        #: The Overview tab's (label, value) pairs, as shown.
+        self.overview: list[tuple[str, str]] = []
+        self._last_process_error: str | None = None
+
+    @property
+    def tabs(self) -> TabbedContent:
+        return self.query_one("#tabs", TabbedContent)
+
+    @property
+    def active_tab(self) -> str:
+        return self.tabs.active
+
+    @property
+    def log_view(self) -> LogView:
+        return self.query_one("#detail-log", LogView)
+
+    @property
+    def process_table(self) -> KeyedTable:
+        return self.query_one("#processes-table", KeyedTable)
+
+    def chart(self, chart_id: str) -> MetricChart:
+        return self.query_one(f"#{chart_id}", MetricChart)
+
+    def compose(self) -> ComposeResult:
+        yield ViewBar("sandboxes", self.sandbox, id="view-bar")
+        with TabbedContent(initial="overview", id="tabs"):
+            with TabPane("Overview", id="overview"), VerticalScroll():
+                yield Static(id="overview-body")
+            with TabPane("Metrics", id="metrics"), Grid(id="charts"):
+                yield MetricChart("CPU", format_percent, floor_maximum=100, id="chart-cpu")
+                yield MetricChart("Memory", format_size, floor_maximum=MiB, id="chart-memory")
+                for chart_id, title, _ in CHARTS[2:]:
+                    yield MetricChart(title, format_rate, floor_maximum=1024, id=chart_id)
+            with TabPane("Logs", id="logs"):
+                yield LogView(self.sandbox, id="detail-log")
+            with TabPane("Processes", id="processes"):
+                yield KeyedTable(PROCESS_COLUMNS, id="processes-table")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        app = self.msb_app
+        app.snapshot_signal.subscribe(self, self._show)
+        if app.snapshot is not None:
+            self._show(app.snapshot)
+        self.process_table.border_title = "Processes"
+        self.set_interval(PROCESSES_INTERVAL_S, self._poll_processes)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "switch_source" and self.is_mounted and self.active_tab != "logs":
+            return False
+        return super().check_action(action, parameters)
+
+    # -- data ------------------------------------------------------------------------------
+
+    def _show(self, snapshot: SandboxesSnapshot) -> None:
+        info = snapshot.info(self.sandbox)
+        rows = overview_rows(info, self.sandbox, snapshot)
+        if rows != self.overview:
+            self.overview = rows
+            self.query_one("#overview-body", Static).update(overview_table(rows))
+        status = "deleted" if info is None else str(info.status)
+        self.query_one(ViewBar).set_crumb(f"{self.sandbox} ({status})")
+        if self.is_current and self.active_tab == "metrics":
+            self.draw_charts()
+
+    def draw_charts(self) -> None:
+        """Redraws the metrics charts from the shared history (only called when visible)."""
+        history = self.msb_app.history
+        points = history.points(self.sandbox)
+        info = self.target_info(self.sandbox)
+        cpus = info.config.cpus if info else 1
+        self.chart("chart-cpu").plot([p.cpu_percent for p in points], maximum=100.0 * cpus)
+        limit = points[-1].memory_limit_bytes if points else None
+        self.chart("chart-memory").plot([float(p.memory_bytes) for p in points], maximum=limit)
+        for chart_id, _, attribute in CHARTS[2:]:
+            self.chart(chart_id).plot([getattr(p, attribute) for p in points])
+
+    def _poll_processes(self) -> None:
+        if self.is_current and self.active_tab == "processes":
+            self._load_processes()
+
+    @work(exclusive=True, group="processes", exit_on_error=False)
+    async def _load_processes(self) -> None:
+        app = self.msb_app
+        table = self.process_table
+        info = self.target_info(self.sandbox)
+        if info is not None and info.status is not SandboxStatus.RUNNING:
+            table.apply_rows({})
+            table.border_subtitle = f"{self.sandbox} is {info.status}"
+            table.loading = False
+            return
+        try:
+            processes = await app.source.processes(self.sandbox)
+        except Exception as error:
+            table.loading = False
+            if str(error) != self._last_process_error:
+                self._last_process_error = str(error)
+                app.report_error(error, context=f"listing the processes of {self.sandbox}")
+            return
+        self._last_process_error = None
+        keys = [column.key for column in PROCESS_COLUMNS]
+        rows = {}
+        kernel_threads = 0
+        for cells in processes.rows:
+            values = dict(zip(keys, cells, strict=False))
+            command = values.get("args", "")
+            if command.startswith("[") and command.endswith("]"):
+                kernel_threads += 1
+                continue
+            rows[values.get("pid", command)] = {key: values.get(key, "") for key in keys}
+        table.apply_rows(rows)
+        table.loading = False
+        table.border_title = f"Processes [{len(rows)}]"
+        table.border_subtitle = f"{kernel_threads} kernel threads not shown"
+
+    # -- tabs ------------------------------------------------------------------------------
+
+    def show_tab(self, tab: str) -> None:
+        """Makes ``tab`` the active one (what it shows starts when it is activated)."""
+        self.tabs.active = tab
+
+    @on(TabbedContent.TabActivated, "#tabs")
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        tab = self.active_tab
+        if tab == "metrics":
+            self.draw_charts()
+        elif tab == "logs" and self.log_view.source is None:
+            self.log_view.follow(LogSource.CONSOLE)
+        elif tab == "processes":
+            if not self.process_table.row_count:
+                self.process_table.loading = True
+            self._load_processes()
+        self.refresh_bindings()
+
+    def _step_tab(self, step: int) -> None:
+        index = TABS.index(self.active_tab)
+        self.show_tab(TABS[(index + step) % len(TABS)])
+
+    def action_next_tab(self) -> None:
+        self._step_tab(1)
+
+    def action_previous_tab(self) -> None:
+        self._step_tab(-1)
+
+    def action_logs(self) -> None:
+        self.show_tab("logs")
+
+    def action_switch_source(self) -> None:
+        self.log_view.switch_source()
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def target_sandbox(self) -> str | None:
+        return self.sandbox
+
+    def deleted(self, name: str) -> None:
+        self.dismiss(None)

@@ -1,0 +1,119 @@
+"""The lifecycle keys on a sandbox, shared by the sandboxes table and the detail screen."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from textual.binding import Binding, BindingType
+
+from microsandbox_tui import SandboxInfo, SandboxStatus
+
+from ..dialogs import ConfirmDialog
+from ..operations import (
+    delete_sandbox,
+    kill_sandbox,
+    restart_sandbox,
+    start_sandbox,
+    stop_sandbox,
+    toggle_pause,
+)
+from .base import MsbScreen
+
+LIFECYCLE_BINDINGS: list[BindingType] = [
+    Binding("x", "stop", "Stop", id="stop"),
+    Binding("u", "start", "Start", id="start"),
+    Binding("p", "pause", "Pause/Resume", id="pause"),
+    Binding("R", "restart", "Restart", show=False, id="restart"),
+    Binding("K", "kill", "Kill", show=False, id="kill"),
+    Binding("ctrl+d", "delete", "Delete", id="delete"),
+]
+
+_LIVE = frozenset(status for status in SandboxStatus if status.is_live)
+
+
+class SandboxActionsScreen(MsbScreen):
+    """A screen with a current sandbox that the lifecycle keys act on."""
+
+    def target_sandbox(self) -> str | None:
+        """The sandbox the keys act on, or ``None`` (after saying why)."""
+        raise NotImplementedError
+
+    def target_info(self, name: str) -> SandboxInfo | None:
+        """The last known state of ``name``, if any."""
+        snapshot = self.msb_app.snapshot
+        return snapshot.info(name) if snapshot else None
+
+    def _target_in(self, allowed: frozenset[SandboxStatus], verb: str) -> str | None:
+        name = self.target_sandbox()
+        if name is None:
+            return None
+        info = self.target_info(name)
+        if info is not None and info.status not in allowed:
+            self.notify(
+                f"cannot {verb} {name}: it is {info.status}", severity="warning", markup=False
+            )
+            return None
+        return name
+
+    def _operate(
+        self, name: str, operation: Callable[[str], Awaitable[object]], doing: str, done: str
+    ) -> None:
+        self.msb_app.run_operation(name, doing, lambda: operation(name), f"{name} {done}")
+
+    def action_stop(self) -> None:
+        if name := self._target_in(frozenset({SandboxStatus.RUNNING}), "stop"):
+            self._operate(name, stop_sandbox, "stopping", "stopped")
+
+    def action_start(self) -> None:
+        allowed = frozenset({SandboxStatus.STOPPED, SandboxStatus.CRASHED})
+        if name := self._target_in(allowed, "start"):
+            self._operate(name, start_sandbox, "starting", "is running")
+
+    def action_pause(self) -> None:
+        allowed = frozenset({SandboxStatus.RUNNING, SandboxStatus.PAUSED})
+        if name := self._target_in(allowed, "pause"):
+            self._operate(name, toggle_pause, "pausing", "paused/resumed")
+
+    def action_restart(self) -> None:
+        if name := self._target_in(frozenset({SandboxStatus.RUNNING}), "restart"):
+            self._operate(name, restart_sandbox, "restarting", "restarted")
+
+    def action_kill(self) -> None:
+        name = self._target_in(_LIVE, "kill")
+        if name is None:
+            return
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self._operate(name, kill_sandbox, "killing", "killed")
+
+        self.app.push_screen(
+            ConfirmDialog(
+                f"Kill {name}?",
+                "The VM stops at once, without a clean shutdown; its disk is kept.",
+                confirm_label="Kill",
+            ),
+            callback=confirmed,
+        )
+
+    def action_delete(self) -> None:
+        name = self.target_sandbox()
+        if name is None:
+            return
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self._operate(name, delete_sandbox, "deleting", "deleted")
+                self.deleted(name)
+
+        self.app.push_screen(
+            ConfirmDialog(
+                f"Delete {name}?",
+                "Its disk and logs are removed. A running sandbox is killed first.",
+                confirm_label="Delete",
+            ),
+            callback=confirmed,
+        )
+
+    def deleted(self, name: str) -> None:
+        """Called once a delete is confirmed (and under way)."""

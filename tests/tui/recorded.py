@@ -1,0 +1,127 @@
+"""Recorded sandboxes, metrics, images and processes: the dashboard on data that does not change
+between runs, for snapshots and for behaviour that needs no virtual machine."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from textual.pilot import Pilot
+
+from microsandbox_tui import (
+    ImageInfo,
+    MiB,
+    SandboxConfig,
+    SandboxInfo,
+    SandboxMetrics,
+    SandboxStatus,
+)
+from microsandbox_tui.tui.app import MsbApp
+from microsandbox_tui.tui.data import MetricsHistory, RecordedSource
+from microsandbox_tui.tui.operations import parse_ps
+
+NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def recorded_info(
+    name: str,
+    status: SandboxStatus = SandboxStatus.RUNNING,
+    *,
+    image: str = "msb-base",
+    cpus: int = 1,
+    memory_mib: int = 512,
+    env: dict[str, str] | None = None,
+    started_ago: timedelta | None = timedelta(minutes=3, seconds=5),
+    exit_reason: str | None = None,
+) -> SandboxInfo:
+    running = status.is_live
+    return SandboxInfo(
+        name=name,
+        status=status,
+        config=SandboxConfig(name=name, cpus=cpus, memory_mib=memory_mib, env=env or {}),
+        detached=True,
+        created_at=NOW - timedelta(hours=2),
+        started_at=NOW - started_ago if started_ago is not None else None,
+        stopped_at=None if running else NOW - timedelta(minutes=30),
+        accelerator="kvm",
+        boot_ms=812,
+        exit_reason=exit_reason,
+    )
+
+
+def recorded_sample(second: int, cpu: float, memory_mib: int, limit_mib: int) -> SandboxMetrics:
+    return SandboxMetrics(
+        cpu_percent=cpu,
+        memory_bytes=memory_mib * MiB,
+        memory_limit_bytes=limit_mib * MiB,
+        host_rss_bytes=(memory_mib + 180) * MiB,
+        disk_read_bytes=second * 40_000,
+        disk_write_bytes=second * second * 1_000,
+        net_rx_bytes=0,
+        net_tx_bytes=0,
+        uptime_ms=second * 1000,
+        sampled_at=NOW - timedelta(seconds=30 - second),
+    )
+
+
+RECORDED_SANDBOXES = (
+    recorded_info("web", cpus=2, memory_mib=1024, env={"PORT": "8080", "MODE": "prod"}),
+    recorded_info("worker", started_ago=timedelta(hours=1, minutes=2)),
+    recorded_info("batch", SandboxStatus.STOPPED, started_ago=None),
+    recorded_info("flaky", SandboxStatus.CRASHED, started_ago=None, exit_reason="vmm exited 137"),
+)
+RECORDED_IMAGES = (
+    ImageInfo("msb-base", "ext4", 12_356_348, NOW - timedelta(days=3)),
+    ImageInfo("python-3.12", "ext4", 91_234_567, NOW - timedelta(hours=5)),
+)
+RECORDED_PS = parse_ps(
+    """PID   PPID  USER     STAT   VSZ  RSS COMMAND
+    1     0 root     S     1520  912 /init
+    2     0 root     SW       0    0 [kthreadd]
+   57     1 root     S     2204 1432 /bin/sh -c python -m http.server 8080
+   58    57 root     S    24012 15880 python -m http.server 8080
+"""
+)
+
+
+def recorded_history() -> MetricsHistory:
+    """Thirty seconds of samples: ``web`` goes up and down, ``worker`` ramps up."""
+    history = MetricsHistory()
+    for second in range(31):
+        wave = 100 + 90 * math.sin(second / 3)
+        history.record(
+            {
+                "web": recorded_sample(second, wave, 300 + second, 980),
+                "worker": recorded_sample(second, second * 3.2, 60, 470),
+            }
+        )
+    return history
+
+
+def recorded_app(**options: Any) -> MsbApp:
+    """The dashboard on recorded data: one listing at start, then nothing changes."""
+    last = {
+        "web": recorded_sample(30, 100 + 90 * math.sin(10), 330, 980),
+        "worker": recorded_sample(30, 96.0, 60, 470),
+    }
+    source = RecordedSource(
+        sandboxes=RECORDED_SANDBOXES,
+        metrics=last,
+        images=RECORDED_IMAGES,
+        process_tables={"web": RECORDED_PS},
+        clock=NOW,
+    )
+    values: dict[str, Any] = {"host_info": False, "refresh_interval": 3600.0}
+    return MsbApp(source=source, history=recorded_history(), **(values | options))
+
+
+async def wait_for_listing(pilot: Pilot[None]) -> None:
+    """Lets a recorded app show its first listing."""
+    app = pilot.app
+    assert isinstance(app, MsbApp)
+    for _ in range(100):
+        if app.snapshot is not None:
+            break
+        await pilot.pause(0.02)
+    await pilot.pause()
