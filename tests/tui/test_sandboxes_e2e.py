@@ -151,7 +151,15 @@ async def test_lifecycle_keys_and_the_logs_view(running_sandbox: str, wait_until
             timeout=10,
             what="the exec log line",
         )
-        await pilot.press("escape")
+        await pilot.press("slash", *"seen-in-the")
+        await wait_until(
+            pilot,
+            lambda: bool(log.lines) and all("seen-in-the" in line.text for line in log.lines),
+            timeout=5,
+            what="only matching lines",
+        )
+        await pilot.press("escape")  # clears the search
+        await pilot.press("escape")  # back to the table
 
         await pilot.press("K")
         await wait_until(

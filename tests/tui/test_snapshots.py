@@ -56,3 +56,9 @@ def test_create_dialog(snap_compare: Any) -> None:
 def test_help_screen(snap_compare: Any) -> None:
     keys = ["question_mark"]
     assert snap_compare(recorded_app(), terminal_size=TALL, run_before=wait_for_listing, press=keys)
+
+
+def test_delete_confirm_dialog(snap_compare: Any) -> None:
+    assert snap_compare(
+        recorded_app(), terminal_size=SIZE, run_before=_select_web, press=["ctrl+d"]
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from textual import work
 from textual.widgets import RichLog
 
@@ -20,6 +22,25 @@ class LogView(RichLog):
         super().__init__(id=id, max_lines=MAX_LINES, wrap=False, markup=False, highlight=False)
         self.sandbox = sandbox
         self.source: LogSource | None = None
+        #: Every line received, so that a search can be changed or cleared later.
+        self._lines: deque[str] = deque(maxlen=MAX_LINES)
+        self.query_text = ""
+
+    def search(self, text: str) -> None:
+        """Shows only the lines containing ``text`` (case-insensitive); empty shows all."""
+        self.query_text = text
+        self.clear()
+        for line in self._lines:
+            if self._matches(line):
+                self.write(line)
+
+    def _matches(self, line: str) -> bool:
+        return self.query_text.casefold() in line.casefold()
+
+    def _add(self, line: str) -> None:
+        self._lines.append(line)
+        if self._matches(line):
+            self.write(line)
 
     def follow(self, source: LogSource = LogSource.CONSOLE) -> None:
         """Shows the backlog of ``source`` and keeps appending its new lines."""
@@ -33,11 +54,12 @@ class LogView(RichLog):
     @work(exclusive=True, group="logs", exit_on_error=False)
     async def _follow(self, source: LogSource) -> None:
         self.clear()
+        self._lines.clear()
         self.border_title = f"{self.sandbox} · {source} log"
         self.border_subtitle = ""
         try:
             async for line in read_logs(self.sandbox, source, tail=BACKLOG_LINES, follow=True):
-                self.write(line)
+                self._add(line)
         except Exception as error:
             self.app.notify(str(error), title=type(error).__name__, severity="error", markup=False)
             return
