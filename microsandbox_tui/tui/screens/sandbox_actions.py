@@ -35,8 +35,10 @@ class SandboxActionsScreen(MsbScreen):
     """A screen with a current sandbox that the lifecycle keys act on."""
 
     def target_sandbox(self) -> str | None:
-        """The sandbox the keys act on, or ``None`` (after saying why)."""
-        raise NotImplementedError
+        """The sandbox the keys act on, or ``None`` (after saying why). Screens with a
+        current sandbox override this; here there is none."""
+        self.notify("no sandbox selected", severity="warning")
+        return None
 
     def target_info(self, name: str) -> SandboxInfo | None:
         """The last known state of ``name``, if any."""
