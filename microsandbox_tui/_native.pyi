@@ -145,3 +145,24 @@ def boot_command(work_dir: str) -> list[str]:
 
 def hello_frame() -> bytes:
     """The host's first frame on the agent channel."""
+
+class Terminal:
+    """A terminal emulator for a guest PTY's output."""
+
+    size: tuple[int, int]
+    cursor: tuple[int, int, bool]
+    title: str
+    alternate_screen: bool
+    bracketed_paste: bool
+    application_cursor: bool
+    mouse_mode: str
+    scrollback: int
+
+    def __init__(self, rows: int, cols: int, scrollback: int = 10_000) -> None: ...
+    def feed(self, data: bytes) -> None: ...
+    def resize(self, rows: int, cols: int) -> None: ...
+    def dirty_rows(self) -> list[int]:
+        """Rows that changed since the previous call."""
+    def row_segments(self, row: int) -> list[tuple[str, str, str, bool, bool, bool, bool, bool]]:
+        """``(text, fg, bg, bold, dim, italic, underline, inverse)`` runs of a visible row."""
+    def contents(self) -> str: ...
