@@ -53,6 +53,10 @@ pub fn wait_for_exit(pid: u32) {
     unsafe {
         let fd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) as i32;
         if fd < 0 {
+            // Without pidfds (kernels before 5.3) poll; a pid already gone ends this at once.
+            while libc::kill(pid as libc::pid_t, 0) == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
             return;
         }
         let mut poll = libc::pollfd {
