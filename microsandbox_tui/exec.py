@@ -217,10 +217,7 @@ class ExitedEvent:
 
     @property
     def exit_code(self) -> int:
-        """The exit code; ``128 + N`` for a process killed by signal N."""
-        if self.status.code is not None:
-            return self.status.code
-        return 128 + (self.status.signal or 0)
+        return self.status.exit_code
 
 
 ExecEvent = StartedEvent | StdoutEvent | StderrEvent | ExitedEvent

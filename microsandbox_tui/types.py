@@ -42,6 +42,11 @@ class ExitStatus:
     def success(self) -> bool:
         return self.code == 0
 
+    @property
+    def exit_code(self) -> int:
+        """The exit code; for a process killed by signal N, ``128 + N`` as a shell reports it."""
+        return self.code if self.code is not None else 128 + (self.signal or 0)
+
 
 @dataclass(frozen=True, slots=True)
 class ExecOutput:
@@ -61,10 +66,7 @@ class ExecOutput:
 
     @property
     def exit_code(self) -> int:
-        """The exit code; for a process killed by signal N, ``128 + N`` as a shell reports it."""
-        if self.status.code is not None:
-            return self.status.code
-        return 128 + (self.status.signal or 0)
+        return self.status.exit_code
 
     @property
     def success(self) -> bool:

@@ -17,7 +17,7 @@ use crate::paths::SandboxFiles;
 use crate::process;
 use crate::spec::SandboxSpec;
 use msb_engine::qmp::{Qmp, QmpError};
-use msb_state::{Database, SandboxStatus, StatusChange};
+use msb_state::{SandboxStatus, StatusChange};
 use relay::Relay;
 use std::io::Write;
 use std::os::fd::FromRawFd;
@@ -147,7 +147,7 @@ impl ReadyPipe {
 pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i32>) -> Result<()> {
     let mut ready = ReadyPipe::new(ready_fd);
     let files = SandboxFiles::new(name)?;
-    let mut db = Database::open(&crate::paths::database_path())?;
+    let mut db = crate::sandboxes::open_db()?;
     let record = db.sandbox(name)?;
     let spec = SandboxSpec::from_json(&record.config)?;
     let pid = std::process::id();
@@ -283,7 +283,7 @@ impl VmControls {
     }
 
     fn record(&self, status: SandboxStatus) -> std::result::Result<(), String> {
-        let mut db = Database::open(&crate::paths::database_path()).map_err(|e| e.to_string())?;
+        let mut db = crate::sandboxes::open_db().map_err(|e| e.to_string())?;
         db.set_status(
             &self.name,
             StatusChange {
@@ -330,7 +330,7 @@ impl relay::VmControl for VmControls {
 
     fn detach(&self) -> std::result::Result<(), String> {
         self.lifecycle.detach();
-        let mut db = Database::open(&crate::paths::database_path()).map_err(|e| e.to_string())?;
+        let mut db = crate::sandboxes::open_db().map_err(|e| e.to_string())?;
         db.set_detached(&self.name, true)
             .map_err(|e| e.to_string())?;
         log("detached from its creator");
