@@ -160,7 +160,12 @@ class Terminal:
 
     def __init__(self, rows: int, cols: int, scrollback: int = 10_000) -> None: ...
     def feed(self, data: bytes) -> None: ...
-    def resize(self, rows: int, cols: int) -> None: ...
+    def take_replies(self) -> bytes:
+        """Answers to the program's queries since the previous call (e.g. the cursor position
+        report for ``ESC [ 6 n``), to write to its input."""
+    def resize(self, rows: int, cols: int) -> None:
+        """Soft-wrapped lines, the scrollback's too, rewrap to the new width; every row is
+        dirty afterwards."""
     def dirty_rows(self) -> list[int]:
         """Rows that changed since the previous call."""
     def row_segments(self, row: int) -> list[tuple[str, str, str, bool, bool, bool, bool, bool]]:

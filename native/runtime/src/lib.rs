@@ -627,6 +627,12 @@ impl Terminal {
         self.inner.feed(data);
     }
 
+    /// Answers to the program's queries (e.g. the cursor position for `ESC [ 6 n`) since the
+    /// previous call, to write to its input.
+    fn take_replies<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.take_replies())
+    }
+
     fn resize(&mut self, rows: u16, cols: u16) {
         self.inner.resize(rows, cols);
     }
