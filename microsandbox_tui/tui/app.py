@@ -28,6 +28,7 @@ from .screens import (
 )
 from .screens.base import MsbScreen
 from .screens.help import HelpEntry, HelpSection
+from .screens.shell import ShellsScreen
 from .settings import (
     KEYS_FILE,
     SETTINGS_FILE,
@@ -69,6 +70,7 @@ class MsbApp(App[None]):
         "sandboxes": SandboxesScreen,
         "images": ImagesScreen,
         "volumes": VolumesScreen,
+        "shells": ShellsScreen,
     }
     DEFAULT_MODE: ClassVar[str] = "sandboxes"
     #: The palette key the footer shows (ctrl+p opens it as well).
@@ -80,6 +82,7 @@ class MsbApp(App[None]):
         Binding("1", "view('sandboxes')", "Sandboxes", show=False, id="view_sandboxes"),
         Binding("2", "view('images')", "Images", show=False, id="view_images"),
         Binding("3", "view('volumes')", "Volumes", show=False, id="view_volumes"),
+        Binding("4", "view('shells')", "Shells", show=False, id="view_shells"),
         Binding("m", "toggle_mouse", "Mouse on/off", show=False, id="mouse"),
     ]
 
@@ -169,6 +172,10 @@ class MsbApp(App[None]):
             save_settings(self.settings_path, self._settings)
         except OSError as error:
             self.report_error(error, context=f"saving {self.settings_path}")
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
 
     def switch_theme(self, name: str) -> None:
         self.theme = name
@@ -287,6 +294,13 @@ class MsbApp(App[None]):
         ):
             await self.pop_screen()
 
+    async def open_shell(self, name: str) -> None:
+        """Shows the Shells view with a new tab on ``name`` (see :class:`ShellsScreen`)."""
+        await self.action_view("shells")
+        screen = self.screen
+        if isinstance(screen, ShellsScreen):
+            await screen.open_shell(name, self._settings.shell)
+
     def open_details(self, name: str) -> None:
         self.push_screen(SandboxDetailScreen(name))
 
@@ -374,6 +388,7 @@ def known_actions() -> frozenset[str]:
         SandboxDetailScreen,
         LogsScreen,
         HelpScreen,
+        ShellsScreen,
         KeyedTable,
     ]
     return frozenset(

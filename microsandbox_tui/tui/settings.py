@@ -121,6 +121,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     theme: str | None = None
+    #: The program the dashboard's shells run (default: the guest's bash, else ash, else sh).
+    shell: str | None = None
 
 
 def load_settings(path: Path) -> tuple[Settings, str | None]:

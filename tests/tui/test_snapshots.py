@@ -5,10 +5,41 @@ from __future__ import annotations
 from typing import Any
 
 from recorded import recorded_app, wait_for_listing
+from textual.app import App, ComposeResult
 from textual.pilot import Pilot
+
+from microsandbox_tui.tui.widgets.terminal_view import TerminalView
 
 SIZE = (110, 32)
 TALL = (100, 40)
+
+#: A shell session as a guest PTY sends it: a coloured prompt, an `ls` listing in colours,
+#: bold/underline/inverse text, a truecolor bar, wide characters, and the cursor after a prompt.
+RECORDED_SHELL = (
+    b"\x1b]0;root@web: /srv\x07"
+    b"\x1b[1;32mroot@web\x1b[0m:\x1b[1;34m/srv\x1b[0m# ls --color\r\n"
+    b"\x1b[1;34mbin\x1b[0m  \x1b[1;32mrun.sh\x1b[0m  \x1b[1;36mlink\x1b[0m  notes.txt\r\n"
+    b"\x1b[1mbold\x1b[0m \x1b[4munderline\x1b[0m \x1b[7minverse\x1b[0m "
+    b"\x1b[38;5;208m256-orange\x1b[0m\r\n"
+    b"\x1b[48;2;40;90;200m  truecolor bar  \x1b[0m \xe6\xbc\xa2\xe5\xad\x97 wide\r\n"
+    b"\x1b[1;32mroot@web\x1b[0m:\x1b[1;34m/srv\x1b[0m# "
+)
+
+
+class TerminalApp(App[None]):
+    """Just a focused terminal view fed a recorded stream."""
+
+    def __init__(self, stream: bytes) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def compose(self) -> ComposeResult:
+        yield TerminalView()
+
+    def on_mount(self) -> None:
+        view = self.query_one(TerminalView)
+        view.focus()
+        view.feed(self.stream)
 
 
 async def _select_web(pilot: Pilot[None]) -> None:
@@ -62,3 +93,13 @@ def test_delete_confirm_dialog(snap_compare: Any) -> None:
     assert snap_compare(
         recorded_app(), terminal_size=SIZE, run_before=_select_web, press=["ctrl+d"]
     )
+
+
+def test_shells_view_without_shells(snap_compare: Any) -> None:
+    assert snap_compare(
+        recorded_app(), terminal_size=SIZE, run_before=wait_for_listing, press=["4"]
+    )
+
+
+def test_terminal_view_draws_a_recorded_stream(snap_compare: Any) -> None:
+    assert snap_compare(TerminalApp(RECORDED_SHELL), terminal_size=(60, 12))

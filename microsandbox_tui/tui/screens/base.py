@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     from ..app import MsbApp
 
 #: Actions that change something; hidden and refused in read-only mode, in every view.
-MUTATING_ACTIONS = frozenset({"create", "stop", "start", "pause", "restart", "kill", "delete"})
+MUTATING_ACTIONS = frozenset(
+    {"create", "stop", "start", "pause", "restart", "kill", "delete", "shell", "native_shell"}
+)
 
 
 class MsbScreen(Screen[None]):

@@ -18,6 +18,7 @@ from ..operations import (
     toggle_pause,
 )
 from .base import MsbScreen
+from .shell import attach_native
 
 LIFECYCLE_BINDINGS: list[BindingType] = [
     Binding("x", "stop", "Stop", id="stop"),
@@ -26,6 +27,8 @@ LIFECYCLE_BINDINGS: list[BindingType] = [
     Binding("R", "restart", "Restart", show=False, id="restart"),
     Binding("K", "kill", "Kill", show=False, id="kill"),
     Binding("ctrl+d", "delete", "Delete", id="delete"),
+    Binding("s", "shell", "Shell", id="shell"),
+    Binding("S", "native_shell", "Full-screen shell", show=False, id="native_shell"),
 ]
 
 _LIVE = frozenset(status for status in SandboxStatus if status.is_live)
@@ -116,6 +119,26 @@ class SandboxActionsScreen(MsbScreen):
             ),
             callback=confirmed,
         )
+
+    async def action_shell(self) -> None:
+        """A shell tab in the Shells view: the newest detached terminal session, else a new
+        login shell."""
+        if name := self._target_in(frozenset({SandboxStatus.RUNNING}), "open a shell in"):
+            await self.msb_app.open_shell(name)
+
+    def action_native_shell(self) -> None:
+        """The login shell on the whole terminal, the dashboard suspended until it ends."""
+        name = self._target_in(frozenset({SandboxStatus.RUNNING}), "open a shell in")
+        if name is None:
+            return
+        try:
+            with self.app.suspend():
+                code = attach_native(name, self.msb_app.settings.shell)
+        except Exception as error:
+            self.msb_app.report_error(error, context=f"shell in {name}")
+            return
+        state = "detached" if code is None else f"exited ({code})"
+        self.notify(f"shell in {name} {state}", markup=False)
 
     def deleted(self, name: str) -> None:
         """Called once a delete is confirmed (and under way)."""

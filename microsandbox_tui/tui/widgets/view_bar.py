@@ -15,6 +15,7 @@ VIEWS: tuple[tuple[str, str], ...] = (
     ("sandboxes", "Sandboxes"),
     ("images", "Images"),
     ("volumes", "Volumes"),
+    ("shells", "Shells"),
 )
 
 
