@@ -519,6 +519,10 @@ def push(
 def corrupt_blob(server: _RegistryLike, repository: str, digest: str) -> None:
     """Flip the bytes of a stored blob in place, so a pull fails digest verification.
 
+    Storage is content-addressed across repositories: corrupting a blob corrupts it for every
+    repository of that registry that shares it. Corrupt a layer unique to the test (e.g. a
+    :func:`~registry.images.busybox_image` with a file of its own) or use a registry of its own.
+
     The size is kept: the registry answers with the length it recorded at upload, and a
     shorter file would make it fail the download itself instead of serving wrong bytes.
     """

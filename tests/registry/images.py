@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -100,6 +101,33 @@ def busybox_base_files(busybox: Path = HOST_BUSYBOX) -> dict[str, bytes | FileSp
         if applet != "bin/busybox":
             files[applet] = FileSpec.symlink("/bin/busybox")
     return files
+
+
+def busybox_image(
+    files: Mapping[str, bytes | FileSpec] | None = None,
+    *,
+    env: Sequence[str] = (DEFAULT_PATH,),
+    entrypoint: Sequence[str] | None = None,
+    cmd: Sequence[str] | None = ("/bin/sh",),
+    working_dir: str | None = None,
+    user: str | None = None,
+) -> Image:
+    """The busybox base layer plus, if ``files`` are given, a second layer of them.
+
+    For tests that need an image of their own (a unique layer to corrupt, a particular
+    entrypoint); the base layer is shared with ``multilayer``'s only if their files match.
+    """
+    layers = [Layer.from_files(busybox_base_files())]
+    if files:
+        layers.append(Layer.from_files(files))
+    return ImageSpec(
+        layers=layers,
+        env=env,
+        entrypoint=entrypoint,
+        cmd=cmd,
+        working_dir=working_dir,
+        user=user,
+    ).build()
 
 
 def multilayer_image() -> Image:

@@ -8,8 +8,10 @@ the Distribution API that are easy to get subtly wrong: content negotiation of m
 from __future__ import annotations
 
 import base64
+import ctypes
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -26,6 +28,15 @@ HTPASSWD_BINARY = Path("/usr/bin/htpasswd")
 """Installed by the Debian package ``apache2-utils``; the registry only accepts bcrypt."""
 
 START_TIMEOUT = 20.0
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: a crashed or killed pytest must not leave registries."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def free_port() -> int:
@@ -168,6 +179,7 @@ class RegistryServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()

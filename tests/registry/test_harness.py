@@ -27,6 +27,7 @@ from .images import (
     APP_UID,
     KEEP_TEXT,
     arm64_stub_image,
+    busybox_image,
     debian_tools_rootfs,
     multi_arch_index,
     multilayer_image,
@@ -239,3 +240,13 @@ def test_debian_tools_rootfs_runs_curl_and_python_ssl() -> None:
     assert "OpenSSL" in curl.stdout
     bundle = rootfs / "etc/ssl/certs/ca-certificates.crt"
     assert bundle.read_bytes().count(b"BEGIN CERTIFICATE") > 50
+
+
+def test_busybox_image_adds_a_layer_of_its_own() -> None:
+    plain = busybox_image()
+    extra = busybox_image({"marker.txt": b"unique"}, entrypoint=["/bin/echo"])
+    assert len(plain.layers) == 1
+    assert len(extra.layers) == 2
+    assert extra.layers[0].digest == plain.layers[0].digest
+    assert [member.name for member in extra.layers[1].members()] == ["marker.txt"]
+    assert json.loads(extra.config.data)["config"]["Entrypoint"] == ["/bin/echo"]
