@@ -173,12 +173,21 @@ class Layer:
         return cls.from_tar(_tar_bytes(entries))
 
     @classmethod
-    def from_directory(cls, root: Path) -> Layer:
+    def from_directory(
+        cls,
+        root: Path,
+        *,
+        owner: tuple[int, int] | None = None,
+        owners: Mapping[str, tuple[int, int]] | None = None,
+    ) -> Layer:
         """A layer holding everything under ``root`` with its modes, owners and hard links.
 
-        Device nodes, sockets and FIFOs are skipped: a rootfs staged without privileges has
-        none that matter, and the sandbox provides ``/dev`` itself.
+        ``owner`` (uid, gid) replaces the on-disk owner of every entry and ``owners`` that of
+        single paths, so a tree staged by an unprivileged user still gives a root-owned
+        layer with the same digest. Device nodes, sockets and FIFOs are skipped: a staged
+        rootfs has none that matter, and the sandbox provides ``/dev`` itself.
         """
+        overrides = {_layer_path(path): ids for path, ids in (owners or {}).items()}
         members: list[str] = []
         for directory, dirnames, filenames in os.walk(root):
             base = Path(directory).relative_to(root)
@@ -191,20 +200,21 @@ class Layer:
             path = root / member
             info = path.lstat()
             mode = stat.S_IMODE(info.st_mode)
-            owner = {"uid": info.st_uid, "gid": info.st_gid}
+            uid, gid = overrides.get(member) or owner or (info.st_uid, info.st_gid)
+            ids = {"uid": uid, "gid": gid}
             if stat.S_ISLNK(info.st_mode):
-                entries[member] = FileSpec(symlink_to=os.readlink(path), **owner)
+                entries[member] = FileSpec(symlink_to=os.readlink(path), **ids)
             elif stat.S_ISDIR(info.st_mode):
-                entries[member] = FileSpec(mode=mode, directory=True, **owner)
+                entries[member] = FileSpec(mode=mode, directory=True, **ids)
             elif stat.S_ISREG(info.st_mode):
                 key = (info.st_dev, info.st_ino)
                 if info.st_nlink > 1 and key in first_path_of_inode:
                     entries[member] = FileSpec(
-                        hardlink_to=first_path_of_inode[key], mode=mode, **owner
+                        hardlink_to=first_path_of_inode[key], mode=mode, **ids
                     )
                 else:
                     first_path_of_inode[key] = member
-                    entries[member] = FileSpec(data=path.read_bytes(), mode=mode, **owner)
+                    entries[member] = FileSpec(data=path.read_bytes(), mode=mode, **ids)
         return cls.from_tar(_tar_bytes(entries))
 
     @cached_property

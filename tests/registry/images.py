@@ -292,7 +292,6 @@ def _stage_debian_rootfs(packages: dict[str, str], rootfs: Path, downloads: Path
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(mode)
     (rootfs / "home/app").mkdir(exist_ok=True)
-    os.chown(rootfs / "home/app", APP_UID, APP_UID)
     for name, content in etc_files().items():
         spec = content if isinstance(content, FileSpec) else FileSpec(data=content)
         (rootfs / name).write_bytes(spec.data)
@@ -332,12 +331,19 @@ def debian_tools_rootfs(cache_dir: Path | None = None) -> tuple[Path, Layer]:
             downloads.mkdir()
             _stage_debian_rootfs(packages, staging / "rootfs", downloads)
             shutil.rmtree(downloads)
-            layer = Layer.from_directory(staging / "rootfs")
+            layer = Layer.from_directory(
+                staging / "rootfs", owner=(0, 0), owners={"home/app": (APP_UID, APP_UID)}
+            )
             (staging / "layer.tar").write_bytes(layer.tar)
             (staging / "layer.tar.gz").write_bytes(layer.blob)
             (staging / "packages.txt").write_text(key_source)
-            shutil.rmtree(cache, ignore_errors=True)
-            staging.rename(cache)
+            try:
+                staging.rename(cache)
+            except OSError:
+                # Another worktree's test run finished the same build first; theirs is as good.
+                if not layer_tar.exists():
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
