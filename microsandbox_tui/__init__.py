@@ -3,7 +3,16 @@
 The SDK follows the ``microsandbox`` Python SDK: ``from microsandbox_tui import Sandbox``.
 """
 
-from .config import DEFAULT_IMAGE, BindImage, Image, LocalImage, SandboxConfig, sandbox_config
+from .config import (
+    DEFAULT_IMAGE,
+    BindImage,
+    Image,
+    ImageDefaults,
+    LocalImage,
+    OciImage,
+    SandboxConfig,
+    sandbox_config,
+)
 from .errors import (
     AcceleratorError,
     AgentProtocolError,
@@ -11,11 +20,15 @@ from .errors import (
     CommandNotFoundError,
     ExecError,
     ExecTimeoutError,
+    ImageInUseError,
     ImageNotFoundError,
+    ImagePullFailedError,
     InstallError,
     InvalidConfigError,
     InvalidWorkingDirectoryError,
     MicrosandboxError,
+    PullCancelledError,
+    RegistryAuthError,
     RuntimeNotInstalledError,
     SandboxAlreadyExistsError,
     SandboxNotFoundError,
@@ -38,11 +51,38 @@ from .exec import (
     StderrEvent,
     StdoutEvent,
 )
-from .images import ImageInfo, list_images
+from .images import (
+    ImageDetail,
+    ImageInfo,
+    ImageLayer,
+    inspect_image,
+    list_images,
+    prune_images,
+    remove_image,
+)
 from .logs import LogSource, read_logs
 from .metrics import SandboxMetrics, all_sandbox_metrics
+from .pull import (
+    LayerDownloadComplete,
+    LayerDownloadProgress,
+    LayerExtractComplete,
+    LayerExtractProgress,
+    LayerExtractStarted,
+    LayerIndexComplete,
+    LayerIndexStarted,
+    LayerSummary,
+    PullComplete,
+    PullPolicy,
+    PullProgress,
+    PullStream,
+    RegistryAuth,
+    Resolved,
+    Resolving,
+    pull,
+    pull_stream,
+)
 from .runtime import DoctorCheck, doctor, home_dir, install, is_installed, version
-from .sandbox import Sandbox, SandboxHandle, SandboxInfo, SessionInfo
+from .sandbox import PullSession, Sandbox, SandboxHandle, SandboxInfo, SessionInfo
 from .types import ExecOutput, ExitStatus, GiB, KiB, MiB, SandboxStatus
 
 __all__ = [
@@ -65,16 +105,40 @@ __all__ = [
     "ExitedEvent",
     "GiB",
     "Image",
+    "ImageDefaults",
+    "ImageDetail",
+    "ImageInUseError",
     "ImageInfo",
+    "ImageLayer",
     "ImageNotFoundError",
+    "ImagePullFailedError",
     "InstallError",
     "InvalidConfigError",
     "InvalidWorkingDirectoryError",
     "KiB",
+    "LayerDownloadComplete",
+    "LayerDownloadProgress",
+    "LayerExtractComplete",
+    "LayerExtractProgress",
+    "LayerExtractStarted",
+    "LayerIndexComplete",
+    "LayerIndexStarted",
+    "LayerSummary",
     "LocalImage",
     "LogSource",
     "MiB",
     "MicrosandboxError",
+    "OciImage",
+    "PullCancelledError",
+    "PullComplete",
+    "PullPolicy",
+    "PullProgress",
+    "PullSession",
+    "PullStream",
+    "RegistryAuth",
+    "RegistryAuthError",
+    "Resolved",
+    "Resolving",
     "Rlimit",
     "RlimitResource",
     "RuntimeNotInstalledError",
@@ -98,10 +162,15 @@ __all__ = [
     "all_sandbox_metrics",
     "doctor",
     "home_dir",
+    "inspect_image",
     "install",
     "is_installed",
     "list_images",
+    "prune_images",
+    "pull",
+    "pull_stream",
     "read_logs",
+    "remove_image",
     "sandbox_config",
     "version",
 ]

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import InvalidConfigError
+from .pull import PullPolicy
 
 #: The image a sandbox gets when none is given; built locally by ``install()``.
 DEFAULT_IMAGE = "msb-base"
@@ -54,7 +55,34 @@ class LocalImage(_Frozen):
     name: str = Field(min_length=1, max_length=255)
 
 
-ImageSource = Annotated[BindImage | LocalImage, Field(discriminator="kind")]
+class OciImage(_Frozen):
+    """An OCI image from a registry, by reference (``alpine``, ``python:3.12``,
+    ``ghcr.io/org/app@sha256:...``), pulled into the local store as the policy says."""
+
+    kind: Literal["oci"] = "oci"
+    reference: str = Field(min_length=1, max_length=1024)
+    pull_policy: PullPolicy = PullPolicy.IF_MISSING
+    #: Plain HTTP to the registry (a local test registry); never implied.
+    insecure: bool = False
+
+
+class ImageDefaults(_Frozen):
+    """What an OCI image's config says about running it, applied to every exec unless the
+    sandbox or the exec says otherwise."""
+
+    env: dict[str, str] = Field(default_factory=dict)
+    entrypoint: list[str] = Field(default_factory=list)
+    cmd: list[str] = Field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+
+    @property
+    def command(self) -> list[str]:
+        """The image's default command: entrypoint followed by cmd."""
+        return [*self.entrypoint, *self.cmd]
+
+
+ImageSource = Annotated[BindImage | LocalImage | OciImage, Field(discriminator="kind")]
 
 
 class Image:
@@ -70,18 +98,33 @@ class Image:
         """Use an image from the local image store by name."""
         return _validated(LocalImage, name=name)
 
+    @staticmethod
+    def oci(
+        reference: str,
+        *,
+        pull_policy: PullPolicy = PullPolicy.IF_MISSING,
+        insecure: bool = False,
+    ) -> OciImage:
+        """Use an OCI image from a registry; ``insecure`` allows plain HTTP."""
+        return _validated(OciImage, reference=reference, pull_policy=pull_policy, insecure=insecure)
 
-def image_from_user(image: str | os.PathLike[str] | BindImage | LocalImage | None) -> ImageSource:
+
+UserImage = str | os.PathLike[str] | BindImage | LocalImage | OciImage
+
+
+def image_from_user(image: UserImage | None) -> ImageSource:
     """Interprets the ``image=`` argument: a path string (absolute or ``./``) is a bind root,
-    any other string names a local image."""
+    ``msb-base`` the built-in default image, any other string an OCI reference."""
     if image is None:
         return LocalImage(name=DEFAULT_IMAGE)
-    if isinstance(image, BindImage | LocalImage):
+    if isinstance(image, BindImage | LocalImage | OciImage):
         return image
     text = os.fspath(image)
     if text.startswith(("/", "./", "../", "~")) or isinstance(image, os.PathLike):
         return Image.bind(text)
-    return Image.local(text)
+    if text == DEFAULT_IMAGE:
+        return Image.local(text)
+    return Image.oci(text)
 
 
 class SandboxConfig(_Frozen):
@@ -93,6 +136,8 @@ class SandboxConfig(_Frozen):
     memory_mib: int = Field(default=DEFAULT_MEMORY_MIB, ge=MIN_MEMORY_MIB, le=MAX_MEMORY_MIB)
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = None
+    #: Filled in from the image's config when the sandbox is created from an OCI image.
+    image_defaults: ImageDefaults = Field(default_factory=ImageDefaults)
 
     @field_validator("name")
     @classmethod

@@ -81,3 +81,21 @@ class AgentProtocolError(MicrosandboxError):
 
 class StateError(MicrosandboxError):
     """The runtime's state database could not be read or written."""
+
+
+class ImagePullFailedError(MicrosandboxError):
+    """Pulling an image failed: the registry refused or lacked it, a download broke, or a
+    blob's content did not match its digest (the message names the digest). Nothing partial
+    is left in the image cache."""
+
+
+class RegistryAuthError(ImagePullFailedError):
+    """The registry refused the credentials (or wanted some and none were given)."""
+
+
+class PullCancelledError(ImagePullFailedError):
+    """The pull was cancelled; nothing it had started is left in the image cache."""
+
+
+class ImageInUseError(MicrosandboxError):
+    """The image cannot be removed while a sandbox uses it (the message names them)."""

@@ -162,6 +162,7 @@ def native_exec_args(
     args: Sequence[str] | ExecOptions | None,
     default_env: Mapping[str, str],
     default_cwd: str | None,
+    default_user: str | None = None,
 ) -> NativeExecArgs:
     options: ExecOptions = (
         ExecOptions(**args) if isinstance(args, Mapping) else {"args": list(args or [])}
@@ -183,7 +184,7 @@ def native_exec_args(
         cwd=options.get("cwd", default_cwd),
         timeout_ms=int(timeout * 1000) if timeout is not None else None,
         tty=size,
-        user=options.get("user"),
+        user=options.get("user", default_user),
         rlimits=[(str(r.resource), r.soft, r.hard) for r in options.get("rlimits", [])],
     )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,11 +12,22 @@ from typing import Any, Self
 
 from . import _native
 from ._blocking import run_blocking
-from .config import BindImage, LocalImage, SandboxConfig, image_from_user, sandbox_config
+from .config import (
+    BindImage,
+    ImageDefaults,
+    ImageSource,
+    OciImage,
+    SandboxConfig,
+    UserImage,
+    image_from_user,
+    sandbox_config,
+)
 from .errors import ExecTimeoutError, InvalidConfigError, SandboxNotRunningError
-from .exec import AttachOptions, ExecHandle, ExecOptions, native_exec_args
+from .exec import AttachOptions, ExecHandle, ExecOptions, NativeExecArgs, native_exec_args
+from .images import image_exists, inspect_image, resolve_oci_image
 from .logs import LogSource, read_logs
 from .metrics import SandboxMetrics, sandbox_metrics
+from .pull import PullPolicy, PullProgress, PullStream, RegistryAuth, pull_stream
 from .terminal import DEFAULT_DETACH_KEYS, bridge, raw_terminal, terminal_size
 from .types import ExecOutput, ExitStatus, SandboxStatus
 
@@ -27,6 +37,74 @@ DEFAULT_START_TIMEOUT_S = 120.0
 DEFAULT_STOP_TIMEOUT_S = 10.0
 #: How often ``wait_until_stopped`` looks at the sandbox's status.
 STATUS_POLL_S = 0.1
+
+
+async def _prepared_image(
+    source: ImageSource, auth: RegistryAuth | None
+) -> tuple[ImageSource, ImageDefaults]:
+    """The image as the runtime finds it in the store, and its exec defaults."""
+    if not isinstance(source, OciImage):
+        return source, ImageDefaults()
+    name = await resolve_oci_image(source, auth)
+    return source.model_copy(update={"reference": name}), (await inspect_image(name)).defaults
+
+
+class PullSession:
+    """Creation with pull progress: an async context manager yielding the pull's events,
+    then the sandbox (``await session.sandbox()``). Leaving the block early cancels the pull
+    and leaves nothing partial in the cache."""
+
+    def __init__(
+        self,
+        name: str,
+        source: ImageSource,
+        auth: RegistryAuth | None,
+        options: dict[str, Any],
+    ) -> None:
+        self.name = name
+        self._source = source
+        self._auth = auth
+        self._options = options
+        self._stream: PullStream | None = None
+
+    async def __aenter__(self) -> Self:
+        source = self._source
+        if isinstance(source, OciImage) and source.pull_policy is not PullPolicy.NEVER:
+            reference = await run_blocking(_native.canonical_reference, source.reference)
+            if source.pull_policy is PullPolicy.ALWAYS or not await image_exists(reference):
+                self._stream = pull_stream(reference, insecure=source.insecure, auth=self._auth)
+                self._stream.start()
+        return self
+
+    def __aiter__(self) -> AsyncIterator[PullProgress]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[PullProgress]:
+        if self._stream is not None:
+            async for event in self._stream:
+                yield event
+
+    async def sandbox(self) -> Sandbox:
+        """Waits for the pull (if one was needed) and creates the sandbox."""
+        source = self._source
+        if self._stream is not None and isinstance(source, OciImage):
+            reference = await self._stream.result()
+            # Pulled just now: creation must not pull it again, whatever the policy.
+            source = source.model_copy(
+                update={"reference": reference, "pull_policy": PullPolicy.IF_MISSING}
+            )
+        return await Sandbox.create(
+            self.name, image=source, registry_auth=self._auth, **self._options
+        )
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._stream is not None:
+            await self._stream.__aexit__(kind, error, traceback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +137,9 @@ class SandboxInfo:
     @property
     def image(self) -> str:
         source = self.config.image
-        return source.path if isinstance(source, BindImage) else source.name
+        if isinstance(source, BindImage):
+            return source.path
+        return source.reference if isinstance(source, OciImage) else source.name
 
     @staticmethod
     def from_native(info: _native.SandboxInfo) -> SandboxInfo:
@@ -107,23 +187,27 @@ class Sandbox:
         cls,
         name: str,
         *,
-        image: str | os.PathLike[str] | BindImage | LocalImage | None = None,
+        image: UserImage | None = None,
         cpus: int | None = None,
         memory: int | None = None,
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
+        registry_auth: RegistryAuth | None = None,
         replace: bool = False,
         detached: bool = False,
         start_timeout: float = DEFAULT_START_TIMEOUT_S,
     ) -> Sandbox:
-        """Creates and boots a sandbox. ``memory`` is in MiB.
+        """Creates and boots a sandbox. ``memory`` is in MiB. An OCI image (``"alpine"``,
+        :meth:`Image.oci`) is pulled first as its pull policy says; its env, working
+        directory and user become the defaults of every exec.
 
         A sandbox dies with the process that created it unless ``detached``. Raises
         :class:`SandboxAlreadyExistsError` when the name is taken (unless ``replace``),
-        :class:`ImageNotFoundError` for an unknown image, :class:`InvalidConfigError` for bad
-        values, :class:`SandboxStartError` when the VM does not come up.
+        :class:`ImageNotFoundError` for an unknown image, :class:`ImagePullFailedError` when
+        pulling fails, :class:`InvalidConfigError` for bad values, :class:`SandboxStartError`
+        when the VM does not come up.
         """
-        values: dict[str, Any] = {"name": name, "image": image_from_user(image)}
+        values: dict[str, Any] = {"name": name}
         if cpus is not None:
             values["cpus"] = cpus
         if memory is not None:
@@ -132,6 +216,9 @@ class Sandbox:
             values["env"] = dict(env)
         if workdir is not None:
             values["workdir"] = workdir
+        sandbox_config(**values)  # bad values fail before any pull
+        source = image_from_user(image)
+        values["image"], values["image_defaults"] = await _prepared_image(source, registry_auth)
         config = sandbox_config(**values)
         await run_blocking(
             _native.create_sandbox,
@@ -143,6 +230,18 @@ class Sandbox:
         )
         connection = await run_blocking(_native.Connection.open, name)
         return cls(name, connection, config, owned=True)
+
+    @staticmethod
+    def create_with_progress(
+        name: str,
+        *,
+        image: UserImage,
+        registry_auth: RegistryAuth | None = None,
+        **options: Any,
+    ) -> PullSession:
+        """Like :meth:`create`, with the image pull's progress: ``async with`` it, iterate
+        the :data:`PullProgress` events, then ``await session.sandbox()``."""
+        return PullSession(name, image_from_user(image), registry_auth, options)
 
     @classmethod
     async def connect(cls, name: str) -> Sandbox:
@@ -235,13 +334,20 @@ class Sandbox:
 
     # -- commands --------------------------------------------------------------------------
 
+    def _exec_args(self, cmd: str, args: Sequence[str] | ExecOptions | None) -> NativeExecArgs:
+        """The exec's options over the sandbox's, over the image's."""
+        config, image = self._config, self._config.image_defaults
+        return native_exec_args(
+            cmd, args, {**image.env, **config.env}, config.workdir or image.workdir, image.user
+        )
+
     async def exec(self, cmd: str, args: Sequence[str] | ExecOptions | None = None) -> ExecOutput:
         """Runs ``cmd`` in the guest and collects its output.
 
         ``args`` is either the argument list or an :class:`ExecOptions` dict. Raises
         :class:`ExecTimeoutError` when a ``timeout`` expires (the process group is killed).
         """
-        options = native_exec_args(cmd, args, self._config.env, self._config.workdir)
+        options = self._exec_args(cmd, args)
         result = await run_blocking(
             self._connection.exec,
             options.program,
@@ -270,7 +376,7 @@ class Sandbox:
         self, cmd: str, args: Sequence[str] | ExecOptions | None = None
     ) -> ExecHandle:
         """Starts ``cmd`` and returns a handle streaming its events as they happen."""
-        options = native_exec_args(cmd, args, self._config.env, self._config.workdir)
+        options = self._exec_args(cmd, args)
         stream = await run_blocking(
             self._connection.exec_stream,
             options.program,

@@ -11,10 +11,22 @@ from datetime import UTC, datetime
 
 from microsandbox_tui import (
     AttachOptions,
+    Image,
+    LayerDownloadComplete,
+    LayerDownloadProgress,
+    LayerIndexComplete,
     LogSource,
+    OciImage,
+    PullComplete,
+    RegistryAuth,
+    Resolved,
     Sandbox,
+    inspect_image,
     list_images,
+    prune_images,
+    pull_stream,
     read_logs,
+    remove_image,
 )
 from microsandbox_tui import doctor as run_doctor
 from microsandbox_tui import install as run_install
@@ -24,9 +36,13 @@ from ..formatting import format_size
 from . import output
 
 
+def _image(args: argparse.Namespace) -> str | OciImage:
+    return Image.oci(args.image, insecure=True) if args.insecure else args.image
+
+
 async def create(args: argparse.Namespace) -> int:
     await Sandbox.create(
-        args.name, image=args.image, cpus=args.cpus, memory=args.memory, detached=True
+        args.name, image=_image(args), cpus=args.cpus, memory=args.memory, detached=True
     )
     print(args.name)
     return 0
@@ -35,7 +51,7 @@ async def create(args: argparse.Namespace) -> int:
 async def run(args: argparse.Namespace) -> int:
     name = args.name or f"run-{secrets.token_hex(4)}"
     async with await Sandbox.create(
-        name, image=args.image, cpus=args.cpus, memory=args.memory
+        name, image=_image(args), cpus=args.cpus, memory=args.memory
     ) as sandbox:
         result = await sandbox.exec(args.argv[0], args.argv[1:])
     output.write_output(result)
@@ -149,12 +165,87 @@ async def rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_auth(args: argparse.Namespace) -> RegistryAuth | None:
+    if not args.username:
+        return None
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else ""
+    return RegistryAuth.basic(args.username, password)
+
+
+async def pull(args: argparse.Namespace) -> int:
+    stream = pull_stream(args.reference, insecure=args.insecure, auth=_registry_auth(args))
+    async with stream:
+        async for event in stream:
+            match event:
+                case Resolved(reference=reference, digest=digest, layers=layers):
+                    total = format_size(sum(layer.size_bytes for layer in layers))
+                    print(f"{reference}: {len(layers)} layers, {total} ({digest})", flush=True)
+                case LayerDownloadProgress(digest=digest, downloaded_bytes=done, total_bytes=of):
+                    if sys.stdout.isatty():
+                        print(f"\r  {digest[7:19]} {format_size(done)}/{format_size(of)}", end="")
+                case LayerDownloadComplete(digest=digest):
+                    print(f"\r  {digest[7:19]} downloaded", flush=True)
+                case LayerIndexComplete(digest=digest):
+                    print(f"  {digest[7:19]} ready", flush=True)
+                case PullComplete(reference=reference):
+                    print(f"pulled {reference}", flush=True)
+        await stream.result()
+    return 0
+
+
 async def images(args: argparse.Namespace) -> int:
-    rows = [["NAME", "KIND", "SIZE", "CREATED"]]
+    rows = [["NAME", "KIND", "LAYERS", "SIZE", "CREATED", "LAST USED"]]
     for image in await list_images():
         created = image.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
-        rows.append([image.name, image.kind, format_size(image.size_bytes), created])
+        used = (
+            image.last_used_at.astimezone().strftime("%Y-%m-%d %H:%M")
+            if image.last_used_at
+            else "-"
+        )
+        size = format_size(image.size_bytes)
+        rows.append([image.name, image.kind, str(image.layer_count), size, created, used])
     print(output.table(rows))
+    return 0
+
+
+async def inspect_image_command(args: argparse.Namespace) -> int:
+    detail = await inspect_image(args.name)
+    info, defaults = detail.info, detail.defaults
+    print(
+        json.dumps(
+            {
+                "name": info.name,
+                "kind": info.kind,
+                "digest": info.digest,
+                "size_bytes": info.size_bytes,
+                "layers": [
+                    {
+                        "digest": layer.digest,
+                        "diff_id": layer.diff_id,
+                        "size_bytes": layer.size_bytes,
+                    }
+                    for layer in detail.layers
+                ],
+                "env": defaults.env,
+                "entrypoint": defaults.entrypoint,
+                "cmd": defaults.cmd,
+                "workdir": defaults.workdir,
+                "user": defaults.user,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+async def rmi(args: argparse.Namespace) -> int:
+    for name in args.names:
+        await remove_image(name)
+    return 0
+
+
+async def prune_images_command(args: argparse.Namespace) -> int:
+    print(f"freed {format_size(await prune_images())}")
     return 0
 
 

@@ -19,7 +19,11 @@ def _add_resources(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image",
         default=DEFAULT_IMAGE,
-        help=f"local image name, or a host directory used as root (default: {DEFAULT_IMAGE})",
+        help=f"an OCI image reference (pulled if missing), {DEFAULT_IMAGE}, or a host directory "
+        f"used as root (default: {DEFAULT_IMAGE})",
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="pull the image over plain HTTP (a local registry)"
     )
     parser.add_argument("--cpus", type=int, default=None, metavar="N", help="virtual CPUs")
     parser.add_argument("--memory", type=int, default=None, metavar="MIB", help="memory in MiB")
@@ -150,7 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("-f", "--force", action="store_true", help="kill running sandboxes first")
     rm.set_defaults(handler=commands.rm)
 
+    pull = sub.add_parser("pull", help="pull an OCI image into the local store")
+    pull.add_argument("reference", help="alpine, python:3.12, host:5000/app@sha256:...")
+    _add_registry_options(pull)
+    pull.set_defaults(handler=commands.pull)
+
     sub.add_parser("images", help="list local images").set_defaults(handler=commands.images)
+
+    inspect = sub.add_parser("inspect-image", help="an image's layers, sizes and config")
+    inspect.add_argument("name")
+    inspect.set_defaults(handler=commands.inspect_image_command)
+
+    rmi = sub.add_parser("rmi", help="remove images (refused while a sandbox uses one)")
+    rmi.add_argument("names", nargs="+", metavar="NAME")
+    rmi.set_defaults(handler=commands.rmi)
+
+    sub.add_parser("prune-images", help="remove cached layers no image uses").set_defaults(
+        handler=commands.prune_images_command
+    )
     sub.add_parser(
         "install", help="fetch the guest kernel, build the initramfs and the default image"
     ).set_defaults(handler=commands.install)
@@ -183,3 +204,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"{args.subcommand}: a command to run is required, e.g. -- echo hello")
     args.argv = command
     return args
+
+
+def _add_registry_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--insecure", action="store_true", help="plain HTTP to the registry (a local one)"
+    )
+    command.add_argument("--username", help="registry user (else ~/.docker/config.json)")
+    command.add_argument(
+        "--password-stdin", action="store_true", help="read the registry password from stdin"
+    )

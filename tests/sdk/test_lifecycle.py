@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from microsandbox_tui import (
+    Image,
     ImageNotFoundError,
     InvalidConfigError,
+    PullPolicy,
     Sandbox,
     SandboxAlreadyExistsError,
     SandboxNotFoundError,
@@ -50,7 +52,11 @@ async def test_invalid_names_are_refused_before_anything_is_recorded(bad_name: s
 
 async def test_unknown_image_is_refused_and_nothing_is_recorded(unique_name: str) -> None:
     with pytest.raises(ImageNotFoundError, match="no-such-image"):
-        await Sandbox.create(unique_name, image="no-such-image")
+        await Sandbox.create(unique_name, image=Image.local("no-such-image"))
+    # An OCI image that is not local, with a policy that forbids pulling: no network.
+    never = Image.oci("127.0.0.1:9/no-such-image:1", pull_policy=PullPolicy.NEVER)
+    with pytest.raises(ImageNotFoundError, match="no-such-image"):
+        await Sandbox.create(unique_name, image=never)
     assert unique_name not in await names()
 
 

@@ -20,8 +20,16 @@ pub enum RuntimeError {
     SandboxAlreadyRunning(String),
     #[error("sandbox {name:?} failed to start: {reason}")]
     SandboxStart { name: String, reason: String },
-    #[error("no image named {0:?} (local images: {1})")]
+    #[error("no image named {0:?}: {1}")]
     ImageNotFound(String, String),
+    #[error("{0}")]
+    ImagePullFailed(String),
+    #[error("{0}")]
+    RegistryAuth(String),
+    #[error("pull of {0} cancelled")]
+    PullCancelled(String),
+    #[error("image {image:?} is used by {sandboxes}")]
+    ImageInUse { image: String, sandboxes: String },
     #[error("{0}; run `msb install` (or `await install()`)")]
     NotInstalled(String),
     #[error("install failed: {0}")]
@@ -59,6 +67,10 @@ impl RuntimeError {
             }
             Self::SandboxStart { .. } => "SandboxStartError",
             Self::ImageNotFound(..) => "ImageNotFoundError",
+            Self::ImagePullFailed(_) => "ImagePullFailedError",
+            Self::RegistryAuth(_) => "RegistryAuthError",
+            Self::PullCancelled(_) => "PullCancelledError",
+            Self::ImageInUse { .. } => "ImageInUseError",
             Self::NotInstalled(_) => "RuntimeNotInstalledError",
             Self::Install(_) => "InstallError",
             Self::Accelerator(_) => "AcceleratorError",

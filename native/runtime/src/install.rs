@@ -5,7 +5,7 @@ use crate::error::{Result, RuntimeError};
 use crate::paths;
 use msb_engine::kernel::{self, KernelArtifacts};
 use msb_images::base;
-use msb_state::{Database, ImageRecord};
+use msb_state::{Database, ImageRecord, NewImage};
 use std::path::{Path, PathBuf};
 
 /// Overrides the guest agent binary.
@@ -121,13 +121,15 @@ pub fn register_base_image(db: &mut Database, build: bool) -> Result<ImageRecord
         }
     };
     let path = built.path.display().to_string();
-    db.put_image(
-        base::BASE_IMAGE_NAME,
-        "ext4",
-        &path,
-        &built.digest,
-        built.size_bytes,
-    )?;
+    db.put_image(&NewImage {
+        name: base::BASE_IMAGE_NAME,
+        kind: "ext4",
+        path: &path,
+        digest: &built.digest,
+        size_bytes: built.size_bytes,
+        layers: &[],
+        config: None,
+    })?;
     Ok(db
         .image(base::BASE_IMAGE_NAME)?
         .expect("image just recorded"))

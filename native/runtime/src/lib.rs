@@ -5,6 +5,7 @@
 mod client;
 mod doctor;
 mod error;
+mod images;
 mod install;
 mod logs;
 mod metrics;
@@ -19,6 +20,7 @@ use msb_protocol::guest::{ExecRequest, ResourceLimit, TerminalSize};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,13 +121,25 @@ impl From<msb_state::SandboxRecord> for SandboxInfo {
     }
 }
 
-#[pyclass(frozen, get_all, module = "microsandbox_tui._native")]
-struct ImageInfo {
-    name: String,
-    kind: String,
-    size_bytes: u64,
-    created_at_ms: i64,
-    path: String,
+/// Stops a pull between chunks; the pull then fails with `PullCancelledError` and leaves
+/// nothing partial in the store.
+#[pyclass(frozen, module = "microsandbox_tui._native")]
+struct PullCancel {
+    flag: Arc<AtomicBool>,
+}
+
+#[pymethods]
+impl PullCancel {
+    #[new]
+    fn new() -> Self {
+        Self {
+            flag: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Starts a supervisor (through `start`) with this package's agent, outside the GIL.
@@ -288,23 +302,69 @@ fn all_metrics(py: Python<'_>) -> PyResult<Vec<(String, Metrics)>> {
 }
 
 #[pyfunction]
-fn list_images(py: Python<'_>) -> PyResult<Vec<ImageInfo>> {
-    let images = py.allow_threads(|| -> error::Result<_> {
-        let mut db = sandboxes::open_db()?;
-        // A new home shares the cache: the default image is there once installed.
-        let _ = install::register_base_image(&mut db, false);
-        Ok(db.images()?)
-    })?;
-    Ok(images
-        .into_iter()
-        .map(|image| ImageInfo {
-            name: image.name,
-            kind: image.kind,
-            size_bytes: image.size_bytes,
-            created_at_ms: image.created_at,
-            path: image.path,
-        })
-        .collect())
+fn list_images(py: Python<'_>) -> PyResult<String> {
+    Ok(py.allow_threads(images::list)?)
+}
+
+#[pyfunction]
+fn inspect_image(py: Python<'_>, name: String) -> PyResult<String> {
+    Ok(py.allow_threads(|| images::inspect(&name))?)
+}
+
+#[pyfunction]
+fn remove_image(py: Python<'_>, name: String) -> PyResult<()> {
+    Ok(py.allow_threads(|| images::remove(&name))?)
+}
+
+#[pyfunction]
+fn prune_images(py: Python<'_>) -> PyResult<u64> {
+    Ok(py.allow_threads(images::prune)?)
+}
+
+#[pyfunction]
+fn canonical_reference(reference: &str) -> PyResult<String> {
+    Ok(images::canonical_reference(reference)?)
+}
+
+/// Pulls `reference`; `progress` is called (with the GIL) with each progress event as JSON.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn pull_image(
+    py: Python<'_>,
+    reference: String,
+    insecure: bool,
+    username: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    progress: PyObject,
+    cancel: &PullCancel,
+) -> PyResult<String> {
+    let credentials = match (token, username) {
+        (Some(token), _) => Some(msb_oci::Credentials::Token(token)),
+        (None, Some(username)) => Some(msb_oci::Credentials::Basic {
+            username,
+            password: password.unwrap_or_default(),
+        }),
+        (None, None) => None,
+    };
+    let options = msb_oci::PullOptions {
+        insecure,
+        credentials,
+        docker_config: None,
+    };
+    let flag = cancel.flag.clone();
+    Ok(py.allow_threads(move || {
+        let mut report = |event: msb_oci::Progress| {
+            let text = serde_json::to_string(&event).expect("progress serialises");
+            Python::with_gil(|py| {
+                // A failing callback must not fail the pull; Python sees the traceback.
+                if let Err(error) = progress.call1(py, (text,)) {
+                    error.print(py);
+                }
+            });
+        };
+        images::pull(&reference, &options, &mut report, &flag)
+    })?)
 }
 
 #[pyfunction]
@@ -727,6 +787,11 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(get_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(remove_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(list_images, module)?)?;
+    module.add_function(wrap_pyfunction!(inspect_image, module)?)?;
+    module.add_function(wrap_pyfunction!(remove_image, module)?)?;
+    module.add_function(wrap_pyfunction!(prune_images, module)?)?;
+    module.add_function(wrap_pyfunction!(canonical_reference, module)?)?;
+    module.add_function(wrap_pyfunction!(pull_image, module)?)?;
     module.add_function(wrap_pyfunction!(log_path, module)?)?;
     module.add_function(wrap_pyfunction!(sandbox_metrics, module)?)?;
     module.add_function(wrap_pyfunction!(all_metrics, module)?)?;
@@ -735,7 +800,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(boot_command, module)?)?;
     module.add_function(wrap_pyfunction!(hello_frame, module)?)?;
     module.add_class::<SandboxInfo>()?;
-    module.add_class::<ImageInfo>()?;
+    module.add_class::<PullCancel>()?;
     module.add_class::<ExecResult>()?;
     module.add_class::<Connection>()?;
     module.add_class::<ExecStream>()?;

@@ -89,6 +89,16 @@ fn check_image(db: &mut Database, image: &ImageSource) -> Result<()> {
             path.clone(),
             "a bind root must be an existing directory".into(),
         )),
+        ImageSource::Oci { reference } => {
+            if db.image(reference)?.is_some() {
+                db.touch_image(reference)?;
+                return Ok(());
+            }
+            Err(RuntimeError::ImageNotFound(
+                reference.clone(),
+                "pull it first (`msb pull`)".into(),
+            ))
+        }
         ImageSource::Local { name } => {
             if db.image(name)?.is_some() {
                 return Ok(());
@@ -103,7 +113,10 @@ fn check_image(db: &mut Database, image: &ImageSource) -> Result<()> {
             } else {
                 known.join(", ")
             };
-            Err(RuntimeError::ImageNotFound(name.clone(), known))
+            Err(RuntimeError::ImageNotFound(
+                name.clone(),
+                format!("local images: {known}"),
+            ))
         }
     }
 }

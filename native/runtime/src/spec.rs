@@ -12,6 +12,9 @@ pub enum ImageSource {
     Bind { path: String },
     /// An image from the local store.
     Local { name: String },
+    /// An OCI image, pulled into the local store (by the SDK, as its pull policy says) under
+    /// its canonical reference before the sandbox is created.
+    Oci { reference: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,7 +7,7 @@ mod images;
 mod migrations;
 mod sandboxes;
 
-pub use images::ImageRecord;
+pub use images::{ImageRecord, NewImage};
 pub use sandboxes::{SandboxRecord, SandboxStatus, StatusChange};
 
 use rusqlite::Connection;

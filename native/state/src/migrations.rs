@@ -29,6 +29,11 @@ const MIGRATIONS: &[&str] = &[
         size_bytes  INTEGER NOT NULL,
         created_at  INTEGER NOT NULL
     );",
+    // 2: OCI images: their layer files (top first), their config, and when a sandbox last
+    // used them.
+    "ALTER TABLE images ADD COLUMN layers TEXT NOT NULL DEFAULT '[]';
+     ALTER TABLE images ADD COLUMN config TEXT;
+     ALTER TABLE images ADD COLUMN last_used_at INTEGER;",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {

@@ -173,7 +173,7 @@ fn root_disk(
     helpers: &mut Vec<Child>,
 ) -> Result<RootDisk> {
     match &spec.image {
-        ImageSource::Local { name } => {
+        ImageSource::Local { name } | ImageSource::Oci { reference: name } => {
             let image = db.image(name)?.ok_or_else(|| {
                 RuntimeError::ImageNotFound(name.clone(), String::from("see `msb images`"))
             })?;
@@ -187,7 +187,7 @@ fn root_disk(
                 )?;
             }
             Ok(RootDisk::Overlay {
-                lowers: vec![PathBuf::from(image.path)],
+                lowers: image.lower_layers().into_iter().map(PathBuf::from).collect(),
                 upper,
             })
         }
