@@ -35,12 +35,11 @@ class SandboxInfo:
     vmm_pid: int | None
     exit_reason: str | None
 
-class ImageInfo:
-    name: str
-    kind: str
-    size_bytes: int
-    created_at_ms: int
-    path: str
+class PullCancel:
+    """Stops a pull between chunks (it then raises ``PullCancelledError``)."""
+
+    def __init__(self) -> None: ...
+    def cancel(self) -> None: ...
 
 def create_sandbox(
     config_json: str, replace: bool, detached: bool, python: str, timeout_s: float
@@ -73,7 +72,35 @@ def sandbox_metrics(name: str) -> Metrics | None:
 def all_metrics() -> list[tuple[str, Metrics]]:
     """Latest samples of every running sandbox."""
 
-def list_images() -> list[ImageInfo]: ...
+def list_images() -> str:
+    """The local images as a JSON list (see ``inspect_image`` for one entry's shape)."""
+
+def inspect_image(name: str) -> str:
+    """One image as JSON: name, kind, digest, size_bytes, created_at_ms, last_used_at_ms,
+    layers (bottom first: digest, diff_id, size_bytes) and config (env, entrypoint, cmd,
+    working_dir, user; null for non-OCI images)."""
+
+def remove_image(name: str) -> None:
+    """Raises ``ImageInUseError`` while a sandbox uses the image."""
+
+def prune_images() -> int:
+    """Removes cached blobs and layers no image uses; returns the bytes freed."""
+
+def canonical_reference(reference: str) -> str:
+    """``alpine`` -> ``docker.io/library/alpine:latest``; ``InvalidConfigError`` if malformed."""
+
+def pull_image(
+    reference: str,
+    insecure: bool,
+    username: str | None,
+    password: str | None,
+    token: str | None,
+    progress: Callable[[str], object],
+    cancel: PullCancel,
+) -> str:
+    """Pulls into the local store, calling ``progress`` with each event as JSON; returns the
+    image's canonical name."""
+
 def log_path(name: str, source: str) -> str:
     """The ``console`` or ``exec`` log of a sandbox; its previous generation has ``.1`` appended."""
 

@@ -187,7 +187,11 @@ fn root_disk(
                 )?;
             }
             Ok(RootDisk::Overlay {
-                lowers: image.lower_layers().into_iter().map(PathBuf::from).collect(),
+                lowers: image
+                    .lower_layers()
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .collect(),
                 upper,
             })
         }
