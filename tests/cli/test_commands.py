@@ -74,7 +74,8 @@ def test_doctor_prints_every_check(msb_home: Path, msb: MsbRunner) -> None:
 def test_images_has_a_header(msb_home: Path, msb: MsbRunner) -> None:
     result = msb("images")
     assert result.returncode == 0
-    assert result.stdout.splitlines()[0].split() == ["NAME", "KIND", "SIZE", "CREATED"]
+    header = result.stdout.splitlines()[0].split()
+    assert header == ["NAME", "KIND", "LAYERS", "SIZE", "CREATED", "LAST", "USED"]
 
 
 def test_install_is_idempotent_and_prints_progress(msb_home: Path, msb: MsbRunner) -> None:
