@@ -400,9 +400,10 @@ fn apply_metadata<R: Read>(
     diff_id: &Digest,
 ) -> Result<()> {
     let header = entry.header();
-    let mut uid = header.uid().map_err(|error| invalid(diff_id, error))?;
-    let mut gid = header.gid().map_err(|error| invalid(diff_id, error))?;
-    let mode = header.mode().map_err(|error| invalid(diff_id, error))? & 0o7777;
+    let old = header.as_old();
+    let mut uid = numeric(&old.uid, header.uid(), diff_id)?;
+    let mut gid = numeric(&old.gid, header.gid(), diff_id)?;
+    let mode = numeric(&old.mode, header.mode().map(u64::from), diff_id)? as u32 & 0o7777;
     let is_symlink = header.entry_type().is_symlink();
     let mut xattrs = HashMap::new();
     if let Some(extensions) = entry
@@ -436,6 +437,15 @@ fn apply_metadata<R: Read>(
         set_xattr(path, &name, &value)?;
     }
     Ok(())
+}
+
+/// A numeric header field; blank (all NUL or spaces) reads as 0, as Go's archive/tar (which
+/// writes most layers) reads it too.
+fn numeric(field: &[u8], parsed: io::Result<u64>, diff_id: &Digest) -> Result<u64> {
+    if field.iter().all(|&byte| byte == 0 || byte == b' ') {
+        return Ok(0);
+    }
+    parsed.map_err(|error| invalid(diff_id, error))
 }
 
 fn parse_id(value: &[u8]) -> Option<u64> {
