@@ -158,7 +158,7 @@ struct ProgressReader<'a, R> {
 impl<R: Read> Read for ProgressReader<'_, R> {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         if self.cancel.load(Ordering::Relaxed) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+            return Err(io::Error::other("cancelled"));
         }
         let read = self.inner.read(buffer)?;
         self.read += read as u64;
@@ -400,9 +400,10 @@ fn apply_metadata<R: Read>(
     diff_id: &Digest,
 ) -> Result<()> {
     let header = entry.header();
-    let mut uid = header.uid().map_err(|error| invalid(diff_id, error))?;
-    let mut gid = header.gid().map_err(|error| invalid(diff_id, error))?;
-    let mode = header.mode().map_err(|error| invalid(diff_id, error))? & 0o7777;
+    let old = header.as_old();
+    let mut uid = numeric(&old.uid, header.uid(), diff_id)?;
+    let mut gid = numeric(&old.gid, header.gid(), diff_id)?;
+    let mode = numeric(&old.mode, header.mode().map(u64::from), diff_id)? as u32 & 0o7777;
     let is_symlink = header.entry_type().is_symlink();
     let mut xattrs = HashMap::new();
     if let Some(extensions) = entry
@@ -436,6 +437,15 @@ fn apply_metadata<R: Read>(
         set_xattr(path, &name, &value)?;
     }
     Ok(())
+}
+
+/// A numeric header field; blank (all NUL or spaces) reads as 0, as Go's archive/tar (which
+/// writes most layers) reads it too.
+fn numeric(field: &[u8], parsed: io::Result<u64>, diff_id: &Digest) -> Result<u64> {
+    if field.iter().all(|&byte| byte == 0 || byte == b' ') {
+        return Ok(0);
+    }
+    parsed.map_err(|error| invalid(diff_id, error))
 }
 
 fn parse_id(value: &[u8]) -> Option<u64> {
@@ -512,4 +522,373 @@ fn set_mtime(path: &Path, mtime: u64) -> Result<()> {
         return Err(io_at(path)(io::Error::last_os_error()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+    use std::process::Command;
+
+    const MTIME: u64 = 1_600_000_000;
+
+    fn header(kind: tar::EntryType, mode: u32, uid: u64, gid: u64) -> tar::Header {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_uid(uid);
+        header.set_gid(gid);
+        header.set_mtime(MTIME);
+        header.set_size(0);
+        header
+    }
+
+    /// A header whose name is written raw: the tar builder itself refuses unsafe names,
+    /// but the layers we receive are not made by it.
+    fn raw_named(kind: tar::EntryType, name: &str, size: u64) -> tar::Header {
+        let mut header = header(kind, 0o644, 0, 0);
+        header.set_size(size);
+        let field = &mut header.as_old_mut().name;
+        field.fill(0);
+        field[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_cksum();
+        header
+    }
+
+    /// The layer the conversion test uses: every kind of entry a real layer has.
+    fn sample_tar() -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let dir = header(tar::EntryType::Directory, 0o750, 1000, 1000);
+        builder
+            .append_data(&mut dir.clone(), "dir/", io::empty())
+            .unwrap();
+        builder
+            .append_pax_extensions([("SCHILY.xattr.user.note", &b"kept"[..])])
+            .unwrap();
+        let mut file = header(tar::EntryType::Regular, 0o640, 1000, 1001);
+        file.set_size(5);
+        builder
+            .append_data(&mut file, "dir/file.txt", &b"hello"[..])
+            .unwrap();
+        let mut link = header(tar::EntryType::Symlink, 0o777, 0, 0);
+        builder
+            .append_link(&mut link, "link", "dir/file.txt")
+            .unwrap();
+        let mut hard = header(tar::EntryType::Link, 0o640, 1000, 1001);
+        builder
+            .append_link(&mut hard, "dir/hard", "dir/file.txt")
+            .unwrap();
+        builder
+            .append_data(&mut dir.clone(), "old/", io::empty())
+            .unwrap();
+        let mut whiteout = header(tar::EntryType::Regular, 0o644, 0, 0);
+        builder
+            .append_data(&mut whiteout, "old/.wh.gone", io::empty())
+            .unwrap();
+        builder
+            .append_data(&mut dir.clone(), "opaque/", io::empty())
+            .unwrap();
+        builder
+            .append_data(&mut whiteout, "opaque/.wh..wh..opq", io::empty())
+            .unwrap();
+        let mut device = header(tar::EntryType::Char, 0o666, 0, 0);
+        device.set_device_major(1).unwrap();
+        device.set_device_minor(3).unwrap();
+        builder
+            .append_data(&mut device, "null", io::empty())
+            .unwrap();
+        let mut fifo = header(tar::EntryType::Fifo, 0o600, 0, 0);
+        builder.append_data(&mut fifo, "fifo", io::empty()).unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn debugfs(image: &Path, request: &str) -> String {
+        let output = Command::new("debugfs")
+            .args(["-R", request])
+            .arg(image)
+            .output()
+            .expect("debugfs (e2fsprogs) must be installed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        blob: PathBuf,
+    }
+
+    fn fixture(blob_bytes: &[u8]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("oci")).unwrap();
+        let blob = dir.path().join("blob");
+        fs::write(&blob, blob_bytes).unwrap();
+        Fixture {
+            _dir: dir,
+            store,
+            blob,
+        }
+    }
+
+    fn build(fixture: &Fixture, compression: Compression, diff_id: &Digest) -> Result<PathBuf> {
+        build_layer(
+            &fixture.store,
+            &fixture.blob,
+            compression,
+            diff_id,
+            &mut |_| {},
+            &AtomicBool::new(false),
+        )
+    }
+
+    /// Nothing partial stays behind: no temp work, no layer image.
+    fn assert_store_clean(store: &Store) {
+        for dir in ["tmp", "layers/sha256"] {
+            let entries: Vec<_> = fs::read_dir(store.root().join(dir))
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .collect();
+            assert!(entries.is_empty(), "{dir} must be empty: {entries:?}");
+        }
+    }
+
+    #[test]
+    fn gzip_layer_becomes_an_ext4_image_with_overlayfs_whiteouts() {
+        let tar = sample_tar();
+        let diff_id = Digest::of(&tar);
+        let fixture = fixture(&gzip(&tar));
+        let mut events = Vec::new();
+        let image = build_layer(
+            &fixture.store,
+            &fixture.blob,
+            Compression::Gzip,
+            &diff_id,
+            &mut |event| events.push(event),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert_eq!(image, fixture.store.layer_path(&diff_id));
+        assert!(matches!(events[0], LayerEvent::Extracting(_)));
+        assert_eq!(
+            events[events.len() - 2..],
+            [LayerEvent::Extracted, LayerEvent::Indexing]
+        );
+
+        let file = debugfs(&image, "stat /dir/file.txt");
+        assert!(file.contains("Mode:  0640"), "{file}");
+        assert!(file.contains("User:  1000   Group:  1001"), "{file}");
+        assert!(
+            file.contains("Links: 2"),
+            "hard link shares the inode: {file}"
+        );
+        assert!(file.contains(&format!("{MTIME:#x}")), "mtime kept: {file}");
+        assert_eq!(debugfs(&image, "cat /dir/hard"), "hello");
+        let xattrs = debugfs(&image, "ea_list /dir/file.txt");
+        assert!(
+            xattrs.contains("user.note") && xattrs.contains("kept"),
+            "{xattrs}"
+        );
+
+        let dir = debugfs(&image, "stat /dir");
+        assert!(
+            dir.contains("Mode:  0750") && dir.contains("User:  1000"),
+            "{dir}"
+        );
+        assert!(
+            dir.contains(&format!("{MTIME:#x}")),
+            "directory mtime kept: {dir}"
+        );
+
+        let link = debugfs(&image, "stat /link");
+        assert!(
+            link.contains("Type: symlink") && link.contains("dir/file.txt"),
+            "{link}"
+        );
+
+        let whiteout = debugfs(&image, "stat /old/gone");
+        assert!(whiteout.contains("Type: character special"), "{whiteout}");
+        assert!(
+            whiteout.contains("Device major/minor number: 00:00"),
+            "{whiteout}"
+        );
+        let listing = debugfs(&image, "ls -l /old");
+        assert!(
+            !listing.contains(".wh."),
+            "whiteout marker itself is gone: {listing}"
+        );
+
+        let opaque = debugfs(&image, "ea_list /opaque");
+        assert!(
+            opaque.contains("trusted.overlay.opaque") && opaque.contains("\"y\""),
+            "{opaque}"
+        );
+        assert!(!debugfs(&image, "ls -l /opaque").contains(".wh."));
+
+        let device = debugfs(&image, "stat /null");
+        assert!(device.contains("Type: character special"), "{device}");
+        assert!(
+            device.contains("Device major/minor number: 01:03"),
+            "{device}"
+        );
+        assert!(debugfs(&image, "stat /fifo").contains("Type: FIFO"));
+
+        // Built once: a second build finds the stored image.
+        let mut again = Vec::new();
+        build_layer(
+            &fixture.store,
+            Path::new("/nonexistent"),
+            Compression::Gzip,
+            &diff_id,
+            &mut |event| again.push(event),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(again.is_empty());
+        assert!(fs::read_dir(fixture.store.root().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+
+    #[test]
+    fn plain_tar_layers_are_accepted() {
+        let tar = sample_tar();
+        let fixture = fixture(&tar);
+        let image = build(&fixture, Compression::None, &Digest::of(&tar)).unwrap();
+        assert_eq!(debugfs(&image, "cat /dir/file.txt"), "hello");
+    }
+
+    fn unsafe_tar(entries: &[(tar::Header, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (header, data) in entries {
+            builder.append(header, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn entries_escaping_the_root_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        let mut symlink = raw_named(tar::EntryType::Symlink, "escape", 0);
+        symlink.set_link_name(outside.path()).unwrap();
+        symlink.set_cksum();
+        // (layer, the entry that must be named as refused)
+        let cases = [
+            (
+                unsafe_tar(&[(raw_named(tar::EntryType::Regular, "../evil", 4), b"evil")]),
+                "../evil",
+            ),
+            (
+                unsafe_tar(&[(raw_named(tar::EntryType::Regular, "/abs", 4), b"evil")]),
+                "/abs",
+            ),
+            (
+                unsafe_tar(&[(
+                    raw_named(tar::EntryType::Regular, "a/../../evil", 4),
+                    b"evil",
+                )]),
+                "a/../../evil",
+            ),
+            (
+                unsafe_tar(&[
+                    (symlink.clone(), b""),
+                    (
+                        raw_named(tar::EntryType::Regular, "escape/evil", 4),
+                        b"evil",
+                    ),
+                ]),
+                "escape/evil",
+            ),
+            (
+                unsafe_tar(&[
+                    (symlink, b""),
+                    (raw_named(tar::EntryType::Directory, "escape/sub/", 0), b""),
+                ]),
+                "escape/sub",
+            ),
+        ];
+        for (tar, refused) in cases {
+            let fixture = fixture(&gzip(&tar));
+            match build(&fixture, Compression::Gzip, &Digest::of(&tar)) {
+                Err(Error::UnsafePath { entry, reason }) => {
+                    assert!(entry.starts_with(refused), "{entry} is not {refused}");
+                    assert!(!reason.is_empty());
+                }
+                other => panic!("unsafe entry must be refused, got {other:?}"),
+            }
+            assert_store_clean(&fixture.store);
+            assert!(
+                fs::read_dir(outside.path()).unwrap().next().is_none(),
+                "nothing may be written outside the root"
+            );
+        }
+    }
+
+    #[test]
+    fn a_layer_not_matching_its_diff_id_is_refused_and_leaves_nothing() {
+        let tar = sample_tar();
+        let claimed = Digest::of(b"what the config promised");
+        let fixture = fixture(&gzip(&tar));
+        match build(&fixture, Compression::Gzip, &claimed) {
+            Err(Error::DigestMismatch { digest, actual }) => {
+                assert_eq!(digest, claimed.to_string());
+                assert_eq!(actual, Digest::of(&tar).to_string());
+            }
+            other => panic!("expected DigestMismatch, got {other:?}"),
+        }
+        assert_store_clean(&fixture.store);
+
+        // A truncated blob: the stream breaks, and still nothing stays.
+        let compressed = gzip(&tar);
+        let fixture = self::fixture(&compressed[..compressed.len() / 2]);
+        assert!(build(&fixture, Compression::Gzip, &Digest::of(&tar)).is_err());
+        assert_store_clean(&fixture.store);
+    }
+
+    #[test]
+    fn cancelled_extraction_leaves_nothing() {
+        let tar = sample_tar();
+        let fixture = fixture(&gzip(&tar));
+        let result = build_layer(
+            &fixture.store,
+            &fixture.blob,
+            Compression::Gzip,
+            &Digest::of(&tar),
+            &mut |_| {},
+            &AtomicBool::new(true),
+        );
+        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        assert_store_clean(&fixture.store);
+    }
+
+    #[test]
+    fn media_types_map_to_compression() {
+        for (media_type, expected) in [
+            (
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                Compression::Gzip,
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                Compression::Gzip,
+            ),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                Compression::Gzip,
+            ),
+            ("application/vnd.oci.image.layer.v1.tar", Compression::None),
+        ] {
+            assert_eq!(Compression::from_media_type(media_type).unwrap(), expected);
+        }
+        assert!(matches!(
+            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd"),
+            Err(Error::UnsupportedMediaType { .. })
+        ));
+    }
 }

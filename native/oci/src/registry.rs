@@ -507,3 +507,169 @@ mod tests {
         assert_eq!(parsed.diff_ids[0].to_string(), digest('e'));
     }
 }
+
+/// The auth handshake against a scripted local server: the registry test in `tests/` uses a
+/// registry without auth, so challenges and tokens are exercised here.
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    /// Serves `answer(request line, authorization)` for each request, recording requests.
+    fn serve(
+        answer: impl Fn(&str, &str, u16) -> (u16, Vec<(&'static str, String)>, String) + Send + 'static,
+    ) -> (u16, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let mut authorization = String::new();
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(value) = line.strip_prefix("Authorization: ") {
+                        authorization = value.trim().to_string();
+                    }
+                }
+                let request_line = request_line.trim().to_string();
+                log.lock()
+                    .unwrap()
+                    .push(format!("{request_line} [{authorization}]"));
+                let (status, headers, body) = answer(&request_line, &authorization, port);
+                let mut response = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    body.len()
+                );
+                for (name, value) in headers {
+                    response.push_str(&format!("{name}: {value}\r\n"));
+                }
+                response.push_str("\r\n");
+                response.push_str(&body);
+                let _ = stream.write_all(response.as_bytes());
+            }
+        });
+        (port, seen)
+    }
+
+    fn manifest() -> String {
+        let digest = |byte: char| format!("sha256:{}", byte.to_string().repeat(64));
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"x","digest":"{}","size":1}},"layers":[]}}"#,
+            digest('a')
+        )
+    }
+
+    fn basic() -> Credentials {
+        Credentials::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        }
+    }
+
+    #[test]
+    fn bearer_challenge_is_answered_with_a_token_fetched_with_basic_credentials() {
+        let (port, seen) = serve(|request, authorization, port| {
+            if request.starts_with("GET /token?") {
+                return if authorization == "Basic dTpw" {
+                    (200, vec![], r#"{"token":"tok"}"#.into())
+                } else {
+                    (401, vec![], "{}".into())
+                };
+            }
+            if authorization == "Bearer tok" {
+                return (200, vec![("Content-Type", OCI_MANIFEST.into())], manifest());
+            }
+            let challenge = format!(
+                r#"Bearer realm="http://127.0.0.1:{port}/token",service="svc",scope="repository:org/app:pull""#
+            );
+            (401, vec![("WWW-Authenticate", challenge)], String::new())
+        });
+        let reference = Reference::parse(&format!("127.0.0.1:{port}/org/app")).unwrap();
+        let mut client = RegistryClient::new(&reference, Some(basic()), true);
+        let resolved = client.resolve(&reference, &Platform::current()).unwrap();
+        assert_eq!(resolved.digest, Digest::of(manifest().as_bytes()));
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(seen[0].ends_with("[]"), "first try is anonymous: {seen:?}");
+        assert!(
+            seen[1].contains("scope=repository%3Aorg%2Fapp%3Apull"),
+            "{seen:?}"
+        );
+        assert!(seen[1].contains("service=svc") && seen[1].ends_with("[Basic dTpw]"));
+        assert!(seen[2].ends_with("[Bearer tok]"));
+
+        // Wrong credentials: the token service refuses, and that is `Unauthorized`.
+        let mut client = RegistryClient::new(
+            &reference,
+            Some(Credentials::Basic {
+                username: "u".into(),
+                password: "wrong".into(),
+            }),
+            true,
+        );
+        assert!(matches!(
+            client.resolve(&reference, &Platform::current()),
+            Err(Error::Unauthorized { registry, .. }) if registry == format!("127.0.0.1:{port}")
+        ));
+    }
+
+    #[test]
+    fn basic_challenge_needs_credentials_and_is_retried_once() {
+        let (port, seen) = serve(|_, authorization, _| {
+            if authorization == "Basic dTpw" {
+                (200, vec![("Content-Type", OCI_MANIFEST.into())], manifest())
+            } else {
+                let challenge = r#"Basic realm="registry""#.to_string();
+                (401, vec![("WWW-Authenticate", challenge)], String::new())
+            }
+        });
+        let reference = Reference::parse(&format!("127.0.0.1:{port}/app:v1")).unwrap();
+        let mut client = RegistryClient::new(&reference, Some(basic()), true);
+        client.resolve(&reference, &Platform::current()).unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 2);
+
+        let mut anonymous = RegistryClient::new(&reference, None, true);
+        assert!(matches!(
+            anonymous.resolve(&reference, &Platform::current()),
+            Err(Error::Unauthorized { .. })
+        ));
+        let wrong = Credentials::Basic {
+            username: "u".into(),
+            password: "x".into(),
+        };
+        let mut client = RegistryClient::new(&reference, Some(wrong), true);
+        assert!(matches!(
+            client.resolve(&reference, &Platform::current()),
+            Err(Error::Unauthorized { .. })
+        ));
+        // One challenge, one retry: never a loop.
+        assert_eq!(seen.lock().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_manifest_not_matching_the_pinned_digest_is_refused() {
+        let (port, _) =
+            serve(|_, _, _| (200, vec![("Content-Type", OCI_MANIFEST.into())], manifest()));
+        let pinned = Digest::of(b"something else");
+        let reference = Reference::parse(&format!("127.0.0.1:{port}/app@{pinned}")).unwrap();
+        let mut client = RegistryClient::new(&reference, None, true);
+        match client.resolve(&reference, &Platform::current()) {
+            Err(Error::DigestMismatch { digest, actual }) => {
+                assert_eq!(digest, pinned.to_string());
+                assert_eq!(actual, Digest::of(manifest().as_bytes()).to_string());
+            }
+            other => panic!("expected DigestMismatch, got {other:?}"),
+        }
+    }
+}
