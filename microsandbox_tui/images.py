@@ -100,23 +100,29 @@ async def prune_images() -> int:
     return await run_blocking(_native.prune_images)
 
 
-async def image_exists(name: str) -> bool:
+async def _local_image(name: str) -> ImageDetail | None:
     try:
-        await inspect_image(name)
+        return await inspect_image(name)
     except ImageNotFoundError:
-        return False
-    return True
+        return None
 
 
-async def resolve_oci_image(image: OciImage, auth: RegistryAuth | None = None) -> str:
-    """The store name of ``image`` after pulling it if its policy says so."""
+async def pull_plan(image: OciImage) -> tuple[str, ImageDetail | None]:
+    """The store name of ``image``, and the local image unless its policy wants a pull now.
+    Raises :class:`ImageNotFoundError` for a missing image whose policy is ``NEVER``."""
     name = await run_blocking(_native.canonical_reference, image.reference)
-    if image.pull_policy is PullPolicy.ALWAYS or (
-        image.pull_policy is PullPolicy.IF_MISSING and not await image_exists(name)
-    ):
-        return await pull_stream(name, insecure=image.insecure, auth=auth).result()
-    if not await image_exists(name):
+    local = None if image.pull_policy is PullPolicy.ALWAYS else await _local_image(name)
+    if local is None and image.pull_policy is PullPolicy.NEVER:
         raise ImageNotFoundError(
             f"no image named {name!r} in the local store, and the pull policy is never"
         )
-    return name
+    return name, local
+
+
+async def resolve_oci_image(image: OciImage, auth: RegistryAuth | None = None) -> ImageDetail:
+    """``image`` in the local store, pulled first if its policy says so."""
+    name, local = await pull_plan(image)
+    if local is not None:
+        return local
+    pulled = await pull_stream(name, insecure=image.insecure, auth=auth).result()
+    return await inspect_image(pulled)

@@ -24,7 +24,7 @@ from .config import (
 )
 from .errors import ExecTimeoutError, InvalidConfigError, SandboxNotRunningError
 from .exec import AttachOptions, ExecHandle, ExecOptions, NativeExecArgs, native_exec_args
-from .images import image_exists, inspect_image, resolve_oci_image
+from .images import pull_plan, resolve_oci_image
 from .logs import LogSource, read_logs
 from .metrics import SandboxMetrics, sandbox_metrics
 from .pull import PullPolicy, PullProgress, PullStream, RegistryAuth, pull_stream
@@ -45,8 +45,8 @@ async def _prepared_image(
     """The image as the runtime finds it in the store, and its exec defaults."""
     if not isinstance(source, OciImage):
         return source, ImageDefaults()
-    name = await resolve_oci_image(source, auth)
-    return source.model_copy(update={"reference": name}), (await inspect_image(name)).defaults
+    image = await resolve_oci_image(source, auth)
+    return source.model_copy(update={"reference": image.info.name}), image.defaults
 
 
 class PullSession:
@@ -70,8 +70,8 @@ class PullSession:
     async def __aenter__(self) -> Self:
         source = self._source
         if isinstance(source, OciImage) and source.pull_policy is not PullPolicy.NEVER:
-            reference = await run_blocking(_native.canonical_reference, source.reference)
-            if source.pull_policy is PullPolicy.ALWAYS or not await image_exists(reference):
+            reference, local = await pull_plan(source)
+            if local is None:
                 self._stream = pull_stream(reference, insecure=source.insecure, auth=self._auth)
                 self._stream.start()
         return self

@@ -78,10 +78,6 @@ class ShellsScreen(MsbScreen):
         return self.query_one("#shell-tabs", TabbedContent)
 
     @property
-    def panes(self) -> list[ShellPane]:
-        return list(self.query(ShellPane))
-
-    @property
     def current(self) -> ShellPane | None:
         active = self.tabs.active_pane
         return active.query_one(ShellPane) if active is not None else None

@@ -62,7 +62,6 @@ class ShellPane(Widget):
         self.handle: ExecHandle | None = None
         self.session: int | None = None
         self.reattached = False
-        self.title = ""
         self._sandbox: Sandbox | None = None
         self._stdin: ExecSink | None = None
         self._input: asyncio.Queue[bytes] = asyncio.Queue()
@@ -150,10 +149,6 @@ class ShellPane(Widget):
             # A lost session is reported by the output loop; a failed resize adds nothing.
             with contextlib.suppress(Exception):
                 await self.handle.resize(rows, cols)
-
-    @on(TerminalView.TitleChanged)
-    def _title_changed(self, event: TerminalView.TitleChanged) -> None:
-        self.title = event.title
 
     def detach(self) -> None:
         """Stops showing the session; it keeps running in the guest."""

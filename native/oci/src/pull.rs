@@ -110,13 +110,33 @@ pub struct PulledImage {
 
 /// Pulls `reference` into `store`: resolves it, then downloads and converts each layer
 /// that is not stored yet. Checks `cancel` between chunks; a cancelled or failed pull
-/// leaves no partial entries (complete layers stay for the next attempt).
+/// leaves the store as it found it (the blobs and layers it completed belong to no image,
+/// so they are removed too).
 pub fn pull(
     store: &Store,
     reference: &Reference,
     options: &PullOptions,
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
+) -> Result<PulledImage> {
+    let mut created = Vec::new();
+    let pulled = pull_recording(store, reference, options, progress, cancel, &mut created);
+    if pulled.is_err() {
+        for path in created {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    pulled
+}
+
+/// `pull`, noting in `created` each store entry it adds.
+fn pull_recording(
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+    created: &mut Vec<PathBuf>,
 ) -> Result<PulledImage> {
     progress(Progress::Resolving {
         reference: reference.clone(),
@@ -151,7 +171,7 @@ pub fn pull(
             .map(|layer| (layer.digest.clone(), layer.size))
             .collect(),
     });
-    let config = fetch_config(store, &mut client, &manifest.config)?;
+    let config = fetch_config(store, &mut client, &manifest.config, created)?;
     if config.diff_ids.len() != manifest.layers.len() {
         return Err(Error::InvalidConfig {
             detail: format!(
@@ -177,6 +197,7 @@ pub fn pull(
             compression,
             progress,
             cancel,
+            created,
         )?;
         layers.push(PulledLayer {
             digest: descriptor.digest.clone(),
@@ -243,16 +264,18 @@ fn fetch_config(
     store: &Store,
     client: &mut RegistryClient,
     descriptor: &Descriptor,
+    created: &mut Vec<PathBuf>,
 ) -> Result<ParsedConfig> {
     let path = store.blob_path(&descriptor.digest);
     if let Ok(bytes) = std::fs::read(&path) {
         return crate::registry::parse_config(&bytes);
     }
     let (bytes, parsed) = client.fetch_config(descriptor)?;
-    store.write_blob(&descriptor.digest, &bytes)?;
+    created.push(store.write_blob(&descriptor.digest, &bytes)?);
     Ok(parsed)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn ensure_layer(
     store: &Store,
     client: &mut RegistryClient,
@@ -261,6 +284,7 @@ fn ensure_layer(
     compression: Compression,
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
+    created: &mut Vec<PathBuf>,
 ) -> Result<PathBuf> {
     let digest = &descriptor.digest;
     if store.has_layer(diff_id) {
@@ -277,6 +301,7 @@ fn ensure_layer(
     }
     if !store.has_blob(digest) {
         download(store, client, descriptor, progress, cancel)?;
+        created.push(store.blob_path(digest));
     }
     progress(Progress::LayerDownloadComplete {
         digest: digest.clone(),
@@ -306,6 +331,7 @@ fn ensure_layer(
         &mut events,
         cancel,
     )?;
+    created.push(path.clone());
     progress(Progress::LayerIndexComplete {
         digest: digest.clone(),
     });

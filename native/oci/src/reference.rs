@@ -162,13 +162,9 @@ fn is_valid_registry(registry: &str) -> bool {
         Some((host, port)) => (host, Some(port)),
         None => (registry, None),
     };
-    // A match rather than `Option::is_none_or`, which needs Rust 1.82 (workspace: 1.80).
-    let port_ok = match port {
-        None => true,
-        Some(port) => {
-            !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
-        }
-    };
+    let port_ok = port.is_none_or(|port| {
+        !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+    });
     let host_ok = !host.is_empty()
         && host.split('.').all(|label| {
             !label.is_empty()

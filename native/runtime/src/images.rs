@@ -11,7 +11,6 @@ use msb_oci::{Digest, PullOptions, PulledImage, Reference, Store};
 use msb_state::{Database, ImageRecord, NewImage};
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 pub const OCI_KIND: &str = "oci";
@@ -43,22 +42,8 @@ pub fn pull(
 ) -> Result<String> {
     let reference = Reference::parse(reference).map_err(pull_error)?;
     let store = store()?;
-    let before = cached_entries(&store);
-    let pulled = match msb_oci::pull(&store, &reference, options, progress, cancel) {
-        Ok(pulled) => pulled,
-        Err(error) => {
-            // Blobs this pull completed before failing (or being cancelled) are verified but
-            // belong to no image: a failed pull leaves the cache as it found it.
-            let db = sandboxes::open_db()?;
-            let keep = referenced(&db)?;
-            for entry in cached_entries(&store).difference(&before) {
-                if !keep.iter().any(|digest| entry_is(entry, digest)) {
-                    let _ = std::fs::remove_file(entry);
-                }
-            }
-            return Err(pull_error(error));
-        }
-    };
+    let pulled =
+        msb_oci::pull(&store, &reference, options, progress, cancel).map_err(pull_error)?;
     let name = reference.to_string();
     // Top-most first, as the guest stacks overlayfs lower directories.
     let layers: Vec<String> = pulled
@@ -186,35 +171,13 @@ fn prune_with(db: &Database) -> Result<u64> {
     Ok(removed.bytes)
 }
 
-/// Digests of every blob and layer the recorded images use.
+/// The manifest digests of the recorded OCI images: the store keeps each one's config,
+/// blobs and layers.
 fn referenced(db: &Database) -> Result<HashSet<Digest>> {
     Ok(db
         .images()?
         .iter()
-        .filter_map(pulled)
-        .flat_map(|image| {
-            let layers = image.layers.into_iter();
-            layers
-                .flat_map(|layer| [layer.digest, layer.diff_id])
-                .chain([image.config_digest])
-        })
+        .filter(|record| record.kind == OCI_KIND)
+        .filter_map(|record| Digest::parse(&record.digest).ok())
         .collect())
-}
-
-/// The blob and layer files in the store.
-fn cached_entries(store: &Store) -> HashSet<PathBuf> {
-    ["blobs/sha256", "layers/sha256"]
-        .iter()
-        .filter_map(|dir| std::fs::read_dir(store.root().join(dir)).ok())
-        .flatten()
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .collect()
-}
-
-/// Whether a store file holds `digest` (blobs are named by it, layer images by it + `.ext4`).
-fn entry_is(entry: &Path, digest: &Digest) -> bool {
-    entry
-        .file_name()
-        .and_then(|name| name.to_str())
-        .is_some_and(|name| name.trim_end_matches(".ext4") == digest.hex())
 }
