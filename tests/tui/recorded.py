@@ -73,7 +73,15 @@ RECORDED_SANDBOXES = (
 )
 RECORDED_IMAGES = (
     ImageInfo("msb-base", "ext4", 12_356_348, NOW - timedelta(days=3)),
-    ImageInfo("python-3.12", "ext4", 91_234_567, NOW - timedelta(hours=5)),
+    ImageInfo(
+        "python-3.12",
+        "oci",
+        91_234_567,
+        NOW - timedelta(hours=5),
+        digest="sha256:" + "ab" * 32,
+        layer_count=5,
+        last_used_at=NOW - timedelta(minutes=20),
+    ),
 )
 RECORDED_PS = parse_ps(
     """PID   PPID  USER     STAT   VSZ  RSS COMMAND

@@ -103,3 +103,9 @@ def test_shells_view_without_shells(snap_compare: Any) -> None:
 
 def test_terminal_view_draws_a_recorded_stream(snap_compare: Any) -> None:
     assert snap_compare(TerminalApp(RECORDED_SHELL), terminal_size=(60, 12))
+
+
+def test_pull_dialog(snap_compare: Any) -> None:
+    assert snap_compare(
+        recorded_app(), terminal_size=TALL, run_before=wait_for_listing, press=["2", "P"]
+    )

@@ -140,7 +140,9 @@ class CreateSandboxDialog(ModalScreen[CreateRequest | None]):
             yield Label("Name", classes="field-label")
             yield Input(placeholder="my-sandbox", id="name")
             yield Static("", id="name-error", classes="field-error", markup=False)
-            yield Label("Image (local image or host directory)", classes="field-label")
+            yield Label(
+                "Image (OCI reference, local image or host directory)", classes="field-label"
+            )
             yield Input(self._image, id="image")
             yield Static("", id="image-hint", classes="field-hint", markup=False)
             yield Static("", id="image-error", classes="field-error", markup=False)

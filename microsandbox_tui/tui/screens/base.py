@@ -12,7 +12,19 @@ if TYPE_CHECKING:
 
 #: Actions that change something; hidden and refused in read-only mode, in every view.
 MUTATING_ACTIONS = frozenset(
-    {"create", "stop", "start", "pause", "restart", "kill", "delete", "shell", "native_shell"}
+    {
+        "create",
+        "stop",
+        "start",
+        "pause",
+        "restart",
+        "kill",
+        "delete",
+        "shell",
+        "native_shell",
+        "pull",
+        "remove_image",
+    }
 )
 
 

@@ -1,4 +1,4 @@
-"""The images view: the local images sandboxes can boot from."""
+"""The images view: the local images sandboxes can boot from; pull and remove them."""
 
 from __future__ import annotations
 
@@ -9,17 +9,20 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer
 
-from microsandbox_tui import ImageInfo
+from microsandbox_tui import ImageInfo, remove_image
 from microsandbox_tui.formatting import format_age, format_size
 
+from ..dialogs import ConfirmDialog, PullImageDialog
 from ..widgets import Column, KeyedTable, ViewBar
 from .base import MsbScreen
 
 COLUMNS = (
     Column("name", "NAME"),
-    Column("kind", "KIND", 8),
+    Column("kind", "KIND", 6),
+    Column("layers", "LAYERS", 7),
     Column("size", "SIZE", 11),
     Column("created", "CREATED", 12),
+    Column("used", "LAST USED", 12),
 )
 
 
@@ -27,6 +30,8 @@ class ImagesScreen(MsbScreen):
     HELP_TITLE = "Images"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "create", "Create sandbox", id="create"),
+        Binding("P", "pull", "Pull", id="pull"),
+        Binding("ctrl+d", "remove_image", "Remove", id="remove_image"),
         Binding("r", "refresh", "Refresh", id="refresh"),
     ]
 
@@ -70,8 +75,10 @@ class ImagesScreen(MsbScreen):
                 image.name: {
                     "name": image.name,
                     "kind": image.kind,
+                    "layers": str(image.layer_count),
                     "size": format_size(image.size_bytes),
                     "created": format_age(image.created_at, now),
+                    "used": format_age(image.last_used_at, now) if image.last_used_at else "-",
                 }
                 for image in sorted(images, key=lambda image: image.name)
             }
@@ -81,3 +88,40 @@ class ImagesScreen(MsbScreen):
     def action_create(self) -> None:
         """Opens the create form with the selected image filled in."""
         self.msb_app.open_create_dialog(image=self.table.selected_key)
+
+    def action_pull(self) -> None:
+        def pulled(name: str | None) -> None:
+            if name:
+                self.notify(f"pulled {name}", markup=False)
+                self.action_refresh()
+
+        self.app.push_screen(PullImageDialog(), callback=pulled)
+
+    def action_remove_image(self) -> None:
+        name = self.table.selected_key
+        if name is None:
+            self.notify("no image selected", severity="warning")
+            return
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self._remove(name)
+
+        self.app.push_screen(
+            ConfirmDialog(
+                f"Remove image {name}?",
+                "Its layers are removed too unless another image uses them.",
+                confirm_label="Remove",
+            ),
+            callback=confirmed,
+        )
+
+    @work(group="images-remove", exit_on_error=False)
+    async def _remove(self, name: str) -> None:
+        try:
+            await remove_image(name)
+        except Exception as error:
+            self.msb_app.report_error(error, context=f"removing {name}")
+        else:
+            self.notify(f"removed {name}", markup=False)
+        self.action_refresh()
