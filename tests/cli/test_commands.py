@@ -8,6 +8,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from registry.server import RegistryServer
+
 from microsandbox_tui import doctor, version
 
 MsbRunner = Callable[..., subprocess.CompletedProcess[str]]
@@ -85,3 +87,16 @@ def test_install_is_idempotent_and_prints_progress(msb_home: Path, msb: MsbRunne
     lines = result.stdout.splitlines()
     assert len(lines) >= 2
     assert lines[-1] == "runtime installed"
+
+
+def test_pull_images_and_rmi(msb_home: Path, msb: MsbRunner, registry: RegistryServer) -> None:
+    reference = registry.refs["multilayer"]
+    pulled = msb("pull", "--insecure", reference)
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"pulled {reference}" in pulled.stdout
+    listed = msb("images")
+    assert any(line.split()[:3] == [reference, "oci", "2"] for line in listed.stdout.splitlines())
+    assert msb("rmi", reference).returncode == 0
+    assert reference not in msb("images").stdout
+    missing = msb("rmi", reference)
+    assert missing.returncode != 0 and "ImageNotFoundError" in missing.stderr

@@ -164,3 +164,20 @@ async def test_never_policy_uses_only_the_local_store(
     image = Image.oci(reference, insecure=True, pull_policy=PullPolicy.NEVER)
     async with await Sandbox.create(unique_name, image=image) as sandbox:
         assert (await sandbox.shell("cat /etc/motd")).stdout_text == MOTD_TEXT.decode()
+
+
+async def test_create_with_progress_yields_pull_events_then_the_sandbox(
+    registry: RegistryServer, unique_name: str
+) -> None:
+    repository = f"session-{secrets.token_hex(4)}"
+    push(registry.url, repository, "1", busybox_image({"etc/motd": b"from a pull session\n"}))
+    image = Image.oci(f"{registry.host}/{repository}:1", insecure=True)
+    async with Sandbox.create_with_progress(unique_name, image=image) as session:
+        events = [event async for event in session]
+        sandbox = await session.sandbox()
+    try:
+        assert isinstance(events[0], Resolving) and isinstance(events[-1], PullComplete)
+        assert (await sandbox.shell("cat /etc/motd")).stdout_text == "from a pull session\n"
+    finally:
+        await sandbox.kill()
+        await Sandbox.remove(unique_name)
