@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from registry.server import RegistryServer
-from textual.widgets import Input, ProgressBar, Switch
+from textual.widgets import Input, Switch
 
 from microsandbox_tui import list_images
 from microsandbox_tui.tui.app import MsbApp
@@ -30,17 +30,12 @@ async def test_pull_dialog_shows_layer_progress_then_the_image_and_remove_delete
         assert isinstance(dialog, PullImageDialog)
         dialog.query_one("#reference", Input).value = reference
         dialog.query_one("#insecure", Switch).value = True
-        bars: set[int] = set()
         dialog.start()
         await wait_until(
-            pilot,
-            lambda: (
-                bars.update(id(bar) for bar in dialog.query(ProgressBar)) or not dialog.is_attached
-            ),
-            timeout=60,
-            what="the pull to finish",
+            pilot, lambda: not dialog.is_attached, timeout=60, what="the pull to finish"
         )
-        assert len(bars) == 2  # one bar per layer
+        # One line and bar per layer, each taken to the end.
+        assert [bar.step for bar in dialog.layer_bars.values()] == ["ready", "ready"]
         table = app.screen.query_one("#images", KeyedTable)
         await wait_until(pilot, lambda: reference in table.row_keys, timeout=10, what="the row")
         assert table.text_of(reference, "layers") == "2"

@@ -50,23 +50,29 @@ class LayerProgress(Vertical):
         super().__init__(classes="layer-progress")
         self.digest = digest
         self.size_bytes = size_bytes
+        #: The step the layer is at, as its line shows it.
+        self.step = "waiting"
 
     def compose(self) -> ComposeResult:
-        yield Static(self._line("waiting"), classes="layer-line", markup=False)
+        yield Static(self._line(self.step), classes="layer-line", markup=False)
         yield ProgressBar(total=max(self.size_bytes, 1), show_eta=False)
 
     def _line(self, step: str) -> str:
         return f"{short_digest(self.digest)}  {format_size(self.size_bytes):>9}  {step}"
 
+    def _set_step(self, step: str) -> None:
+        self.step = step
+        self.query_one(".layer-line", Static).update(self._line(step))
+
     def show(self, event: PullProgress) -> None:
         bar = self.query_one(ProgressBar)
         if isinstance(event, LayerDownloadProgress):
             bar.update(total=max(event.total_bytes, 1), progress=event.downloaded_bytes)
-            self.query_one(".layer-line", Static).update(self._line("downloading"))
+            self._set_step("downloading")
         elif step := _LAYER_STEP.get(type(event)):
             if isinstance(event, LayerDownloadComplete):
                 bar.update(progress=bar.total or 1)
-            self.query_one(".layer-line", Static).update(self._line(step))
+            self._set_step(step)
 
 
 class PullImageDialog(ModalScreen[str | None]):
@@ -77,6 +83,8 @@ class PullImageDialog(ModalScreen[str | None]):
     def __init__(self) -> None:
         super().__init__()
         self.pulling = False
+        #: The current pull's layers, by digest (kept after the dialog closes).
+        self.layer_bars: dict[str, LayerProgress] = {}
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
@@ -131,7 +139,7 @@ class PullImageDialog(ModalScreen[str | None]):
     async def _pull(self, reference: str, insecure: bool, auth: RegistryAuth | None) -> None:
         layers = self.query_one("#layers", Vertical)
         await layers.remove_children()
-        bars: dict[str, LayerProgress] = {}
+        self.layer_bars = {}
         self._set_status(f"resolving {reference}…")
         stream = pull_stream(reference, insecure=insecure, auth=auth)
         try:
@@ -140,14 +148,14 @@ class PullImageDialog(ModalScreen[str | None]):
                     if isinstance(event, Resolved):
                         total = format_size(event.total_bytes)
                         self._set_status(f"{event.reference}: {len(event.layers)} layers, {total}")
-                        bars = {
+                        self.layer_bars = {
                             layer.digest: LayerProgress(layer.digest, layer.size_bytes)
                             for layer in event.layers
                         }
-                        await layers.mount_all(bars.values())
+                        await layers.mount_all(self.layer_bars.values())
                     elif isinstance(event, PullComplete):
                         self._set_status(f"pulled {event.reference}")
-                    elif (bar := bars.get(getattr(event, "digest", ""))) is not None:
+                    elif (bar := self.layer_bars.get(getattr(event, "digest", ""))) is not None:
                         bar.show(event)
                 name = await stream.result()
         except Exception as error:
