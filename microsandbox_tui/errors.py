@@ -99,3 +99,15 @@ class PullCancelledError(ImagePullFailedError):
 
 class ImageInUseError(MicrosandboxError):
     """The image cannot be removed while a sandbox uses it (the message names them)."""
+
+
+class FilesystemError(MicrosandboxError, OSError):
+    """A file operation failed in the guest; `errno` is the guest's errno when it had one."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class PathNotFoundError(FilesystemError, FileNotFoundError):
+    """The guest path does not exist."""

@@ -222,6 +222,16 @@ impl Server {
                 }
             }),
             HostMessage::Stats => self.send(generation, id, FLAG_END, &memory_stats()),
+            HostMessage::Fs(_)
+            | HostMessage::FsChunk { .. }
+            | HostMessage::FsFinish
+            | HostMessage::Mount(_) => {
+                let reply = error(
+                    AgentErrorKind::InvalidRequest,
+                    "this agent does not serve file system requests yet".into(),
+                );
+                self.send(generation, id, FLAG_END, &reply);
+            }
             HostMessage::Shutdown => {
                 self.context.channel.send_last(
                     generation,

@@ -41,6 +41,118 @@ pub enum HostMessage {
     Shutdown,
     /// The guest's view of its resources (answered with `Stats`).
     Stats,
+    /// A file system operation in the guest (see [`FsRequest`] for each one's answers).
+    Fs(FsRequest),
+    /// Data of a [`FsRequest::Write`], under the write's request id, sent only after the
+    /// agent answered `FsReady`.
+    FsChunk {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// End of a write's data: the agent flushes the file and answers `FsWritten`.
+    FsFinish,
+    /// Mounts a volume in the guest (sent by the supervisor after the hello, before any
+    /// client's request). Answered with `Done` or an error.
+    Mount(MountRequest),
+}
+
+/// File system operations. Paths are absolute guest paths. Answers end with
+/// [`crate::FLAG_END`]; any of them can instead be an `Error` of kind `PathNotFound` or
+/// `Filesystem` (with the guest errno).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum FsRequest {
+    /// Metadata of one path (`lstat` unless `follow`). Answer: `FsEntries` with one entry.
+    Stat { path: String, follow: bool },
+    /// The entries of a directory, sorted by name, without `.` and `..`. Answer: zero or
+    /// more `FsEntries` frames, then `Done`.
+    List { path: String },
+    /// A file's bytes from `offset`, at most `length` of them (all when `None`). Answer:
+    /// `FsData` frames of at most [`crate::MAX_PAYLOAD_CHUNK`] bytes, then `Done`.
+    Read {
+        path: String,
+        offset: u64,
+        length: Option<u64>,
+    },
+    /// Opens a file for writing (created with `mode`, default 0644; truncated unless
+    /// `append`), creating missing parent directories when `create_parents`. Answer: `FsReady`,
+    /// after which the host sends `FsChunk`s and `FsFinish`; then `FsWritten`.
+    Write {
+        path: String,
+        mode: Option<u32>,
+        append: bool,
+        create_parents: bool,
+    },
+    /// Creates a directory (and its missing parents with `parents`; an existing directory is
+    /// then no error). Answer: `Done`.
+    Mkdir {
+        path: String,
+        mode: Option<u32>,
+        parents: bool,
+    },
+    /// Removes a file, a symlink or an empty directory; a whole tree with `recursive`.
+    /// Answer: `Done`.
+    Remove { path: String, recursive: bool },
+    /// `rename(2)`. Answer: `Done`.
+    Rename { from: String, to: String },
+    /// Copies a file, or a directory tree, inside the guest, keeping modes. Answer: `Done`.
+    Copy { from: String, to: String },
+    /// Creates a symbolic link at `link` pointing to `target`. Answer: `Done`.
+    Symlink { target: String, link: String },
+    /// Changes the permission bits of a path. Answer: `Done`.
+    Chmod { path: String, mode: u32 },
+    /// Space of the file system holding `path` (`statvfs`). Answer: `FsUsage`.
+    Usage { path: String },
+}
+
+/// A volume for [`HostMessage::Mount`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRequest {
+    /// Absolute guest path; created (with parents) when missing.
+    pub target: String,
+    pub source: MountSource,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MountSource {
+    /// A virtio-blk disk found by its serial; `fstype` `None` means detect it from the
+    /// superblock.
+    Disk {
+        serial: String,
+        fstype: Option<String>,
+    },
+    /// A virtio-fs share by its tag.
+    Virtiofs { tag: String },
+    /// A fresh tmpfs, of at most `size_mib` (the kernel's default, half the RAM, if `None`).
+    Tmpfs { size_mib: Option<u32> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsEntryKind {
+    File,
+    Directory,
+    Symlink,
+    Other,
+}
+
+/// One path's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsEntry {
+    /// Absolute guest path.
+    pub path: String,
+    pub kind: FsEntryKind,
+    pub size: u64,
+    /// Permission bits and the set-id/sticky bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Last modification, milliseconds since the Unix epoch.
+    pub modified_ms: i64,
+    pub uid: u32,
+    pub gid: u32,
+    /// Where a symlink points.
+    pub link_target: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +228,25 @@ pub enum AgentMessage {
         mem_total_bytes: u64,
         mem_available_bytes: u64,
     },
+    /// The request was carried out (always with [`crate::FLAG_END`]).
+    Done,
+    /// Metadata of paths (`Stat`, `List`).
+    FsEntries { entries: Vec<FsEntry> },
+    /// File bytes (`Read`).
+    FsData {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The file of a `Write` is open: send its data.
+    FsReady,
+    /// A `Write` finished: this many bytes were written (always with [`crate::FLAG_END`]).
+    FsWritten { bytes: u64 },
+    /// Answer to `Usage`.
+    FsUsage {
+        total_bytes: u64,
+        free_bytes: u64,
+        available_bytes: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +272,10 @@ pub enum AgentErrorKind {
     InvalidRequest,
     /// The peer speaks another protocol version.
     VersionMismatch,
+    /// A file system operation named a path that does not exist (`ENOENT`).
+    PathNotFound,
+    /// Any other failed file system operation or mount; `errno` says why.
+    Filesystem,
     /// Any other failure of the agent.
     Internal,
 }
@@ -169,6 +304,44 @@ mod tests {
         });
         let frame = Frame::new(3, 0, &request).unwrap();
         assert_eq!(frame.decode::<HostMessage>().unwrap(), request);
+    }
+
+    #[test]
+    fn fs_messages_round_trip() {
+        let requests = [
+            HostMessage::Fs(FsRequest::Write {
+                path: "/tmp/a b".into(),
+                mode: Some(0o600),
+                append: true,
+                create_parents: false,
+            }),
+            HostMessage::Mount(MountRequest {
+                target: "/data".into(),
+                source: MountSource::Disk {
+                    serial: "vol0".into(),
+                    fstype: None,
+                },
+                readonly: true,
+            }),
+        ];
+        for request in requests {
+            let frame = Frame::new(5, 0, &request).unwrap();
+            assert_eq!(frame.decode::<HostMessage>().unwrap(), request);
+        }
+        let answer = AgentMessage::FsEntries {
+            entries: vec![FsEntry {
+                path: "/etc".into(),
+                kind: FsEntryKind::Directory,
+                size: 4096,
+                mode: 0o755,
+                modified_ms: 1_700_000_000_000,
+                uid: 0,
+                gid: 0,
+                link_target: None,
+            }],
+        };
+        let frame = Frame::new(5, 0, &answer).unwrap();
+        assert_eq!(frame.decode::<AgentMessage>().unwrap(), answer);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub use frame::{
 
 /// Version of the message set. Bumped on any incompatible change; both sides refuse a peer
 /// with a different major version during the hello handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Name of the virtio-serial port that carries the agent channel.
 pub const AGENT_PORT_NAME: &str = "agent";

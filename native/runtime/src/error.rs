@@ -80,6 +80,8 @@ impl RuntimeError {
                 AgentErrorKind::InvalidCwd => "InvalidWorkingDirectoryError",
                 AgentErrorKind::UnknownUser => "UnknownUserError",
                 AgentErrorKind::InvalidRequest => "InvalidConfigError",
+                AgentErrorKind::PathNotFound => "PathNotFoundError",
+                AgentErrorKind::Filesystem => "FilesystemError",
                 AgentErrorKind::VersionMismatch | AgentErrorKind::Internal => "ExecError",
             },
             Self::Protocol(_) => "AgentProtocolError",
