@@ -14,16 +14,20 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from microsandbox_tui import (
+    FsEntry,
     ImageInfo,
+    PathNotFoundError,
     Sandbox,
     SandboxInfo,
     SandboxMetrics,
     SandboxNotFoundError,
+    Volume,
+    VolumeHandle,
     all_sandbox_metrics,
     list_images,
 )
 
-from .operations import ProcessTable, list_processes
+from .operations import ProcessTable, list_directory, list_processes
 
 #: Samples kept per sandbox (at one a second, two minutes).
 HISTORY_LENGTH = 120
@@ -39,6 +43,10 @@ class DataSource(Protocol):
     async def list_images(self) -> list[ImageInfo]: ...
 
     async def processes(self, name: str) -> ProcessTable: ...
+
+    async def list_volumes(self) -> list[VolumeHandle]: ...
+
+    async def list_directory(self, name: str, path: str) -> list[FsEntry]: ...
 
     def now(self) -> datetime: ...
 
@@ -58,6 +66,12 @@ class LiveSource:
     async def processes(self, name: str) -> ProcessTable:
         return await list_processes(name)
 
+    async def list_volumes(self) -> list[VolumeHandle]:
+        return await Volume.list()
+
+    async def list_directory(self, name: str, path: str) -> list[FsEntry]:
+        return await list_directory(name, path)
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 
@@ -70,6 +84,9 @@ class RecordedSource:
     metrics: Mapping[str, SandboxMetrics] = field(default_factory=dict)
     images: Sequence[ImageInfo] = ()
     process_tables: Mapping[str, ProcessTable] = field(default_factory=dict)
+    volumes: Sequence[VolumeHandle] = ()
+    #: (sandbox, guest directory) → its entries.
+    directories: Mapping[tuple[str, str], Sequence[FsEntry]] = field(default_factory=dict)
     clock: datetime = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
     async def list_sandboxes(self) -> list[SandboxInfo]:
@@ -86,6 +103,15 @@ class RecordedSource:
             return self.process_tables[name]
         except KeyError:
             raise SandboxNotFoundError(f"no recorded processes for {name!r}") from None
+
+    async def list_volumes(self) -> list[VolumeHandle]:
+        return list(self.volumes)
+
+    async def list_directory(self, name: str, path: str) -> list[FsEntry]:
+        try:
+            return list(self.directories[name, path])
+        except KeyError:
+            raise PathNotFoundError(f"no recorded directory {path!r} in {name!r}") from None
 
     def now(self) -> datetime:
         return self.clock

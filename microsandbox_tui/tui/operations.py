@@ -7,11 +7,15 @@ presentation only and lets the same steps be read (and tested) on their own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import os
+import posixpath
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from microsandbox_tui import (
     ExecError,
+    FsEntry,
     Sandbox,
     SandboxStatus,
     doctor,
@@ -66,13 +70,21 @@ def parse_ps(text: str) -> ProcessTable:
     return ProcessTable(columns, tuple(rows))
 
 
-async def list_processes(name: str) -> ProcessTable:
-    """The processes of a running sandbox, as its ``ps`` reports them."""
+@asynccontextmanager
+async def connected(name: str) -> AsyncIterator[Sandbox]:
+    """A connection to a running sandbox for a few calls, closed afterwards (which leaves the
+    VM running)."""
     sandbox = await Sandbox.connect(name)
     try:
-        output = await sandbox.exec("ps", ["-o", PS_COLUMNS])
+        yield sandbox
     finally:
         await sandbox.close()
+
+
+async def list_processes(name: str) -> ProcessTable:
+    """The processes of a running sandbox, as its ``ps`` reports them."""
+    async with connected(name) as sandbox:
+        output = await sandbox.exec("ps", ["-o", PS_COLUMNS])
     if not output.success:
         raise ExecError(f"ps exited with {output.exit_code}: {output.stderr_text.strip()}")
     return parse_ps(output.stdout_text)
@@ -146,3 +158,23 @@ async def load_host_info() -> HostInfo:
         home=home_dir(),
         failed_checks=tuple(check.name for check in checks if not check.ok),
     )
+
+
+async def list_directory(name: str, path: str) -> list[FsEntry]:
+    """The entries of a guest directory."""
+    async with connected(name) as sandbox:
+        return await sandbox.fs.list(path)
+
+
+async def download(name: str, guest_path: str, host_path: str) -> None:
+    """Copies a guest file or directory tree to ``host_path``."""
+    async with connected(name) as sandbox:
+        await sandbox.fs.copy_to_host(guest_path, host_path)
+
+
+async def upload(name: str, host_path: str, guest_directory: str) -> str:
+    """Copies a host file or directory tree into a guest directory; returns the guest path."""
+    target = posixpath.join(guest_directory, os.path.basename(os.path.normpath(host_path)))
+    async with connected(name) as sandbox:
+        await sandbox.fs.copy_from_host(host_path, target)
+    return target

@@ -10,12 +10,15 @@ from typing import Any
 from textual.pilot import Pilot
 
 from microsandbox_tui import (
+    FsEntry,
+    FsEntryKind,
     ImageInfo,
     MiB,
     SandboxConfig,
     SandboxInfo,
     SandboxMetrics,
     SandboxStatus,
+    VolumeHandle,
 )
 from microsandbox_tui.tui.app import MsbApp
 from microsandbox_tui.tui.data import MetricsHistory, RecordedSource
@@ -83,6 +86,54 @@ RECORDED_IMAGES = (
         last_used_at=NOW - timedelta(minutes=20),
     ),
 )
+RECORDED_VOLUMES = (
+    VolumeHandle(
+        name="pg-data",
+        quota_mib=2048,
+        used_bytes=734_003_200,
+        created_at=NOW - timedelta(days=2),
+        in_use_by=("web", "worker"),
+        path="/var/lib/msb/volumes/pg-data.ext4",
+    ),
+    VolumeHandle(
+        name="scratch",
+        quota_mib=16,
+        used_bytes=0,
+        created_at=NOW - timedelta(minutes=7),
+        in_use_by=(),
+        path="/var/lib/msb/volumes/scratch.ext4",
+    ),
+)
+
+
+def recorded_entry(
+    path: str, kind: FsEntryKind, size: int, mode: int, link_target: str | None = None
+) -> FsEntry:
+    return FsEntry(
+        path=path,
+        kind=kind,
+        size=size,
+        mode=mode,
+        modified=NOW - timedelta(hours=1),
+        uid=0,
+        gid=0,
+        link_target=link_target,
+    )
+
+
+RECORDED_DIRECTORIES = {
+    ("web", "/"): (
+        recorded_entry("/srv", FsEntryKind.DIRECTORY, 4096, 0o755),
+        recorded_entry("/etc", FsEntryKind.DIRECTORY, 4096, 0o755),
+        recorded_entry("/init", FsEntryKind.FILE, 1_843_200, 0o755),
+        recorded_entry("/bin", FsEntryKind.SYMLINK, 7, 0o777, "usr/bin"),
+    ),
+    ("web", "/srv"): (
+        recorded_entry("/srv/app.py", FsEntryKind.FILE, 2_310, 0o644),
+        recorded_entry("/srv/static", FsEntryKind.DIRECTORY, 4096, 0o755),
+        recorded_entry("/srv/run.sh", FsEntryKind.FILE, 120, 0o755),
+    ),
+}
 RECORDED_PS = parse_ps(
     """PID   PPID  USER     STAT   VSZ  RSS COMMAND
     1     0 root     S     1520  912 /init
@@ -118,6 +169,8 @@ def recorded_app(**options: Any) -> MsbApp:
         metrics=last,
         images=RECORDED_IMAGES,
         process_tables={"web": RECORDED_PS},
+        volumes=RECORDED_VOLUMES,
+        directories=RECORDED_DIRECTORIES,
         clock=NOW,
     )
     values: dict[str, Any] = {"host_info": False, "refresh_interval": 3600.0}

@@ -69,6 +69,23 @@ def test_volumes_view(snap_compare: Any) -> None:
     )
 
 
+def test_create_volume_dialog(snap_compare: Any) -> None:
+    keys = ["3", "c", *"pg-data"]
+    assert snap_compare(recorded_app(), terminal_size=TALL, run_before=wait_for_listing, press=keys)
+
+
+def test_detail_files(snap_compare: Any) -> None:
+    async def open_srv(pilot: Pilot[None]) -> None:
+        await _select_web(pilot)
+        await pilot.press("enter", "f")
+        await pilot.pause(0.2)
+        pilot.app.screen.query_one("#files-table").select("srv")  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+
+    assert snap_compare(recorded_app(), terminal_size=SIZE, run_before=open_srv)
+
+
 def test_detail_overview(snap_compare: Any) -> None:
     assert snap_compare(recorded_app(), terminal_size=SIZE, run_before=_select_web, press=["enter"])
 

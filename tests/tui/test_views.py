@@ -13,7 +13,7 @@ from textual.widgets._footer import FooterKey
 
 from microsandbox_tui.tui import main
 from microsandbox_tui.tui.app import MsbApp, known_actions
-from microsandbox_tui.tui.dialogs import CreateSandboxDialog
+from microsandbox_tui.tui.dialogs import CreateSandboxDialog, CreateVolumeDialog, HostPathDialog
 from microsandbox_tui.tui.screens import (
     HelpScreen,
     ImagesScreen,
@@ -27,6 +27,7 @@ from microsandbox_tui.tui.widgets import KeyedTable, MetricChart, SandboxTable, 
 
 Waiter = Callable[..., Awaitable[None]]
 SIZE = (110, 32)
+TALL_SIZE = (100, 40)
 ALL = sorted(info.name for info in RECORDED_SANDBOXES)
 
 
@@ -137,9 +138,13 @@ async def test_number_keys_switch_views(wait_until: Waiter) -> None:
 
         await pilot.press("3")
         assert isinstance(app.screen, VolumesScreen)
-        assert app.screen.query_one("#volumes", KeyedTable).row_count == 0
-        note = str(app.screen.query_one("#volumes-note", Label).content)
-        assert "later release" in note
+        volumes = app.screen.query_one("#volumes", KeyedTable)
+        await wait_until(pilot, lambda: volumes.row_count == 2, timeout=5, what="the volumes")
+        assert volumes.row_keys == ["pg-data", "scratch"]
+        assert volumes.text_of("pg-data", "quota") == "2.0 GiB"
+        assert volumes.text_of("pg-data", "used") == "700.0 MiB  34%"
+        assert volumes.text_of("pg-data", "in_use_by") == "web, worker"
+        assert volumes.text_of("scratch", "in_use_by") == "-"
 
         await pilot.press("1")
         assert isinstance(app.screen, SandboxesScreen)
@@ -215,6 +220,69 @@ async def test_detail_tabs_metrics_and_processes(wait_until: Waiter) -> None:
         assert detail.active_tab == "overview"
         await pilot.press("escape")
         assert isinstance(app.screen, SandboxesScreen)
+
+
+async def test_files_tab_browses_directories(wait_until: Waiter) -> None:
+    app = recorded_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for_listing(pilot)
+        table_of(app).select("web")
+        await pilot.press("enter", "f")
+        detail = app.screen
+        assert isinstance(detail, SandboxDetailScreen)
+        assert detail.active_tab == "files"
+        files = detail.file_browser.table
+        await wait_until(pilot, lambda: files.row_count == 4, timeout=5, what="the root listing")
+        assert files.row_keys == ["etc", "srv", "bin", "init"], "directories first, then by name"
+        assert files.text_of("bin", "name") == "bin -> usr/bin"
+        assert files.text_of("init", "mode") == "-rwxr-xr-x"
+        assert files.text_of("srv", "name") == "srv/"
+
+        files.select("srv")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "app.py" in files.row_keys, timeout=5, what="/srv")
+        assert detail.file_browser.path == "/srv"
+        assert files.row_keys == ["..", "static", "app.py", "run.sh"]
+        assert files.text_of("app.py", "size") == "2.3 KiB"
+
+        await pilot.press("backspace")
+        await wait_until(pilot, lambda: "init" in files.row_keys, timeout=5, what="/ again")
+        assert detail.file_browser.path == "/"
+
+        await pilot.press("d")
+        assert isinstance(app.screen, HostPathDialog), "d asks where the download goes"
+        path = app.screen.query_one("#host-path", Input).value
+        assert path.endswith("/etc"), "the selected entry's name is the default"
+        await pilot.press("escape")
+        assert app.screen is detail
+
+
+async def test_files_actions_only_in_the_files_tab() -> None:
+    app = recorded_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for_listing(pilot)
+        table_of(app).select("web")
+        await pilot.press("enter")
+        detail = app.screen
+        ids = {active.binding.id for active in detail.active_bindings.values()}
+        assert not {"download", "upload"} & ids
+        await pilot.press("u")
+        assert app.screen is detail, "u does nothing outside the Files tab"
+
+
+async def test_create_volume_dialog_checks_its_fields(wait_until: Waiter) -> None:
+    app = recorded_app()
+    async with app.run_test(size=TALL_SIZE) as pilot:
+        await wait_for_listing(pilot)
+        await pilot.press("3", "c")
+        dialog = app.screen
+        assert isinstance(dialog, CreateVolumeDialog)
+        await pilot.press("enter")
+        assert dialog.status == "enter a name"
+        await pilot.press(*"data", "tab", "ctrl+u", *"lots", "enter")
+        assert dialog.status == "the quota is a whole number of MiB"
+        await pilot.press("escape")
+        assert isinstance(app.screen, VolumesScreen)
 
 
 # -- read-only ------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ MUTATING_ACTIONS = frozenset(
         "native_shell",
         "pull",
         "remove_image",
+        "create_volume",
+        "remove_volume",
+        "upload",
     }
 )
 

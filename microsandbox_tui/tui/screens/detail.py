@@ -1,7 +1,9 @@
-"""One sandbox in detail: its configuration, live metrics charts, logs and processes."""
+"""One sandbox in detail: its configuration, live metrics charts, logs, processes and files."""
 
 from __future__ import annotations
 
+import os
+import posixpath
 from typing import ClassVar
 
 from rich.table import Table
@@ -23,10 +25,14 @@ from microsandbox_tui.formatting import (
 )
 
 from ..data import SandboxesSnapshot
-from ..widgets import Column, KeyedTable, LogView, MetricChart, ViewBar
+from ..dialogs import HostPathDialog
+from ..operations import download, upload
+from ..widgets import Column, FileBrowser, KeyedTable, LogView, MetricChart, ViewBar
 from .sandbox_actions import LIFECYCLE_BINDINGS, SandboxActionsScreen
 
-TABS: tuple[str, ...] = ("overview", "metrics", "logs", "processes")
+TABS: tuple[str, ...] = ("overview", "metrics", "logs", "processes", "files")
+#: Actions of the Files tab, offered only while it is shown.
+FILES_ACTIONS = frozenset({"download", "upload"})
 #: How often the Processes tab runs ``ps`` while it is visible.
 PROCESSES_INTERVAL_S = 2.0
 PROCESS_COLUMNS = (
@@ -100,6 +106,9 @@ class SandboxDetailScreen(SandboxActionsScreen):
         Binding("right_square_bracket", "next_tab", "Next tab", id="next_tab"),
         Binding("l", "logs", "Logs", id="logs"),
         Binding("e", "switch_source", "Console/Exec", id="log_source"),
+        Binding("f", "files", "Files", id="files"),
+        Binding("d", "download", "Download", id="download"),
+        Binding("u", "upload", "Upload", id="upload"),
         *LIFECYCLE_BINDINGS,
     ]
 
@@ -126,6 +135,10 @@ class SandboxDetailScreen(SandboxActionsScreen):
     def process_table(self) -> KeyedTable:
         return self.query_one("#processes-table", KeyedTable)
 
+    @property
+    def file_browser(self) -> FileBrowser:
+        return self.query_one("#file-browser", FileBrowser)
+
     def chart(self, chart_id: str) -> MetricChart:
         return self.query_one(f"#{chart_id}", MetricChart)
 
@@ -143,6 +156,8 @@ class SandboxDetailScreen(SandboxActionsScreen):
                 yield LogView(self.sandbox, id="detail-log")
             with TabPane("Processes", id="processes"):
                 yield KeyedTable(PROCESS_COLUMNS, id="processes-table")
+            with TabPane("Files", id="files"):
+                yield FileBrowser(self.sandbox, id="file-browser")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -155,6 +170,8 @@ class SandboxDetailScreen(SandboxActionsScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "switch_source" and self.is_mounted and self.active_tab != "logs":
+            return False
+        if action in FILES_ACTIONS and self.is_mounted and self.active_tab != "files":
             return False
         return super().check_action(action, parameters)
 
@@ -238,6 +255,8 @@ class SandboxDetailScreen(SandboxActionsScreen):
             if not self.process_table.row_count:
                 self.process_table.loading = True
             self._load_processes()
+        elif tab == "files":
+            self._show_files()
         self.refresh_bindings()
 
     def _step_tab(self, step: int) -> None:
@@ -252,6 +271,78 @@ class SandboxDetailScreen(SandboxActionsScreen):
 
     def action_logs(self) -> None:
         self.show_tab("logs")
+
+    def action_files(self) -> None:
+        self.show_tab("files")
+
+    def _show_files(self) -> None:
+        """Lists the current guest directory, or says why there is nothing to list."""
+        browser = self.file_browser
+        info = self.target_info(self.sandbox)
+        if info is not None and info.status is not SandboxStatus.RUNNING:
+            browser.table.apply_rows({})
+            browser.table.border_subtitle = f"{self.sandbox} is {info.status}"
+            return
+        browser.table.border_subtitle = "enter open · backspace up · d download · u upload"
+        if not browser.table.row_count:
+            browser.table.loading = True
+        browser.load()
+        browser.table.focus()
+
+    def action_download(self) -> None:
+        entry = self.file_browser.selected
+        if entry is None:
+            self.notify("select a file or directory to download", severity="warning")
+            return
+        default = os.path.join(os.getcwd(), posixpath.basename(entry.path))
+
+        def chosen(host_path: str | None) -> None:
+            if host_path:
+                self._download(entry.path, host_path)
+
+        self.app.push_screen(
+            HostPathDialog(
+                f"Download {entry.path}", default, confirm_label="Download", must_exist=False
+            ),
+            callback=chosen,
+        )
+
+    @work(group="files-transfer", exit_on_error=False)
+    async def _download(self, guest_path: str, host_path: str) -> None:
+        try:
+            await download(self.sandbox, guest_path, host_path)
+        except Exception as error:
+            self.msb_app.report_error(error, context=f"downloading {guest_path}")
+        else:
+            self.notify(f"downloaded {guest_path} to {host_path}", markup=False)
+
+    def action_upload(self) -> None:
+        directory = self.file_browser.path
+
+        def chosen(host_path: str | None) -> None:
+            if host_path:
+                self._upload(host_path, directory)
+
+        self.app.push_screen(
+            HostPathDialog(
+                f"Upload into {directory}",
+                os.getcwd() + os.sep,
+                confirm_label="Upload",
+                must_exist=True,
+            ),
+            callback=chosen,
+        )
+
+    @work(group="files-transfer", exit_on_error=False)
+    async def _upload(self, host_path: str, directory: str) -> None:
+        try:
+            guest_path = await upload(self.sandbox, host_path, directory)
+        except Exception as error:
+            self.msb_app.report_error(error, context=f"uploading {host_path}")
+            return
+        self.notify(f"uploaded {host_path} to {guest_path}", markup=False)
+        if self.file_browser.path == directory:
+            self.file_browser.load()
 
     def action_switch_source(self) -> None:
         self.log_view.switch_source()

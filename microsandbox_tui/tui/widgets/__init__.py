@@ -1,5 +1,6 @@
 """Widgets of the dashboard."""
 
+from .file_browser import FileBrowser
 from .keyed_table import Column, KeyedTable
 from .log_view import LogView
 from .metric_chart import MetricChart
@@ -9,6 +10,7 @@ from .view_bar import ViewBar
 
 __all__ = [
     "Column",
+    "FileBrowser",
     "KeyedTable",
     "LogView",
     "MetricChart",
