@@ -7,7 +7,7 @@ use crate::paths::{self, SandboxFiles};
 use crate::process;
 use crate::spec::{ImageSource, SandboxSpec};
 use msb_engine::accel;
-use msb_engine::qemu::{self, RootDisk, VmConfig};
+use msb_engine::qemu::{self, RootDisk, Share, VmConfig};
 use msb_protocol::control::SupervisorStatus;
 use msb_protocol::guest::{AgentMessage, HostMessage, HELLO_ID};
 use msb_protocol::{Frame, FrameError, FLAG_END, PROTOCOL_VERSION};
@@ -147,6 +147,7 @@ pub fn vm_config(
         root,
         net_socket: None,
         extra_disks: Vec::new(),
+        shares: Vec::new(),
     }
 }
 
@@ -197,17 +198,17 @@ fn root_disk(
         }
         ImageSource::Bind { path } => {
             let socket = files.virtiofs_socket();
-            let mut command = qemu::virtiofsd_command(Path::new(path), &socket)
+            let mut command = qemu::virtiofsd_command(Path::new(path), &socket, false)
                 .map_err(|error| RuntimeError::NotInstalled(error.to_string()))?;
             let child = process::kill_with_parent(command.stdin(Stdio::null()))
                 .spawn()
                 .map_err(RuntimeError::io("starting virtiofsd"))?;
             helpers.push(child);
             wait_for_socket(&socket, helpers.last_mut().expect("just pushed"))?;
-            Ok(RootDisk::Virtiofs {
+            Ok(RootDisk::Virtiofs(Share {
                 vhost_socket: socket,
                 tag: "rootfs".into(),
-            })
+            }))
         }
     }
 }
