@@ -68,10 +68,15 @@ async def create(args: argparse.Namespace) -> int:
 
 async def run(args: argparse.Namespace) -> int:
     name = args.name or f"run-{secrets.token_hex(4)}"
+    volumes = _volumes(args)
     async with await Sandbox.create(
-        name, image=_image(args), cpus=args.cpus, memory=args.memory, volumes=_volumes(args)
+        name, image=_image(args), cpus=args.cpus, memory=args.memory, volumes=volumes
     ) as sandbox:
         result = await sandbox.exec(args.argv[0], args.argv[1:])
+        if volumes:
+            # What the command wrote may still sit in the guest's page cache; a clean
+            # shutdown writes it to the volumes before the sandbox is removed.
+            await sandbox.stop_and_wait()
     output.write_output(result)
     return result.exit_code
 
