@@ -1,8 +1,8 @@
 //! Serving the host: reading frames from the `agent` port and answering them.
 //!
 //! One thread reads and dispatches; it never blocks on a process (stdin has its own writer
-//! threads, output its pump threads) nor on a disk (file system requests run on threads of
-//! their own; only a write's data waits for room in its bounded queue, see
+//! threads, output its pump threads) nor on a disk (file system requests and mounts run on
+//! threads of their own; only a write's data waits for room in its bounded queue, see
 //! [`crate::fs`]). When the host leaves (end of file), the agent waits for a host to connect
 //! again and serves it as a new connection: sessions and file transfers of the old host are
 //! hung up and their late output is dropped. It never exits.
@@ -234,13 +234,7 @@ impl Server {
             HostMessage::Fs(request) => self.fs.start(id, generation, request),
             HostMessage::FsChunk { data } => self.fs.feed(id, generation, Piece::Data(data)),
             HostMessage::FsFinish => self.fs.feed(id, generation, Piece::Finish),
-            HostMessage::Mount(_) => {
-                let reply = error(
-                    AgentErrorKind::InvalidRequest,
-                    "this agent does not mount volumes yet".into(),
-                );
-                self.send(generation, id, FLAG_END, &reply);
-            }
+            HostMessage::Mount(request) => self.fs.mount(id, generation, request),
             HostMessage::Shutdown => {
                 self.context.channel.send_last(
                     generation,

@@ -1,4 +1,4 @@
-//! How a file system request fails, and how that reaches the host.
+//! How a file system request or a mount fails, and how that reaches the host.
 
 use msb_protocol::guest::{AgentError, AgentErrorKind};
 use std::fmt::Display;
@@ -12,6 +12,9 @@ pub enum FsError {
     /// A system call failed while doing `action` ("write /data/x").
     #[error("{action}: {}", describe(source))]
     Io { action: String, source: io::Error },
+    /// A failure with a message of its own (a mount: no such disk, an unknown file system).
+    #[error("{message}")]
+    Failed { message: String, errno: Option<i32> },
     /// The host cancelled the request, or left.
     #[error("cancelled")]
     Cancelled,
@@ -35,6 +38,7 @@ impl FsError {
                 Some(source.raw_os_error().unwrap_or(libc::ENOENT)),
             ),
             FsError::Io { source, .. } => (AgentErrorKind::Filesystem, source.raw_os_error()),
+            FsError::Failed { errno, .. } => (AgentErrorKind::Filesystem, *errno),
             FsError::Cancelled => (AgentErrorKind::Filesystem, None),
         };
         AgentError {

@@ -1,4 +1,5 @@
-//! File system requests (`Fs`, with the `FsChunk`/`FsFinish` data of writes).
+//! File system requests (`Fs`, with the `FsChunk`/`FsFinish` data of writes) and volume
+//! mounts (`Mount`).
 //!
 //! Each request runs on a thread of its own, so the dispatcher never waits for a disk,
 //! except in one place on purpose: it hands a write's data to the writer through a bounded
@@ -7,17 +8,18 @@
 //! for [`STALL_LIMIT`] (a FIFO nobody reads, a hung share) is cancelled, so that even then
 //! the dispatcher goes on.
 //!
-//! The operations themselves are plain functions over paths in [`ops`] and [`write`]; this
-//! module runs them and routes their answers and data frames.
+//! The operations themselves are plain functions over paths in [`ops`], [`write`] and
+//! [`mount`]; this module runs them and routes their answers and data frames.
 
 mod error;
+mod mount;
 mod ops;
 mod transfers;
 mod write;
 
 use crate::channel::Channel;
 use error::FsError;
-use msb_protocol::guest::{AgentError, AgentErrorKind, AgentMessage, FsRequest};
+use msb_protocol::guest::{AgentError, AgentErrorKind, AgentMessage, FsRequest, MountRequest};
 use msb_protocol::FLAG_END;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -72,7 +74,7 @@ fn invalid(message: String) -> AgentMessage {
     })
 }
 
-/// Runs the file system requests of the agent.
+/// Runs the file system requests and mounts of the agent.
 pub struct Service {
     channel: Arc<Channel>,
     transfers: Arc<Transfers>,
@@ -96,6 +98,15 @@ impl Service {
         };
         let job = ops::Job { cancel, pieces };
         self.spawn(id, generation, move |emit| ops::run(request, job, emit));
+    }
+
+    /// Mounts a volume, on its own thread (finding a disk may take a moment).
+    pub fn mount(&self, id: u32, generation: u64, request: MountRequest) {
+        if self.begin(id, generation, None).is_some() {
+            self.spawn(id, generation, move |_| {
+                mount::mount(&request).map(|()| AgentMessage::Done)
+            });
+        }
     }
 
     /// Hands an `FsChunk`'s data or an `FsFinish` to the write of request `id`.
