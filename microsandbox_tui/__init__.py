@@ -6,11 +6,16 @@ The SDK follows the ``microsandbox`` Python SDK: ``from microsandbox_tui import 
 from .config import (
     DEFAULT_IMAGE,
     BindImage,
+    BindMount,
+    DiskMount,
     Image,
     ImageDefaults,
     LocalImage,
+    MountConfig,
+    NamedMount,
     OciImage,
     SandboxConfig,
+    TmpfsMount,
     sandbox_config,
 )
 from .errors import (
@@ -37,6 +42,10 @@ from .errors import (
     SandboxStillRunningError,
     StateError,
     UnknownUserError,
+    VolumeAlreadyExistsError,
+    VolumeBusyError,
+    VolumeInUseError,
+    VolumeNotFoundError,
 )
 from .exec import (
     AttachOptions,
@@ -83,7 +92,8 @@ from .pull import (
 )
 from .runtime import DoctorCheck, doctor, home_dir, install, is_installed, version
 from .sandbox import PullSession, Sandbox, SandboxHandle, SandboxInfo, SessionInfo
-from .types import ExecOutput, ExitStatus, GiB, KiB, MiB, SandboxStatus
+from .types import DiskImageFormat, ExecOutput, ExitStatus, GiB, KiB, MiB, SandboxStatus
+from .volumes import Volume, VolumeHandle
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -91,8 +101,11 @@ __all__ = [
     "AgentProtocolError",
     "AttachOptions",
     "BindImage",
+    "BindMount",
     "CommandNotExecutableError",
     "CommandNotFoundError",
+    "DiskImageFormat",
+    "DiskMount",
     "DoctorCheck",
     "ExecError",
     "ExecEvent",
@@ -128,6 +141,8 @@ __all__ = [
     "LogSource",
     "MiB",
     "MicrosandboxError",
+    "MountConfig",
+    "NamedMount",
     "OciImage",
     "PullCancelledError",
     "PullComplete",
@@ -158,7 +173,14 @@ __all__ = [
     "StateError",
     "StderrEvent",
     "StdoutEvent",
+    "TmpfsMount",
     "UnknownUserError",
+    "Volume",
+    "VolumeAlreadyExistsError",
+    "VolumeBusyError",
+    "VolumeHandle",
+    "VolumeInUseError",
+    "VolumeNotFoundError",
     "all_sandbox_metrics",
     "doctor",
     "home_dir",

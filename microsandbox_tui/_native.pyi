@@ -101,6 +101,19 @@ def pull_image(
     """Pulls into the local store, calling ``progress`` with each event as JSON; returns the
     image's canonical name."""
 
+def create_volume(name: str, quota_mib: int) -> str:
+    """Creates a named volume; returns it as JSON (see ``get_volume``)."""
+
+def list_volumes() -> str:
+    """The named volumes as a JSON list (see ``get_volume`` for one entry's shape)."""
+
+def get_volume(name: str) -> str:
+    """One volume as JSON: name, quota_mib, used_bytes (as of the guest's last sync or
+    unmount), created_at_ms, in_use_by (sandbox names) and path (its image file)."""
+
+def remove_volume(name: str) -> None:
+    """Deletes the volume's record and image; ``VolumeInUseError`` while a sandbox mounts it."""
+
 def log_path(name: str, source: str) -> str:
     """The ``console`` or ``exec`` log of a sandbox; its previous generation has ``.1`` appended."""
 

@@ -7,14 +7,23 @@ runtime receives the validated model as JSON.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import InvalidConfigError
 from .pull import PullPolicy
+from .types import DiskImageFormat
 
 #: The image a sandbox gets when none is given; built locally by ``install()``.
 DEFAULT_IMAGE = "msb-base"
@@ -91,12 +100,12 @@ class Image:
     @staticmethod
     def bind(path: str | os.PathLike[str]) -> BindImage:
         """Use a host directory as the root filesystem. Changes on either side are live."""
-        return _validated(BindImage, path=os.fspath(path))
+        return validated(BindImage, path=os.fspath(path))
 
     @staticmethod
     def local(name: str) -> LocalImage:
         """Use an image from the local image store by name."""
-        return _validated(LocalImage, name=name)
+        return validated(LocalImage, name=name)
 
     @staticmethod
     def oci(
@@ -106,7 +115,7 @@ class Image:
         insecure: bool = False,
     ) -> OciImage:
         """Use an OCI image from a registry; ``insecure`` allows plain HTTP."""
-        return _validated(OciImage, reference=reference, pull_policy=pull_policy, insecure=insecure)
+        return validated(OciImage, reference=reference, pull_policy=pull_policy, insecure=insecure)
 
 
 UserImage = str | os.PathLike[str] | BindImage | LocalImage | OciImage
@@ -127,6 +136,75 @@ def image_from_user(image: UserImage | None) -> ImageSource:
     return Image.oci(text)
 
 
+def _absolute_host_path(value: str) -> str:
+    return str(Path(value).expanduser().resolve())
+
+
+class NamedMount(_Frozen):
+    """A named volume (:meth:`Volume.create`), mounted read-write by one running sandbox at a
+    time or read-only by any number."""
+
+    kind: Literal["named"] = "named"
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=_NAME_PATTERN.pattern)
+    readonly: bool = False
+
+
+class BindMount(_Frozen):
+    """A live host directory (virtio-fs). Read-only is enforced on the host."""
+
+    kind: Literal["bind"] = "bind"
+    #: Made absolute here; whether it is a directory is checked when the sandbox starts.
+    path: str
+    readonly: bool = False
+
+    _absolute = field_validator("path")(_absolute_host_path)
+
+
+class TmpfsMount(_Frozen):
+    """A fresh, empty tmpfs in guest memory of at most ``size_mib`` (default: the guest
+    kernel's, half its RAM)."""
+
+    kind: Literal["tmpfs"] = "tmpfs"
+    size_mib: int | None = Field(default=None, ge=1)
+    readonly: bool = False
+
+
+class DiskMount(_Frozen):
+    """A host disk image file attached as a virtio-blk disk. ``format`` defaults to what the
+    file name says (``.qcow2``, else raw); ``fstype`` ``None`` lets the guest detect it."""
+
+    kind: Literal["disk"] = "disk"
+    path: str
+    format: DiskImageFormat
+    fstype: str | None = Field(default=None, max_length=32, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    readonly: bool = False
+
+    _absolute = field_validator("path")(_absolute_host_path)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_from_name(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("format") is None and "path" in values:
+            qcow2 = str(values["path"]).endswith(".qcow2")
+            values = {**values, "format": DiskImageFormat.QCOW2 if qcow2 else DiskImageFormat.RAW}
+        return values
+
+
+MountConfig = Annotated[
+    NamedMount | BindMount | TmpfsMount | DiskMount, Field(discriminator="kind")
+]
+
+
+def _guest_path(path: str) -> str:
+    """``path`` normalized; it must be absolute and not ``/``."""
+    if not path.startswith("/") or "\0" in path:
+        raise ValueError(f"{path!r} is not an absolute guest path")
+    normalized = "/" + posixpath.normpath(path).lstrip("/")
+    if normalized == "/":
+        raise ValueError("a volume cannot be mounted at /")
+    return normalized
+
+
 class SandboxConfig(_Frozen):
     """Everything needed to (re)start a sandbox. Stored with the sandbox in the database."""
 
@@ -138,6 +216,8 @@ class SandboxConfig(_Frozen):
     workdir: str | None = None
     #: Filled in from the image's config when the sandbox is created from an OCI image.
     image_defaults: ImageDefaults = Field(default_factory=ImageDefaults)
+    #: Guest path → what is mounted there.
+    volumes: dict[str, MountConfig] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -156,8 +236,20 @@ class SandboxConfig(_Frozen):
                 raise ValueError(f"invalid environment variable name {key!r}")
         return value
 
+    @field_validator("volumes")
+    @classmethod
+    def _normalized_guest_paths(cls, value: dict[str, MountConfig]) -> dict[str, MountConfig]:
+        volumes: dict[str, MountConfig] = {}
+        for path, mount in value.items():
+            guest = _guest_path(path)
+            if guest in volumes:
+                raise ValueError(f"two volumes are mounted at {guest}")
+            volumes[guest] = mount
+        return volumes
 
-def _validated(model: type[_M], **values: object) -> _M:
+
+def validated(model: type[_M], **values: object) -> _M:
+    """``model(**values)``, raising :class:`InvalidConfigError` on bad input."""
     try:
         return model(**values)
     except ValidationError as error:
@@ -176,4 +268,4 @@ def describe_validation_error(error: ValidationError) -> str:
 
 def sandbox_config(**values: object) -> SandboxConfig:
     """Builds a :class:`SandboxConfig`, raising :class:`InvalidConfigError` on bad input."""
-    return _validated(SandboxConfig, **values)
+    return validated(SandboxConfig, **values)

@@ -101,6 +101,25 @@ class ImageInUseError(MicrosandboxError):
     """The image cannot be removed while a sandbox uses it (the message names them)."""
 
 
+class VolumeNotFoundError(MicrosandboxError, LookupError):
+    """No named volume with that name exists."""
+
+
+class VolumeAlreadyExistsError(MicrosandboxError):
+    """A named volume with that name already exists."""
+
+
+class VolumeInUseError(MicrosandboxError):
+    """The volume cannot be removed while a sandbox (in any state) mounts it; the message
+    names them."""
+
+
+class VolumeBusyError(MicrosandboxError):
+    """Starting the sandbox would break a named volume's sharing rule: read-write by one
+    running sandbox at a time, or read-only by any number while none has it read-write. The
+    message names the running sandbox that holds it."""
+
+
 class FilesystemError(MicrosandboxError, OSError):
     """A file operation failed in the guest; `errno` is the guest's errno when it had one."""
 

@@ -16,6 +16,7 @@ from .config import (
     BindImage,
     ImageDefaults,
     ImageSource,
+    MountConfig,
     OciImage,
     SandboxConfig,
     UserImage,
@@ -192,6 +193,7 @@ class Sandbox:
         memory: int | None = None,
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
+        volumes: Mapping[str, MountConfig] | None = None,
         registry_auth: RegistryAuth | None = None,
         replace: bool = False,
         detached: bool = False,
@@ -199,13 +201,17 @@ class Sandbox:
     ) -> Sandbox:
         """Creates and boots a sandbox. ``memory`` is in MiB. An OCI image (``"alpine"``,
         :meth:`Image.oci`) is pulled first as its pull policy says; its env, working
-        directory and user become the defaults of every exec.
+        directory and user become the defaults of every exec. ``volumes`` maps guest paths to
+        :class:`Volume` mounts.
 
         A sandbox dies with the process that created it unless ``detached``. Raises
         :class:`SandboxAlreadyExistsError` when the name is taken (unless ``replace``),
         :class:`ImageNotFoundError` for an unknown image, :class:`ImagePullFailedError` when
-        pulling fails, :class:`InvalidConfigError` for bad values, :class:`SandboxStartError`
-        when the VM does not come up.
+        pulling fails, :class:`InvalidConfigError` for bad values (a volume's host directory
+        or image that does not exist, too many volume devices), :class:`VolumeNotFoundError`
+        for an unknown named volume, :class:`VolumeBusyError` when another running sandbox
+        holds a named volume, :class:`SandboxStartError` when the VM does not come up or a
+        volume cannot be mounted in it.
         """
         values: dict[str, Any] = {"name": name}
         if cpus is not None:
@@ -216,6 +222,8 @@ class Sandbox:
             values["env"] = dict(env)
         if workdir is not None:
             values["workdir"] = workdir
+        if volumes is not None:
+            values["volumes"] = dict(volumes)
         sandbox_config(**values)  # bad values fail before any pull
         source = image_from_user(image)
         values["image"], values["image_defaults"] = await _prepared_image(source, registry_auth)

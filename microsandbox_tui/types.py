@@ -31,6 +31,13 @@ class SandboxStatus(StrEnum):
         )
 
 
+class DiskImageFormat(StrEnum):
+    """Format of a disk image volume (:meth:`Volume.disk`)."""
+
+    RAW = "raw"
+    QCOW2 = "qcow2"
+
+
 @dataclass(frozen=True, slots=True)
 class ExitStatus:
     """How a guest process ended: an exit code, or the signal that killed it."""

@@ -12,15 +12,18 @@ from datetime import UTC, datetime
 from microsandbox_tui import (
     AttachOptions,
     Image,
+    InvalidConfigError,
     LayerDownloadComplete,
     LayerDownloadProgress,
     LayerIndexComplete,
     LogSource,
+    MountConfig,
     OciImage,
     PullComplete,
     RegistryAuth,
     Resolved,
     Sandbox,
+    Volume,
     inspect_image,
     list_images,
     prune_images,
@@ -40,9 +43,24 @@ def _image(args: argparse.Namespace) -> str | OciImage:
     return Image.oci(args.image, insecure=True) if args.insecure else args.image
 
 
+def _volumes(args: argparse.Namespace) -> dict[str, MountConfig]:
+    """The ``-v`` and ``--tmpfs`` mounts by guest path."""
+    volumes: dict[str, MountConfig] = {}
+    for guest, mount in [*args.volumes, *args.tmpfs]:
+        if guest in volumes:
+            raise InvalidConfigError(f"volumes: {guest} is given twice")
+        volumes[guest] = mount
+    return volumes
+
+
 async def create(args: argparse.Namespace) -> int:
     await Sandbox.create(
-        args.name, image=_image(args), cpus=args.cpus, memory=args.memory, detached=True
+        args.name,
+        image=_image(args),
+        cpus=args.cpus,
+        memory=args.memory,
+        volumes=_volumes(args),
+        detached=True,
     )
     print(args.name)
     return 0
@@ -50,10 +68,15 @@ async def create(args: argparse.Namespace) -> int:
 
 async def run(args: argparse.Namespace) -> int:
     name = args.name or f"run-{secrets.token_hex(4)}"
+    volumes = _volumes(args)
     async with await Sandbox.create(
-        name, image=_image(args), cpus=args.cpus, memory=args.memory
+        name, image=_image(args), cpus=args.cpus, memory=args.memory, volumes=volumes
     ) as sandbox:
         result = await sandbox.exec(args.argv[0], args.argv[1:])
+        if volumes:
+            # What the command wrote may still sit in the guest's page cache; a clean
+            # shutdown writes it to the volumes before the sandbox is removed.
+            await sandbox.stop_and_wait()
     output.write_output(result)
     return result.exit_code
 
@@ -246,6 +269,33 @@ async def rmi(args: argparse.Namespace) -> int:
 
 async def prune_images_command(args: argparse.Namespace) -> int:
     print(f"freed {format_size(await prune_images())}")
+    return 0
+
+
+async def volume_create(args: argparse.Namespace) -> int:
+    await Volume.create(args.name, args.quota)
+    print(args.name)
+    return 0
+
+
+async def volume_ls(args: argparse.Namespace) -> int:
+    volumes = await Volume.list()
+    if args.json:
+        print(json.dumps([output.volume_json(volume) for volume in volumes], indent=2))
+        return 0
+    header = ["NAME", "QUOTA", "USED", "IN USE BY", "CREATED"]
+    print(output.table([header, *(output.volume_row(volume) for volume in volumes)]))
+    return 0
+
+
+async def volume_inspect(args: argparse.Namespace) -> int:
+    print(json.dumps(output.volume_json(await Volume.get(args.name)), indent=2))
+    return 0
+
+
+async def volume_rm(args: argparse.Namespace) -> int:
+    for name in args.names:
+        await Volume.remove(name)
     return 0
 
 

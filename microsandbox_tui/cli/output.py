@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from microsandbox_tui import ExecOutput, SandboxInfo, SandboxMetrics
+from microsandbox_tui import ExecOutput, MiB, SandboxInfo, SandboxMetrics, VolumeHandle
 from microsandbox_tui.formatting import format_duration, format_size, uptime_seconds
 
 
@@ -62,6 +62,27 @@ def sandbox_json(info: SandboxInfo, now: datetime) -> dict[str, Any]:
         "uptime_s": uptime_seconds(info, now),
         "boot_ms": info.boot_ms,
         "exit_reason": info.exit_reason,
+    }
+
+
+def volume_row(volume: VolumeHandle) -> list[str]:
+    return [
+        volume.name,
+        format_size(volume.quota_mib * MiB),
+        format_size(volume.used_bytes),
+        ", ".join(volume.in_use_by) or "-",
+        volume.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
+    ]
+
+
+def volume_json(volume: VolumeHandle) -> dict[str, Any]:
+    return {
+        "name": volume.name,
+        "quota_mib": volume.quota_mib,
+        "used_bytes": volume.used_bytes,
+        "in_use_by": list(volume.in_use_by),
+        "created_at": volume.created_at.isoformat(),
+        "path": volume.path,
     }
 
 

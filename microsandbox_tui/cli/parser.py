@@ -6,13 +6,40 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from microsandbox_tui import DEFAULT_IMAGE
+from microsandbox_tui import DEFAULT_IMAGE, InvalidConfigError, MountConfig, Volume
 from microsandbox_tui.terminal import DEFAULT_DETACH_KEYS
 
 from . import commands
 
 #: Separates a command to run in the guest from msb's own arguments.
 COMMAND_SEPARATOR = "--"
+#: Marks a ``-v`` mount read-only.
+READ_ONLY = "ro"
+
+
+def volume_flag(text: str) -> tuple[str, MountConfig]:
+    """``-v SOURCE:GUEST_PATH[:ro]``: SOURCE is a host directory when it contains ``/`` or
+    starts with ``.``, else a named volume."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != READ_ONLY):
+        raise argparse.ArgumentTypeError(f"expected SOURCE:GUEST_PATH[:{READ_ONLY}], not {text!r}")
+    source, guest = parts[0], parts[1]
+    readonly = len(parts) == 3
+    try:
+        if "/" in source or source.startswith("."):
+            return guest, Volume.bind(source, readonly=readonly)
+        return guest, Volume.named(source, readonly=readonly)
+    except InvalidConfigError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
+def tmpfs_flag(text: str) -> tuple[str, MountConfig]:
+    """``--tmpfs GUEST_PATH[:SIZE_MIB]``."""
+    guest, _, size = text.partition(":")
+    try:
+        return guest, Volume.tmpfs(int(size) if size else None)
+    except (ValueError, InvalidConfigError):
+        raise argparse.ArgumentTypeError(f"expected GUEST_PATH[:SIZE_MIB], not {text!r}") from None
 
 
 def _add_resources(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +54,26 @@ def _add_resources(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cpus", type=int, default=None, metavar="N", help="virtual CPUs")
     parser.add_argument("--memory", type=int, default=None, metavar="MIB", help="memory in MiB")
+    parser.add_argument(
+        "-v",
+        "--volume",
+        dest="volumes",
+        action="append",
+        default=[],
+        type=volume_flag,
+        metavar=f"SOURCE:GUEST_PATH[:{READ_ONLY}]",
+        help="mount a named volume, or a host directory (a SOURCE with / or starting with .); "
+        "repeatable",
+    )
+    parser.add_argument(
+        "--tmpfs",
+        dest="tmpfs",
+        action="append",
+        default=[],
+        type=tmpfs_flag,
+        metavar="GUEST_PATH[:SIZE_MIB]",
+        help="mount a fresh tmpfs (default size: half the guest's memory); repeatable",
+    )
 
 
 def _add_detach_keys(parser: argparse.ArgumentParser) -> None:
@@ -172,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("prune-images", help="remove cached layers no image uses").set_defaults(
         handler=commands.prune_images_command
     )
+    _add_volume_commands(sub)
     sub.add_parser(
         "install", help="fetch the guest kernel, build the initramfs and the default image"
     ).set_defaults(handler=commands.install)
@@ -214,3 +262,27 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--password-stdin", action="store_true", help="read the registry password from stdin"
     )
+
+
+def _add_volume_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    volume = sub.add_parser("volume", help="create, list, inspect and remove named volumes")
+    commands_ = volume.add_subparsers(dest="volume_command", required=True, metavar="COMMAND")
+
+    create = commands_.add_parser("create", help="create an empty named volume")
+    create.add_argument("name")
+    create.add_argument(
+        "--quota", type=int, required=True, metavar="MIB", help="its size (usable space) in MiB"
+    )
+    create.set_defaults(handler=commands.volume_create)
+
+    ls = commands_.add_parser("ls", help="list named volumes")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(handler=commands.volume_ls)
+
+    inspect = commands_.add_parser("inspect", help="a volume's quota, usage, users and file")
+    inspect.add_argument("name")
+    inspect.set_defaults(handler=commands.volume_inspect)
+
+    rm = commands_.add_parser("rm", help="remove volumes (refused while a sandbox uses one)")
+    rm.add_argument("names", nargs="+", metavar="NAME")
+    rm.set_defaults(handler=commands.volume_rm)

@@ -100,3 +100,45 @@ def test_pull_images_and_rmi(msb_home: Path, msb: MsbRunner, registry: RegistryS
     assert reference not in msb("images").stdout
     missing = msb("rmi", reference)
     assert missing.returncode != 0 and "ImageNotFoundError" in missing.stderr
+
+
+def test_volume_create_ls_inspect_rm(msb_home: Path, msb: MsbRunner) -> None:
+    created = msb("volume", "create", "data", "--quota", "16")
+    assert (created.returncode, created.stdout) == (0, "data\n"), created.stderr
+    table = msb("volume", "ls").stdout.splitlines()
+    assert table[0].split() == ["NAME", "QUOTA", "USED", "IN", "USE", "BY", "CREATED"]
+    assert table[1].split()[:6] == ["data", "16.0", "MiB", "0", "B", "-"]
+    [listed] = json.loads(msb("volume", "ls", "--json").stdout)
+    inspected = json.loads(msb("volume", "inspect", "data").stdout)
+    assert listed == inspected
+    assert (inspected["quota_mib"], inspected["used_bytes"], inspected["in_use_by"]) == (16, 0, [])
+    assert Path(inspected["path"]).stat().st_size == 16 << 20
+
+    taken = msb("volume", "create", "data", "--quota", "16")
+    assert taken.returncode == 1
+    assert taken.stderr.startswith("error: VolumeAlreadyExistsError: ")
+    small = msb("volume", "create", "tiny", "--quota", "1")
+    assert small.returncode == 1
+    assert small.stderr.startswith("error: InvalidConfigError: quota_mib: ")
+
+    assert msb("volume", "rm", "data").returncode == 0
+    assert not Path(inspected["path"]).exists()
+    assert json.loads(msb("volume", "ls", "--json").stdout) == []
+    missing = msb("volume", "rm", "data")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: VolumeNotFoundError: ")
+
+
+def test_volume_flags_are_checked_before_anything_is_recorded(
+    msb_home: Path, msb: MsbRunner, tmp_path: Path
+) -> None:
+    unknown = msb("create", "box", "-v", "no-such-volume:/data")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("error: VolumeNotFoundError: ")
+    twice = msb("create", "box", "-v", f"{tmp_path}:/data", "--tmpfs", "/data")
+    assert twice.returncode == 1
+    assert twice.stderr.startswith("error: InvalidConfigError: volumes: /data is given twice")
+    missing = msb("run", "-v", f"{tmp_path}/missing:/data", "--", "true")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: InvalidConfigError: volume /data: ")
+    assert json.loads(msb("ls", "--json").stdout) == []

@@ -105,3 +105,18 @@ def test_pause_resume_interactive_exec_logs_stop_and_start(
     assert restarted.returncode == 0, restarted.stderr
     assert listing(msb)[sandbox_name]["status"] == "running"
     assert msb("exec", sandbox_name, "--", "true").returncode == 0
+
+
+def test_run_with_a_named_volume_and_a_tmpfs(clean_home: Path, msb: MsbRunner) -> None:
+    assert msb("volume", "create", "cli-data", "--quota", "16").returncode == 0
+    script = "echo kept > /data/f && grep -c ' /data ext4 rw' /proc/mounts && df -m /t | tail -n 1"
+    result = msb("run", "-v", "cli-data:/data", "--tmpfs", "/t:8", "--", "/bin/sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    mounted, tmpfs = result.stdout.splitlines()
+    assert mounted == "1"
+    assert tmpfs.split()[1] == "8"
+    read = msb("run", "-v", "cli-data:/data:ro", "--", "cat", "/data/f")
+    assert (read.returncode, read.stdout) == (0, "kept\n"), read.stderr
+    inspected = json.loads(msb("volume", "inspect", "cli-data").stdout)
+    assert inspected["in_use_by"] == []
+    assert msb("volume", "rm", "cli-data").returncode == 0

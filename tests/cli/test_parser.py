@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from microsandbox_tui import DEFAULT_IMAGE
+from microsandbox_tui import DEFAULT_IMAGE, BindMount, NamedMount, TmpfsMount
 from microsandbox_tui.cli import commands, parse_args
 
 
@@ -59,6 +61,73 @@ def test_other_commands() -> None:
     assert (rm.names, rm.force) == (["a", "b"], True)
     for name in ("images", "install", "doctor", "version"):
         assert parse_args([name]).handler is getattr(commands, name)
+
+
+def test_volume_flags_on_create_and_run() -> None:
+    args = parse_args(
+        [
+            "create",
+            "web",
+            "-v",
+            "data:/data",
+            "--volume",
+            "cache:/cache:ro",
+            "-v",
+            "./src:/src:ro",
+            "-v",
+            "/srv/www:/www",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/scratch:64",
+        ]
+    )
+    assert args.volumes == [
+        ("/data", NamedMount(name="data")),
+        ("/cache", NamedMount(name="cache", readonly=True)),
+        ("/src", BindMount(path=str(Path("src").resolve()), readonly=True)),
+        ("/www", BindMount(path="/srv/www")),
+    ]
+    assert args.tmpfs == [("/tmp", TmpfsMount()), ("/scratch", TmpfsMount(size_mib=64))]
+    run = parse_args(["run", "-v", "data:/data", "--tmpfs", "/t:8", "--", "true"])
+    assert (run.volumes, run.tmpfs, run.argv) == (
+        [("/data", NamedMount(name="data"))],
+        [("/t", TmpfsMount(size_mib=8))],
+        ["true"],
+    )
+    assert parse_args(["create", "web"]).volumes == []
+
+
+def test_volume_commands() -> None:
+    create = parse_args(["volume", "create", "data", "--quota", "100"])
+    assert (create.handler, create.name, create.quota) == (commands.volume_create, "data", 100)
+    assert parse_args(["volume", "ls", "--json"]).json
+    inspect = parse_args(["volume", "inspect", "data"])
+    assert (inspect.handler, inspect.name) == (commands.volume_inspect, "data")
+    rm = parse_args(["volume", "rm", "a", "b"])
+    assert (rm.handler, rm.names) == (commands.volume_rm, ["a", "b"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["create", "x", "-v", "data"],
+        ["create", "x", "-v", "data:/d:rw"],
+        ["create", "x", "-v", "a:b:ro:x"],
+        ["create", "x", "-v", "bad name:/d"],
+        ["create", "x", "--tmpfs", "/t:big"],
+        ["create", "x", "--tmpfs", "/t:0"],
+        ["volume"],
+        ["volume", "create", "data"],
+        ["volume", "create", "data", "--quota", "lots"],
+        ["volume", "rm"],
+    ],
+)
+def test_bad_volume_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    assert "usage: msb" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@
 //! the `file:PATH` / `unix:PATH,...` shorthands, which cannot carry a comma in a path.
 
 use crate::accel::Accelerator;
-use std::ffi::OsString;
+use std::ffi::{CStr, CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use thiserror::Error;
@@ -36,18 +38,44 @@ pub enum EngineError {
     QemuVersion { binary: PathBuf, detail: String },
     #[error("virtiofsd is missing at {VIRTIOFSD} (Debian package qemu-system-common)")]
     VirtiofsdMissing,
+    #[error("{0:?} contains a NUL byte")]
+    NulInPath(PathBuf),
+}
+
+/// virtio-mmio transports that QEMU 7.2's `microvm` offers with `acpi=on` (measured: a 25th
+/// virtio device fails with "No 'virtio-bus' bus found").
+pub const VIRTIO_MMIO_TRANSPORTS: usize = 24;
+/// Transports every VM takes besides its root and volumes: the agent's virtio-serial,
+/// virtio-rng and virtio-net. The network device is counted even while a VM has none, so
+/// that a configuration valid today stays valid when it gets one.
+pub const BASE_VIRTIO_DEVICES: usize = 3;
+
+/// A host directory served by virtiofsd on `vhost_socket`, mounted by `tag` in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub vhost_socket: PathBuf,
+    pub tag: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootDisk {
-    /// A host directory served by virtiofsd on `vhost_socket`, mounted by `tag` in the guest.
-    Virtiofs { vhost_socket: PathBuf, tag: String },
+    Virtiofs(Share),
     /// Read-only layer images (top-most first) under a writable upper image; the guest joins
     /// them with overlayfs.
     Overlay {
         lowers: Vec<PathBuf>,
         upper: PathBuf,
     },
+}
+
+impl RootDisk {
+    /// The virtio-mmio transports the root takes.
+    pub fn virtio_devices(&self) -> usize {
+        match self {
+            Self::Virtiofs(_) => 1,
+            Self::Overlay { lowers, .. } => lowers.len() + 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +107,21 @@ pub struct VmConfig {
     pub root: RootDisk,
     /// Where our network stack listens for `-netdev stream`.
     pub net_socket: Option<PathBuf>,
+    /// Volume disks, after the root's.
     pub extra_disks: Vec<ExtraDisk>,
+    /// Volume directories shared with virtio-fs, besides a virtio-fs root.
+    pub shares: Vec<Share>,
+}
+
+impl VmConfig {
+    /// Every virtio-fs share, the root's first.
+    fn virtiofs_shares(&self) -> impl Iterator<Item = &Share> {
+        let root = match &self.root {
+            RootDisk::Virtiofs(share) => Some(share),
+            RootDisk::Overlay { .. } => None,
+        };
+        root.into_iter().chain(&self.shares)
+    }
 }
 
 /// `MSB_QEMU`, else `qemu-system-x86_64` from `PATH`.
@@ -128,12 +170,20 @@ fn parse_version(text: &str) -> Option<String> {
     rest.split_whitespace().next().map(str::to_string)
 }
 
-/// The virtiofsd serving `source` on `socket`.
-pub fn virtiofsd_command(source: &Path, socket: &Path) -> Result<Command, EngineError> {
+/// The virtiofsd serving `source` on `socket`; with `readonly`, in a read-only view of it
+/// (see [`read_only_view`]).
+pub fn virtiofsd_command(
+    source: &Path,
+    socket: &Path,
+    readonly: bool,
+) -> Result<Command, EngineError> {
     if !Path::new(VIRTIOFSD).is_file() {
         return Err(EngineError::VirtiofsdMissing);
     }
     let mut command = Command::new(VIRTIOFSD);
+    if readonly {
+        read_only_view(&mut command, source)?;
+    }
     command.arg(joined("--socket-path=", socket.as_os_str().to_owned()));
     // virtiofsd parses -o with libfuse, where a backslash escapes a comma.
     let source = source
@@ -144,6 +194,74 @@ pub fn virtiofsd_command(source: &Path, socket: &Path) -> Result<Command, Engine
     // Its default (info) logs every session to the supervisor's log, which is not rotated.
     command.args(["-o", "log_level=warn"]);
     Ok(command)
+}
+
+/// Runs `command` in a mount namespace of its own in which `source`, and every mount below
+/// it, is read-only. Debian's C virtiofsd has no read-only option, and a read-only flag on
+/// the guest's mount protects nothing (the guest is untrusted and may remount it), so the
+/// host enforces it: whatever the guest asks virtiofsd for, writes fail with EROFS.
+/// virtiofsd's own sandbox later binds this read-only tree as its root, which keeps the flag.
+/// Needs CAP_SYS_ADMIN, as virtiofsd itself does.
+pub fn read_only_view(command: &mut Command, source: &Path) -> Result<(), EngineError> {
+    let source = CString::new(source.as_os_str().as_bytes())
+        .map_err(|_| EngineError::NulInPath(source.to_path_buf()))?;
+    // SAFETY: only async-signal-safe system calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || make_read_only(&source));
+    }
+    Ok(())
+}
+
+fn make_read_only(source: &CStr) -> std::io::Result<()> {
+    let check = |result: libc::c_long| {
+        if result < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    let none = std::ptr::null();
+    let attributes = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: plain system calls on NUL-terminated strings and a local struct.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS).into())?;
+        // Nothing done in here may propagate to the host's mounts.
+        let root = c"/".as_ptr();
+        check(
+            libc::mount(
+                none,
+                root,
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                none.cast(),
+            )
+            .into(),
+        )?;
+        check(
+            libc::mount(
+                source.as_ptr(),
+                source.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
+                none.cast(),
+            )
+            .into(),
+        )?;
+        // mount_setattr (Linux 5.12) changes the whole tree at once, submounts included.
+        check(libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            source.as_ptr(),
+            libc::AT_RECURSIVE,
+            &attributes,
+            std::mem::size_of::<libc::mount_attr>(),
+        ))
+    }
 }
 
 fn joined(prefix: &str, value: OsString) -> OsString {
@@ -201,6 +319,7 @@ pub fn arguments(cfg: &VmConfig) -> Vec<String> {
         .pair("-device", "virtserialport,chardev=agent,name=agent");
     // Entropy: without it a fresh guest can block in getrandom() for a long time.
     args.pair("-device", "virtio-rng-device");
+    virtiofs_arguments(&mut args, cfg);
     root_arguments(&mut args, cfg);
     for (index, disk) in cfg.extra_disks.iter().enumerate() {
         let id = format!("disk{index}");
@@ -226,33 +345,45 @@ pub fn arguments(cfg: &VmConfig) -> Vec<String> {
 /// virtio_mmio finds the devices. virtio-fs needs guest RAM in shared memory.
 fn machine(cfg: &VmConfig) -> String {
     let mut machine = format!("microvm,x-option-roms=off,rtc={RTC},acpi=on");
-    if matches!(cfg.root, RootDisk::Virtiofs { .. }) {
+    if cfg.virtiofs_shares().next().is_some() {
         machine.push_str(",memory-backend=mem");
     }
     machine
 }
 
+/// One shared-memory backend for the guest's RAM (virtiofsd maps it), then a vhost-user-fs
+/// device per share, the root's first.
+fn virtiofs_arguments(args: &mut Args, cfg: &VmConfig) {
+    if cfg.virtiofs_shares().next().is_none() {
+        return;
+    }
+    args.pair(
+        "-object",
+        &format!(
+            "memory-backend-memfd,id=mem,size={}M,share=on",
+            cfg.memory_mib
+        ),
+    );
+    // libvhost-user (virtiofsd) refuses legacy virtio, microvm's default.
+    args.pair("-global", "virtio-mmio.force-legacy=false");
+    for (index, share) in cfg.virtiofs_shares().enumerate() {
+        args.pair(
+            "-chardev",
+            &format!("socket,id=vfs{index},path={}", path(&share.vhost_socket)),
+        );
+        args.pair(
+            "-device",
+            &format!(
+                "vhost-user-fs-device,chardev=vfs{index},tag={}",
+                escape(&share.tag)
+            ),
+        );
+    }
+}
+
 fn root_arguments(args: &mut Args, cfg: &VmConfig) {
     match &cfg.root {
-        RootDisk::Virtiofs { vhost_socket, tag } => {
-            args.pair(
-                "-object",
-                &format!(
-                    "memory-backend-memfd,id=mem,size={}M,share=on",
-                    cfg.memory_mib
-                ),
-            );
-            // libvhost-user (virtiofsd) refuses legacy virtio, microvm's default.
-            args.pair("-global", "virtio-mmio.force-legacy=false");
-            args.pair(
-                "-chardev",
-                &format!("socket,id=vfs,path={}", path(vhost_socket)),
-            );
-            args.pair(
-                "-device",
-                &format!("vhost-user-fs-device,chardev=vfs,tag={}", escape(tag)),
-            );
-        }
+        RootDisk::Virtiofs(_) => {}
         RootDisk::Overlay { lowers, upper } => {
             for (index, lower) in lowers.iter().enumerate() {
                 let serial = format!("{LAYER_SERIAL_PREFIX}{index}");
@@ -274,9 +405,9 @@ pub fn kernel_command_line(cfg: &VmConfig) -> String {
     }
     params.push(format!("msb.hostname={}", cmdline_word(&cfg.name)));
     match &cfg.root {
-        RootDisk::Virtiofs { tag, .. } => {
+        RootDisk::Virtiofs(share) => {
             params.push("msb.root=virtiofs".into());
-            params.push(format!("msb.root_tag={}", cmdline_word(tag)));
+            params.push(format!("msb.root_tag={}", cmdline_word(&share.tag)));
         }
         RootDisk::Overlay { lowers, .. } => {
             let serials: Vec<String> = (0..lowers.len())
@@ -372,6 +503,7 @@ mod tests {
             root,
             net_socket: None,
             extra_disks: vec![],
+            shares: vec![],
         }
     }
 
@@ -462,10 +594,11 @@ mod tests {
 
     #[test]
     fn virtiofs_root_shares_guest_memory() {
-        let root = RootDisk::Virtiofs {
+        let root = RootDisk::Virtiofs(Share {
             vhost_socket: "/s/vfs.sock".into(),
             tag: "rootfs".into(),
-        };
+        });
+        assert_eq!(root.virtio_devices(), 1);
         let args = arguments(&config(root, Accelerator::Tcg));
         assert_eq!(
             values(&args, "-M"),
@@ -476,8 +609,8 @@ mod tests {
             ["memory-backend-memfd,id=mem,size=512M,share=on"]
         );
         assert_eq!(values(&args, "-global"), ["virtio-mmio.force-legacy=false"]);
-        assert!(values(&args, "-chardev").contains(&"socket,id=vfs,path=/s/vfs.sock"));
-        assert!(values(&args, "-device").contains(&"vhost-user-fs-device,chardev=vfs,tag=rootfs"));
+        assert!(values(&args, "-chardev").contains(&"socket,id=vfs0,path=/s/vfs.sock"));
+        assert!(values(&args, "-device").contains(&"vhost-user-fs-device,chardev=vfs0,tag=rootfs"));
         assert!(values(&args, "-append")[0]
             .ends_with("msb.hostname=web msb.root=virtiofs msb.root_tag=rootfs"));
         assert!(values(&args, "-drive").is_empty());
@@ -520,6 +653,59 @@ mod tests {
         assert!(devices.contains(&"virtio-net-device,netdev=n0"));
     }
 
+    fn share(socket: &str, tag: &str) -> Share {
+        Share {
+            vhost_socket: socket.into(),
+            tag: tag.into(),
+        }
+    }
+
+    #[test]
+    fn volume_shares_and_disks_get_one_memory_backend_and_a_device_each() {
+        for root in [
+            overlay(),
+            RootDisk::Virtiofs(share("/s/vfs.sock", "rootfs")),
+        ] {
+            let mut cfg = config(root.clone(), Accelerator::Tcg);
+            cfg.net_socket = Some("/s/net.sock".into());
+            cfg.shares = vec![share("/s/vol0.sock", "vol0"), share("/s/vol2.sock", "vol2")];
+            cfg.extra_disks = vec![ExtraDisk {
+                path: "/v/named.ext4".into(),
+                serial: "vol1".into(),
+                readonly: true,
+                format: "raw".into(),
+            }];
+            let args = arguments(&cfg);
+            assert!(values(&args, "-M")[0].ends_with(",memory-backend=mem"));
+            assert_eq!(
+                values(&args, "-object"),
+                ["memory-backend-memfd,id=mem,size=512M,share=on"]
+            );
+            assert_eq!(values(&args, "-global"), ["virtio-mmio.force-legacy=false"]);
+            let chardevs = values(&args, "-chardev");
+            let devices = values(&args, "-device");
+            let offset = usize::from(matches!(root, RootDisk::Virtiofs(_)));
+            for (index, tag) in [(offset, "vol0"), (offset + 1, "vol2")] {
+                assert!(
+                    chardevs.contains(&format!("socket,id=vfs{index},path=/s/{tag}.sock").as_str())
+                );
+                assert!(devices.contains(
+                    &format!("vhost-user-fs-device,chardev=vfs{index},tag={tag}").as_str()
+                ));
+            }
+            assert!(devices.contains(&"virtio-blk-device,drive=disk0,serial=vol1"));
+            // Every device but the serial port (which sits on virtio-serial) takes a transport.
+            let transports = devices
+                .iter()
+                .filter(|d| !d.starts_with("virtserialport"))
+                .count();
+            assert_eq!(
+                transports,
+                BASE_VIRTIO_DEVICES + root.virtio_devices() + cfg.shares.len() + 1
+            );
+        }
+    }
+
     #[test]
     fn commas_in_values_are_escaped_and_the_cmdline_stays_one_word_per_key() {
         let mut cfg = config(overlay(), Accelerator::Tcg);
@@ -543,7 +729,7 @@ mod tests {
 
     #[test]
     fn virtiofsd_arguments_escape_commas_for_libfuse() {
-        let command = virtiofsd_command(Path::new("/data,x"), Path::new("/s/vfs.sock"))
+        let command = virtiofsd_command(Path::new("/data,x"), Path::new("/s/vfs.sock"), false)
             .expect("virtiofsd is installed with qemu-system-x86 by ./dev setup");
         let args: Vec<String> = command
             .get_args()
@@ -561,5 +747,27 @@ mod tests {
                 "log_level=warn"
             ]
         );
+    }
+
+    #[test]
+    fn a_read_only_view_refuses_writes_and_leaves_the_host_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, readonly: bool| {
+            let mut command = Command::new("/bin/sh");
+            command.args(["-c", &format!("echo x > '{}/{name}'", dir.path().display())]);
+            if readonly {
+                read_only_view(&mut command, dir.path()).unwrap();
+            }
+            command.output().unwrap()
+        };
+        let refused = write("inside", true);
+        assert!(!refused.status.success());
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("Read-only file system"),
+            "{refused:?}"
+        );
+        assert!(!dir.path().join("inside").exists());
+        assert!(write("outside", false).status.success());
+        assert!(dir.path().join("outside").exists());
     }
 }

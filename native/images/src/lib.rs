@@ -18,6 +18,8 @@ pub enum ImageError {
     ToolFailed { tool: String, detail: String },
     #[error("{tool} is not installed (Debian package {package})")]
     ToolMissing { tool: String, package: String },
+    #[error("{path} holds no ext4 file system")]
+    NotExt4 { path: String },
     #[error("i/o error at {path}: {source}")]
     Io { path: String, source: io::Error },
 }

@@ -30,6 +30,16 @@ pub enum RuntimeError {
     PullCancelled(String),
     #[error("image {image:?} is used by {sandboxes}")]
     ImageInUse { image: String, sandboxes: String },
+    #[error("volume {volume:?} is used by {sandboxes}; remove them first")]
+    VolumeInUse { volume: String, sandboxes: String },
+    /// A named volume is mounted read-write by one running sandbox at a time, or read-only by
+    /// any number while none has it read-write.
+    #[error("volume {volume:?} is mounted {how} by running sandbox {holder:?}")]
+    VolumeBusy {
+        volume: String,
+        holder: String,
+        how: &'static str,
+    },
     #[error("{0}; run `msb install` (or `await install()`)")]
     NotInstalled(String),
     #[error("install failed: {0}")]
@@ -42,6 +52,8 @@ pub enum RuntimeError {
     Protocol(String),
     #[error("{0}")]
     State(#[from] msb_state::StateError),
+    #[error("{0}")]
+    Image(#[from] msb_images::ImageError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -71,6 +83,8 @@ impl RuntimeError {
             Self::RegistryAuth(_) => "RegistryAuthError",
             Self::PullCancelled(_) => "PullCancelledError",
             Self::ImageInUse { .. } => "ImageInUseError",
+            Self::VolumeInUse { .. } => "VolumeInUseError",
+            Self::VolumeBusy { .. } => "VolumeBusyError",
             Self::NotInstalled(_) => "RuntimeNotInstalledError",
             Self::Install(_) => "InstallError",
             Self::Accelerator(_) => "AcceleratorError",
@@ -87,8 +101,10 @@ impl RuntimeError {
             Self::Protocol(_) => "AgentProtocolError",
             Self::State(msb_state::StateError::SandboxNotFound(_)) => "SandboxNotFoundError",
             Self::State(msb_state::StateError::SandboxExists(_)) => "SandboxAlreadyExistsError",
+            Self::State(msb_state::StateError::VolumeNotFound(_)) => "VolumeNotFoundError",
+            Self::State(msb_state::StateError::VolumeExists(_)) => "VolumeAlreadyExistsError",
             Self::State(_) => "StateError",
-            Self::Io { .. } => "MicrosandboxError",
+            Self::Io { .. } | Self::Image(_) => "MicrosandboxError",
         }
     }
 }

@@ -14,6 +14,7 @@ mod process;
 mod sandboxes;
 mod spec;
 mod supervisor;
+mod volumes;
 
 use msb_protocol::control::ControlRequest;
 use msb_protocol::guest::{ExecRequest, ResourceLimit, TerminalSize};
@@ -365,6 +366,27 @@ fn pull_image(
         };
         images::pull(&reference, &options, &mut report, &flag)
     })?)
+}
+
+/// Creates a named volume of `quota_mib` MiB; returns it as JSON (see `get_volume`).
+#[pyfunction]
+fn create_volume(py: Python<'_>, name: String, quota_mib: u64) -> PyResult<String> {
+    Ok(py.allow_threads(|| volumes::create(&name, quota_mib))?)
+}
+
+#[pyfunction]
+fn list_volumes(py: Python<'_>) -> PyResult<String> {
+    Ok(py.allow_threads(volumes::list)?)
+}
+
+#[pyfunction]
+fn get_volume(py: Python<'_>, name: String) -> PyResult<String> {
+    Ok(py.allow_threads(|| volumes::get(&name))?)
+}
+
+#[pyfunction]
+fn remove_volume(py: Python<'_>, name: String) -> PyResult<()> {
+    Ok(py.allow_threads(|| volumes::remove(&name))?)
 }
 
 #[pyfunction]
@@ -792,6 +814,10 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(prune_images, module)?)?;
     module.add_function(wrap_pyfunction!(canonical_reference, module)?)?;
     module.add_function(wrap_pyfunction!(pull_image, module)?)?;
+    module.add_function(wrap_pyfunction!(create_volume, module)?)?;
+    module.add_function(wrap_pyfunction!(list_volumes, module)?)?;
+    module.add_function(wrap_pyfunction!(get_volume, module)?)?;
+    module.add_function(wrap_pyfunction!(remove_volume, module)?)?;
     module.add_function(wrap_pyfunction!(log_path, module)?)?;
     module.add_function(wrap_pyfunction!(sandbox_metrics, module)?)?;
     module.add_function(wrap_pyfunction!(all_metrics, module)?)?;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub const HOME_ENV: &str = "MSB_HOME";
 /// Overrides the cache of kernels, initramfs images and layers, which may be shared by homes.
 pub const CACHE_ENV: &str = "MSB_CACHE_DIR";
-/// Longest sandbox name, also enforced by the SDK's validated config.
+/// Longest sandbox or volume name, also enforced by the SDK's validated config.
 pub const MAX_NAME_LENGTH: usize = 63;
 
 pub fn home_dir() -> PathBuf {
@@ -42,13 +42,31 @@ pub fn database_path() -> PathBuf {
 
 /// The directory of one sandbox: sockets, logs, its writable disk.
 pub fn sandbox_dir(name: &str) -> Result<PathBuf, RuntimeError> {
-    check_name(name)?;
+    check_name("sandbox", name)?;
     Ok(home_dir().join("sandboxes").join(name))
 }
 
-/// Names become directory names, so this guards against path tricks even if a caller skipped
-/// the SDK's validation.
-fn check_name(name: &str) -> Result<(), RuntimeError> {
+/// Named volumes, one ext4 image file each.
+fn volumes_dir() -> PathBuf {
+    home_dir().join("volumes")
+}
+
+/// The image file of the named volume `name`.
+pub fn volume_image(name: &str) -> Result<PathBuf, RuntimeError> {
+    check_name("volume", name)?;
+    Ok(volumes_dir().join(format!("{name}.ext4")))
+}
+
+/// Where a volume is formatted before it is recorded and renamed into place: a name no
+/// volume can have (names never start with a dot), unique to this process.
+pub fn volume_staging_image(name: &str) -> Result<PathBuf, RuntimeError> {
+    check_name("volume", name)?;
+    Ok(volumes_dir().join(format!(".{name}.{}.tmp", std::process::id())))
+}
+
+/// Names become file names, so this guards against path tricks even if a caller skipped
+/// the SDK's validation. `what` names the kind of thing in the error.
+fn check_name(what: &str, name: &str) -> Result<(), RuntimeError> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_LENGTH
         && name
@@ -62,7 +80,8 @@ fn check_name(name: &str) -> Result<(), RuntimeError> {
         Ok(())
     } else {
         Err(RuntimeError::InvalidConfig(format!(
-            "invalid sandbox name {name:?}"
+            "invalid {what} name {name:?}: use up to {MAX_NAME_LENGTH} letters, digits, '_', \
+             '.' and '-', starting with a letter or digit"
         )))
     }
 }
@@ -95,6 +114,10 @@ impl SandboxFiles {
     }
     pub fn virtiofs_socket(&self) -> PathBuf {
         self.dir.join("virtiofs.sock")
+    }
+    /// The virtiofsd socket of the bind volume whose guest tag is `tag`.
+    pub fn volume_socket(&self, tag: &str) -> PathBuf {
+        self.dir.join(format!("{tag}.sock"))
     }
     pub fn upper_disk(&self) -> PathBuf {
         self.dir.join("upper.ext4")
@@ -129,7 +152,17 @@ mod tests {
     fn names_with_path_tricks_are_refused() {
         for name in ["", "a/b", "..", ".hidden", "-x", &"a".repeat(64)] {
             assert!(sandbox_dir(name).is_err(), "{name:?} must be refused");
+            assert!(volume_image(name).is_err(), "{name:?} must be refused");
         }
         assert!(sandbox_dir("web-1.test_x").is_ok());
+        let image = volume_image("data-1").unwrap();
+        assert_eq!(image.file_name().unwrap(), "data-1.ext4");
+        let staging = volume_staging_image("data-1").unwrap();
+        assert_eq!(staging.parent(), image.parent());
+        assert!(staging
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with('.'));
     }
 }

@@ -8,6 +8,8 @@ use crate::install;
 use crate::paths::{self, SandboxFiles};
 use crate::process;
 use crate::spec::{ImageSource, SandboxSpec};
+use crate::supervisor::vm;
+use crate::volumes;
 use msb_images::base::BASE_IMAGE_NAME;
 use msb_protocol::control::ControlRequest;
 use msb_state::{Database, SandboxRecord, SandboxStatus, StateError, StatusChange};
@@ -55,6 +57,7 @@ pub fn create(request: CreateRequest<'_>) -> Result<SandboxRecord> {
     install::boot_artifacts(request.launch.agent)?;
     let mut db = open_db()?;
     check_image(&mut db, &spec.image)?;
+    check_volumes(&db, &spec, &files)?;
     if request.replace {
         match get_with(&mut db, &spec.name) {
             Ok(_) => teardown(&mut db, &spec.name)?,
@@ -62,11 +65,14 @@ pub fn create(request: CreateRequest<'_>) -> Result<SandboxRecord> {
             Err(error) => return Err(error),
         }
     }
-    db.insert_sandbox(&spec.name, request.config_json, request.launch.detached)
-        .map_err(|error| match error {
-            StateError::SandboxExists(name) => RuntimeError::SandboxAlreadyExists(name),
-            other => other.into(),
-        })?;
+    db.exclusive(|db| {
+        volumes::claim(db, &spec)?;
+        db.insert_sandbox(&spec.name, request.config_json, request.launch.detached)
+            .map_err(|error| match error {
+                StateError::SandboxExists(name) => RuntimeError::SandboxAlreadyExists(name),
+                other => other.into(),
+            })
+    })?;
     // Files left by a sandbox whose record is gone must not leak into this one.
     let _ = std::fs::remove_dir_all(&files.dir);
     let started = std::fs::create_dir_all(&files.dir)
@@ -119,6 +125,11 @@ fn check_image(db: &mut Database, image: &ImageSource) -> Result<()> {
             ))
         }
     }
+}
+
+fn check_volumes(db: &Database, spec: &SandboxSpec, files: &SandboxFiles) -> Result<()> {
+    let root = vm::root_disk(spec, files, db)?;
+    volumes::check_mounts(spec, root.virtio_devices())
 }
 
 fn start_supervisor(name: &str, files: &SandboxFiles, request: &Launch<'_>) -> Result<()> {
@@ -242,15 +253,19 @@ pub fn start(name: &str, launch: Launch<'_>) -> Result<SandboxRecord> {
     }
     let spec = SandboxSpec::from_json(&record.config)?;
     check_image(&mut db, &spec.image)?;
-    db.set_detached(name, launch.detached)?;
-    db.set_status(
-        name,
-        StatusChange {
-            status: SandboxStatus::Starting,
-            reason: None,
-        },
-    )?;
     let files = SandboxFiles::new(name)?;
+    check_volumes(&db, &spec, &files)?;
+    db.set_detached(name, launch.detached)?;
+    db.exclusive(|db| -> Result<()> {
+        volumes::claim(db, &spec)?;
+        Ok(db.set_status(
+            name,
+            StatusChange {
+                status: SandboxStatus::Starting,
+                reason: None,
+            },
+        )?)
+    })?;
     if let Err(error) = start_supervisor(name, &files, &launch) {
         let reason = error.to_string();
         let _ = db.set_status(
@@ -285,7 +300,7 @@ fn teardown(db: &mut Database, name: &str) -> Result<()> {
 }
 
 /// Corrects a record whose supervisor is gone: the VM died with it.
-fn reconcile(db: &mut Database, record: SandboxRecord) -> Result<SandboxRecord> {
+pub fn reconcile(db: &mut Database, record: SandboxRecord) -> Result<SandboxRecord> {
     if !record.status.is_live() {
         return Ok(record);
     }

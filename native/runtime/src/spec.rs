@@ -1,9 +1,10 @@
 //! The sandbox configuration as the runtime reads it. The SDK validates and serialises it
 //! (pydantic `SandboxConfig`); this reads the part the runtime acts on (exec defaults such as
-//! `env` and `workdir` are applied by the SDK).
+//! `env` and `workdir` are applied by the SDK) and checks again what the host relies on.
 
 use crate::error::{Result, RuntimeError};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -17,24 +18,130 @@ pub enum ImageSource {
     Oci { reference: String },
 }
 
+/// Format of a disk image volume, as QEMU names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// What is mounted at one guest path.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Mount {
+    /// A named volume (`msb volume create`).
+    Named { name: String, readonly: bool },
+    /// A live host directory, shared with virtio-fs.
+    Bind { path: String, readonly: bool },
+    /// A fresh tmpfs of at most `size_mib` (the guest kernel's default when `None`).
+    Tmpfs {
+        size_mib: Option<u32>,
+        readonly: bool,
+    },
+    /// A host disk image file; `fstype` `None` lets the guest detect it.
+    Disk {
+        path: String,
+        format: DiskFormat,
+        fstype: Option<String>,
+        readonly: bool,
+    },
+}
+
+impl Mount {
+    pub fn readonly(&self) -> bool {
+        match self {
+            Self::Named { readonly, .. }
+            | Self::Bind { readonly, .. }
+            | Self::Tmpfs { readonly, .. }
+            | Self::Disk { readonly, .. } => *readonly,
+        }
+    }
+
+    /// The virtio-mmio transports the mount takes: a disk or a virtio-fs share; tmpfs none.
+    pub fn virtio_devices(&self) -> usize {
+        usize::from(!matches!(self, Self::Tmpfs { .. }))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct SandboxSpec {
     pub name: String,
     pub image: ImageSource,
     pub cpus: u8,
     pub memory_mib: u32,
+    /// Guest path → mount. Sorted by path, so a parent directory's mount comes before the
+    /// mounts inside it.
+    #[serde(default)]
+    pub volumes: BTreeMap<String, Mount>,
 }
 
 impl SandboxSpec {
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json)
-            .map_err(|error| RuntimeError::InvalidConfig(format!("sandbox config: {error}")))
+        let spec: Self = serde_json::from_str(json)
+            .map_err(|error| RuntimeError::InvalidConfig(format!("sandbox config: {error}")))?;
+        for (target, mount) in &spec.volumes {
+            check_guest_path(target)?;
+            if matches!(
+                mount,
+                Mount::Tmpfs {
+                    size_mib: Some(0),
+                    ..
+                }
+            ) {
+                return Err(RuntimeError::InvalidConfig(format!(
+                    "volume {target}: a tmpfs size must be at least 1 MiB"
+                )));
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The named volumes mounted, with whether read-only.
+    pub fn named_volumes(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.volumes.values().filter_map(|mount| match mount {
+            Mount::Named { name, readonly } => Some((name.as_str(), *readonly)),
+            _ => None,
+        })
+    }
+}
+
+/// A mount point must be an absolute, normalized path other than `/`: the SDK normalizes
+/// them, so two spellings of one directory can never be two mounts.
+fn check_guest_path(path: &str) -> Result<()> {
+    let normalized = path.starts_with('/')
+        && path.len() > 1
+        && !path.contains('\0')
+        && path[1..]
+            .split('/')
+            .all(|part| !matches!(part, "" | "." | ".."));
+    if normalized {
+        Ok(())
+    } else {
+        Err(RuntimeError::InvalidConfig(format!(
+            "volume {path:?}: a guest path must be absolute and normalized, and not /"
+        )))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_volumes(volumes: &str) -> Result<SandboxSpec> {
+        SandboxSpec::from_json(&format!(
+            r#"{{"name":"a","image":{{"kind":"local","name":"msb-base"}},"cpus":1,"memory_mib":256,"volumes":{volumes}}}"#
+        ))
+    }
 
     #[test]
     fn reads_the_sdk_config_shape() {
@@ -44,6 +151,87 @@ mod tests {
         .unwrap();
         assert_eq!((spec.cpus, spec.memory_mib), (2, 256));
         assert!(matches!(spec.image, ImageSource::Local { ref name } if name == "msb-base"));
+        assert!(spec.volumes.is_empty());
+    }
+
+    #[test]
+    fn reads_every_kind_of_volume_sorted_by_guest_path() {
+        let spec = with_volumes(
+            r#"{
+                "/data/cache": {"kind": "tmpfs", "size_mib": 64, "readonly": false},
+                "/data": {"kind": "named", "name": "data", "readonly": false},
+                "/src": {"kind": "bind", "path": "/home/me/src", "readonly": true},
+                "/seed": {"kind": "disk", "path": "/d/seed.qcow2", "format": "qcow2", "fstype": null, "readonly": true},
+                "/data-old": {"kind": "named", "name": "old", "readonly": true}
+            }"#,
+        )
+        .unwrap();
+        let targets: Vec<&str> = spec.volumes.keys().map(String::as_str).collect();
+        assert_eq!(
+            targets,
+            ["/data", "/data-old", "/data/cache", "/seed", "/src"]
+        );
+        assert_eq!(
+            spec.volumes["/seed"],
+            Mount::Disk {
+                path: "/d/seed.qcow2".into(),
+                format: DiskFormat::Qcow2,
+                fstype: None,
+                readonly: true
+            }
+        );
+        assert_eq!(
+            spec.volumes["/data/cache"],
+            Mount::Tmpfs {
+                size_mib: Some(64),
+                readonly: false
+            }
+        );
+        let named: Vec<(&str, bool)> = spec.named_volumes().collect();
+        assert_eq!(named, [("data", false), ("old", true)]);
+        let devices: usize = spec.volumes.values().map(Mount::virtio_devices).sum();
+        assert_eq!(devices, 4);
+    }
+
+    #[test]
+    fn guest_paths_must_be_absolute_normalized_and_not_the_root() {
+        for path in [
+            "data",
+            "/",
+            "/data/",
+            "//data",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/a\\u0000",
+        ] {
+            let volumes = format!(
+                r#"{{"{path}": {{"kind": "tmpfs", "size_mib": null, "readonly": false}}}}"#
+            );
+            assert!(
+                matches!(with_volumes(&volumes), Err(RuntimeError::InvalidConfig(_))),
+                "{path:?} must be refused"
+            );
+        }
+        assert!(
+            with_volumes(r#"{"/a/b.c": {"kind": "tmpfs", "size_mib": 1, "readonly": true}}"#)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_mounts_are_invalid_config() {
+        for volumes in [
+            r#"{"/t": {"kind": "tmpfs", "size_mib": 0, "readonly": false}}"#,
+            r#"{"/d": {"kind": "disk", "path": "/x", "format": "vmdk", "fstype": null, "readonly": false}}"#,
+            r#"{"/n": {"kind": "named", "readonly": false}}"#,
+            r#"{"/n": {"kind": "nfs", "readonly": false}}"#,
+        ] {
+            assert!(
+                matches!(with_volumes(volumes), Err(RuntimeError::InvalidConfig(_))),
+                "{volumes} must be refused"
+            );
+        }
     }
 
     #[test]

@@ -34,6 +34,14 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE images ADD COLUMN layers TEXT NOT NULL DEFAULT '[]';
      ALTER TABLE images ADD COLUMN config TEXT;
      ALTER TABLE images ADD COLUMN last_used_at INTEGER;",
+    // 3: named volumes. Their image file's path follows from the name; which sandboxes use
+    // one follows from the sandboxes' configs.
+    "CREATE TABLE volumes (
+        name            TEXT PRIMARY KEY,
+        quota_mib       INTEGER NOT NULL,
+        overhead_bytes  INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL
+    );",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {

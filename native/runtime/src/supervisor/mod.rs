@@ -17,17 +17,23 @@ use crate::paths::SandboxFiles;
 use crate::process;
 use crate::spec::SandboxSpec;
 use msb_engine::qmp::{Qmp, QmpError};
-use msb_state::{SandboxStatus, StatusChange};
+use msb_protocol::guest::{AgentMessage, HostMessage, MountRequest};
+use msb_state::{Database, SandboxStatus, StatusChange};
 use relay::Relay;
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the main thread lets stop/kill requests reply after the VM is gone.
 const REPLY_GRACE: Duration = Duration::from_secs(2);
+/// How long the agent may take to mount one volume: under TCG on a loaded host, loading a
+/// file system module and replaying a journal take seconds; this only catches a dead agent.
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a VM whose start failed after boot may take to shut down before it is killed.
+const FAILED_START_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why the VM is going away, when someone asked for it.
 #[derive(Debug, Clone)]
@@ -155,27 +161,15 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
 
     let started = match vm::start(&spec, &files, &db, agent) {
         Ok(started) => started,
-        Err(error) => {
-            let reason = error.to_string();
-            let _ = db.set_status(
-                name,
-                StatusChange {
-                    status: SandboxStatus::Crashed,
-                    reason: Some(&reason),
-                },
-            );
-            log(&format!("start failed: {reason}"));
-            ready.send(&format!("error: {reason}"));
-            return Err(error);
-        }
+        Err(error) => return start_failed(&mut db, name, error, &mut ready),
     };
     let vm::StartedVm {
         mut qemu,
         helpers,
         agent_stream,
         status,
+        mounts,
     } = started;
-    db.set_running(name, status.vmm_pid, &status.accelerator, status.boot_ms)?;
     log(&format!(
         "VM pid {} up in {} ms ({}, kernel {}, agent {})",
         status.vmm_pid,
@@ -197,14 +191,23 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
         .map_err(RuntimeError::io("opening the exec log"))?;
     let relay = Relay::new(
         agent_stream,
-        status,
+        status.clone(),
         lifecycle.clone(),
         control.clone(),
         exec_log,
     )?;
+    relay.spawn_agent_reader();
+    if let Err(reason) = mount_volumes(&relay, &mounts) {
+        stop_unmounted(&relay, &mut qemu, helpers);
+        let error = RuntimeError::SandboxStart {
+            name: name.to_string(),
+            reason,
+        };
+        return start_failed(&mut db, name, error, &mut ready);
+    }
+    db.set_running(name, status.vmm_pid, &status.accelerator, status.boot_ms)?;
     let listener = bind_control_socket(&files)?;
     block_termination_signals();
-    relay.spawn_agent_reader();
     relay.spawn_acceptor(listener);
     spawn_signal_waiter(lifecycle.clone(), relay.clone());
     if let Some(parent) = parent_pid {
@@ -239,19 +242,73 @@ pub fn run(name: &str, agent: &Path, parent_pid: Option<u32>, ready_fd: Option<i
     let recorded = db.set_status(name, change);
     lifecycle.mark_exited();
     lifecycle.wait_replies();
-    for mut helper in helpers {
-        let _ = helper.kill();
-        let _ = helper.wait();
-    }
+    helpers.into_iter().for_each(vm::Helper::stop);
     for socket in [
         files.control_socket(),
         files.agent_socket(),
         files.qmp_socket(),
-        files.virtiofs_socket(),
     ] {
         let _ = std::fs::remove_file(socket);
     }
     Ok(recorded?)
+}
+
+/// Records and reports a start that failed.
+fn start_failed(
+    db: &mut Database,
+    name: &str,
+    error: RuntimeError,
+    ready: &mut ReadyPipe,
+) -> Result<()> {
+    // The creator reports the reason as a failed start of this sandbox: say that once.
+    let reason = match &error {
+        RuntimeError::SandboxStart { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    };
+    let _ = db.set_status(
+        name,
+        StatusChange {
+            status: SandboxStatus::Crashed,
+            reason: Some(&reason),
+        },
+    );
+    log(&format!("start failed: {reason}"));
+    ready.send(&format!("error: {reason}"));
+    Err(error)
+}
+
+/// Asks the agent to mount each volume, in order (parents before children); the first
+/// failure, naming the guest path and the agent's reason, ends the start.
+fn mount_volumes(relay: &Relay, mounts: &[MountRequest]) -> std::result::Result<(), String> {
+    for mount in mounts {
+        let failure = match relay.ask_agent(&HostMessage::Mount(mount.clone()), MOUNT_TIMEOUT) {
+            Some(AgentMessage::Done) => {
+                log(&format!("mounted the volume at {}", mount.target));
+                continue;
+            }
+            Some(AgentMessage::Error(error)) => RuntimeError::Agent(error).to_string(),
+            Some(other) => format!("unexpected answer {other:?}"),
+            None => format!("the guest agent did not answer within {MOUNT_TIMEOUT:?}"),
+        };
+        return Err(format!(
+            "mounting the volume at {} failed: {failure}",
+            mount.target
+        ));
+    }
+    Ok(())
+}
+
+/// Stops a VM whose volumes could not all be mounted: an orderly shutdown first, so that
+/// the volumes mounted already are unmounted cleanly, then a kill.
+fn stop_unmounted(relay: &Relay, qemu: &mut std::process::Child, helpers: Vec<vm::Helper>) {
+    let _ = relay.ask_agent(&HostMessage::Shutdown, FAILED_START_STOP_TIMEOUT);
+    let deadline = Instant::now() + FAILED_START_STOP_TIMEOUT;
+    while matches!(qemu.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    helpers.into_iter().for_each(vm::Helper::stop);
 }
 
 /// Pause, resume and detach, as the relay carries them out for clients.

@@ -5,11 +5,11 @@ use crate::install;
 use crate::logs::{RotatingLog, MAX_LOG_BYTES};
 use crate::paths::{self, SandboxFiles};
 use crate::process;
-use crate::spec::{ImageSource, SandboxSpec};
+use crate::spec::{DiskFormat, ImageSource, Mount, SandboxSpec};
 use msb_engine::accel;
-use msb_engine::qemu::{self, RootDisk, VmConfig};
+use msb_engine::qemu::{self, EngineError, ExtraDisk, RootDisk, Share, VmConfig};
 use msb_protocol::control::SupervisorStatus;
-use msb_protocol::guest::{AgentMessage, HostMessage, HELLO_ID};
+use msb_protocol::guest::{AgentMessage, HostMessage, MountRequest, MountSource, HELLO_ID};
 use msb_protocol::{Frame, FrameError, FLAG_END, PROTOCOL_VERSION};
 use msb_state::Database;
 use std::io::{ErrorKind, Read};
@@ -27,13 +27,68 @@ const HELPER_SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Lines of the guest console quoted in a start error.
 const CONSOLE_TAIL_LINES: usize = 15;
+/// Guest tag of a virtio-fs root.
+const ROOT_TAG: &str = "rootfs";
+/// A volume's disk serial or virtio-fs tag is this and its index in guest-path order.
+const VOLUME_ID_PREFIX: &str = "vol";
+/// The file system of a named volume's image.
+const NAMED_VOLUME_FSTYPE: &str = "ext4";
 
 pub struct StartedVm {
     pub qemu: Child,
     /// Helper processes (virtiofsd) to stop once QEMU is gone.
-    pub helpers: Vec<Child>,
+    pub helpers: Vec<Helper>,
     pub agent_stream: UnixStream,
     pub status: SupervisorStatus,
+    /// What the agent is to mount once it answered, parents before children.
+    pub mounts: Vec<MountRequest>,
+}
+
+/// A virtiofsd serving one directory; stopping it also removes its socket.
+pub struct Helper {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Helper {
+    /// Starts a virtiofsd for `source` and waits until it listens on `socket`.
+    fn spawn(source: &Path, socket: &Path, readonly: bool) -> Result<Self> {
+        // A socket left by an earlier run would look like this virtiofsd listening.
+        let _ = std::fs::remove_file(socket);
+        let mut command =
+            qemu::virtiofsd_command(source, socket, readonly).map_err(|error| match error {
+                EngineError::NulInPath(_) => RuntimeError::InvalidConfig(error.to_string()),
+                other => RuntimeError::NotInstalled(other.to_string()),
+            })?;
+        let child = process::kill_with_parent(command.stdin(Stdio::null()))
+            .spawn()
+            .map_err(RuntimeError::io("starting virtiofsd"))?;
+        let mut helper = Self {
+            child,
+            socket: socket.to_path_buf(),
+        };
+        match wait_for_socket(socket, &mut helper.child) {
+            Ok(()) => Ok(helper),
+            Err(error) => {
+                helper.stop();
+                Err(error)
+            }
+        }
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// What the VM gets for its volumes, and what the agent is then asked to mount.
+#[derive(Default)]
+struct Volumes {
+    disks: Vec<ExtraDisk>,
+    shares: Vec<Share>,
+    mounts: Vec<MountRequest>,
 }
 
 pub fn start(
@@ -53,13 +108,21 @@ pub fn start(
     for socket in [
         files.agent_socket(),
         files.qmp_socket(),
-        files.virtiofs_socket(),
         files.console_socket(),
     ] {
         let _ = std::fs::remove_file(socket);
     }
+    let root = root_disk(spec, files, db)?;
     let mut helpers = Vec::new();
-    let root = root_disk(spec, files, db, &mut helpers)?;
+    let volumes = prepare_root(spec, files, &mut helpers)
+        .and_then(|()| attach_volumes(spec, files, &mut helpers));
+    let volumes = match volumes {
+        Ok(volumes) => volumes,
+        Err(error) => {
+            helpers.into_iter().for_each(Helper::stop);
+            return Err(error);
+        }
+    };
     let agent_listener = UnixListener::bind(files.agent_socket()).map_err(RuntimeError::io(
         format!("binding {}", files.agent_socket().display()),
     ))?;
@@ -72,7 +135,7 @@ pub fn start(
     let console_log = RotatingLog::open(&files.console_log(), MAX_LOG_BYTES)
         .map_err(RuntimeError::io("opening the console log"))?;
 
-    let config = vm_config(
+    let mut config = vm_config(
         &spec.name,
         spec.cpus,
         spec.memory_mib,
@@ -81,6 +144,8 @@ pub fn start(
         &artifacts,
         choice.accelerator,
     );
+    config.extra_disks = volumes.disks;
+    config.shares = volumes.shares;
     let launched = Instant::now();
     let mut command = qemu::command(&artifacts.qemu, &config);
     let mut qemu = process::kill_with_parent(command.stdin(Stdio::null()))
@@ -97,10 +162,7 @@ pub fn start(
         Err(error) => {
             let _ = qemu.kill();
             let _ = qemu.wait();
-            for mut helper in helpers {
-                let _ = helper.kill();
-                let _ = helper.wait();
-            }
+            helpers.into_iter().for_each(Helper::stop);
             return Err(RuntimeError::SandboxStart {
                 name: spec.name.clone(),
                 reason: format!("{error}{}", console_tail(&files.console_log())),
@@ -120,6 +182,7 @@ pub fn start(
         helpers,
         agent_stream,
         status,
+        mounts: volumes.mounts,
     })
 }
 
@@ -147,6 +210,7 @@ pub fn vm_config(
         root,
         net_socket: None,
         extra_disks: Vec::new(),
+        shares: Vec::new(),
     }
 }
 
@@ -166,17 +230,41 @@ fn spawn_console_writer(listener: UnixListener, mut log: RotatingLog) {
     });
 }
 
-fn root_disk(
-    spec: &SandboxSpec,
-    files: &SandboxFiles,
-    db: &Database,
-    helpers: &mut Vec<Child>,
-) -> Result<RootDisk> {
+/// The root file system as QEMU gets it (its files and helpers are made by [`prepare_root`]).
+pub fn root_disk(spec: &SandboxSpec, files: &SandboxFiles, db: &Database) -> Result<RootDisk> {
     match &spec.image {
         ImageSource::Local { name } | ImageSource::Oci { reference: name } => {
             let image = db.image(name)?.ok_or_else(|| {
                 RuntimeError::ImageNotFound(name.clone(), String::from("see `msb images`"))
             })?;
+            Ok(RootDisk::Overlay {
+                lowers: image
+                    .lower_layers()
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .collect(),
+                upper: files.upper_disk(),
+            })
+        }
+        ImageSource::Bind { .. } => Ok(RootDisk::Virtiofs(Share {
+            vhost_socket: files.virtiofs_socket(),
+            tag: ROOT_TAG.into(),
+        })),
+    }
+}
+
+/// Makes the sandbox's writable upper on its first boot, or starts the virtiofsd of a bind
+/// root.
+fn prepare_root(spec: &SandboxSpec, files: &SandboxFiles, helpers: &mut Vec<Helper>) -> Result<()> {
+    match &spec.image {
+        ImageSource::Bind { path } => {
+            helpers.push(Helper::spawn(
+                Path::new(path),
+                &files.virtiofs_socket(),
+                false,
+            )?);
+        }
+        ImageSource::Local { .. } | ImageSource::Oci { .. } => {
             let upper = files.upper_disk();
             if !upper.exists() {
                 msb_images::ext4::empty_image(&upper, UPPER_DISK_BYTES, "upper").map_err(
@@ -186,29 +274,74 @@ fn root_disk(
                     },
                 )?;
             }
-            Ok(RootDisk::Overlay {
-                lowers: image
-                    .lower_layers()
-                    .into_iter()
-                    .map(PathBuf::from)
-                    .collect(),
-                upper,
-            })
         }
-        ImageSource::Bind { path } => {
-            let socket = files.virtiofs_socket();
-            let mut command = qemu::virtiofsd_command(Path::new(path), &socket)
-                .map_err(|error| RuntimeError::NotInstalled(error.to_string()))?;
-            let child = process::kill_with_parent(command.stdin(Stdio::null()))
-                .spawn()
-                .map_err(RuntimeError::io("starting virtiofsd"))?;
-            helpers.push(child);
-            wait_for_socket(&socket, helpers.last_mut().expect("just pushed"))?;
-            Ok(RootDisk::Virtiofs {
-                vhost_socket: socket,
-                tag: "rootfs".into(),
-            })
-        }
+    }
+    Ok(())
+}
+
+/// Named and disk volumes become virtio-blk disks, bind volumes virtio-fs shares (each with
+/// its own virtiofsd); tmpfs volumes need no device.
+fn attach_volumes(
+    spec: &SandboxSpec,
+    files: &SandboxFiles,
+    helpers: &mut Vec<Helper>,
+) -> Result<Volumes> {
+    let mut volumes = Volumes::default();
+    for (index, (target, mount)) in spec.volumes.iter().enumerate() {
+        let id = format!("{VOLUME_ID_PREFIX}{index}");
+        let source = match mount {
+            Mount::Named { name, readonly } => volumes.disk(
+                paths::volume_image(name)?,
+                id,
+                *readonly,
+                DiskFormat::Raw,
+                Some(NAMED_VOLUME_FSTYPE.into()),
+            ),
+            Mount::Disk {
+                path,
+                format,
+                fstype,
+                readonly,
+            } => volumes.disk(path.into(), id, *readonly, *format, fstype.clone()),
+            Mount::Bind { path, readonly } => {
+                let socket = files.volume_socket(&id);
+                helpers.push(Helper::spawn(Path::new(path), &socket, *readonly)?);
+                volumes.shares.push(Share {
+                    vhost_socket: socket,
+                    tag: id.clone(),
+                });
+                MountSource::Virtiofs { tag: id }
+            }
+            Mount::Tmpfs { size_mib, .. } => MountSource::Tmpfs {
+                size_mib: *size_mib,
+            },
+        };
+        volumes.mounts.push(MountRequest {
+            target: target.clone(),
+            source,
+            readonly: mount.readonly(),
+        });
+    }
+    Ok(volumes)
+}
+
+impl Volumes {
+    /// Adds a disk (read-only to QEMU too when the mount is) found by the guest by `serial`.
+    fn disk(
+        &mut self,
+        path: PathBuf,
+        serial: String,
+        readonly: bool,
+        format: DiskFormat,
+        fstype: Option<String>,
+    ) -> MountSource {
+        self.disks.push(ExtraDisk {
+            path,
+            serial: serial.clone(),
+            readonly,
+            format: format.as_str().into(),
+        });
+        MountSource::Disk { serial, fstype }
     }
 }
 
