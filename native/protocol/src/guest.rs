@@ -231,7 +231,9 @@ pub enum AgentMessage {
     /// The request was carried out (always with [`crate::FLAG_END`]).
     Done,
     /// Metadata of paths (`Stat`, `List`).
-    FsEntries { entries: Vec<FsEntry> },
+    FsEntries {
+        entries: Vec<FsEntry>,
+    },
     /// File bytes (`Read`).
     FsData {
         #[serde(with = "serde_bytes")]
@@ -240,7 +242,9 @@ pub enum AgentMessage {
     /// The file of a `Write` is open: send its data.
     FsReady,
     /// A `Write` finished: this many bytes were written (always with [`crate::FLAG_END`]).
-    FsWritten { bytes: u64 },
+    FsWritten {
+        bytes: u64,
+    },
     /// Answer to `Usage`.
     FsUsage {
         total_bytes: u64,
