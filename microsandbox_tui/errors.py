@@ -102,7 +102,8 @@ class ImageInUseError(MicrosandboxError):
 
 
 class FilesystemError(MicrosandboxError, OSError):
-    """A file operation failed in the guest; `errno` is the guest's errno when it had one."""
+    """A file operation failed in the guest (`errno` is the guest's errno when it had one),
+    or a copy refused what the guest handed it (a name leading outside the destination)."""
 
     def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)

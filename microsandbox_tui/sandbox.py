@@ -24,6 +24,7 @@ from .config import (
 )
 from .errors import ExecTimeoutError, InvalidConfigError, SandboxNotRunningError
 from .exec import AttachOptions, ExecHandle, ExecOptions, NativeExecArgs, native_exec_args
+from .fs import SandboxFs
 from .images import pull_plan, resolve_oci_image
 from .logs import LogSource, read_logs
 from .metrics import SandboxMetrics, sandbox_metrics
@@ -179,6 +180,11 @@ class Sandbox:
     @property
     def config(self) -> SandboxConfig:
         return self._config
+
+    @property
+    def fs(self) -> SandboxFs:
+        """The guest's files, over this handle's connection."""
+        return SandboxFs(self._connection.fs())
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -144,12 +144,12 @@ impl Fs {
         self.run(py, FsRequest::Remove { path, recursive })
     }
 
-    fn rename(&self, py: Python<'_>, from: String, to: String) -> PyResult<()> {
-        self.run(py, FsRequest::Rename { from, to })
+    fn rename(&self, py: Python<'_>, src: String, dst: String) -> PyResult<()> {
+        self.run(py, FsRequest::Rename { from: src, to: dst })
     }
 
-    fn copy(&self, py: Python<'_>, from: String, to: String) -> PyResult<()> {
-        self.run(py, FsRequest::Copy { from, to })
+    fn copy(&self, py: Python<'_>, src: String, dst: String) -> PyResult<()> {
+        self.run(py, FsRequest::Copy { from: src, to: dst })
     }
 
     fn symlink(&self, py: Python<'_>, target: String, link: String) -> PyResult<()> {
