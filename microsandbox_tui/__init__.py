@@ -5,12 +5,20 @@ The SDK follows the ``microsandbox`` Python SDK: ``from microsandbox_tui import 
 
 from .config import (
     DEFAULT_IMAGE,
+    AppendPatch,
     BindImage,
+    CopyDirPatch,
+    CopyFilePatch,
     Image,
     ImageDefaults,
     LocalImage,
+    MkdirPatch,
     OciImage,
+    PatchConfig,
+    RemovePatch,
     SandboxConfig,
+    SymlinkPatch,
+    TextPatch,
     sandbox_config,
 )
 from .errors import (
@@ -28,6 +36,7 @@ from .errors import (
     InvalidConfigError,
     InvalidWorkingDirectoryError,
     MicrosandboxError,
+    PatchFailedError,
     PathNotFoundError,
     PullCancelledError,
     RegistryAuthError,
@@ -73,6 +82,7 @@ from .images import (
 )
 from .logs import LogSource, read_logs
 from .metrics import SandboxMetrics, all_sandbox_metrics
+from .patches import Patch
 from .pull import (
     LayerDownloadComplete,
     LayerDownloadProgress,
@@ -100,10 +110,13 @@ __all__ = [
     "DEFAULT_IMAGE",
     "AcceleratorError",
     "AgentProtocolError",
+    "AppendPatch",
     "AttachOptions",
     "BindImage",
     "CommandNotExecutableError",
     "CommandNotFoundError",
+    "CopyDirPatch",
+    "CopyFilePatch",
     "DoctorCheck",
     "ExecError",
     "ExecEvent",
@@ -146,7 +159,11 @@ __all__ = [
     "LogSource",
     "MiB",
     "MicrosandboxError",
+    "MkdirPatch",
     "OciImage",
+    "Patch",
+    "PatchConfig",
+    "PatchFailedError",
     "PathNotFoundError",
     "PullCancelledError",
     "PullComplete",
@@ -156,6 +173,7 @@ __all__ = [
     "PullStream",
     "RegistryAuth",
     "RegistryAuthError",
+    "RemovePatch",
     "Resolved",
     "Resolving",
     "Rlimit",
@@ -178,6 +196,8 @@ __all__ = [
     "StateError",
     "StderrEvent",
     "StdoutEvent",
+    "SymlinkPatch",
+    "TextPatch",
     "UnknownUserError",
     "all_sandbox_metrics",
     "doctor",

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from .errors import InvalidConfigError
+from .fs import MAX_MODE
 from .pull import PullPolicy
 
 #: The image a sandbox gets when none is given; built locally by ``install()``.
@@ -91,12 +101,12 @@ class Image:
     @staticmethod
     def bind(path: str | os.PathLike[str]) -> BindImage:
         """Use a host directory as the root filesystem. Changes on either side are live."""
-        return _validated(BindImage, path=os.fspath(path))
+        return validated(BindImage, path=os.fspath(path))
 
     @staticmethod
     def local(name: str) -> LocalImage:
         """Use an image from the local image store by name."""
-        return _validated(LocalImage, name=name)
+        return validated(LocalImage, name=name)
 
     @staticmethod
     def oci(
@@ -106,7 +116,7 @@ class Image:
         insecure: bool = False,
     ) -> OciImage:
         """Use an OCI image from a registry; ``insecure`` allows plain HTTP."""
-        return _validated(OciImage, reference=reference, pull_policy=pull_policy, insecure=insecure)
+        return validated(OciImage, reference=reference, pull_policy=pull_policy, insecure=insecure)
 
 
 UserImage = str | os.PathLike[str] | BindImage | LocalImage | OciImage
@@ -127,6 +137,113 @@ def image_from_user(image: UserImage | None) -> ImageSource:
     return Image.oci(text)
 
 
+# -- rootfs patches (applied by microsandbox_tui.patches) ------------------------------------
+
+#: Validation context of a configuration read back from the database. Patches are applied
+#: only at creation, so the host files they copied may be gone since; they were checked then.
+STORED_CONFIG: dict[str, Any] = {"stored": True}
+
+
+def _absolute_guest_path(value: str) -> str:
+    if not value.startswith("/") or "\0" in value:
+        raise ValueError(f"must be an absolute guest path, got {value!r}")
+    return value
+
+
+GuestPath = Annotated[str, AfterValidator(_absolute_guest_path)]
+Mode = Annotated[int, Field(ge=0, le=MAX_MODE)]
+
+
+def _host_source(value: str, info: ValidationInfo, is_kind: Callable[[Path], bool]) -> str:
+    """The host path made absolute; it must exist (as a file or directory, as ``is_kind``
+    says) unless the configuration is a stored one."""
+    path = Path(value).expanduser().resolve()
+    stored = bool(info.context and info.context.get("stored"))
+    if not stored and not is_kind(path):
+        kind = "file" if is_kind is Path.is_file else "directory"
+        raise ValueError(f"{value!r} is not an existing {kind}")
+    return str(path)
+
+
+class TextPatch(_Frozen):
+    """Writes a guest file with ``content``, replacing what was there."""
+
+    kind: Literal["text"] = "text"
+    path: GuestPath
+    content: str
+    mode: Mode | None = None
+
+
+class MkdirPatch(_Frozen):
+    """Creates a guest directory and its missing parents."""
+
+    kind: Literal["mkdir"] = "mkdir"
+    path: GuestPath
+    mode: Mode | None = None
+
+
+class CopyFilePatch(_Frozen):
+    """Copies a host file into the guest (with its mode, unless ``mode`` is given)."""
+
+    kind: Literal["copy_file"] = "copy_file"
+    src: str
+    dst: GuestPath
+    mode: Mode | None = None
+
+    @field_validator("src")
+    @classmethod
+    def _existing_file(cls, value: str, info: ValidationInfo) -> str:
+        return _host_source(value, info, Path.is_file)
+
+
+class CopyDirPatch(_Frozen):
+    """Copies a host directory tree into the guest, keeping modes and symlinks."""
+
+    kind: Literal["copy_dir"] = "copy_dir"
+    src: str
+    dst: GuestPath
+
+    @field_validator("src")
+    @classmethod
+    def _existing_directory(cls, value: str, info: ValidationInfo) -> str:
+        return _host_source(value, info, Path.is_dir)
+
+
+class AppendPatch(_Frozen):
+    """Appends ``content`` to a guest file (an image's file too), creating it if missing."""
+
+    kind: Literal["append"] = "append"
+    path: GuestPath
+    content: str
+
+
+class SymlinkPatch(_Frozen):
+    """Creates the guest symlink ``link`` pointing to ``target``."""
+
+    kind: Literal["symlink"] = "symlink"
+    target: str = Field(min_length=1, pattern=r"^[^\x00]*$")
+    link: GuestPath
+
+
+class RemovePatch(_Frozen):
+    """Removes a guest path (a whole tree for a directory), an image's file too."""
+
+    kind: Literal["remove"] = "remove"
+    path: GuestPath
+
+
+PatchConfig = Annotated[
+    TextPatch
+    | MkdirPatch
+    | CopyFilePatch
+    | CopyDirPatch
+    | AppendPatch
+    | SymlinkPatch
+    | RemovePatch,
+    Field(discriminator="kind"),
+]
+
+
 class SandboxConfig(_Frozen):
     """Everything needed to (re)start a sandbox. Stored with the sandbox in the database."""
 
@@ -138,6 +255,8 @@ class SandboxConfig(_Frozen):
     workdir: str | None = None
     #: Filled in from the image's config when the sandbox is created from an OCI image.
     image_defaults: ImageDefaults = Field(default_factory=ImageDefaults)
+    #: Applied in order when the sandbox is created (see :mod:`microsandbox_tui.patches`).
+    patches: list[PatchConfig] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -157,7 +276,8 @@ class SandboxConfig(_Frozen):
         return value
 
 
-def _validated(model: type[_M], **values: object) -> _M:
+def validated(model: type[_M], **values: object) -> _M:
+    """``model(**values)``, raising :class:`InvalidConfigError` on bad input."""
     try:
         return model(**values)
     except ValidationError as error:
@@ -176,4 +296,4 @@ def describe_validation_error(error: ValidationError) -> str:
 
 def sandbox_config(**values: object) -> SandboxConfig:
     """Builds a :class:`SandboxConfig`, raising :class:`InvalidConfigError` on bad input."""
-    return _validated(SandboxConfig, **values)
+    return validated(SandboxConfig, **values)

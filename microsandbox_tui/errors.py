@@ -112,3 +112,8 @@ class FilesystemError(MicrosandboxError, OSError):
 
 class PathNotFoundError(FilesystemError, FileNotFoundError):
     """The guest path does not exist."""
+
+
+class PatchFailedError(MicrosandboxError):
+    """A rootfs patch could not be applied while creating a sandbox; the sandbox was removed.
+    The message names the patch (index, kind, path); the cause is chained."""

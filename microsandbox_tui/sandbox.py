@@ -13,10 +13,12 @@ from typing import Any, Self
 from . import _native
 from ._blocking import run_blocking
 from .config import (
+    STORED_CONFIG,
     BindImage,
     ImageDefaults,
     ImageSource,
     OciImage,
+    PatchConfig,
     SandboxConfig,
     UserImage,
     image_from_user,
@@ -28,6 +30,7 @@ from .fs import SandboxFs
 from .images import pull_plan, resolve_oci_image
 from .logs import LogSource, read_logs
 from .metrics import SandboxMetrics, sandbox_metrics
+from .patches import apply_patches
 from .pull import PullPolicy, PullProgress, PullStream, RegistryAuth, pull_stream
 from .terminal import DEFAULT_DETACH_KEYS, bridge, raw_terminal, terminal_size
 from .types import ExecOutput, ExitStatus, SandboxStatus
@@ -147,7 +150,7 @@ class SandboxInfo:
         return SandboxInfo(
             name=info.name,
             status=SandboxStatus(info.status),
-            config=SandboxConfig.model_validate_json(info.config_json),
+            config=SandboxConfig.model_validate_json(info.config_json, context=STORED_CONFIG),
             detached=info.detached,
             created_at=_from_ms(info.created_at_ms),
             started_at=_from_ms(info.started_at_ms) if info.started_at_ms else None,
@@ -198,6 +201,7 @@ class Sandbox:
         memory: int | None = None,
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
+        patches: Sequence[PatchConfig] | None = None,
         registry_auth: RegistryAuth | None = None,
         replace: bool = False,
         detached: bool = False,
@@ -205,13 +209,15 @@ class Sandbox:
     ) -> Sandbox:
         """Creates and boots a sandbox. ``memory`` is in MiB. An OCI image (``"alpine"``,
         :meth:`Image.oci`) is pulled first as its pull policy says; its env, working
-        directory and user become the defaults of every exec.
+        directory and user become the defaults of every exec. ``patches`` (see
+        :class:`Patch`) are applied to the root filesystem before this returns.
 
         A sandbox dies with the process that created it unless ``detached``. Raises
         :class:`SandboxAlreadyExistsError` when the name is taken (unless ``replace``),
         :class:`ImageNotFoundError` for an unknown image, :class:`ImagePullFailedError` when
         pulling fails, :class:`InvalidConfigError` for bad values, :class:`SandboxStartError`
-        when the VM does not come up.
+        when the VM does not come up, :class:`PatchFailedError` when a patch fails (the
+        sandbox is then removed).
         """
         values: dict[str, Any] = {"name": name}
         if cpus is not None:
@@ -222,6 +228,8 @@ class Sandbox:
             values["env"] = dict(env)
         if workdir is not None:
             values["workdir"] = workdir
+        if patches is not None:
+            values["patches"] = list(patches)
         sandbox_config(**values)  # bad values fail before any pull
         source = image_from_user(image)
         values["image"], values["image_defaults"] = await _prepared_image(source, registry_auth)
@@ -235,7 +243,14 @@ class Sandbox:
             start_timeout,
         )
         connection = await run_blocking(_native.Connection.open, name)
-        return cls(name, connection, config, owned=True)
+        sandbox = cls(name, connection, config, owned=True)
+        try:
+            await apply_patches(sandbox.fs, config.patches)
+        except BaseException:
+            # A half-patched root is of use to nobody: nothing of the sandbox stays behind.
+            await Sandbox.remove(name, force=True)
+            raise
+        return sandbox
 
     @staticmethod
     def create_with_progress(
