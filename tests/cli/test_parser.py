@@ -6,6 +6,7 @@ import pytest
 
 from microsandbox_tui import DEFAULT_IMAGE
 from microsandbox_tui.cli import commands, parse_args
+from microsandbox_tui.cli.locations import GuestPath, location
 
 
 def test_create_is_always_detached_and_takes_resources() -> None:
@@ -61,6 +62,22 @@ def test_other_commands() -> None:
         assert parse_args([name]).handler is getattr(commands, name)
 
 
+def test_cp_and_ls_take_sandbox_paths() -> None:
+    cp = parse_args(["cp", "./local.txt", "box:/tmp/f"])
+    assert cp.handler is commands.cp
+    assert (cp.source, cp.target) == ("./local.txt", GuestPath("box", "/tmp/f"))
+    cp = parse_args(["cp", "box:/etc", "out"])
+    assert (cp.source, cp.target) == (GuestPath("box", "/etc"), "out")
+    ls = parse_args(["ls", "box:/etc", "--json"])
+    assert (ls.target, ls.json) == (GuestPath("box", "/etc"), True)
+    assert parse_args(["ls"]).target is None
+
+
+@pytest.mark.parametrize("host_path", ["./a:/b", "a:b", ":/x", "a/b:/c", "/abs:/x", "plain"])
+def test_paths_that_only_look_like_sandbox_paths_are_host_paths(host_path: str) -> None:
+    assert location(host_path) == host_path
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -74,6 +91,9 @@ def test_other_commands() -> None:
         ["create", "x", "--cpus", "two"],
         ["rm"],
         ["ls", "--", "x"],
+        ["ls", "box"],
+        ["ls", "box:/a", "box:/b"],
+        ["cp", "a"],
         ["stop", "a", "b"],
     ],
 )
