@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -154,15 +153,23 @@ GuestPath = Annotated[str, AfterValidator(_absolute_guest_path)]
 Mode = Annotated[int, Field(ge=0, le=MAX_MODE)]
 
 
-def _host_source(value: str, info: ValidationInfo, is_kind: Callable[[Path], bool]) -> str:
-    """The host path made absolute; it must exist (as a file or directory, as ``is_kind``
-    says) unless the configuration is a stored one."""
-    path = Path(value).expanduser().resolve()
-    stored = bool(info.context and info.context.get("stored"))
-    if not stored and not is_kind(path):
-        kind = "file" if is_kind is Path.is_file else "directory"
-        raise ValueError(f"{value!r} is not an existing {kind}")
-    return str(path)
+def _existing_host_path(kind: Literal["file", "directory"]) -> AfterValidator:
+    """Makes a host path absolute; it must be an existing ``kind`` unless the configuration
+    is a stored one."""
+    is_kind = Path.is_file if kind == "file" else Path.is_dir
+
+    def check(value: str, info: ValidationInfo) -> str:
+        path = Path(value).expanduser().resolve()
+        stored = bool(info.context and info.context.get("stored"))
+        if not stored and not is_kind(path):
+            raise ValueError(f"{value!r} is not an existing {kind}")
+        return str(path)
+
+    return AfterValidator(check)
+
+
+HostFile = Annotated[str, _existing_host_path("file")]
+HostDirectory = Annotated[str, _existing_host_path("directory")]
 
 
 class TextPatch(_Frozen):
@@ -186,27 +193,17 @@ class CopyFilePatch(_Frozen):
     """Copies a host file into the guest (with its mode, unless ``mode`` is given)."""
 
     kind: Literal["copy_file"] = "copy_file"
-    src: str
+    src: HostFile
     dst: GuestPath
     mode: Mode | None = None
-
-    @field_validator("src")
-    @classmethod
-    def _existing_file(cls, value: str, info: ValidationInfo) -> str:
-        return _host_source(value, info, Path.is_file)
 
 
 class CopyDirPatch(_Frozen):
     """Copies a host directory tree into the guest, keeping modes and symlinks."""
 
     kind: Literal["copy_dir"] = "copy_dir"
-    src: str
+    src: HostDirectory
     dst: GuestPath
-
-    @field_validator("src")
-    @classmethod
-    def _existing_directory(cls, value: str, info: ValidationInfo) -> str:
-        return _host_source(value, info, Path.is_dir)
 
 
 class AppendPatch(_Frozen):
