@@ -335,7 +335,9 @@ def _upload_tree(fs: _native.Fs, source: str, target: str) -> None:
 
 
 def _download(fs: _native.Fs, source: str, target: str) -> None:
-    source = posixpath.normpath(source)
+    # As the agent spells it, so that its entries' paths start with it (POSIX normpath
+    # keeps a leading "//").
+    source = "/" + posixpath.normpath(source).lstrip("/") if source.startswith("/") else source
     entry = FsEntry.from_native(fs.stat(source, True))
     # The user's own path is trusted up to its last component; from there on nothing is.
     parent, name = os.path.split(os.path.abspath(target))

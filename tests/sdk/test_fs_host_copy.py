@@ -135,3 +135,12 @@ async def test_set_id_bits_are_dropped(tmp_path: Path) -> None:
     guest = HostileGuest(FakeEntry("/tree/suid", "file", mode=0o4755))
     await fs_of(guest).copy_to_host("/tree", tmp_path / "dest")
     assert (tmp_path / "dest" / "suid").stat().st_mode & 0o7777 == 0o755
+
+
+@pytest.mark.parametrize("source", ["/tree", "/tree/", "//tree", "/./tree", "/x/../tree"])
+async def test_the_source_is_spelled_as_the_agent_spells_its_entries(
+    tmp_path: Path, source: str
+) -> None:
+    guest = HostileGuest(FakeEntry("/tree/fine", "file"))
+    await fs_of(guest).copy_to_host(source, tmp_path / "dest")
+    assert (tmp_path / "dest" / "fine").read_bytes() == b"pwned"
