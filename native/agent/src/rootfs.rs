@@ -103,7 +103,7 @@ pub fn overlay_options(lower_dirs: &[String], upper_dir: &str) -> String {
 }
 
 /// Maps each serial to its `/dev/vdX`, waiting for disks that are still being probed.
-fn wait_for_disks<'a>(serials: &[&'a str]) -> Result<HashMap<&'a str, String>, RootError> {
+pub fn wait_for_disks<'a>(serials: &[&'a str]) -> Result<HashMap<&'a str, String>, RootError> {
     let started = Instant::now();
     loop {
         let present = disks_by_serial();
@@ -160,8 +160,8 @@ fn disks_by_serial() -> HashMap<String, String> {
 }
 
 /// The file system type to mount a disk with, from its superblock magic. Layers may be ext4
-/// or EROFS images (DESIGN §5); the upper is ext4.
-fn filesystem_of(device: &str) -> Result<&'static str, RootError> {
+/// or EROFS images (DESIGN §5); the upper is ext4; volumes may be either.
+pub fn filesystem_of(device: &str) -> Result<&'static str, RootError> {
     let mut superblock = [0u8; 2048];
     std::fs::File::open(device)
         .and_then(|mut file| file.read_exact(&mut superblock))

@@ -1,16 +1,19 @@
 //! Serving the host: reading frames from the `agent` port and answering them.
 //!
 //! One thread reads and dispatches; it never blocks on a process (stdin has its own writer
-//! threads, output its pump threads). When the host leaves (end of file), the agent waits
-//! for a host to connect again and serves it as a new connection: sessions of the old host
-//! are hung up and their late output is dropped. It never exits.
+//! threads, output its pump threads) nor on a disk (file system requests and mounts run on
+//! threads of their own; only a write's data waits for room in its bounded queue, see
+//! [`crate::fs`]). When the host leaves (end of file), the agent waits for a host to connect
+//! again and serves it as a new connection: sessions and file transfers of the old host are
+//! hung up and their late output is dropped. It never exits.
 
 use crate::boot::Booted;
 use crate::channel::Channel;
 use crate::exec::{self, input::Input};
+use crate::fs::{self, Cancel, Piece};
 use crate::port::{self, PortReader};
 use crate::reaper::Reaper;
-use crate::sessions::{Sessions, Target};
+use crate::sessions::{Session, Sessions, Target};
 use crate::{shutdown, sys};
 use msb_protocol::guest::{AgentError, AgentErrorKind, AgentMessage, HostMessage, HELLO_ID};
 use msb_protocol::{Frame, FrameError, AGENT_PORT_NAME, FLAG_END, PROTOCOL_VERSION};
@@ -28,6 +31,16 @@ const DISCARD_SETTLE: Duration = Duration::from_millis(50);
 struct Server {
     booted: Booted,
     context: exec::Context,
+    fs: fs::Service,
+}
+
+/// What a steering frame found for its id.
+#[derive(PartialEq, Eq)]
+enum Steered {
+    Applied,
+    /// The request ended a moment ago: the frame is dropped.
+    Ended,
+    Unknown,
 }
 
 fn error(kind: AgentErrorKind, message: String) -> AgentMessage {
@@ -49,10 +62,12 @@ pub fn serve(booted: Booted) -> ! {
             crate::power::off();
         }
     }
+    let channel = Arc::new(Channel::default());
     let server = Server {
         booted,
+        fs: fs::Service::new(channel.clone()),
         context: exec::Context {
-            channel: Arc::new(Channel::default()),
+            channel,
             reaper,
             sessions: Arc::new(Sessions::default()),
         },
@@ -88,6 +103,7 @@ pub fn serve(booted: Booted) -> ! {
         // The host that started these sessions is gone, and the next one must be free to
         // reuse their ids.
         server.context.sessions.hang_up(generation);
+        server.fs.hang_up(generation);
         drop(reader);
         if is_end_of_file(&ended) {
             // No host is connected. Only a connection that carried frames is worth a line on
@@ -206,14 +222,7 @@ impl Server {
                     session.input = None;
                 }
             }),
-            HostMessage::Signal { signal } => self.steer(generation, id, "signal", |session| {
-                if let Err(kill_error) = sys::kill(-session.pgid, signal) {
-                    // ESRCH: the group is gone while the output drains. EINVAL: a bad number.
-                    if kill_error.raw_os_error() != Some(libc::ESRCH) {
-                        log!("request {id}: signal {signal}: {kill_error}");
-                    }
-                }
-            }),
+            HostMessage::Signal { signal } => self.signal(generation, id, signal),
             HostMessage::Resize { rows, cols } => self.steer(generation, id, "resize", |session| {
                 if let Some(terminal) = &session.terminal {
                     use std::os::fd::AsFd;
@@ -222,16 +231,10 @@ impl Server {
                 }
             }),
             HostMessage::Stats => self.send(generation, id, FLAG_END, &memory_stats()),
-            HostMessage::Fs(_)
-            | HostMessage::FsChunk { .. }
-            | HostMessage::FsFinish
-            | HostMessage::Mount(_) => {
-                let reply = error(
-                    AgentErrorKind::InvalidRequest,
-                    "this agent does not serve file system requests yet".into(),
-                );
-                self.send(generation, id, FLAG_END, &reply);
-            }
+            HostMessage::Fs(request) => self.fs.start(id, generation, request),
+            HostMessage::FsChunk { data } => self.fs.feed(id, generation, Piece::Data(data)),
+            HostMessage::FsFinish => self.fs.feed(id, generation, Piece::Finish),
+            HostMessage::Mount(request) => self.fs.mount(id, generation, request),
             HostMessage::Shutdown => {
                 self.context.channel.send_last(
                     generation,
@@ -239,6 +242,7 @@ impl Server {
                     FLAG_END,
                     &AgentMessage::ShutdownAck,
                 );
+                self.fs.stop_all(generation);
                 shutdown::shutdown(&self.booted.old_root, self.booted.overlay);
             }
         }
@@ -246,28 +250,52 @@ impl Server {
 
     /// Applies a stdin/signal/resize frame to its session. Frames for a session that just
     /// ended are dropped; frames for ids that never ran are answered with an error.
-    fn steer(
-        &self,
-        generation: u64,
-        id: u32,
-        what: &str,
-        action: impl FnOnce(&mut crate::sessions::Session),
-    ) {
-        let unknown = self.context.sessions.with(id, |target| match target {
+    fn steer(&self, generation: u64, id: u32, what: &str, action: impl FnOnce(&mut Session)) {
+        if self.apply(id, action) == Steered::Unknown {
+            self.refuse_steering(generation, id, what);
+        }
+    }
+
+    /// Signals the process group of a session, or cancels a file system request.
+    fn signal(&self, generation: u64, id: u32, signal: i32) {
+        let mut steered = self.apply(id, |session| {
+            if let Err(kill_error) = sys::kill(-session.pgid, signal) {
+                // ESRCH: the group is gone while the output drains. EINVAL: a bad number.
+                if kill_error.raw_os_error() != Some(libc::ESRCH) {
+                    log!("request {id}: signal {signal}: {kill_error}");
+                }
+            }
+        });
+        // Also after a session of this id ended: the host may have reused the id since.
+        if steered != Steered::Applied {
+            match self.fs.cancel(id) {
+                Cancel::Cancelled => steered = Steered::Applied,
+                Cancel::Ended => steered = Steered::Ended,
+                Cancel::Unknown => {}
+            }
+        }
+        if steered == Steered::Unknown {
+            self.refuse_steering(generation, id, "signal");
+        }
+    }
+
+    fn apply(&self, id: u32, action: impl FnOnce(&mut Session)) -> Steered {
+        self.context.sessions.with(id, |target| match target {
             Target::Running(session) => {
                 action(session);
-                false
+                Steered::Applied
             }
-            Target::Finished => false,
-            Target::Unknown => true,
-        });
-        if unknown {
-            let reply = error(
-                AgentErrorKind::InvalidRequest,
-                format!("{what} for request {id}, which runs no process"),
-            );
-            self.send(generation, id, FLAG_END, &reply);
-        }
+            Target::Finished => Steered::Ended,
+            Target::Unknown => Steered::Unknown,
+        })
+    }
+
+    fn refuse_steering(&self, generation: u64, id: u32, what: &str) {
+        let reply = error(
+            AgentErrorKind::InvalidRequest,
+            format!("{what} for request {id}, which is not running"),
+        );
+        self.send(generation, id, FLAG_END, &reply);
     }
 
     fn hello(&self, generation: u64, version: u32, unix_time_ns: u64) {

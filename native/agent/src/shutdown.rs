@@ -41,15 +41,12 @@ pub fn shutdown(old_root: &OwnedFd, overlay: bool) -> ! {
     wait_for_no_processes(KILL_WAIT);
     sys::sync();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for mount in mount_points(&mounts).iter().rev() {
-        if mount.point == "/" || VOLATILE.contains(&mount.fstype.as_str()) {
-            continue;
-        }
-        if let Err(error) = sys::unmount(&mount.point) {
-            if let Err(error) = sys::remount(&mount.point, libc::MS_RDONLY) {
-                log!("cannot unmount or write-protect {}: {error}", mount.point);
+    for point in to_unmount(&mounts) {
+        if let Err(error) = sys::unmount(&point) {
+            if let Err(error) = sys::remount(&point, libc::MS_RDONLY) {
+                log!("cannot unmount or write-protect {point}: {error}");
             } else {
-                log!("cannot unmount {}: {error}; made it read-only", mount.point);
+                log!("cannot unmount {point}: {error}; made it read-only");
             }
         }
     }
@@ -132,6 +129,18 @@ pub fn mount_points(mountinfo: &str) -> Vec<Mount> {
         .collect()
 }
 
+/// The mount points to detach before power-off, the most recent (innermost) first: every
+/// mount but the root and those with nothing to flush. Volumes (disks, virtio-fs shares)
+/// are mounted in the sandbox's root, so they are among them.
+pub fn to_unmount(mountinfo: &str) -> Vec<String> {
+    mount_points(mountinfo)
+        .into_iter()
+        .rev()
+        .filter(|mount| mount.point != "/" && !VOLATILE.contains(&mount.fstype.as_str()))
+        .map(|mount| mount.point)
+        .collect()
+}
+
 /// Undoes the kernel's octal escapes (`\040` for a space, ...) in mountinfo paths.
 fn unescape(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -176,6 +185,17 @@ mod tests {
         let kthread = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 1 0 0";
         assert_ne!(parse_stat(kthread).unwrap().flags & PF_KTHREAD, 0);
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn volumes_are_unmounted_innermost_first_and_tmpfs_is_left_alone() {
+        let text = "22 1 0:21 / / rw,relatime - overlay overlay rw,lowerdir=/.msb/lower/0\n\
+                    23 22 0:5 / /dev rw,nosuid shared:2 - devtmpfs devtmpfs rw\n\
+                    40 22 254:32 / /data rw,relatime - ext4 /dev/vdc rw\n\
+                    41 22 0:40 / /share rw,relatime - virtiofs work rw\n\
+                    42 22 0:41 / /scratch rw,relatime - tmpfs tmpfs rw,mode=1777\n\
+                    43 40 254:48 / /data/inner ro,relatime - erofs /dev/vdd ro\n";
+        assert_eq!(to_unmount(text), ["/data/inner", "/share", "/data"]);
     }
 
     #[test]

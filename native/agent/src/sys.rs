@@ -4,6 +4,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::time::Duration;
 
 /// Turns a C-style `-1 means errno` result into an `io::Result`.
@@ -19,6 +20,17 @@ pub fn check(result: libc::c_int) -> io::Result<libc::c_int> {
 pub fn cstring(text: &str) -> io::Result<CString> {
     CString::new(text)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL byte in {text:?}")))
+}
+
+/// A path as a C string, or `InvalidInput` when it holds a NUL byte.
+pub fn cpath(path: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("NUL byte in {}", path.display()),
+        )
+    })
 }
 
 pub fn mount(
@@ -61,6 +73,39 @@ pub fn remount(target: &str, flags: libc::c_ulong) -> io::Result<()> {
         )
     })
     .map(drop)
+}
+
+/// The space of the file system holding a path, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub total: u64,
+    pub free: u64,
+    /// What an unprivileged user may still use (`free` minus the root reserve).
+    pub available: u64,
+}
+
+pub fn statvfs(path: &Path) -> io::Result<Space> {
+    let path = cpath(path)?;
+    // SAFETY: statvfs is plain data; the call fills it.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid path and a writable statvfs.
+    check(unsafe { libc::statvfs(path.as_ptr(), &mut stats) })?;
+    // 64-bit targets only, where block counts and sizes are both u64.
+    let bytes = |blocks: u64| blocks.saturating_mul(stats.f_frsize);
+    Ok(Space {
+        total: bytes(stats.f_blocks),
+        free: bytes(stats.f_bfree),
+        available: bytes(stats.f_bavail),
+    })
+}
+
+/// Creates a special file (FIFO, socket or device node) with `mode` (its type and
+/// permission bits, the latter subject to the umask) and, for devices, number `device`.
+pub fn mknod(path: &Path, mode: u32, device: u64) -> io::Result<()> {
+    let path = cpath(path)?;
+    // SAFETY: a valid path.
+    check(unsafe { libc::mknod(path.as_ptr(), mode as libc::mode_t, device as libc::dev_t) })
+        .map(drop)
 }
 
 pub fn unmount(target: &str) -> io::Result<()> {
