@@ -178,7 +178,68 @@ class Connection:
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     def detach(self) -> None: ...
+    def fs(self) -> Fs:
+        """The guest file system, over this connection."""
     def close(self) -> None: ...
+
+class FsEntry:
+    """One guest path's metadata."""
+
+    path: str
+    kind: str
+    """``file``, ``directory``, ``symlink`` or ``other``."""
+    size: int
+    mode: int
+    """Permission bits with the set-id and sticky bits."""
+    modified_ms: int
+    uid: int
+    gid: int
+    link_target: str | None
+
+class FsReader:
+    """A file streamed from the guest, in windows (never more than one queued on the host)."""
+
+    finished: bool
+
+    def next_chunk(self, timeout_s: float | None = None) -> bytes | None:
+        """The next chunk; ``None`` at the end of the file or when ``timeout_s`` passed."""
+
+class FsWriter:
+    """A file streamed to the guest. A failure the agent reports mid-stream is raised by the
+    next ``write`` or by ``finish``."""
+
+    def write(self, data: bytes) -> None: ...
+    def finish(self) -> int:
+        """Ends the data; returns the bytes written."""
+    def abort(self) -> None:
+        """Cancels the write and waits until the agent let go of the file."""
+
+class Fs:
+    """File system requests to the guest. Paths are absolute guest paths; failures raise
+    ``PathNotFoundError`` or ``FilesystemError`` with the guest's ``errno``."""
+
+    def stat(self, path: str, follow: bool) -> FsEntry: ...
+    def list(self, path: str) -> list[FsEntry]:
+        """A directory's entries sorted by name, without ``.`` and ``..``."""
+    def read(self, path: str) -> bytes: ...
+    def open_read(self, path: str, chunk_size: int | None = None) -> FsReader:
+        """Waits for the first answer, so a missing file fails here."""
+    def write(
+        self, path: str, data: bytes, mode: int | None, append: bool, create_parents: bool
+    ) -> int:
+        """Writes (or appends) a whole file; returns the bytes written."""
+    def open_write(
+        self, path: str, mode: int | None, append: bool, create_parents: bool
+    ) -> FsWriter:
+        """Returns once the guest is ready for data."""
+    def mkdir(self, path: str, mode: int | None, parents: bool) -> None: ...
+    def remove(self, path: str, recursive: bool) -> None: ...
+    def rename(self, src: str, dst: str) -> None: ...
+    def copy(self, src: str, dst: str) -> None: ...
+    def symlink(self, target: str, link: str) -> None: ...
+    def chmod(self, path: str, mode: int) -> None: ...
+    def usage(self, path: str) -> tuple[int, int, int]:
+        """``(total_bytes, free_bytes, available_bytes)`` of the file system holding ``path``."""
 
 def boot_command(work_dir: str) -> list[str]:
     """QEMU argv booting the default image with its per-VM files in ``work_dir`` (benchmarks)."""

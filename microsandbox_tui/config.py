@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from .errors import InvalidConfigError
+from .fs import MAX_MODE
 from .pull import PullPolicy
 from .types import DiskImageFormat
 
@@ -136,6 +139,12 @@ def image_from_user(image: UserImage | None) -> ImageSource:
     return Image.oci(text)
 
 
+def _absolute_guest_path(value: str) -> str:
+    if not value.startswith("/") or "\0" in value:
+        raise ValueError(f"must be an absolute guest path, got {value!r}")
+    return value
+
+
 def _absolute_host_path(value: str) -> str:
     return str(Path(value).expanduser().resolve())
 
@@ -197,12 +206,109 @@ MountConfig = Annotated[
 
 def _guest_path(path: str) -> str:
     """``path`` normalized; it must be absolute and not ``/``."""
-    if not path.startswith("/") or "\0" in path:
-        raise ValueError(f"{path!r} is not an absolute guest path")
-    normalized = "/" + posixpath.normpath(path).lstrip("/")
+    normalized = "/" + posixpath.normpath(_absolute_guest_path(path)).lstrip("/")
     if normalized == "/":
         raise ValueError("a volume cannot be mounted at /")
     return normalized
+
+
+# -- rootfs patches (applied by microsandbox_tui.patches) ------------------------------------
+
+#: Validation context of a configuration read back from the database. Patches are applied
+#: only at creation, so the host files they copied may be gone since; they were checked then.
+STORED_CONFIG: dict[str, Any] = {"stored": True}
+
+
+GuestPath = Annotated[str, AfterValidator(_absolute_guest_path)]
+Mode = Annotated[int, Field(ge=0, le=MAX_MODE)]
+
+
+def _existing_host_path(kind: Literal["file", "directory"]) -> AfterValidator:
+    """Makes a host path absolute; it must be an existing ``kind`` unless the configuration
+    is a stored one."""
+    is_kind = Path.is_file if kind == "file" else Path.is_dir
+
+    def check(value: str, info: ValidationInfo) -> str:
+        path = _absolute_host_path(value)
+        stored = bool(info.context and info.context.get("stored"))
+        if not stored and not is_kind(Path(path)):
+            raise ValueError(f"{value!r} is not an existing {kind}")
+        return path
+
+    return AfterValidator(check)
+
+
+HostFile = Annotated[str, _existing_host_path("file")]
+HostDirectory = Annotated[str, _existing_host_path("directory")]
+
+
+class TextPatch(_Frozen):
+    """Writes a guest file with ``content``, replacing what was there."""
+
+    kind: Literal["text"] = "text"
+    path: GuestPath
+    content: str
+    mode: Mode | None = None
+
+
+class MkdirPatch(_Frozen):
+    """Creates a guest directory and its missing parents."""
+
+    kind: Literal["mkdir"] = "mkdir"
+    path: GuestPath
+    mode: Mode | None = None
+
+
+class CopyFilePatch(_Frozen):
+    """Copies a host file into the guest (with its mode, unless ``mode`` is given)."""
+
+    kind: Literal["copy_file"] = "copy_file"
+    src: HostFile
+    dst: GuestPath
+    mode: Mode | None = None
+
+
+class CopyDirPatch(_Frozen):
+    """Copies a host directory tree into the guest, keeping modes and symlinks."""
+
+    kind: Literal["copy_dir"] = "copy_dir"
+    src: HostDirectory
+    dst: GuestPath
+
+
+class AppendPatch(_Frozen):
+    """Appends ``content`` to a guest file (an image's file too), creating it if missing."""
+
+    kind: Literal["append"] = "append"
+    path: GuestPath
+    content: str
+
+
+class SymlinkPatch(_Frozen):
+    """Creates the guest symlink ``link`` pointing to ``target``."""
+
+    kind: Literal["symlink"] = "symlink"
+    target: str = Field(min_length=1, pattern=r"^[^\x00]*$")
+    link: GuestPath
+
+
+class RemovePatch(_Frozen):
+    """Removes a guest path (a whole tree for a directory), an image's file too."""
+
+    kind: Literal["remove"] = "remove"
+    path: GuestPath
+
+
+PatchConfig = Annotated[
+    TextPatch
+    | MkdirPatch
+    | CopyFilePatch
+    | CopyDirPatch
+    | AppendPatch
+    | SymlinkPatch
+    | RemovePatch,
+    Field(discriminator="kind"),
+]
 
 
 class SandboxConfig(_Frozen):
@@ -218,6 +324,8 @@ class SandboxConfig(_Frozen):
     image_defaults: ImageDefaults = Field(default_factory=ImageDefaults)
     #: Guest path → what is mounted there.
     volumes: dict[str, MountConfig] = Field(default_factory=dict)
+    #: Applied in order when the sandbox is created (see :mod:`microsandbox_tui.patches`).
+    patches: list[PatchConfig] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod

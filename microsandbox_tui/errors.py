@@ -121,7 +121,8 @@ class VolumeBusyError(MicrosandboxError):
 
 
 class FilesystemError(MicrosandboxError, OSError):
-    """A file operation failed in the guest; `errno` is the guest's errno when it had one."""
+    """A file operation failed in the guest (`errno` is the guest's errno when it had one),
+    or a copy refused what the guest handed it (a name leading outside the destination)."""
 
     def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
@@ -130,3 +131,8 @@ class FilesystemError(MicrosandboxError, OSError):
 
 class PathNotFoundError(FilesystemError, FileNotFoundError):
     """The guest path does not exist."""
+
+
+class PatchFailedError(MicrosandboxError):
+    """A rootfs patch could not be applied while creating a sandbox; the sandbox was removed.
+    The message names the patch (index, kind, path); the cause is chained."""

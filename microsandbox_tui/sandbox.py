@@ -13,11 +13,13 @@ from typing import Any, Self
 from . import _native
 from ._blocking import run_blocking
 from .config import (
+    STORED_CONFIG,
     BindImage,
     ImageDefaults,
     ImageSource,
     MountConfig,
     OciImage,
+    PatchConfig,
     SandboxConfig,
     UserImage,
     image_from_user,
@@ -25,9 +27,11 @@ from .config import (
 )
 from .errors import ExecTimeoutError, InvalidConfigError, SandboxNotRunningError
 from .exec import AttachOptions, ExecHandle, ExecOptions, NativeExecArgs, native_exec_args
+from .fs import SandboxFs
 from .images import pull_plan, resolve_oci_image
 from .logs import LogSource, read_logs
 from .metrics import SandboxMetrics, sandbox_metrics
+from .patches import apply_patches
 from .pull import PullPolicy, PullProgress, PullStream, RegistryAuth, pull_stream
 from .terminal import DEFAULT_DETACH_KEYS, bridge, raw_terminal, terminal_size
 from .types import ExecOutput, ExitStatus, SandboxStatus
@@ -147,7 +151,7 @@ class SandboxInfo:
         return SandboxInfo(
             name=info.name,
             status=SandboxStatus(info.status),
-            config=SandboxConfig.model_validate_json(info.config_json),
+            config=SandboxConfig.model_validate_json(info.config_json, context=STORED_CONFIG),
             detached=info.detached,
             created_at=_from_ms(info.created_at_ms),
             started_at=_from_ms(info.started_at_ms) if info.started_at_ms else None,
@@ -181,6 +185,11 @@ class Sandbox:
     def config(self) -> SandboxConfig:
         return self._config
 
+    @property
+    def fs(self) -> SandboxFs:
+        """The guest's files, over this handle's connection."""
+        return SandboxFs(self._connection.fs())
+
     # -- lifecycle -------------------------------------------------------------------------
 
     @classmethod
@@ -194,6 +203,7 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
         volumes: Mapping[str, MountConfig] | None = None,
+        patches: Sequence[PatchConfig] | None = None,
         registry_auth: RegistryAuth | None = None,
         replace: bool = False,
         detached: bool = False,
@@ -202,7 +212,8 @@ class Sandbox:
         """Creates and boots a sandbox. ``memory`` is in MiB. An OCI image (``"alpine"``,
         :meth:`Image.oci`) is pulled first as its pull policy says; its env, working
         directory and user become the defaults of every exec. ``volumes`` maps guest paths to
-        :class:`Volume` mounts.
+        :class:`Volume` mounts; ``patches`` (see :class:`Patch`) are applied to the root
+        filesystem before this returns.
 
         A sandbox dies with the process that created it unless ``detached``. Raises
         :class:`SandboxAlreadyExistsError` when the name is taken (unless ``replace``),
@@ -211,7 +222,8 @@ class Sandbox:
         or image that does not exist, too many volume devices), :class:`VolumeNotFoundError`
         for an unknown named volume, :class:`VolumeBusyError` when another running sandbox
         holds a named volume, :class:`SandboxStartError` when the VM does not come up or a
-        volume cannot be mounted in it.
+        volume cannot be mounted in it,
+        :class:`PatchFailedError` when a patch fails (the sandbox is then removed).
         """
         values: dict[str, Any] = {"name": name}
         if cpus is not None:
@@ -224,6 +236,8 @@ class Sandbox:
             values["workdir"] = workdir
         if volumes is not None:
             values["volumes"] = dict(volumes)
+        if patches is not None:
+            values["patches"] = list(patches)
         sandbox_config(**values)  # bad values fail before any pull
         source = image_from_user(image)
         values["image"], values["image_defaults"] = await _prepared_image(source, registry_auth)
@@ -237,7 +251,14 @@ class Sandbox:
             start_timeout,
         )
         connection = await run_blocking(_native.Connection.open, name)
-        return cls(name, connection, config, owned=True)
+        sandbox = cls(name, connection, config, owned=True)
+        try:
+            await apply_patches(sandbox.fs, config.patches)
+        except BaseException:
+            # A half-patched root is of use to nobody: nothing of the sandbox stays behind.
+            await Sandbox.remove(name, force=True)
+            raise
+        return sandbox
 
     @staticmethod
     def create_with_progress(

@@ -37,6 +37,7 @@ from microsandbox_tui import version as sdk_version
 
 from ..formatting import format_size
 from . import output
+from .locations import GuestPath
 
 
 def _image(args: argparse.Namespace) -> str | OciImage:
@@ -163,6 +164,8 @@ async def resume(args: argparse.Namespace) -> int:
 
 
 async def ls(args: argparse.Namespace) -> int:
+    if args.target is not None:
+        return await _list_guest_directory(args.target, args.json)
     infos = await Sandbox.list()
     now = datetime.now(UTC)
     if args.json:
@@ -170,6 +173,40 @@ async def ls(args: argparse.Namespace) -> int:
         return 0
     header = ["NAME", "STATUS", "IMAGE", "CPUS", "MEMORY", "UPTIME"]
     print(output.table([header, *(output.sandbox_row(info, now) for info in infos)]))
+    return 0
+
+
+async def _list_guest_directory(target: GuestPath, as_json: bool) -> int:
+    sandbox = await Sandbox.connect(target.sandbox)
+    try:
+        entries = await sandbox.fs.list(target.path)
+    finally:
+        await sandbox.close()
+    if as_json:
+        print(json.dumps([output.entry_json(entry) for entry in entries], indent=2))
+        return 0
+    header = ["MODE", "SIZE", "MODIFIED", "NAME"]
+    print(output.table([header, *(output.entry_row(entry) for entry in entries)]))
+    return 0
+
+
+async def cp(args: argparse.Namespace) -> int:
+    """Copies a file or tree between the host and a sandbox (either way)."""
+    match args.source, args.target:
+        case GuestPath() as source, str() as target:
+            sandbox = await Sandbox.connect(source.sandbox)
+            try:
+                await sandbox.fs.copy_to_host(source.path, target)
+            finally:
+                await sandbox.close()
+        case str() as source, GuestPath() as target:
+            sandbox = await Sandbox.connect(target.sandbox)
+            try:
+                await sandbox.fs.copy_from_host(source, target.path)
+            finally:
+                await sandbox.close()
+        case _:
+            raise InvalidConfigError("cp: exactly one of SRC and DST must be SANDBOX:/path")
     return 0
 
 

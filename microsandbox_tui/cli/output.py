@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import stat
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from microsandbox_tui import ExecOutput, MiB, SandboxInfo, SandboxMetrics, VolumeHandle
+from microsandbox_tui import (
+    ExecOutput,
+    FsEntry,
+    FsEntryKind,
+    MiB,
+    SandboxInfo,
+    SandboxMetrics,
+    VolumeHandle,
+)
 from microsandbox_tui.formatting import format_duration, format_size, uptime_seconds
 
 
@@ -83,6 +92,37 @@ def volume_json(volume: VolumeHandle) -> dict[str, Any]:
         "in_use_by": list(volume.in_use_by),
         "created_at": volume.created_at.isoformat(),
         "path": volume.path,
+#: File type bits of each kind, for ``ls -l`` style modes (``?`` for other kinds).
+_TYPE_BITS = {
+    FsEntryKind.FILE: stat.S_IFREG,
+    FsEntryKind.DIRECTORY: stat.S_IFDIR,
+    FsEntryKind.SYMLINK: stat.S_IFLNK,
+    FsEntryKind.OTHER: 0,
+}
+
+
+def entry_row(entry: FsEntry) -> list[str]:
+    """``-rw-r--r--  SIZE  MODIFIED  NAME [-> TARGET]``."""
+    name = entry.name if entry.link_target is None else f"{entry.name} -> {entry.link_target}"
+    return [
+        stat.filemode(_TYPE_BITS[entry.kind] | entry.mode),
+        str(entry.size),
+        entry.modified.astimezone().strftime("%Y-%m-%d %H:%M"),
+        name,
+    ]
+
+
+def entry_json(entry: FsEntry) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "path": entry.path,
+        "kind": str(entry.kind),
+        "size": entry.size,
+        "mode": f"{entry.mode:04o}",
+        "modified": entry.modified.isoformat(),
+        "uid": entry.uid,
+        "gid": entry.gid,
+        "link_target": entry.link_target,
     }
 
 

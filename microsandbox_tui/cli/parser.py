@@ -10,6 +10,7 @@ from microsandbox_tui import DEFAULT_IMAGE, InvalidConfigError, MountConfig, Vol
 from microsandbox_tui.terminal import DEFAULT_DETACH_KEYS
 
 from . import commands
+from .locations import guest_location, location
 
 #: Separates a command to run in the guest from msb's own arguments.
 COMMAND_SEPARATOR = "--"
@@ -180,9 +181,28 @@ def build_parser() -> argparse.ArgumentParser:
         lifecycle.add_argument("name")
         lifecycle.set_defaults(handler=handler)
 
-    ls = sub.add_parser("ls", help="list sandboxes")
+    ls = sub.add_parser(
+        "ls",
+        help="list sandboxes, or a directory in one",
+        description="List the sandboxes, or with SANDBOX:/path the entries of a guest directory.",
+    )
+    ls.add_argument(
+        "target", nargs="?", type=guest_location, metavar="SANDBOX:/PATH", help="a guest path"
+    )
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(handler=commands.ls)
+
+    cp = sub.add_parser(
+        "cp",
+        help="copy files between the host and a sandbox",
+        description=(
+            "Copy a file or a directory tree between the host and a running sandbox; one of "
+            "SRC and DST is SANDBOX:/path, the other a host path. DST becomes exactly the copy."
+        ),
+    )
+    cp.add_argument("source", type=location, metavar="SRC")
+    cp.add_argument("target", type=location, metavar="DST")
+    cp.set_defaults(handler=commands.cp)
 
     stop = sub.add_parser("stop", help="stop a running sandbox (graceful shutdown)")
     stop.add_argument("name")

@@ -49,6 +49,16 @@ def test_sdk_errors_are_one_line_and_exit_1(msb_home: Path, msb: MsbRunner) -> N
     assert result.stderr.startswith("error: SandboxNotFoundError: ")
 
 
+def test_cp_needs_exactly_one_sandbox_path(msb_home: Path, msb: MsbRunner) -> None:
+    for argv in (["a", "b"], ["box:/a", "box:/b"]):
+        result = msb("cp", *argv)
+        assert result.returncode == 1
+        assert result.stderr.startswith("error: InvalidConfigError: cp: exactly one of ")
+    result = msb("cp", "no-such-sandbox:/etc/hosts", "out")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: SandboxNotFoundError: ")
+
+
 def test_invalid_create_is_refused_before_anything_is_recorded(
     msb_home: Path, msb: MsbRunner
 ) -> None:

@@ -69,6 +69,48 @@ def test_create_ls_exec_stop_rm(clean_home: Path, sandbox_name: str, msb: MsbRun
     assert sandbox_name not in listing(msb)
 
 
+def test_cp_and_ls_between_the_host_and_a_sandbox(
+    clean_home: Path, sandbox_name: str, msb: MsbRunner, tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f.txt").write_text("hello")
+    (tree / "run.sh").write_text("#!/bin/sh\n")
+    (tree / "run.sh").chmod(0o755)
+    (tree / "link").symlink_to("sub/f.txt")
+    assert msb("create", sandbox_name).returncode == 0
+
+    put = msb("cp", str(tree), f"{sandbox_name}:/srv/tree")
+    assert (put.returncode, put.stdout, put.stderr) == (0, "", "")
+
+    table = msb("ls", f"{sandbox_name}:/srv/tree").stdout.splitlines()
+    assert table[0].split() == ["MODE", "SIZE", "MODIFIED", "NAME"]
+    rows = [line.split() for line in table[1:]]
+    assert [(row[0], row[-1]) for row in rows] == [
+        ("lrwxrwxrwx", "sub/f.txt"),
+        ("-rwxr-xr-x", "run.sh"),
+        ("drwxr-xr-x", "sub"),
+    ]
+    assert rows[0][-3:] == ["link", "->", "sub/f.txt"]
+    entries = json.loads(msb("ls", "--json", f"{sandbox_name}:/srv/tree/sub").stdout)
+    assert [(e["name"], e["kind"], e["size"], e["mode"]) for e in entries] == [
+        ("f.txt", "file", 5, "0644")
+    ]
+
+    back = msb("cp", f"{sandbox_name}:/srv/tree", str(tmp_path / "back"))
+    assert back.returncode == 0, back.stderr
+    assert (tmp_path / "back" / "sub" / "f.txt").read_text() == "hello"
+    assert (tmp_path / "back" / "link").readlink() == Path("sub/f.txt")
+    single = msb("cp", f"{sandbox_name}:/srv/tree/sub/f.txt", str(tmp_path / "f.txt"))
+    assert single.returncode == 0, single.stderr
+    assert (tmp_path / "f.txt").read_text() == "hello"
+
+    missing = msb("cp", f"{sandbox_name}:/srv/nope", str(tmp_path / "nope"))
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: PathNotFoundError: ")
+    assert not (tmp_path / "nope").exists()
+
+
 def test_rm_force_kills_a_running_sandbox(
     clean_home: Path, sandbox_name: str, msb: MsbRunner
 ) -> None:

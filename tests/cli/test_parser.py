@@ -8,6 +8,7 @@ import pytest
 
 from microsandbox_tui import DEFAULT_IMAGE, BindMount, NamedMount, TmpfsMount
 from microsandbox_tui.cli import commands, parse_args
+from microsandbox_tui.cli.locations import GuestPath, location
 
 
 def test_create_is_always_detached_and_takes_resources() -> None:
@@ -130,6 +131,22 @@ def test_bad_volume_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixt
     assert "usage: msb" in capsys.readouterr().err
 
 
+def test_cp_and_ls_take_sandbox_paths() -> None:
+    cp = parse_args(["cp", "./local.txt", "box:/tmp/f"])
+    assert cp.handler is commands.cp
+    assert (cp.source, cp.target) == ("./local.txt", GuestPath("box", "/tmp/f"))
+    cp = parse_args(["cp", "box:/etc", "out"])
+    assert (cp.source, cp.target) == (GuestPath("box", "/etc"), "out")
+    ls = parse_args(["ls", "box:/etc", "--json"])
+    assert (ls.target, ls.json) == (GuestPath("box", "/etc"), True)
+    assert parse_args(["ls"]).target is None
+
+
+@pytest.mark.parametrize("host_path", ["./a:/b", "a:b", ":/x", "a/b:/c", "/abs:/x", "plain"])
+def test_paths_that_only_look_like_sandbox_paths_are_host_paths(host_path: str) -> None:
+    assert location(host_path) == host_path
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -143,6 +160,9 @@ def test_bad_volume_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixt
         ["create", "x", "--cpus", "two"],
         ["rm"],
         ["ls", "--", "x"],
+        ["ls", "box"],
+        ["ls", "box:/a", "box:/b"],
+        ["cp", "a"],
         ["stop", "a", "b"],
     ],
 )

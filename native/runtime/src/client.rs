@@ -60,6 +60,11 @@ impl Connection {
                 status: format!("its supervisor does not answer: {error}"),
             }
         })?;
+        Self::over(name, stream)
+    }
+
+    /// A connection over an already connected stream to the supervisor of `name`.
+    pub(crate) fn over(name: &str, stream: UnixStream) -> Result<Arc<Self>> {
         let reader = stream
             .try_clone()
             .map_err(RuntimeError::io("control socket"))?;
@@ -73,7 +78,11 @@ impl Connection {
         }))
     }
 
-    fn start(&self, flags: u8, message: &impl serde::Serialize) -> Result<(u32, Receiver<Frame>)> {
+    pub(crate) fn start(
+        &self,
+        flags: u8,
+        message: &impl serde::Serialize,
+    ) -> Result<(u32, Receiver<Frame>)> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = channel();
         match self.pending.lock().unwrap().as_mut() {
@@ -84,7 +93,7 @@ impl Connection {
         Ok((id, receiver))
     }
 
-    fn send(&self, id: u32, flags: u8, message: &impl serde::Serialize) -> Result<()> {
+    pub(crate) fn send(&self, id: u32, flags: u8, message: &impl serde::Serialize) -> Result<()> {
         let frame =
             Frame::new(id, flags, message).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
         frame
@@ -167,7 +176,7 @@ impl Connection {
 
     /// The supervisor went away: because the sandbox stopped (a typed "not running"), or
     /// because something broke.
-    fn closed(&self) -> RuntimeError {
+    pub(crate) fn closed(&self) -> RuntimeError {
         match crate::sandboxes::get(&self.name) {
             Ok(record) if !record.status.is_live() => RuntimeError::SandboxNotRunning {
                 name: self.name.clone(),
@@ -322,7 +331,7 @@ impl ExecStream {
     }
 }
 
-fn decode_agent(frame: &Frame) -> Result<AgentMessage> {
+pub(crate) fn decode_agent(frame: &Frame) -> Result<AgentMessage> {
     frame
         .decode()
         .map_err(|e| RuntimeError::Protocol(format!("malformed agent message: {e}")))
@@ -334,7 +343,7 @@ fn decode_control(frame: &Frame) -> Result<ControlResponse> {
         .map_err(|e| RuntimeError::Protocol(format!("malformed supervisor message: {e}")))
 }
 
-fn unexpected(message: &AgentMessage) -> RuntimeError {
+pub(crate) fn unexpected(message: &AgentMessage) -> RuntimeError {
     RuntimeError::Protocol(format!("unexpected agent message {message:?}"))
 }
 

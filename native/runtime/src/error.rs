@@ -107,6 +107,23 @@ impl RuntimeError {
             Self::Io { .. } | Self::Image(_) => "MicrosandboxError",
         }
     }
+
+    /// The guest errno a `FilesystemError` carries. A missing path is `ENOENT` by definition.
+    fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Agent(AgentError {
+                kind: AgentErrorKind::PathNotFound,
+                errno,
+                ..
+            }) => Some(errno.unwrap_or(libc::ENOENT)),
+            Self::Agent(AgentError {
+                kind: AgentErrorKind::Filesystem,
+                errno,
+                ..
+            }) => *errno,
+            _ => None,
+        }
+    }
 }
 
 fn describe_agent_error(error: &AgentError) -> String {
@@ -126,15 +143,48 @@ impl From<RuntimeError> for PyErr {
         Python::with_gil(|py| {
             let class = PyModule::import(py, "microsandbox_tui.errors")
                 .and_then(|module| module.getattr(error.class_name()));
-            match class {
-                Ok(class) => match class.call1((message.clone(),)) {
-                    Ok(instance) => PyErr::from_value(instance),
-                    Err(err) => err,
-                },
-                Err(_) => pyo3::exceptions::PyRuntimeError::new_err(message),
-            }
+            let Ok(class) = class else {
+                return pyo3::exceptions::PyRuntimeError::new_err(message);
+            };
+            let instance = match error.errno() {
+                Some(errno) => class.call1((message, errno)),
+                None => class.call1((message,)),
+            };
+            instance.map_or_else(|err| err, PyErr::from_value)
         })
     }
 }
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(kind: AgentErrorKind, errno: Option<i32>) -> RuntimeError {
+        RuntimeError::Agent(AgentError {
+            kind,
+            message: "rmdir /d".into(),
+            errno,
+        })
+    }
+
+    #[test]
+    fn file_system_errors_carry_the_guest_errno() {
+        let not_empty = agent(AgentErrorKind::Filesystem, Some(libc::ENOTEMPTY));
+        assert_eq!(not_empty.class_name(), "FilesystemError");
+        assert_eq!(not_empty.errno(), Some(libc::ENOTEMPTY));
+        assert!(not_empty.to_string().starts_with("rmdir /d (errno 39: "));
+        let missing = agent(AgentErrorKind::PathNotFound, None);
+        assert_eq!(missing.class_name(), "PathNotFoundError");
+        assert_eq!(missing.errno(), Some(libc::ENOENT));
+    }
+
+    #[test]
+    fn other_errors_have_no_errno() {
+        let internal = agent(AgentErrorKind::Internal, Some(libc::EIO));
+        assert_eq!(internal.class_name(), "ExecError");
+        assert_eq!(internal.errno(), None);
+        assert_eq!(agent(AgentErrorKind::Filesystem, None).errno(), None);
+    }
+}

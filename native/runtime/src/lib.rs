@@ -5,12 +5,14 @@
 mod client;
 mod doctor;
 mod error;
+mod fs;
 mod images;
 mod install;
 mod logs;
 mod metrics;
 mod paths;
 mod process;
+mod py_fs;
 mod sandboxes;
 mod spec;
 mod supervisor;
@@ -609,6 +611,11 @@ impl Connection {
         Ok(())
     }
 
+    /// The guest file system, over this connection.
+    fn fs(&self) -> py_fs::Fs {
+        py_fs::Fs::new(self.inner.clone())
+    }
+
     fn close(&self) {
         self.inner.close();
     }
@@ -831,5 +838,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Connection>()?;
     module.add_class::<ExecStream>()?;
     module.add_class::<Terminal>()?;
+    py_fs::register(module)?;
     Ok(())
 }

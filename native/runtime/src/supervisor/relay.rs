@@ -252,8 +252,10 @@ impl Relay {
                 ));
                 Session::for_exec(agent_id, request, owner, msb_state::now_ms() as u64)
             }
-            HostMessage::Ping => Session::new(owner, None),
-            // Input, resize or signal for a request that ended or never existed.
+            // Not sessions: nobody lists, attaches to or logs them. A write's chunks follow
+            // the route opened here.
+            HostMessage::Ping | HostMessage::Fs(_) => Session::new(owner, None),
+            // Input, resize, signal or file data for a request that ended or never existed.
             _ => return None,
         };
         if session.info.is_some() {
@@ -273,7 +275,8 @@ impl Relay {
     }
 
     /// Terminal sessions of a client that disconnected keep running for a later attach; its
-    /// other processes are killed, since nobody could read their output.
+    /// other processes are killed, since nobody could read their output, and its file
+    /// transfers are aborted (the agent takes a signal to a transfer as its cancellation).
     fn drop_client(&self, client: &Arc<Client>) {
         let routes: Vec<u32> = client
             .routes
@@ -435,5 +438,150 @@ fn describe_end(frame: &Frame) -> String {
         Ok(AgentMessage::Error(error)) => format!("failed: {}", error.message),
         Ok(other) => format!("ended with {other:?}"),
         Err(error) => format!("ended with an undecodable frame: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msb_protocol::guest::FsRequest;
+
+    struct NoVm;
+
+    impl VmControl for NoVm {
+        fn pause(&self) -> std::result::Result<(), String> {
+            Ok(())
+        }
+        fn resume(&self) -> std::result::Result<(), String> {
+            Ok(())
+        }
+        fn detach(&self) -> std::result::Result<(), String> {
+            Ok(())
+        }
+        fn draining(&self) -> std::result::Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// A relay whose agent is the returned socket, and a connected client, with the relay's
+    /// exec log.
+    fn relay_with_client() -> (UnixStream, UnixStream, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "msb-relay-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log_path = dir.join("exec.log");
+        let (agent, relay_side) = UnixStream::pair().unwrap();
+        let status = SupervisorStatus {
+            supervisor_pid: 1,
+            vmm_pid: 2,
+            accelerator: "tcg".into(),
+            agent_version: "test".into(),
+            kernel_release: "test".into(),
+            boot_ms: 0,
+        };
+        // A pid beyond any pid_max: nothing here kills the "VM", and if it did, nobody dies.
+        let lifecycle = Arc::new(Lifecycle::new(i32::MAX as u32));
+        let log = RotatingLog::open(&log_path, 1 << 20).unwrap();
+        let relay = Relay::new(relay_side, status, lifecycle, Arc::new(NoVm), log).unwrap();
+        relay.spawn_agent_reader();
+        let (client, served) = UnixStream::pair().unwrap();
+        std::thread::spawn(move || relay.serve_client(served));
+        for stream in [&agent, &client] {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+        }
+        (agent, client, log_path)
+    }
+
+    fn send(stream: &mut UnixStream, id: u32, flags: u8, message: &impl serde::Serialize) {
+        Frame::new(id, flags, message)
+            .unwrap()
+            .write_to(stream)
+            .unwrap();
+    }
+
+    fn receive(stream: &mut UnixStream) -> (Frame, HostMessage) {
+        let frame = Frame::read_from(stream).unwrap();
+        let message = frame.decode().unwrap();
+        (frame, message)
+    }
+
+    fn write_request() -> HostMessage {
+        HostMessage::Fs(FsRequest::Write {
+            path: "/tmp/file".into(),
+            mode: None,
+            append: false,
+            create_parents: true,
+        })
+    }
+
+    #[test]
+    fn fs_requests_are_routed_but_are_not_sessions() {
+        let (mut agent, mut client, log_path) = relay_with_client();
+        send(&mut client, 7, 0, &write_request());
+        let (request, message) = receive(&mut agent);
+        assert_eq!(message, write_request());
+        send(&mut agent, request.id, 0, &AgentMessage::FsReady);
+        // The agent's answer is the client's first frame: no `SessionOpened` before it.
+        let ready = Frame::read_from(&mut client).unwrap();
+        assert_eq!((ready.id, ready.flags), (7, 0));
+        assert_eq!(
+            ready.decode::<AgentMessage>().unwrap(),
+            AgentMessage::FsReady
+        );
+
+        send(&mut client, 8, FLAG_CONTROL, &ControlRequest::ListSessions);
+        let listing = Frame::read_from(&mut client).unwrap();
+        let listing: ControlResponse = listing.decode().unwrap();
+        assert_eq!(listing, ControlResponse::Sessions { sessions: vec![] });
+
+        send(
+            &mut client,
+            7,
+            0,
+            &HostMessage::FsChunk { data: vec![1; 3] },
+        );
+        send(&mut client, 7, FLAG_END, &HostMessage::FsFinish);
+        let (chunk, message) = receive(&mut agent);
+        assert_eq!(chunk.id, request.id);
+        assert_eq!(message, HostMessage::FsChunk { data: vec![1; 3] });
+        let (finish, message) = receive(&mut agent);
+        assert_eq!((finish.id, message), (request.id, HostMessage::FsFinish));
+        send(
+            &mut agent,
+            request.id,
+            FLAG_END,
+            &AgentMessage::FsWritten { bytes: 3 },
+        );
+        let written = Frame::read_from(&mut client).unwrap();
+        assert_eq!((written.id, written.is_end()), (7, true));
+
+        // The route ended with the answer: late data for it goes nowhere.
+        send(&mut client, 7, 0, &HostMessage::FsChunk { data: vec![2] });
+        send(&mut client, 9, 0, &HostMessage::Ping);
+        let (ping, message) = receive(&mut agent);
+        assert_ne!(ping.id, request.id);
+        assert_eq!(message, HostMessage::Ping);
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert_eq!(log, "", "file requests are not logged as commands");
+        std::fs::remove_dir_all(log_path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_disconnecting_client_cancels_its_transfers() {
+        let (mut agent, client, log_path) = relay_with_client();
+        let mut writer = client.try_clone().unwrap();
+        send(&mut writer, 1, 0, &write_request());
+        let (request, _) = receive(&mut agent);
+        drop(writer);
+        client.shutdown(std::net::Shutdown::Both).unwrap();
+        let (cancel, message) = receive(&mut agent);
+        assert_eq!(cancel.id, request.id);
+        assert!(matches!(message, HostMessage::Signal { .. }), "{message:?}");
+        std::fs::remove_dir_all(log_path.parent().unwrap()).unwrap();
     }
 }
