@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from .fs import FsEntry, FsEntryKind
 from .sandbox import SandboxInfo
 from .types import MiB, SandboxStatus
+
+#: File type bits of each kind, for ``ls -l`` style modes (``?`` for other kinds).
+_TYPE_BITS = {
+    FsEntryKind.FILE: stat.S_IFREG,
+    FsEntryKind.DIRECTORY: stat.S_IFDIR,
+    FsEntryKind.SYMLINK: stat.S_IFLNK,
+    FsEntryKind.OTHER: 0,
+}
+
+
+def format_mode(entry: FsEntry) -> str:
+    """``drwxr-xr-x``, as ``ls -l`` shows a guest entry's kind and permissions."""
+    return stat.filemode(_TYPE_BITS[entry.kind] | entry.mode)
 
 
 def format_duration(seconds: float) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import stat
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -11,13 +10,12 @@ from typing import Any
 from microsandbox_tui import (
     ExecOutput,
     FsEntry,
-    FsEntryKind,
     MiB,
     SandboxInfo,
     SandboxMetrics,
     VolumeHandle,
 )
-from microsandbox_tui.formatting import format_duration, format_size, uptime_seconds
+from microsandbox_tui.formatting import format_duration, format_mode, format_size, uptime_seconds
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
@@ -92,20 +90,14 @@ def volume_json(volume: VolumeHandle) -> dict[str, Any]:
         "in_use_by": list(volume.in_use_by),
         "created_at": volume.created_at.isoformat(),
         "path": volume.path,
-#: File type bits of each kind, for ``ls -l`` style modes (``?`` for other kinds).
-_TYPE_BITS = {
-    FsEntryKind.FILE: stat.S_IFREG,
-    FsEntryKind.DIRECTORY: stat.S_IFDIR,
-    FsEntryKind.SYMLINK: stat.S_IFLNK,
-    FsEntryKind.OTHER: 0,
-}
+    }
 
 
 def entry_row(entry: FsEntry) -> list[str]:
     """``-rw-r--r--  SIZE  MODIFIED  NAME [-> TARGET]``."""
     name = entry.name if entry.link_target is None else f"{entry.name} -> {entry.link_target}"
     return [
-        stat.filemode(_TYPE_BITS[entry.kind] | entry.mode),
+        format_mode(entry),
         str(entry.size),
         entry.modified.astimezone().strftime("%Y-%m-%d %H:%M"),
         name,

@@ -234,9 +234,10 @@ async def test_files_tab_browses_directories(wait_until: Waiter) -> None:
         files = detail.file_browser.table
         await wait_until(pilot, lambda: files.row_count == 4, timeout=5, what="the root listing")
         assert files.row_keys == ["etc", "srv", "bin", "init"], "directories first, then by name"
-        assert files.text_of("bin", "name") == "bin -> usr/bin"
+        assert files.text_of("bin", "target") == "usr/bin"
+        assert files.text_of("bin", "mode") == "lrwxrwxrwx"
         assert files.text_of("init", "mode") == "-rwxr-xr-x"
-        assert files.text_of("srv", "name") == "srv/"
+        assert files.text_of("srv", "mode") == "drwxr-xr-x"
 
         files.select("srv")
         await pilot.press("enter")

@@ -284,8 +284,6 @@ class SandboxDetailScreen(SandboxActionsScreen):
             browser.table.border_subtitle = f"{self.sandbox} is {info.status}"
             return
         browser.table.border_subtitle = "enter open · backspace up · d download · u upload"
-        if not browser.table.row_count:
-            browser.table.loading = True
         browser.load()
         browser.table.focus()
 

@@ -11,47 +11,26 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
+from textual.worker import Worker
 
 from microsandbox_tui import FsEntry, FsEntryKind
-from microsandbox_tui.formatting import format_size, format_timestamp
+from microsandbox_tui.formatting import format_mode, format_size, format_timestamp
 
 from .keyed_table import Column, KeyedTable
 
 if TYPE_CHECKING:
     from ..app import MsbApp
 
+#: The first column shows the row key, the entry's name (KeyedTable sorts by it).
 COLUMNS = (
     Column("name", "NAME"),
     Column("size", "SIZE", 10),
     Column("mode", "MODE", 10),
     Column("modified", "MODIFIED", 20),
+    Column("target", "LINK TARGET"),
 )
 #: The row that leads to the parent directory.
 PARENT = ".."
-_KIND_LETTER = {
-    FsEntryKind.DIRECTORY: "d",
-    FsEntryKind.SYMLINK: "l",
-    FsEntryKind.FILE: "-",
-    FsEntryKind.OTHER: "?",
-}
-
-
-def mode_string(entry: FsEntry) -> str:
-    """``drwxr-xr-x``-style kind and permission bits."""
-    bits = "".join(
-        letter if entry.mode & (1 << (8 - index)) else "-"
-        for index, letter in enumerate("rwxrwxrwx")
-    )
-    return _KIND_LETTER[entry.kind] + bits
-
-
-def display_name(entry: FsEntry) -> str:
-    name = posixpath.basename(entry.path)
-    if entry.kind is FsEntryKind.DIRECTORY:
-        return name + "/"
-    if entry.kind is FsEntryKind.SYMLINK and entry.link_target is not None:
-        return f"{name} -> {entry.link_target}"
-    return name
 
 
 class FileBrowser(Vertical):
@@ -99,28 +78,25 @@ class FileBrowser(Vertical):
         try:
             entries = await app.source.list_directory(self.sandbox, path)
         except Exception as error:
-            self.table.loading = False
             app.report_error(error, context=f"listing {path} in {self.sandbox}")
             return
         now = app.source.now()
-        ordered = sorted(
-            entries, key=lambda e: (e.kind is not FsEntryKind.DIRECTORY, posixpath.basename(e.path))
-        )
-        self.entries = {posixpath.basename(entry.path): entry for entry in ordered}
+        ordered = sorted(entries, key=lambda e: (e.kind is not FsEntryKind.DIRECTORY, e.name))
+        self.entries = {entry.name: entry for entry in ordered}
         rows: dict[str, dict[str, str]] = {}
         if path != "/":
-            rows[PARENT] = {"name": "../", "size": "", "mode": "", "modified": ""}
+            rows[PARENT] = {"name": PARENT, "size": "", "mode": "", "modified": "", "target": ""}
         for key, entry in self.entries.items():
             rows[key] = {
-                "name": display_name(entry),
+                "name": key,
                 "size": "" if entry.kind is FsEntryKind.DIRECTORY else format_size(entry.size),
-                "mode": mode_string(entry),
+                "mode": format_mode(entry),
                 "modified": format_timestamp(entry.modified, now),
+                "target": entry.link_target or "",
             }
         # A new directory's rows replace the old ones, in its own order.
         self.table.apply_rows({})
         self.table.apply_rows(rows)
-        self.table.loading = False
         self.query_one("#files-path", Static).update(f"{self.sandbox}:{path}")
         self.table.border_title = f"{path} [{len(self.entries)}]"
 
@@ -134,6 +110,9 @@ class FileBrowser(Vertical):
         entry = self.entries.get(str(key))
         if entry is not None and entry.kind is FsEntryKind.DIRECTORY:
             self.open(entry.path)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.msb_app.report_worker_failure(event)
 
     def action_parent(self) -> None:
         if self.path != "/":
