@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual.screen import Screen
 from textual.worker import Worker
+
+from ..dialogs import ConfirmDialog
+from ..widgets import KeyedTable
 
 if TYPE_CHECKING:
     from ..app import MsbApp
@@ -46,3 +50,22 @@ class MsbScreen(Screen[None]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         self.msb_app.report_worker_failure(event)
+
+    def remove_selected(
+        self, table: KeyedTable, what: str, consequence: str, remove: Callable[[str], object]
+    ) -> None:
+        """Asks to remove the selected row's ``what`` (e.g. "image"), then calls ``remove``
+        with its key. Nothing happens without a selection or a confirmation."""
+        name = table.selected_key
+        if name is None:
+            self.notify(f"no {what} selected", severity="warning")
+            return
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                remove(name)
+
+        self.app.push_screen(
+            ConfirmDialog(f"Remove {what} {name}?", consequence, confirm_label="Remove"),
+            callback=confirmed,
+        )

@@ -12,7 +12,7 @@ from textual.widgets import Footer
 from microsandbox_tui import ImageInfo, remove_image
 from microsandbox_tui.formatting import format_age, format_size
 
-from ..dialogs import ConfirmDialog, PullImageDialog
+from ..dialogs import PullImageDialog
 from ..widgets import Column, KeyedTable, ViewBar
 from .base import MsbScreen
 
@@ -98,22 +98,11 @@ class ImagesScreen(MsbScreen):
         self.app.push_screen(PullImageDialog(), callback=pulled)
 
     def action_remove_image(self) -> None:
-        name = self.table.selected_key
-        if name is None:
-            self.notify("no image selected", severity="warning")
-            return
-
-        def confirmed(ok: bool | None) -> None:
-            if ok:
-                self._remove(name)
-
-        self.app.push_screen(
-            ConfirmDialog(
-                f"Remove image {name}?",
-                "Its layers are removed too unless another image uses them.",
-                confirm_label="Remove",
-            ),
-            callback=confirmed,
+        self.remove_selected(
+            self.table,
+            "image",
+            "Its layers are removed too unless another image uses them.",
+            self._remove,
         )
 
     @work(group="images-remove", exit_on_error=False)

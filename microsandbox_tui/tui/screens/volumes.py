@@ -12,7 +12,7 @@ from textual.widgets import Footer
 from microsandbox_tui import Volume, VolumeHandle
 from microsandbox_tui.formatting import format_age, format_size
 
-from ..dialogs import ConfirmDialog, CreateVolumeDialog
+from ..dialogs import CreateVolumeDialog
 from ..widgets import Column, KeyedTable, ViewBar
 from .base import MsbScreen
 
@@ -104,22 +104,11 @@ class VolumesScreen(MsbScreen):
         self.app.push_screen(CreateVolumeDialog(), callback=created)
 
     def action_remove_volume(self) -> None:
-        name = self.table.selected_key
-        if name is None:
-            self.notify("no volume selected", severity="warning")
-            return
-
-        def confirmed(ok: bool | None) -> None:
-            if ok:
-                self._remove(name)
-
-        self.app.push_screen(
-            ConfirmDialog(
-                f"Remove volume {name}?",
-                "Its data is deleted. A volume that a sandbox mounts cannot be removed.",
-                confirm_label="Remove",
-            ),
-            callback=confirmed,
+        self.remove_selected(
+            self.table,
+            "volume",
+            "Its data is deleted. A volume that a sandbox mounts cannot be removed.",
+            self._remove,
         )
 
     @work(group="volumes-remove", exit_on_error=False)
