@@ -201,3 +201,17 @@ async def test_a_volume_the_guest_cannot_mount_fails_the_start(
     with pytest.raises(SandboxStartError, match="/blank"):
         await Sandbox.create(unique_name, volumes={"/blank": Volume.disk(blank)})
     assert unique_name not in await names()
+
+
+async def test_a_volume_whose_file_is_being_removed_is_not_listed(unique_name: str) -> None:
+    # A removal deletes the image file before its transaction commits; a listing made in
+    # that moment still sees the record and must skip the volume rather than fail.
+    name = f"{unique_name[:40]}-gone"
+    volume = await Volume.create(name, quota_mib=8)
+    os.remove(volume.path)
+    try:
+        assert name not in [listed.name for listed in await Volume.list()]
+        with pytest.raises(VolumeNotFoundError):
+            await Volume.get(name)
+    finally:
+        await Volume.remove(name)

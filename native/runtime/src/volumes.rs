@@ -50,7 +50,7 @@ pub fn create(name: &str, quota_mib: u64) -> Result<String> {
     if created.is_err() {
         let _ = std::fs::remove_file(&staging);
     }
-    Ok(describe(&created?, &[])?.to_string())
+    describe_one(&created?, &[])
 }
 
 /// Formats the image (without reserved blocks, so the whole quota is usable; with a journal)
@@ -71,24 +71,41 @@ fn format(image: &Path, name: &str, quota_mib: u64) -> Result<u64> {
 /// `used_bytes` is what the guest stored, read from the file system's superblock less what
 /// the empty file system used. The guest kernel updates the superblock when it syncs or
 /// unmounts the volume, so for a volume in a running sandbox this is as of the last sync.
-fn describe(record: &VolumeRecord, users: &[String]) -> Result<Value> {
+///
+/// `None` when the image file is missing: the volume is being removed (its record goes with
+/// the remover's commit, after the file) or created (its file arrives at the commit).
+fn describe(record: &VolumeRecord, users: &[String]) -> Result<Option<Value>> {
     let image = paths::volume_image(&record.name)?;
-    let usage = msb_images::ext4::space_usage(&image)?;
-    Ok(json!({
+    let usage = match msb_images::ext4::space_usage(&image) {
+        Err(msb_images::ImageError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(None)
+        }
+        usage => usage?,
+    };
+    Ok(Some(json!({
         "name": record.name,
         "quota_mib": record.quota_mib,
         "used_bytes": usage.used_bytes.saturating_sub(record.overhead_bytes),
         "created_at_ms": record.created_at,
         "in_use_by": users,
         "path": image.display().to_string(),
-    }))
+    })))
 }
 
 pub fn get(name: &str) -> Result<String> {
     let db = sandboxes::open_db()?;
     let record = db.volume(name)?;
     let users = users(&db)?.remove(name).unwrap_or_default();
-    Ok(describe(&record, &users)?.to_string())
+    describe_one(&record, &users)
+}
+
+/// One volume as JSON text; a volume in the middle of its removal is not found.
+fn describe_one(record: &VolumeRecord, users: &[String]) -> Result<String> {
+    describe(record, users)?
+        .map(|volume| volume.to_string())
+        .ok_or_else(|| msb_state::StateError::VolumeNotFound(record.name.clone()).into())
 }
 
 pub fn list() -> Result<String> {
@@ -98,6 +115,7 @@ pub fn list() -> Result<String> {
         .volumes()?
         .iter()
         .map(|record| describe(record, users.get(&record.name).map_or(&[], Vec::as_slice)))
+        .filter_map(Result::transpose)
         .collect::<Result<Vec<Value>>>()?;
     Ok(Value::Array(volumes).to_string())
 }
