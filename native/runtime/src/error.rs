@@ -126,14 +126,17 @@ impl RuntimeError {
     }
 }
 
+/// The agent's message with its errno, and the errno's meaning unless the message says it.
 fn describe_agent_error(error: &AgentError) -> String {
-    match error.errno {
-        Some(errno) => format!(
-            "{} (errno {errno}: {})",
-            error.message,
-            std::io::Error::from_raw_os_error(errno)
-        ),
-        None => error.message.clone(),
+    let Some(errno) = error.errno else {
+        return error.message.clone();
+    };
+    let meaning = std::io::Error::from_raw_os_error(errno).to_string();
+    let meaning = meaning.split(" (os error").next().unwrap_or_default();
+    if error.message.contains(meaning) {
+        format!("{} (errno {errno})", error.message)
+    } else {
+        format!("{} (errno {errno}: {meaning})", error.message)
     }
 }
 
@@ -178,6 +181,19 @@ mod tests {
         let missing = agent(AgentErrorKind::PathNotFound, None);
         assert_eq!(missing.class_name(), "PathNotFoundError");
         assert_eq!(missing.errno(), Some(libc::ENOENT));
+    }
+
+    #[test]
+    fn the_errno_meaning_is_not_repeated() {
+        let error = RuntimeError::Agent(AgentError {
+            kind: AgentErrorKind::Filesystem,
+            message: "write /x: No space left on device".into(),
+            errno: Some(libc::ENOSPC),
+        });
+        assert_eq!(
+            error.to_string(),
+            "write /x: No space left on device (errno 28)"
+        );
     }
 
     #[test]
