@@ -3,6 +3,7 @@ bind, tmpfs and disk image mounts; typed errors that leave nothing behind."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import AsyncIterator
@@ -215,3 +216,20 @@ async def test_a_volume_whose_file_is_being_removed_is_not_listed(unique_name: s
             await Volume.get(name)
     finally:
         await Volume.remove(name)
+
+
+async def test_a_reader_mounts_a_volume_whose_writer_was_killed(volume: str) -> None:
+    # A killed writer leaves the ext4 journal to replay; a read-only disk could not take the
+    # replay and the reader's mount was refused. The replay now goes to a throwaway overlay.
+    writer = await Sandbox.create(f"{volume}-w", volumes={"/data": Volume.named(volume)})
+    await writer.shell("echo kept > /data/note && sync")
+    await writer.kill()
+    image = Path((await Volume.get(volume)).path)
+    before = hashlib.sha256(image.read_bytes()).hexdigest()
+    reader = await Sandbox.create(
+        f"{volume}-r", volumes={"/data": Volume.named(volume, readonly=True)}
+    )
+    assert (await reader.shell("cat /data/note")).stdout_text == "kept\n"
+    assert not (await reader.shell("touch /data/new")).success
+    await reader.stop_and_wait()
+    assert hashlib.sha256(image.read_bytes()).hexdigest() == before, "the file is never written"

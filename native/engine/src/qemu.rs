@@ -83,9 +83,22 @@ pub struct ExtraDisk {
     pub path: PathBuf,
     /// How the guest finds the disk (`/sys/block/vdX/serial`); virtio-blk keeps 20 bytes.
     pub serial: String,
+    /// The file is never written. The guest's writes go to a throwaway overlay (QEMU's
+    /// `snapshot=on`) rather than failing at the device, so a guest can still mount a file
+    /// system whose journal a writer left dirty (ext4 replays it even for a read-only mount,
+    /// and refuses to mount when the device is read-only); its mount is read-only anyway.
     pub readonly: bool,
     /// `raw` or `qcow2`.
     pub format: String,
+}
+
+/// How QEMU opens a drive's file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DriveAccess {
+    ReadWrite,
+    ReadOnly,
+    /// Read-only file under a temporary overlay that takes the guest's writes.
+    Snapshot,
 }
 
 #[derive(Debug, Clone)]
@@ -323,13 +336,12 @@ pub fn arguments(cfg: &VmConfig) -> Vec<String> {
     root_arguments(&mut args, cfg);
     for (index, disk) in cfg.extra_disks.iter().enumerate() {
         let id = format!("disk{index}");
-        args.drive(
-            &id,
-            &disk.path,
-            &escape(&disk.format),
-            disk.readonly,
-            &disk.serial,
-        );
+        let access = if disk.readonly {
+            DriveAccess::Snapshot
+        } else {
+            DriveAccess::ReadWrite
+        };
+        args.drive(&id, &disk.path, &escape(&disk.format), access, &disk.serial);
     }
     if let Some(socket) = &cfg.net_socket {
         args.pair(
@@ -387,9 +399,15 @@ fn root_arguments(args: &mut Args, cfg: &VmConfig) {
         RootDisk::Overlay { lowers, upper } => {
             for (index, lower) in lowers.iter().enumerate() {
                 let serial = format!("{LAYER_SERIAL_PREFIX}{index}");
-                args.drive(&serial, lower, "raw", true, &serial);
+                args.drive(&serial, lower, "raw", DriveAccess::ReadOnly, &serial);
             }
-            args.drive(UPPER_SERIAL, upper, "raw", false, UPPER_SERIAL);
+            args.drive(
+                UPPER_SERIAL,
+                upper,
+                "raw",
+                DriveAccess::ReadWrite,
+                UPPER_SERIAL,
+            );
         }
     }
 }
@@ -466,14 +484,18 @@ impl Args {
         id: &str,
         file: &Path,
         format: &str,
-        readonly: bool,
+        access: DriveAccess,
         serial: &str,
     ) -> &mut Self {
-        let readonly = if readonly { ",readonly=on" } else { "" };
+        let access = match access {
+            DriveAccess::ReadWrite => "",
+            DriveAccess::ReadOnly => ",readonly=on",
+            DriveAccess::Snapshot => ",snapshot=on",
+        };
         self.pair(
             "-drive",
             &format!(
-                "id={id},file={},format={format},if=none{readonly}",
+                "id={id},file={},format={format},if=none{access}",
                 path(file)
             ),
         );
@@ -640,7 +662,7 @@ mod tests {
             drives[3..],
             [
                 "id=disk0,file=/v/data.qcow2,format=qcow2,if=none",
-                "id=disk1,file=/v/ro.img,format=raw,if=none,readonly=on"
+                "id=disk1,file=/v/ro.img,format=raw,if=none,snapshot=on"
             ]
         );
         let devices = values(&args, "-device");

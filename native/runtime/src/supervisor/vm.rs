@@ -326,7 +326,8 @@ fn attach_volumes(
 }
 
 impl Volumes {
-    /// Adds a disk (read-only to QEMU too when the mount is) found by the guest by `serial`.
+    /// Adds a disk (never written by QEMU when the mount is read-only; see `ExtraDisk`) found
+    /// by the guest by `serial`.
     fn disk(
         &mut self,
         path: PathBuf,
