@@ -30,7 +30,7 @@ async def test_pull_dialog_shows_layer_progress_then_the_image_and_remove_delete
         assert isinstance(dialog, PullImageDialog)
         dialog.query_one("#reference", Input).value = reference
         dialog.query_one("#insecure", Switch).value = True
-        dialog.start()
+        dialog.submit()
         await wait_until(
             pilot, lambda: not dialog.is_attached, timeout=60, what="the pull to finish"
         )
@@ -61,13 +61,13 @@ async def test_pull_errors_stay_in_the_dialog(
         dialog = app.screen
         assert isinstance(dialog, PullImageDialog)
         dialog.query_one("#reference", Input).value = "Not A Reference"
-        dialog.start()
+        dialog.submit()
         await wait_until(
             pilot, lambda: "InvalidConfigError" in dialog.status, timeout=10, what="the error"
         )
         dialog.query_one("#reference", Input).value = auth_registry.refs["multilayer"]
         dialog.query_one("#insecure", Switch).value = True
-        dialog.start()
+        dialog.submit()
         await wait_until(
             pilot, lambda: "RegistryAuthError" in dialog.status, timeout=30, what="the error"
         )

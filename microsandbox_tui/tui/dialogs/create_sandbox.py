@@ -10,7 +10,6 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, Static, Switch, TextArea
 
@@ -23,6 +22,7 @@ from microsandbox_tui.config import (
 )
 
 from ..operations import CreateRequest
+from .form import FormDialog
 
 if TYPE_CHECKING:
     from ..app import MsbApp
@@ -124,11 +124,9 @@ def build_request(
     )
 
 
-class CreateSandboxDialog(ModalScreen[CreateRequest | None]):
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel"),
-        Binding("ctrl+s", "submit", "Create"),
-    ]
+class CreateSandboxDialog(FormDialog[CreateRequest]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+s", "submit", "Create")]
+    CONFIRM_ID = "create"
 
     def __init__(self, image: str | None = None) -> None:
         super().__init__()
@@ -219,19 +217,5 @@ class CreateSandboxDialog(ModalScreen[CreateRequest | None]):
             error.update(fields.get(field, ""))
             error.set_class(field in fields, "visible")
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "create":
-            self.submit()
-        else:
-            self.dismiss(None)
-
     def action_submit(self) -> None:
         self.submit()
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)

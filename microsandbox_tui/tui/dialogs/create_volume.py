@@ -3,25 +3,23 @@ in the dialog so the value can be corrected."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from microsandbox_tui import Volume
+
+from .form import FormDialog
 
 #: What the quota field suggests.
 DEFAULT_QUOTA_MIB = 1024
 
 
-class CreateVolumeDialog(ModalScreen[str | None]):
+class CreateVolumeDialog(FormDialog[str]):
     """Dismisses with the new volume's name, or ``None`` when cancelled."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    CONFIRM_ID = "create"
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
@@ -63,17 +61,3 @@ class CreateVolumeDialog(ModalScreen[str | None]):
             self.query_one("#create", Button).disabled = False
             return
         self.dismiss(volume.name)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "create":
-            self.submit()
-        else:
-            self.action_cancel()
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from .form import FormDialog
 
-class HostPathDialog(ModalScreen[str | None]):
+
+class HostPathDialog(FormDialog[str]):
     """Dismisses with an absolute host path (``~`` expanded), or ``None`` when cancelled.
     With ``must_exist`` the path is checked before the dialog closes."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str, value: str, *, confirm_label: str, must_exist: bool) -> None:
         super().__init__()
@@ -48,17 +45,3 @@ class HostPathDialog(ModalScreen[str | None]):
             self.query_one("#host-path-status", Static).update(f"{path} does not exist")
             return
         self.dismiss(path)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "confirm":
-            self.submit()
-        else:
-            self.action_cancel()
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)

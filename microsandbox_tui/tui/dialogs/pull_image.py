@@ -7,13 +7,9 @@ Errors stay in the dialog, named by their type, so the reference can be correcte
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar, Static, Switch
 
 from microsandbox_tui import (
@@ -29,6 +25,8 @@ from microsandbox_tui import (
     pull_stream,
 )
 from microsandbox_tui.formatting import format_size
+
+from .form import FormDialog
 
 #: What a layer's status line says at each step.
 _LAYER_STEP: dict[type, str] = {
@@ -75,10 +73,10 @@ class LayerProgress(Vertical):
             self._set_step(step)
 
 
-class PullImageDialog(ModalScreen[str | None]):
+class PullImageDialog(FormDialog[str]):
     """Dismisses with the pulled image's name, or ``None`` when closed."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    CONFIRM_ID = "pull"
 
     def __init__(self) -> None:
         super().__init__()
@@ -124,7 +122,7 @@ class PullImageDialog(ModalScreen[str | None]):
         password = self.query_one("#password", Input).value
         return RegistryAuth.basic(username, password) if username else None
 
-    def start(self) -> None:
+    def submit(self) -> None:
         reference = self.query_one("#reference", Input).value.strip()
         if self.pulling:
             return
@@ -164,17 +162,6 @@ class PullImageDialog(ModalScreen[str | None]):
             self.query_one("#pull", Button).disabled = False
             return
         self.dismiss(name)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.start()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "pull":
-            self.start()
-        else:
-            self.action_cancel()
 
     def action_cancel(self) -> None:
         # Cancelling the worker leaves the stream's `async with`, which cancels the pull and

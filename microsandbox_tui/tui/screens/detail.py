@@ -200,6 +200,16 @@ class SandboxDetailScreen(SandboxActionsScreen):
         for chart_id, _, attribute in CHARTS[2:]:
             self.chart(chart_id).plot([getattr(p, attribute) for p in points])
 
+    def _empty_unless_running(self, table: KeyedTable) -> bool:
+        """Empties ``table`` and says why when the sandbox is not running (the guest has
+        nothing to show); returns whether it did."""
+        info = self.target_info(self.sandbox)
+        if info is None or info.status is SandboxStatus.RUNNING:
+            return False
+        table.apply_rows({})
+        table.border_subtitle = f"{self.sandbox} is {info.status}"
+        return True
+
     def _poll_processes(self) -> None:
         if self.is_current and self.active_tab == "processes":
             self._load_processes()
@@ -208,10 +218,7 @@ class SandboxDetailScreen(SandboxActionsScreen):
     async def _load_processes(self) -> None:
         app = self.msb_app
         table = self.process_table
-        info = self.target_info(self.sandbox)
-        if info is not None and info.status is not SandboxStatus.RUNNING:
-            table.apply_rows({})
-            table.border_subtitle = f"{self.sandbox} is {info.status}"
+        if self._empty_unless_running(table):
             table.loading = False
             return
         try:
@@ -278,10 +285,7 @@ class SandboxDetailScreen(SandboxActionsScreen):
     def _show_files(self) -> None:
         """Lists the current guest directory, or says why there is nothing to list."""
         browser = self.file_browser
-        info = self.target_info(self.sandbox)
-        if info is not None and info.status is not SandboxStatus.RUNNING:
-            browser.table.apply_rows({})
-            browser.table.border_subtitle = f"{self.sandbox} is {info.status}"
+        if self._empty_unless_running(browser.table):
             return
         browser.table.border_subtitle = "enter open · backspace up · d download · u upload"
         browser.load()

@@ -48,12 +48,8 @@ pub fn mount(request: &MountRequest) -> Result<(), FsError> {
 /// meant) and not the root itself, which a volume would hide.
 pub fn check_target(target: &str) -> Result<&str, FsError> {
     let invalid = |why: &str| Err(FsError::Invalid(format!("mount target {target:?} {why}")));
-    if !target.starts_with('/') {
-        return invalid("is not an absolute path");
-    }
-    if target.contains('\0') {
-        return invalid("contains a NUL byte");
-    }
+    // Absolute and free of NUL bytes, as every file system request's path.
+    super::ops::absolute(target)?;
     let path = Path::new(target);
     if path.components().any(|part| part == Component::ParentDir) {
         return invalid("contains a .. component");
