@@ -150,7 +150,7 @@ async def test_bind_tmpfs_and_disk_volumes(unique_name: str, tmp_path: Path) -> 
     volumes = {
         "/work": Volume.tmpfs(),
         # Inside another volume: mounted after its parent.
-        "/work/shared": Volume.bind(shared),
+        "/work/exchange": Volume.bind(shared),
         "/ro": Volume.bind(read_only, readonly=True),
         "/small": Volume.tmpfs(size_mib=8),
         "/frozen": Volume.tmpfs(readonly=True),
@@ -159,9 +159,9 @@ async def test_bind_tmpfs_and_disk_volumes(unique_name: str, tmp_path: Path) -> 
     }
     async with await Sandbox.create(unique_name, volumes=volumes) as sandbox:
         (shared / "from-host.txt").write_text("written on the host after boot\n")
-        seen = await sandbox.shell("cat /work/shared/from-host.txt")
+        seen = await sandbox.shell("cat /work/exchange/from-host.txt")
         assert seen.stdout_text == "written on the host after boot\n"
-        await sandbox.shell("echo from the guest > /work/shared/from-guest.txt")
+        await sandbox.shell("echo from the guest > /work/exchange/from-guest.txt")
         assert (shared / "from-guest.txt").read_text() == "from the guest\n"
 
         # Read-only is the host's decision: remounting read-write in the guest changes nothing.

@@ -160,7 +160,7 @@ fn disks_by_serial() -> HashMap<String, String> {
 }
 
 /// The file system type to mount a disk with, from its superblock magic. Layers may be ext4
-/// or EROFS images (DESIGN §5); the upper is ext4; volumes may be either.
+/// or EROFS images (docs/ARCHITECTURE.md, "Images and root file systems"); the upper is ext4; volumes may be either.
 pub fn filesystem_of(device: &str) -> Result<&'static str, RootError> {
     let mut superblock = [0u8; 2048];
     std::fs::File::open(device)

@@ -2,7 +2,7 @@
 //!
 //! Why so careful: on the project's machines `/dev/kvm` exists but is a nested PVM module
 //! without `vmx`/`svm`, and unmodified guest kernels die there with KVM emulation failures.
-//! An openable `/dev/kvm` alone proves nothing (DESIGN §2).
+//! An openable `/dev/kvm` alone proves nothing (docs/ARCHITECTURE.md, "Why TCG, and the TSC").
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

@@ -1,6 +1,6 @@
 //! The VM engine behind the runtime's narrow seam: what to boot (guest kernel, initramfs),
 //! how (accelerator choice, the QEMU `microvm` command line), and how to talk to a running
-//! VM (QMP). See DESIGN §2.
+//! VM (QMP). See docs/ARCHITECTURE.md, "The VM engine".
 
 pub mod accel;
 pub mod initramfs;

@@ -1,4 +1,4 @@
-//! The QEMU `microvm` command line (DESIGN §2) and the helper processes QEMU needs.
+//! The QEMU `microvm` command line (docs/ARCHITECTURE.md, "The QEMU command line") and the helper processes QEMU needs.
 //!
 //! Values inside QEMU's `key=value,...` options have their commas doubled, which is QEMU's
 //! escape; that is also why the console and QMP use `-chardev` with a `path=` key rather than

@@ -2,7 +2,7 @@
 //!
 //! Why: under TCG the guest's TSC ticks at the host's rate. Left to itself the guest
 //! calibrates the TSC against the PIT, which under emulation sometimes fails and hangs early
-//! boot; `tsc_early_khz=<rate>` skips that calibration (DESIGN §2).
+//! boot; `tsc_early_khz=<rate>` skips that calibration (docs/ARCHITECTURE.md, "Why TCG, and the TSC").
 
 use crate::fsutil;
 use std::path::Path;
