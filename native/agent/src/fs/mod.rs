@@ -11,7 +11,9 @@
 //! The operations themselves are plain functions over paths in [`ops`], [`write`] and
 //! [`mount`]; this module runs them and routes their answers and data frames.
 
+mod dirs;
 mod error;
+mod job;
 mod mount;
 mod ops;
 mod transfers;
@@ -27,8 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use transfers::{Feed, Transfers};
 
+pub use job::Piece;
 pub use transfers::Cancel;
-pub use write::Piece;
 
 /// Chunks queued for a writer (each up to `MAX_PAYLOAD_CHUNK`, so at most 4 MiB).
 const CHUNK_QUEUE: usize = 16;
@@ -96,7 +98,7 @@ impl Service {
         let Some(cancel) = self.begin(id, generation, feed) else {
             return;
         };
-        let job = ops::Job { cancel, pieces };
+        let job = job::Job { cancel, pieces };
         self.spawn(id, generation, move |emit| ops::run(request, job, emit));
     }
 

@@ -6,8 +6,9 @@
 //! The kernel modules for virtio-fs (and FUSE beneath it) are loaded at boot whatever the
 //! root is (see [`crate::modules`]), so a share can be mounted in a sandbox on disks too.
 
+use super::dirs::{create_dirs, DEFAULT_DIR_MODE};
 use super::error::{describe, FsError};
-use super::ops::{self, DEFAULT_DIR_MODE};
+use super::ops;
 use crate::rootfs::{self, RootError};
 use crate::sys;
 use msb_protocol::guest::{MountRequest, MountSource};
@@ -32,7 +33,7 @@ pub fn mount(request: &MountRequest) -> Result<(), FsError> {
         message: format!("mount {} on {target}: {detail}", source.what),
         errno: error.raw_os_error(),
     };
-    ops::create_dirs(Path::new(target), DEFAULT_DIR_MODE)
+    create_dirs(Path::new(target), DEFAULT_DIR_MODE)
         .map_err(|e| failed(format!("creating {target}: {}", describe(&e)), &e))?;
     sys::mount(&source.device, target, &source.fstype, flags, &data).map_err(|e| {
         let hint = if e.raw_os_error() == Some(libc::ENODEV) {
@@ -49,7 +50,7 @@ pub fn mount(request: &MountRequest) -> Result<(), FsError> {
 pub fn check_target(target: &str) -> Result<&str, FsError> {
     let invalid = |why: &str| Err(FsError::Invalid(format!("mount target {target:?} {why}")));
     // Absolute and free of NUL bytes, as every file system request's path.
-    super::ops::absolute(target)?;
+    ops::absolute(target)?;
     let path = Path::new(target);
     if path.components().any(|part| part == Component::ParentDir) {
         return invalid("contains a .. component");

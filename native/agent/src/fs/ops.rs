@@ -1,8 +1,10 @@
 //! The file system operations as plain functions over paths: each takes a request's fields
 //! and gives its answers, so every one of them runs (and is tested) on any Linux host.
 
+use super::dirs::{create_dir_exact, create_dirs, DEFAULT_DIR_MODE};
 use super::error::FsError;
-use super::write::{self, Piece};
+use super::job::Job;
+use super::write;
 use crate::sys;
 use msb_protocol::guest::{AgentMessage, FsEntry, FsEntryKind, FsRequest};
 use msb_protocol::MAX_PAYLOAD_CHUNK;
@@ -10,9 +12,6 @@ use std::fs::{self, File, Metadata, Permissions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
-use std::sync::Arc;
 
 /// Most entries in one `FsEntries` frame.
 pub const LIST_BATCH: usize = 256;
@@ -21,25 +20,7 @@ pub const LIST_BATCH: usize = 256;
 pub const LIST_BATCH_BYTES: usize = 256 * 1024;
 /// A generous bound of what an entry's fields other than its strings take in MessagePack.
 const ENTRY_OVERHEAD: usize = 160;
-pub const DEFAULT_FILE_MODE: u32 = 0o644;
-/// Mode of new directories without one of their own, parents included.
-pub const DEFAULT_DIR_MODE: u32 = 0o755;
 const PERMISSION_BITS: u32 = 0o7777;
-
-/// What a running request gets besides its own fields.
-pub struct Job {
-    /// Set when the host cancels the request or leaves; reads, writes and tree copies stop
-    /// at their next step.
-    pub cancel: Arc<AtomicBool>,
-    /// The data of a `Write` (for any other request, a queue that stays empty).
-    pub pieces: Receiver<Piece>,
-}
-
-impl Job {
-    pub fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::SeqCst)
-    }
-}
 
 /// Carries out `request`. Intermediate answers (entries, data, `FsReady`) go to `emit`; the
 /// last one is returned.
@@ -310,28 +291,6 @@ fn fill(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// `mkdir` that applies `mode` exactly, whatever the umask.
-fn create_dir_exact(dir: &Path, mode: u32) -> io::Result<()> {
-    fs::create_dir(dir)?;
-    fs::set_permissions(dir, Permissions::from_mode(mode))
-}
-
-/// Creates `dir` and its missing ancestors, each with exactly `mode`. Existing directories
-/// (or symlinks to directories) are left as they are.
-pub fn create_dirs(dir: &Path, mode: u32) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        create_dirs(parent, mode)?;
-    }
-    match create_dir_exact(dir, mode) {
-        // Someone else created it meanwhile.
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        other => other,
-    }
-}
-
 pub fn mkdir(dir: &Path, mode: u32, parents: bool) -> Result<(), FsError> {
     let failed = |e| FsError::io("mkdir", dir.display(), e);
     if !parents {
@@ -485,7 +444,9 @@ mod tests {
     use msb_protocol::guest::{AgentError, AgentErrorKind};
     use msb_protocol::{Frame, MAX_FRAME_LEN};
     use std::os::unix::fs::{symlink, FileTypeExt};
+    use std::sync::atomic::Ordering;
     use std::sync::mpsc::sync_channel;
+    use std::sync::Arc;
     use tempfile::TempDir;
 
     fn job() -> Job {

@@ -2,7 +2,7 @@
 //! (`FsChunk`, `FsFinish`, a cancelling `Signal`), with a memory of recently ended ids so
 //! that a frame racing with a request's end is dropped quietly, as for exec sessions.
 
-use super::write::Piece;
+use super::job::Piece;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;

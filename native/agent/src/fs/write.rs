@@ -1,8 +1,9 @@
 //! `Write` requests: the file is opened, the host streams its data in `FsChunk` frames that
 //! the dispatcher queues here, and `FsFinish` ends it.
 
+use super::dirs::{create_dirs, DEFAULT_DIR_MODE};
 use super::error::FsError;
-use super::ops::{self, Job, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE};
+use super::job::{Job, Piece};
 use msb_protocol::guest::AgentMessage;
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -10,12 +11,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
 
-/// What the dispatcher hands a writer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Piece {
-    Data(Vec<u8>),
-    Finish,
-}
+/// Mode of a new file written without one.
+pub const DEFAULT_FILE_MODE: u32 = 0o644;
 
 /// Where and how a `Write` writes.
 pub struct Target {
@@ -48,7 +45,7 @@ pub fn write(
 fn open(target: &Target) -> io::Result<File> {
     if target.create_parents {
         if let Some(parent) = target.path.parent() {
-            ops::create_dirs(parent, DEFAULT_DIR_MODE)?;
+            create_dirs(parent, DEFAULT_DIR_MODE)?;
         }
     }
     let mut options = OpenOptions::new();
