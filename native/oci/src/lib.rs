@@ -23,6 +23,8 @@ pub mod store;
 pub use auth::Credentials;
 pub use digest::Digest;
 pub use error::{Error, Result};
-pub use pull::{local, pull, ImageConfig, Progress, PullOptions, PulledImage, PulledLayer};
+pub use pull::{
+    local, pull, ImageConfig, LayerSize, Progress, PullOptions, PulledImage, PulledLayer,
+};
 pub use reference::Reference;
 pub use store::Store;

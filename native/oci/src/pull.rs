@@ -38,8 +38,7 @@ pub enum Progress {
     Resolved {
         reference: Reference,
         manifest_digest: Digest,
-        /// Each layer's digest and compressed size.
-        layers: Vec<(Digest, u64)>,
+        layers: Vec<LayerSize>,
     },
     LayerDownloadProgress {
         digest: Digest,
@@ -72,6 +71,13 @@ pub enum Progress {
         reference: Reference,
         manifest_digest: Digest,
     },
+}
+
+/// A layer as a resolved manifest lists it: its digest and compressed size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LayerSize {
+    pub digest: Digest,
+    pub size_bytes: u64,
 }
 
 /// What a sandbox needs from the image config to run the image.
@@ -168,7 +174,10 @@ fn pull_recording(
         layers: manifest
             .layers
             .iter()
-            .map(|layer| (layer.digest.clone(), layer.size))
+            .map(|layer| LayerSize {
+                digest: layer.digest.clone(),
+                size_bytes: layer.size,
+            })
             .collect(),
     });
     let config = fetch_config(store, &mut client, &manifest.config, created)?;
@@ -386,4 +395,45 @@ fn download(
     }
     writer.finish()?;
     temp.persist(&store.blob_path(digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_events_are_json_objects_tagged_by_event() {
+        let digest = Digest::of(b"layer");
+        let resolved = Progress::Resolved {
+            reference: Reference::parse("alpine").unwrap(),
+            manifest_digest: digest.clone(),
+            layers: vec![LayerSize {
+                digest: digest.clone(),
+                size_bytes: 7,
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&resolved).unwrap(),
+            serde_json::json!({
+                "event": "resolved",
+                "reference": "docker.io/library/alpine:latest",
+                "manifest_digest": digest.to_string(),
+                "layers": [{"digest": digest.to_string(), "size_bytes": 7}],
+            })
+        );
+        let download = Progress::LayerDownloadProgress {
+            digest: digest.clone(),
+            downloaded: 1,
+            total: 2,
+        };
+        assert_eq!(
+            serde_json::to_value(&download).unwrap(),
+            serde_json::json!({
+                "event": "layer_download_progress",
+                "digest": digest.to_string(),
+                "downloaded": 1,
+                "total": 2,
+            })
+        );
+    }
 }
