@@ -4,10 +4,11 @@
 //! several Python threads can run commands over the same connection at once.
 
 use crate::error::{Result, RuntimeError};
-use crate::paths::SandboxFiles;
+use crate::records;
 use msb_protocol::control::{ControlRequest, ControlResponse, SessionInfo};
 use msb_protocol::guest::{AgentMessage, ExecRequest, HostMessage, TerminalSize};
 use msb_protocol::{Frame, FLAG_CONTROL};
+use msb_supervisor::paths::SandboxFiles;
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -177,7 +178,7 @@ impl Connection {
     /// The supervisor went away: because the sandbox stopped (a typed "not running"), or
     /// because something broke.
     pub(crate) fn closed(&self) -> RuntimeError {
-        match crate::sandboxes::get(&self.name) {
+        match records::get(&self.name) {
             Ok(record) if !record.status.is_live() => RuntimeError::SandboxNotRunning {
                 name: self.name.clone(),
                 status: record.status.as_str().to_string(),

@@ -1,10 +1,13 @@
 //! `msb doctor`: what this host offers and what is missing, one check per row.
 
-use crate::install;
-use crate::paths;
+use crate::binaries;
 use msb_engine::{accel, kernel, qemu};
-use std::path::Path;
+use msb_supervisor::paths;
+use serde::Serialize;
+use std::path::PathBuf;
 
+/// One row of the report; crosses into Python as `{name, ok, detail}`.
+#[derive(Debug, Serialize)]
 pub struct Check {
     pub name: &'static str,
     pub ok: bool,
@@ -26,7 +29,7 @@ fn check(name: &'static str, result: Result<String, String>) -> Check {
     }
 }
 
-pub fn run(package_dir: &Path) -> Vec<Check> {
+pub fn run() -> Vec<Check> {
     let cache = paths::cache_dir();
     vec![
         check(
@@ -58,12 +61,8 @@ pub fn run(package_dir: &Path) -> Vec<Check> {
                 })
                 .ok_or_else(|| format!("not installed in {}; run `msb install`", cache.display())),
         ),
-        check(
-            "guest agent",
-            install::agent_binary(package_dir)
-                .map(|path| path.display().to_string())
-                .map_err(|error| error.to_string()),
-        ),
+        check("guest agent", binary(binaries::agent())),
+        check("supervisor", binary(binaries::supervisor())),
         check(
             "default image",
             msb_images::base::find_base_image(&cache)
@@ -73,4 +72,10 @@ pub fn run(package_dir: &Path) -> Vec<Check> {
         check("home", Ok(paths::home_dir().display().to_string())),
         check("cache", Ok(cache.display().to_string())),
     ]
+}
+
+fn binary(found: crate::error::Result<PathBuf>) -> Result<String, String> {
+    found
+        .map(|path| path.display().to_string())
+        .map_err(|error| error.to_string())
 }

@@ -1,6 +1,8 @@
 //! The runtime's error type and its mapping onto the SDK's typed Python exceptions.
 
 use msb_protocol::guest::{AgentError, AgentErrorKind};
+use msb_supervisor::error::describe_agent_error;
+use msb_supervisor::SupervisorError;
 use pyo3::prelude::*;
 use pyo3::types::PyModule;
 
@@ -126,17 +128,22 @@ impl RuntimeError {
     }
 }
 
-/// The agent's message with its errno, and the errno's meaning unless the message says it.
-fn describe_agent_error(error: &AgentError) -> String {
-    let Some(errno) = error.errno else {
-        return error.message.clone();
-    };
-    let meaning = std::io::Error::from_raw_os_error(errno).to_string();
-    let meaning = meaning.split(" (os error").next().unwrap_or_default();
-    if error.message.contains(meaning) {
-        format!("{} (errno {errno})", error.message)
-    } else {
-        format!("{} (errno {errno}: {meaning})", error.message)
+impl From<SupervisorError> for RuntimeError {
+    /// Every supervisor failure, as the runtime reports it (and so as the same Python
+    /// exception class it was before the supervisor became a crate of its own).
+    fn from(error: SupervisorError) -> Self {
+        match error {
+            SupervisorError::InvalidConfig(message) => Self::InvalidConfig(message),
+            SupervisorError::ImageNotFound(name, hint) => Self::ImageNotFound(name, hint),
+            SupervisorError::Start { name, reason } => Self::SandboxStart { name, reason },
+            SupervisorError::NotInstalled(what) => Self::NotInstalled(what),
+            SupervisorError::Install(reason) => Self::Install(reason),
+            SupervisorError::Accelerator(reason) => Self::Accelerator(reason),
+            SupervisorError::Protocol(reason) => Self::Protocol(reason),
+            SupervisorError::State(error) => Self::State(error),
+            SupervisorError::Image(error) => Self::Image(error),
+            SupervisorError::Io { context, source } => Self::Io { context, source },
+        }
     }
 }
 
@@ -194,6 +201,63 @@ mod tests {
             error.to_string(),
             "write /x: No space left on device (errno 28)"
         );
+    }
+
+    #[test]
+    fn every_supervisor_error_keeps_its_exception_class() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let cases = [
+            (
+                SupervisorError::InvalidConfig("x".into()),
+                "InvalidConfigError",
+            ),
+            (
+                SupervisorError::ImageNotFound("i".into(), "h".into()),
+                "ImageNotFoundError",
+            ),
+            (
+                SupervisorError::Start {
+                    name: "a".into(),
+                    reason: "r".into(),
+                },
+                "SandboxStartError",
+            ),
+            (
+                SupervisorError::NotInstalled("k".into()),
+                "RuntimeNotInstalledError",
+            ),
+            (SupervisorError::Install("k".into()), "InstallError"),
+            (SupervisorError::Accelerator("k".into()), "AcceleratorError"),
+            (SupervisorError::Protocol("p".into()), "AgentProtocolError"),
+            (
+                SupervisorError::State(msb_state::StateError::SandboxNotFound("a".into())),
+                "SandboxNotFoundError",
+            ),
+            (
+                SupervisorError::State(msb_state::StateError::Corrupt("c".into())),
+                "StateError",
+            ),
+            (
+                SupervisorError::Image(msb_images::ImageError::Io {
+                    path: "c".into(),
+                    source: io(),
+                }),
+                "MicrosandboxError",
+            ),
+            (
+                SupervisorError::Io {
+                    context: "c".into(),
+                    source: io(),
+                },
+                "MicrosandboxError",
+            ),
+        ];
+        for (error, class) in cases {
+            let message = error.to_string();
+            let mapped = RuntimeError::from(error);
+            assert_eq!(mapped.class_name(), class, "{message}");
+            assert_eq!(mapped.to_string(), message, "the message is kept");
+        }
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! removing or pruning never touches what another home uses.
 
 use crate::error::{Result, RuntimeError};
-use crate::{install, paths, sandboxes, spec};
-use msb_oci::{Digest, PullOptions, PulledImage, Reference, Store};
+use crate::install;
+use msb_oci::{Digest, ImageConfig, PullOptions, PulledImage, Reference, Store};
 use msb_state::{Database, ImageRecord, NewImage};
-use serde_json::{json, Value};
+use msb_supervisor::spec::{ImageSource, SandboxSpec};
+use msb_supervisor::{database, paths};
+use serde::Serialize;
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 
@@ -53,7 +55,7 @@ pub fn pull(
         .map(|layer| layer.path.display().to_string())
         .collect();
     let record = serde_json::to_string(&pulled).expect("a pulled image serialises");
-    sandboxes::open_db()?.put_image(&NewImage {
+    database::open()?.put_image(&NewImage {
         name: &name,
         kind: OCI_KIND,
         path: layers.first().map(String::as_str).unwrap_or_default(),
@@ -69,46 +71,65 @@ fn pulled(record: &ImageRecord) -> Option<PulledImage> {
     serde_json::from_str(record.config.as_deref()?).ok()
 }
 
-/// An image as JSON: `name`, `kind`, `digest`, `size_bytes`, `created_at_ms`,
-/// `last_used_at_ms`, `layers` (bottom first: `digest`, `diff_id`, `size_bytes`) and
-/// `config` (`env`, `entrypoint`, `cmd`, `working_dir`, `user`; `null` for non-OCI images).
-fn describe(record: &ImageRecord) -> Value {
-    let image = pulled(record);
-    let layers: Vec<Value> = image
-        .iter()
-        .flat_map(|image| &image.layers)
-        .map(|layer| {
-            json!({
-                "digest": layer.digest.to_string(),
-                "diff_id": layer.diff_id.to_string(),
-                "size_bytes": layer.compressed_size,
-            })
-        })
-        .collect();
-    json!({
-        "name": record.name,
-        "kind": record.kind,
-        "digest": record.digest,
-        "size_bytes": record.size_bytes,
-        "created_at_ms": record.created_at,
-        "last_used_at_ms": record.last_used_at,
-        "layers": layers,
-        "config": image.map(|image| image.config),
-    })
+/// A local image as the SDK sees it (`ImageInfo` / `ImageDetail`).
+#[derive(Debug, Serialize)]
+pub struct ImageInfo {
+    pub name: String,
+    /// `oci` or `ext4` (the default image).
+    pub kind: String,
+    pub digest: String,
+    pub size_bytes: u64,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    /// Bottom layer first; none for a non-OCI image.
+    pub layers: Vec<LayerInfo>,
+    /// `None` for a non-OCI image.
+    pub config: Option<ImageConfig>,
 }
 
-pub fn list() -> Result<String> {
-    let mut db = sandboxes::open_db()?;
+#[derive(Debug, Serialize)]
+pub struct LayerInfo {
+    pub digest: String,
+    pub diff_id: String,
+    /// Compressed size, as in the manifest.
+    pub size_bytes: u64,
+}
+
+impl ImageInfo {
+    fn of(record: ImageRecord) -> Self {
+        let image = pulled(&record);
+        let layers = image
+            .iter()
+            .flat_map(|image| &image.layers)
+            .map(|layer| LayerInfo {
+                digest: layer.digest.to_string(),
+                diff_id: layer.diff_id.to_string(),
+                size_bytes: layer.compressed_size,
+            })
+            .collect();
+        Self {
+            name: record.name,
+            kind: record.kind,
+            digest: record.digest,
+            size_bytes: record.size_bytes,
+            created_at: record.created_at,
+            last_used_at: record.last_used_at,
+            layers,
+            config: image.map(|image| image.config),
+        }
+    }
+}
+
+pub fn list() -> Result<Vec<ImageInfo>> {
+    let mut db = database::open()?;
     // A new home shares the cache: the default image is there once installed.
     let _ = install::register_base_image(&mut db, false);
-    let images: Vec<Value> = db.images()?.iter().map(describe).collect();
-    Ok(Value::Array(images).to_string())
+    Ok(db.images()?.into_iter().map(ImageInfo::of).collect())
 }
 
-pub fn inspect(name: &str) -> Result<String> {
-    let db = sandboxes::open_db()?;
-    let record = find(&db, name)?;
-    Ok(describe(&record).to_string())
+pub fn inspect(name: &str) -> Result<ImageInfo> {
+    let db = database::open()?;
+    Ok(ImageInfo::of(find(&db, name)?))
 }
 
 /// The record of `name`, or `ImageNotFound`; `name` may be any spelling of a reference.
@@ -133,10 +154,10 @@ fn users_of(db: &Database, image: &str) -> Result<Vec<String>> {
         .sandboxes()?
         .into_iter()
         .filter(|sandbox| {
-            spec::SandboxSpec::from_json(&sandbox.config).is_ok_and(|spec| match spec.image {
-                spec::ImageSource::Local { name } => name == image,
-                spec::ImageSource::Oci { reference } => reference == image,
-                spec::ImageSource::Bind { .. } => false,
+            SandboxSpec::from_json(&sandbox.config).is_ok_and(|spec| match spec.image {
+                ImageSource::Local { name } => name == image,
+                ImageSource::Oci { reference } => reference == image,
+                ImageSource::Bind { .. } => false,
             })
         })
         .map(|sandbox| sandbox.name)
@@ -145,7 +166,7 @@ fn users_of(db: &Database, image: &str) -> Result<Vec<String>> {
 
 /// Removes the image's record, then the cached layers no remaining image uses.
 pub fn remove(name: &str) -> Result<()> {
-    let mut db = sandboxes::open_db()?;
+    let mut db = database::open()?;
     let record = find(&db, name)?;
     let users = users_of(&db, &record.name)?;
     if !users.is_empty() {
@@ -161,7 +182,7 @@ pub fn remove(name: &str) -> Result<()> {
 
 /// Removes cached blobs and layers no recorded image refers to; the bytes freed.
 pub fn prune() -> Result<u64> {
-    prune_with(&sandboxes::open_db()?)
+    prune_with(&database::open()?)
 }
 
 fn prune_with(db: &Database) -> Result<u64> {

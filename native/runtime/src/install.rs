@@ -1,90 +1,36 @@
-//! What a sandbox needs before it can boot (QEMU, guest kernel, initramfs with our agent, the
-//! default image), how to find it, and how to install it.
+//! Installing what a sandbox needs before it can boot (the guest kernel, the initramfs with
+//! our agent, the default image) and telling whether it is there.
 
+use crate::binaries;
 use crate::error::{Result, RuntimeError};
-use crate::paths;
-use msb_engine::kernel::{self, KernelArtifacts};
+use msb_engine::kernel;
 use msb_images::base;
 use msb_state::{Database, ImageRecord, NewImage};
-use std::path::{Path, PathBuf};
+use msb_supervisor::artifacts::installed_kernel;
+use msb_supervisor::{database, paths};
+use std::path::Path;
 
-/// Overrides the guest agent binary.
-pub const AGENT_ENV: &str = "MSB_AGENT";
-/// A user-provided kernel (ELF vmlinux or bzImage) and its modules directory.
-pub const KERNEL_ENV: &str = "MSB_KERNEL";
-pub const KERNEL_MODULES_ENV: &str = "MSB_KERNEL_MODULES";
 /// The static busybox the default image is built from (Debian package busybox-static).
 const BUSYBOX: &str = "/bin/busybox";
 
-/// Everything needed to boot a VM.
-pub struct BootArtifacts {
-    pub qemu: PathBuf,
-    pub kernel: KernelArtifacts,
-    pub initramfs: PathBuf,
-}
-
-/// The guest agent binary: `MSB_AGENT`, else `_bin/msb-agent` inside the Python package.
-pub fn agent_binary(package_dir: &Path) -> Result<PathBuf> {
-    let path = match std::env::var_os(AGENT_ENV).filter(|v| !v.is_empty()) {
-        Some(path) => PathBuf::from(path),
-        None => package_dir.join("_bin").join("msb-agent"),
-    };
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(RuntimeError::NotInstalled(format!(
-            "guest agent binary not found at {}",
-            path.display()
-        )))
-    }
-}
-
-fn installed_kernel() -> Result<KernelArtifacts> {
-    if let Some(vmlinux) = std::env::var_os(KERNEL_ENV).filter(|v| !v.is_empty()) {
-        let modules = std::env::var_os(KERNEL_MODULES_ENV).ok_or_else(|| {
-            RuntimeError::InvalidConfig(format!(
-                "{KERNEL_ENV} is set but {KERNEL_MODULES_ENV} is not"
-            ))
-        })?;
-        return kernel::from_paths(Path::new(&vmlinux), Path::new(&modules))
-            .map_err(|error| RuntimeError::InvalidConfig(format!("{KERNEL_ENV}: {error}")));
-    }
-    kernel::find_installed(&paths::cache_dir())
-        .ok_or_else(|| RuntimeError::NotInstalled("the guest kernel is not installed".into()))
-}
-
-/// Finds (never downloads) what a boot needs; builds the initramfs if only that is missing.
-pub fn boot_artifacts(agent: &Path) -> Result<BootArtifacts> {
-    let qemu = msb_engine::qemu::find_qemu()
-        .map_err(|error| RuntimeError::NotInstalled(error.to_string()))?;
-    let kernel = installed_kernel()?;
-    let initramfs = msb_engine::initramfs::ensure(&paths::cache_dir(), &kernel, agent)
-        .map_err(|error| RuntimeError::Install(error.to_string()))?;
-    Ok(BootArtifacts {
-        qemu,
-        kernel,
-        initramfs,
-    })
-}
-
-pub fn is_installed(agent_package_dir: &Path) -> bool {
-    let Ok(agent) = agent_binary(agent_package_dir) else {
-        return false;
-    };
+/// Whether QEMU, the guest kernel, the agent and supervisor binaries and the default image
+/// are all there.
+pub fn is_installed() -> bool {
     msb_engine::qemu::find_qemu().is_ok()
         && installed_kernel().is_ok()
         && base::find_base_image(&paths::cache_dir()).is_some()
-        && agent.is_file()
+        && binaries::agent().is_ok()
+        && binaries::supervisor().is_ok()
 }
 
 /// Installs the kernel, builds the initramfs and the default image, and registers the image
 /// in this home's database. Idempotent: finished steps are skipped.
-pub fn install(package_dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<()> {
+pub fn install(progress: &mut dyn FnMut(&str)) -> Result<()> {
     let cache = paths::cache_dir();
     std::fs::create_dir_all(&cache)
         .map_err(RuntimeError::io(format!("creating {}", cache.display())))?;
     msb_engine::qemu::find_qemu().map_err(|error| RuntimeError::Install(error.to_string()))?;
-    let agent = agent_binary(package_dir)?;
+    let agent = binaries::agent()?;
     let kernel = match installed_kernel() {
         Ok(kernel) => kernel,
         Err(_) => kernel::install(&cache, progress)
@@ -94,7 +40,7 @@ pub fn install(package_dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<()>
     msb_engine::initramfs::ensure(&cache, &kernel, &agent)
         .map_err(|error| RuntimeError::Install(error.to_string()))?;
     progress("initramfs ready");
-    let mut db = crate::sandboxes::open_db()?;
+    let mut db = database::open()?;
     let image = register_base_image(&mut db, true)?;
     progress(&format!(
         "default image {} ready ({})",

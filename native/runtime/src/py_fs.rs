@@ -3,42 +3,38 @@
 
 use crate::client::Connection;
 use crate::fs::{self, WriteOptions};
+use crate::wire::to_json;
 use msb_protocol::guest::{FsEntryKind, FsRequest};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One guest path's metadata.
-#[pyclass(frozen, get_all, module = "microsandbox_tui._native")]
-pub struct FsEntry {
-    path: String,
-    /// `file`, `directory`, `symlink` or `other`.
-    kind: &'static str,
+/// One guest path's metadata as the SDK's `FsEntry`.
+#[derive(Serialize)]
+struct FsEntry<'a> {
+    path: &'a str,
+    kind: FsEntryKind,
     size: u64,
     mode: u32,
-    modified_ms: i64,
+    modified: i64,
     uid: u32,
     gid: u32,
-    link_target: Option<String>,
+    link_target: Option<&'a str>,
 }
 
-impl From<msb_protocol::guest::FsEntry> for FsEntry {
-    fn from(entry: msb_protocol::guest::FsEntry) -> Self {
+impl<'a> FsEntry<'a> {
+    fn of(entry: &'a msb_protocol::guest::FsEntry) -> Self {
         Self {
-            path: entry.path,
-            kind: match entry.kind {
-                FsEntryKind::File => "file",
-                FsEntryKind::Directory => "directory",
-                FsEntryKind::Symlink => "symlink",
-                FsEntryKind::Other => "other",
-            },
+            path: &entry.path,
+            kind: entry.kind,
             size: entry.size,
             mode: entry.mode,
-            modified_ms: entry.modified_ms,
+            modified: entry.modified_ms,
             uid: entry.uid,
             gid: entry.gid,
-            link_target: entry.link_target,
+            link_target: entry.link_target.as_deref(),
         }
     }
 }
@@ -61,14 +57,17 @@ impl Fs {
 
 #[pymethods]
 impl Fs {
-    fn stat(&self, py: Python<'_>, path: String, follow: bool) -> PyResult<FsEntry> {
+    /// The `FsEntry` JSON of `path`.
+    fn stat(&self, py: Python<'_>, path: String, follow: bool) -> PyResult<String> {
         let entry = py.allow_threads(|| self.connection.fs_stat(path, follow))?;
-        Ok(entry.into())
+        Ok(to_json(&FsEntry::of(&entry)))
     }
 
-    fn list(&self, py: Python<'_>, path: String) -> PyResult<Vec<FsEntry>> {
+    /// A JSON list of `FsEntry`.
+    fn list(&self, py: Python<'_>, path: String) -> PyResult<String> {
         let entries = py.allow_threads(|| self.connection.fs_list(path))?;
-        Ok(entries.into_iter().map(FsEntry::from).collect())
+        let entries: Vec<FsEntry<'_>> = entries.iter().map(FsEntry::of).collect();
+        Ok(to_json(&entries))
     }
 
     fn read<'py>(&self, py: Python<'py>, path: String) -> PyResult<Bound<'py, PyBytes>> {
@@ -217,8 +216,33 @@ impl FsWriter {
 
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Fs>()?;
-    module.add_class::<FsEntry>()?;
     module.add_class::<FsReader>()?;
     module.add_class::<FsWriter>()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fs_entries_name_fields_as_python_does() {
+        let entry = msb_protocol::guest::FsEntry {
+            path: "/etc/hosts".into(),
+            kind: FsEntryKind::Symlink,
+            size: 5,
+            mode: 0o777,
+            modified_ms: 1_700_000_000_123,
+            uid: 0,
+            gid: 0,
+            link_target: Some("/x".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(FsEntry::of(&entry)).unwrap(),
+            serde_json::json!({
+                "path": "/etc/hosts", "kind": "symlink", "size": 5, "mode": 0o777,
+                "modified": 1_700_000_000_123_i64, "uid": 0, "gid": 0, "link_target": "/x",
+            })
+        );
+    }
 }

@@ -7,12 +7,12 @@
 //! source of that fact.
 
 use crate::error::{Result, RuntimeError};
-use crate::paths;
-use crate::sandboxes;
-use crate::spec::{Mount, SandboxSpec};
+use crate::records;
 use msb_engine::qemu::{BASE_VIRTIO_DEVICES, VIRTIO_MMIO_TRANSPORTS};
 use msb_state::{Database, VolumeRecord};
-use serde_json::{json, Value};
+use msb_supervisor::spec::{Mount, SandboxSpec};
+use msb_supervisor::{database, paths};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -23,8 +23,22 @@ pub const MAX_QUOTA_MIB: u64 = 1 << 20;
 /// ext4 volume labels hold 16 bytes.
 const LABEL_BYTES: usize = 16;
 
-/// Creates the volume and returns it as JSON (see [`get`]).
-pub fn create(name: &str, quota_mib: u64) -> Result<String> {
+/// A named volume as the SDK sees it (`VolumeHandle`).
+#[derive(Debug, Serialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub quota_mib: u64,
+    /// What the guest stored, as of the guest's last sync or unmount of the volume.
+    pub used_bytes: u64,
+    pub created_at: i64,
+    /// The sandboxes, in any state, whose config mounts it.
+    pub in_use_by: Vec<String>,
+    /// Its image file.
+    pub path: String,
+}
+
+/// Creates the volume.
+pub fn create(name: &str, quota_mib: u64) -> Result<VolumeInfo> {
     if !(MIN_QUOTA_MIB..=MAX_QUOTA_MIB).contains(&quota_mib) {
         return Err(RuntimeError::InvalidConfig(format!(
             "quota_mib: must be between {MIN_QUOTA_MIB} and {MAX_QUOTA_MIB} MiB, not {quota_mib}"
@@ -32,7 +46,7 @@ pub fn create(name: &str, quota_mib: u64) -> Result<String> {
     }
     let image = paths::volume_image(name)?;
     let staging = paths::volume_staging_image(name)?;
-    let mut db = sandboxes::open_db()?;
+    let mut db = database::open()?;
     // A taken name fails before the formatting work; the insert below decides races.
     if db.volume(name).is_ok() {
         return Err(msb_state::StateError::VolumeExists(name.into()).into());
@@ -65,8 +79,7 @@ fn format(image: &Path, name: &str, quota_mib: u64) -> Result<u64> {
     Ok(msb_images::ext4::space_usage(image)?.used_bytes)
 }
 
-/// A volume as JSON: `name`, `quota_mib`, `used_bytes`, `created_at_ms`, `in_use_by` (the
-/// sandboxes, in any state, whose config mounts it) and `path` (its image file).
+/// A volume as the SDK sees it.
 ///
 /// `used_bytes` is what the guest stored, read from the file system's superblock less what
 /// the empty file system used. The guest kernel updates the superblock when it syncs or
@@ -74,7 +87,7 @@ fn format(image: &Path, name: &str, quota_mib: u64) -> Result<u64> {
 ///
 /// `None` when the image file is missing: the volume is being removed (its record goes with
 /// the remover's commit, after the file) or created (its file arrives at the commit).
-fn describe(record: &VolumeRecord, users: &[String]) -> Result<Option<Value>> {
+fn describe(record: &VolumeRecord, users: &[String]) -> Result<Option<VolumeInfo>> {
     let image = paths::volume_image(&record.name)?;
     let usage = match msb_images::ext4::space_usage(&image) {
         Err(msb_images::ImageError::Io { source, .. })
@@ -84,47 +97,46 @@ fn describe(record: &VolumeRecord, users: &[String]) -> Result<Option<Value>> {
         }
         usage => usage?,
     };
-    Ok(Some(json!({
-        "name": record.name,
-        "quota_mib": record.quota_mib,
-        "used_bytes": usage.used_bytes.saturating_sub(record.overhead_bytes),
-        "created_at_ms": record.created_at,
-        "in_use_by": users,
-        "path": image.display().to_string(),
-    })))
+    Ok(Some(VolumeInfo {
+        name: record.name.clone(),
+        quota_mib: record.quota_mib,
+        used_bytes: usage.used_bytes.saturating_sub(record.overhead_bytes),
+        created_at: record.created_at,
+        in_use_by: users.to_vec(),
+        path: image.display().to_string(),
+    }))
 }
 
-pub fn get(name: &str) -> Result<String> {
-    let db = sandboxes::open_db()?;
+pub fn get(name: &str) -> Result<VolumeInfo> {
+    let db = database::open()?;
     let record = db.volume(name)?;
     let users = users(&db)?.remove(name).unwrap_or_default();
     describe_one(&record, &users)
 }
 
-/// One volume as JSON text; a volume in the middle of its removal is not found.
-fn describe_one(record: &VolumeRecord, users: &[String]) -> Result<String> {
+/// One volume; a volume in the middle of its removal is not found.
+fn describe_one(record: &VolumeRecord, users: &[String]) -> Result<VolumeInfo> {
     describe(record, users)?
-        .map(|volume| volume.to_string())
         .ok_or_else(|| msb_state::StateError::VolumeNotFound(record.name.clone()).into())
 }
 
-pub fn list() -> Result<String> {
-    let db = sandboxes::open_db()?;
+pub fn list() -> Result<Vec<VolumeInfo>> {
+    let db = database::open()?;
     let users = users(&db)?;
     let volumes = db
         .volumes()?
         .iter()
         .map(|record| describe(record, users.get(&record.name).map_or(&[], Vec::as_slice)))
         .filter_map(Result::transpose)
-        .collect::<Result<Vec<Value>>>()?;
-    Ok(Value::Array(volumes).to_string())
+        .collect::<Result<Vec<VolumeInfo>>>()?;
+    Ok(volumes)
 }
 
 /// Deletes the volume's record and image file, together; refused while any sandbox's
 /// config mounts it.
 pub fn remove(name: &str) -> Result<()> {
     let image = paths::volume_image(name)?;
-    sandboxes::open_db()?.exclusive(|db| {
+    database::open()?.exclusive(|db| {
         db.remove_volume(name)?;
         if let Some(sandboxes) = users(db)?.remove(name) {
             return Err(RuntimeError::VolumeInUse {
@@ -211,7 +223,7 @@ pub fn claim(db: &mut Database, spec: &SandboxSpec) -> Result<()> {
             continue;
         }
         // A sandbox whose supervisor died holds nothing.
-        let record = sandboxes::reconcile(db, record)?;
+        let record = records::reconcile(db, record)?;
         let Ok(other) = SandboxSpec::from_json(&record.config) else {
             continue;
         };
@@ -329,7 +341,7 @@ mod tests {
             .unwrap();
         // Alive: the supervisor is this test process.
         let pid = std::process::id();
-        db.set_supervisor(name, pid, crate::process::start_time(pid).unwrap())
+        db.set_supervisor(name, pid, msb_supervisor::process::start_time(pid).unwrap())
             .unwrap();
         db.set_running(name, pid, "tcg", 1).unwrap();
     }

@@ -1,6 +1,6 @@
 //! Where the runtime keeps things. The one place that knows the layout of the home and cache.
 
-use crate::error::RuntimeError;
+use crate::error::SupervisorError;
 use std::path::PathBuf;
 
 /// Overrides the runtime home (database, sandboxes, logs).
@@ -41,7 +41,7 @@ pub fn database_path() -> PathBuf {
 }
 
 /// The directory of one sandbox: sockets, logs, its writable disk.
-pub fn sandbox_dir(name: &str) -> Result<PathBuf, RuntimeError> {
+pub fn sandbox_dir(name: &str) -> Result<PathBuf, SupervisorError> {
     check_name("sandbox", name)?;
     Ok(home_dir().join("sandboxes").join(name))
 }
@@ -52,21 +52,21 @@ fn volumes_dir() -> PathBuf {
 }
 
 /// The image file of the named volume `name`.
-pub fn volume_image(name: &str) -> Result<PathBuf, RuntimeError> {
+pub fn volume_image(name: &str) -> Result<PathBuf, SupervisorError> {
     check_name("volume", name)?;
     Ok(volumes_dir().join(format!("{name}.ext4")))
 }
 
 /// Where a volume is formatted before it is recorded and renamed into place: a name no
 /// volume can have (names never start with a dot), unique to this process.
-pub fn volume_staging_image(name: &str) -> Result<PathBuf, RuntimeError> {
+pub fn volume_staging_image(name: &str) -> Result<PathBuf, SupervisorError> {
     check_name("volume", name)?;
     Ok(volumes_dir().join(format!(".{name}.{}.tmp", std::process::id())))
 }
 
 /// Names become file names, so this guards against path tricks even if a caller skipped
 /// the SDK's validation. `what` names the kind of thing in the error.
-fn check_name(what: &str, name: &str) -> Result<(), RuntimeError> {
+fn check_name(what: &str, name: &str) -> Result<(), SupervisorError> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_LENGTH
         && name
@@ -79,7 +79,7 @@ fn check_name(what: &str, name: &str) -> Result<(), RuntimeError> {
     if valid {
         Ok(())
     } else {
-        Err(RuntimeError::InvalidConfig(format!(
+        Err(SupervisorError::InvalidConfig(format!(
             "invalid {what} name {name:?}: use up to {MAX_NAME_LENGTH} letters, digits, '_', \
              '.' and '-', starting with a letter or digit"
         )))
@@ -92,7 +92,7 @@ pub struct SandboxFiles {
 }
 
 impl SandboxFiles {
-    pub fn new(name: &str) -> Result<Self, RuntimeError> {
+    pub fn new(name: &str) -> Result<Self, SupervisorError> {
         Ok(Self {
             dir: sandbox_dir(name)?,
         })

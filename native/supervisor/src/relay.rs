@@ -4,10 +4,10 @@
 //! channel-wide agent id (which is also the session id) and routes the agent's frames back
 //! under the client's id. Output bodies are forwarded without decoding them.
 
-use super::sessions::{Owner, Peer, Session, SessionTable};
-use super::Lifecycle;
 use crate::error::Result;
+use crate::lifecycle::Lifecycle;
 use crate::logs::RotatingLog;
+use crate::sessions::{Owner, Peer, Session, SessionTable};
 use msb_protocol::control::{ControlRequest, ControlResponse, SupervisorStatus};
 use msb_protocol::guest::{AgentMessage, HostMessage, HELLO_ID};
 use msb_protocol::{Frame, FrameError, FLAG_CONTROL, FLAG_END};
@@ -86,7 +86,7 @@ impl Relay {
     ) -> Result<Arc<Self>> {
         let reader = agent
             .try_clone()
-            .map_err(crate::error::RuntimeError::io("agent socket"))?;
+            .map_err(crate::error::SupervisorError::io("agent socket"))?;
         Ok(Arc::new(Self {
             agent_writer: Mutex::new(agent),
             agent_reader: Mutex::new(Some(reader)),

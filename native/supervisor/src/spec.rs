@@ -1,8 +1,10 @@
-//! The sandbox configuration as the runtime reads it. The SDK validates and serialises it
-//! (pydantic `SandboxConfig`); this reads the part the runtime acts on (exec defaults such as
-//! `env` and `workdir` are applied by the SDK) and checks again what the host relies on.
+//! The sandbox configuration as the runtime and the supervisor read it. The SDK validates and
+//! serialises it (pydantic `SandboxConfig`); this reads the part the host acts on (exec
+//! defaults such as `env` and `workdir` are applied by the SDK) and checks again what the host
+//! relies on.
 
-use crate::error::{Result, RuntimeError};
+use crate::error::{Result, SupervisorError};
+use crate::logging::LogLevel;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -83,12 +85,15 @@ pub struct SandboxSpec {
     /// mounts inside it.
     #[serde(default)]
     pub volumes: BTreeMap<String, Mount>,
+    /// The supervisor's log level; `None` leaves it to the runtime that starts it.
+    #[serde(default)]
+    pub log_level: Option<LogLevel>,
 }
 
 impl SandboxSpec {
     pub fn from_json(json: &str) -> Result<Self> {
         let spec: Self = serde_json::from_str(json)
-            .map_err(|error| RuntimeError::InvalidConfig(format!("sandbox config: {error}")))?;
+            .map_err(|error| SupervisorError::InvalidConfig(format!("sandbox config: {error}")))?;
         for (target, mount) in &spec.volumes {
             check_guest_path(target)?;
             if matches!(
@@ -98,7 +103,7 @@ impl SandboxSpec {
                     ..
                 }
             ) {
-                return Err(RuntimeError::InvalidConfig(format!(
+                return Err(SupervisorError::InvalidConfig(format!(
                     "volume {target}: a tmpfs size must be at least 1 MiB"
                 )));
             }
@@ -127,7 +132,7 @@ fn check_guest_path(path: &str) -> Result<()> {
     if normalized {
         Ok(())
     } else {
-        Err(RuntimeError::InvalidConfig(format!(
+        Err(SupervisorError::InvalidConfig(format!(
             "volume {path:?}: a guest path must be absolute and normalized, and not /"
         )))
     }
@@ -152,6 +157,26 @@ mod tests {
         assert_eq!((spec.cpus, spec.memory_mib), (2, 256));
         assert!(matches!(spec.image, ImageSource::Local { ref name } if name == "msb-base"));
         assert!(spec.volumes.is_empty());
+        assert_eq!(spec.log_level, None);
+    }
+
+    #[test]
+    fn reads_the_supervisor_log_level() {
+        let config = |level: &str| {
+            format!(
+                r#"{{"name":"a","image":{{"kind":"local","name":"msb-base"}},"cpus":1,"memory_mib":256,"log_level":{level}}}"#
+            )
+        };
+        let spec = SandboxSpec::from_json(&config(r#""debug""#)).unwrap();
+        assert_eq!(spec.log_level, Some(LogLevel::Debug));
+        assert_eq!(
+            SandboxSpec::from_json(&config("null")).unwrap().log_level,
+            None
+        );
+        assert!(matches!(
+            SandboxSpec::from_json(&config(r#""loud""#)),
+            Err(SupervisorError::InvalidConfig(_))
+        ));
     }
 
     #[test]
@@ -209,7 +234,10 @@ mod tests {
                 r#"{{"{path}": {{"kind": "tmpfs", "size_mib": null, "readonly": false}}}}"#
             );
             assert!(
-                matches!(with_volumes(&volumes), Err(RuntimeError::InvalidConfig(_))),
+                matches!(
+                    with_volumes(&volumes),
+                    Err(SupervisorError::InvalidConfig(_))
+                ),
                 "{path:?} must be refused"
             );
         }
@@ -228,7 +256,10 @@ mod tests {
             r#"{"/n": {"kind": "nfs", "readonly": false}}"#,
         ] {
             assert!(
-                matches!(with_volumes(volumes), Err(RuntimeError::InvalidConfig(_))),
+                matches!(
+                    with_volumes(volumes),
+                    Err(SupervisorError::InvalidConfig(_))
+                ),
                 "{volumes} must be refused"
             );
         }
@@ -238,7 +269,7 @@ mod tests {
     fn malformed_config_is_invalid_config() {
         assert!(matches!(
             SandboxSpec::from_json("{}"),
-            Err(RuntimeError::InvalidConfig(_))
+            Err(SupervisorError::InvalidConfig(_))
         ));
     }
 }

@@ -26,7 +26,8 @@ pub struct MetricsSample {
     pub net_rx_bytes: u64,
     pub net_tx_bytes: u64,
     pub uptime_ms: u64,
-    pub sampled_at_ms: u64,
+    /// When the sample was taken, in milliseconds since the Unix epoch.
+    pub sampled_at: u64,
 }
 
 /// CPU time (user + system) of a process, in seconds.

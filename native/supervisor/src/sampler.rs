@@ -1,10 +1,10 @@
 //! The supervisor's metrics sampler: once a second, CPU and memory of the QEMU process, the
 //! guest's memory (asked of the agent), and disk bytes (QMP), written for readers to pick up.
 
-use super::relay::Relay;
-use super::VmControls;
+use crate::controls::VmControls;
 use crate::metrics::{self, MetricsSample, SAMPLE_INTERVAL};
 use crate::paths::SandboxFiles;
+use crate::relay::Relay;
 use msb_protocol::guest::{AgentMessage, HostMessage};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -60,7 +60,7 @@ impl Sampler {
                 net_rx_bytes: 0,
                 net_tx_bytes: 0,
                 uptime_ms: booted.elapsed().as_millis() as u64,
-                sampled_at_ms: SystemTime::now()
+                sampled_at: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0),

@@ -1,0 +1,205 @@
+//! Python bindings of the sandbox collection ([`crate::sandboxes`]): create, start, list,
+//! get, remove, and where a sandbox's logs are.
+
+use crate::binaries;
+use crate::error::{Result, RuntimeError};
+use crate::launch::Launch;
+use crate::records;
+use crate::sandboxes::{self, CreateRequest};
+use crate::wire::to_json;
+use msb_state::SandboxRecord;
+use msb_supervisor::paths::SandboxFiles;
+use pyo3::prelude::*;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::time::Duration;
+
+/// A sandbox's record as the SDK's `SandboxInfo`.
+#[derive(Serialize)]
+struct SandboxInfo<'a> {
+    name: &'a str,
+    status: &'static str,
+    /// The stored config, embedded as the JSON object it is.
+    config: &'a RawValue,
+    detached: bool,
+    created_at: i64,
+    started_at: Option<i64>,
+    stopped_at: Option<i64>,
+    accelerator: Option<&'a str>,
+    boot_ms: Option<u64>,
+    supervisor_pid: Option<u32>,
+    vmm_pid: Option<u32>,
+    exit_reason: Option<&'a str>,
+}
+
+impl<'a> SandboxInfo<'a> {
+    fn of(record: &'a SandboxRecord) -> Result<Self> {
+        let config = serde_json::from_str(&record.config).map_err(|error| {
+            RuntimeError::State(msb_state::StateError::Corrupt(format!(
+                "the config of {:?}: {error}",
+                record.name
+            )))
+        })?;
+        Ok(Self {
+            name: &record.name,
+            status: record.status.as_str(),
+            config,
+            detached: record.detached,
+            created_at: record.created_at,
+            started_at: record.started_at,
+            stopped_at: record.stopped_at,
+            accelerator: record.accelerator.as_deref(),
+            boot_ms: record.boot_ms,
+            supervisor_pid: record.supervisor_pid,
+            vmm_pid: record.vmm_pid,
+            exit_reason: record.exit_reason.as_deref(),
+        })
+    }
+}
+
+fn info_json(record: &SandboxRecord) -> Result<String> {
+    Ok(to_json(&SandboxInfo::of(record)?))
+}
+
+/// Starts a supervisor (through `start`) with this runtime's binaries, outside the GIL.
+fn launch_supervisor(
+    py: Python<'_>,
+    detached: bool,
+    timeout_s: f64,
+    start: impl FnOnce(Launch<'_>) -> Result<SandboxRecord> + Send,
+) -> PyResult<String> {
+    Ok(py.allow_threads(|| {
+        let agent = binaries::agent()?;
+        let supervisor = binaries::supervisor()?;
+        let record = start(Launch {
+            supervisor: &supervisor,
+            agent: &agent,
+            detached,
+            timeout: Duration::from_secs_f64(timeout_s.max(0.0)),
+        })?;
+        info_json(&record)
+    })?)
+}
+
+/// Records the sandbox, starts its supervisor and waits until the guest agent answers.
+#[pyfunction]
+fn create_sandbox(
+    py: Python<'_>,
+    config_json: String,
+    replace: bool,
+    detached: bool,
+    timeout_s: f64,
+) -> PyResult<String> {
+    launch_supervisor(py, detached, timeout_s, |launch| {
+        sandboxes::create(CreateRequest {
+            config_json: &config_json,
+            replace,
+            launch,
+        })
+    })
+}
+
+/// Boots a stopped or crashed sandbox again with its recorded configuration and disk.
+#[pyfunction]
+fn start_sandbox(py: Python<'_>, name: String, detached: bool, timeout_s: f64) -> PyResult<String> {
+    launch_supervisor(py, detached, timeout_s, |launch| {
+        sandboxes::start(&name, launch)
+    })
+}
+
+#[pyfunction]
+fn list_sandboxes(py: Python<'_>) -> PyResult<String> {
+    Ok(py.allow_threads(|| -> Result<String> {
+        let records = records::list()?;
+        let infos = records
+            .iter()
+            .map(SandboxInfo::of)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(to_json(&infos))
+    })?)
+}
+
+#[pyfunction]
+fn get_sandbox(py: Python<'_>, name: String) -> PyResult<String> {
+    Ok(py.allow_threads(|| info_json(&records::get(&name)?))?)
+}
+
+#[pyfunction]
+#[pyo3(signature = (name, force=false))]
+fn remove_sandbox(py: Python<'_>, name: String, force: bool) -> PyResult<()> {
+    Ok(py.allow_threads(|| sandboxes::remove(&name, force))?)
+}
+
+/// The log file of a sandbox: `console` (the guest kernel's console) or `exec` (commands and
+/// how they ended). The previous generation, if any, has the same path with `.1` appended.
+#[pyfunction]
+fn log_path(name: String, source: String) -> PyResult<String> {
+    let files = SandboxFiles::new(&name).map_err(RuntimeError::from)?;
+    let path = match source.as_str() {
+        "console" => files.console_log(),
+        "exec" => files.exec_log(),
+        other => {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "unknown log {other:?}: expected console or exec"
+            ))
+            .into())
+        }
+    };
+    Ok(path.display().to_string())
+}
+
+pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_function(wrap_pyfunction!(create_sandbox, module)?)?;
+    module.add_function(wrap_pyfunction!(start_sandbox, module)?)?;
+    module.add_function(wrap_pyfunction!(list_sandboxes, module)?)?;
+    module.add_function(wrap_pyfunction!(get_sandbox, module)?)?;
+    module.add_function(wrap_pyfunction!(remove_sandbox, module)?)?;
+    module.add_function(wrap_pyfunction!(log_path, module)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msb_state::Database;
+
+    #[test]
+    fn sandbox_info_embeds_the_config_and_names_fields_as_python_does() {
+        let mut db = Database::open_in_memory().unwrap();
+        let record = db
+            .insert_sandbox("web", r#"{"name":"web","cpus":1}"#, true)
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&info_json(&record).unwrap()).unwrap();
+        assert_eq!(
+            json["config"],
+            serde_json::json!({"name": "web", "cpus": 1})
+        );
+        assert_eq!(json["status"], "starting");
+        assert_eq!(json["created_at"], record.created_at);
+        assert_eq!(json["started_at"], serde_json::Value::Null);
+        let mut fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "accelerator",
+                "boot_ms",
+                "config",
+                "created_at",
+                "detached",
+                "exit_reason",
+                "name",
+                "started_at",
+                "status",
+                "stopped_at",
+                "supervisor_pid",
+                "vmm_pid"
+            ]
+        );
+    }
+}
