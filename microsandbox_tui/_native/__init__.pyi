@@ -1,5 +1,33 @@
 """Type stubs of the native runtime module (Rust, pyo3). Blocking calls release the GIL; the
-SDK runs them in worker threads."""
+SDK runs them in worker threads.
+
+Records cross as JSON text (decode them with ``microsandbox_tui._wire``); field names are the
+Python fields', timestamps are integer milliseconds since the Unix epoch (``null`` when
+absent):
+
+- SandboxInfo: ``{name, status, config, detached, created_at, started_at, stopped_at,
+  accelerator, boot_ms, supervisor_pid, vmm_pid, exit_reason}``; ``config`` is the stored
+  sandbox config as a JSON object; ``status`` one of starting, running, stopped, crashed,
+  draining, paused.
+- Metrics: ``{cpu_percent, memory_bytes, memory_limit_bytes, host_rss_bytes,
+  disk_read_bytes, disk_write_bytes, net_rx_bytes, net_tx_bytes, uptime_ms, sampled_at}``.
+- Image: ``{name, kind, digest, size_bytes, created_at, last_used_at, layers: [{digest,
+  diff_id, size_bytes}], config: null | {env: ["K=V", ...], entrypoint: [...], cmd: [...],
+  working_dir: str | null, user: str | null}}``; layers bottom first.
+- Volume: ``{name, quota_mib, used_bytes, created_at, in_use_by: [names], path}``.
+- FsEntry: ``{path, kind, size, mode, modified, uid, gid, link_target}``; kind one of file,
+  directory, symlink, other.
+- Session: ``{session, program, args, tty, started_at, attached}``.
+- DoctorCheck: ``{name, ok, detail}``.
+- Pull progress, tagged by ``event``: ``resolving {reference}``, ``resolved {reference,
+  manifest_digest, layers: [{digest, size_bytes}]}``, ``layer_download_progress {digest,
+  downloaded, total}``, ``layer_download_complete {digest}``, ``layer_extract_started
+  {digest}``, ``layer_extract_progress {digest, bytes}``, ``layer_extract_complete
+  {digest}``, ``layer_index_started {digest}``, ``layer_index_complete {digest}``,
+  ``pull_complete {reference, manifest_digest}``.
+
+``bench`` (``microsandbox_tui._native.bench``) exists only in development builds.
+"""
 
 from collections.abc import Callable
 
@@ -18,22 +46,14 @@ def is_installed() -> bool:
 def install(progress: Callable[[str], None] | None = None) -> None:
     """Fetches and prepares the guest kernel, initramfs and default image (idempotent)."""
 
-def doctor() -> list[tuple[str, bool, str]]:
-    """Checks of the host: ``(check, ok, detail)`` rows."""
+def doctor() -> str:
+    """Checks of the host: a JSON list of DoctorCheck."""
 
-class SandboxInfo:
-    name: str
-    status: str
-    config_json: str
-    detached: bool
-    created_at_ms: int
-    started_at_ms: int | None
-    stopped_at_ms: int | None
-    accelerator: str | None
-    boot_ms: int | None
-    supervisor_pid: int | None
-    vmm_pid: int | None
-    exit_reason: str | None
+def configure_logging(level: str | None, path: str | None = None) -> None:
+    """Sends the runtime's log records of ``level`` and above (trace, debug, info, warn,
+    error; ``None``: off) to stderr, or appended to the file at ``path``. At import the module
+    logs as ``MSB_LOG`` says, to stderr. A supervisor logs at its sandbox config's
+    ``log_level``, else at the runtime's level (at info while the runtime's is off)."""
 
 class PullCancel:
     """Stops a pull between chunks (it then raises ``PullCancelledError``)."""
@@ -41,44 +61,34 @@ class PullCancel:
     def __init__(self) -> None: ...
     def cancel(self) -> None: ...
 
-def create_sandbox(
-    config_json: str, replace: bool, detached: bool, python: str, timeout_s: float
-) -> SandboxInfo:
-    """Records the sandbox, starts its supervisor and waits until the guest agent answers."""
+def create_sandbox(config_json: str, replace: bool, detached: bool, timeout_s: float) -> str:
+    """Records the sandbox, starts its supervisor and waits until the guest agent answers;
+    returns its SandboxInfo JSON."""
 
-def start_sandbox(name: str, detached: bool, python: str, timeout_s: float) -> SandboxInfo:
-    """Boots a stopped or crashed sandbox again with its recorded configuration and disk."""
+def start_sandbox(name: str, detached: bool, timeout_s: float) -> str:
+    """Boots a stopped or crashed sandbox again with its recorded configuration and disk;
+    returns its SandboxInfo JSON."""
 
-def list_sandboxes() -> list[SandboxInfo]: ...
-def get_sandbox(name: str) -> SandboxInfo: ...
+def list_sandboxes() -> str:
+    """A JSON list of SandboxInfo."""
+
+def get_sandbox(name: str) -> str:
+    """A SandboxInfo JSON."""
+
 def remove_sandbox(name: str, force: bool = False) -> None:
     """Deletes a sandbox's record and files; a running one only with ``force`` (killed first)."""
 
-class Metrics:
-    cpu_percent: float
-    memory_bytes: int
-    memory_limit_bytes: int
-    host_rss_bytes: int
-    disk_read_bytes: int
-    disk_write_bytes: int
-    net_rx_bytes: int
-    net_tx_bytes: int
-    uptime_ms: int
-    sampled_at_ms: int
+def sandbox_metrics(name: str) -> str | None:
+    """The latest Metrics JSON of a running sandbox; ``None`` before the first sample."""
 
-def sandbox_metrics(name: str) -> Metrics | None:
-    """The latest sample of a running sandbox; ``None`` before the first one."""
-
-def all_metrics() -> list[tuple[str, Metrics]]:
-    """Latest samples of every running sandbox."""
+def all_metrics() -> str:
+    """A JSON object: sandbox name -> Metrics, for every running sandbox with a sample."""
 
 def list_images() -> str:
-    """The local images as a JSON list (see ``inspect_image`` for one entry's shape)."""
+    """A JSON list of Image."""
 
 def inspect_image(name: str) -> str:
-    """One image as JSON: name, kind, digest, size_bytes, created_at_ms, last_used_at_ms,
-    layers (bottom first: digest, diff_id, size_bytes) and config (env, entrypoint, cmd,
-    working_dir, user; null for non-OCI images)."""
+    """An Image JSON."""
 
 def remove_image(name: str) -> None:
     """Raises ``ImageInUseError`` while a sandbox uses the image."""
@@ -98,27 +108,23 @@ def pull_image(
     progress: Callable[[str], object],
     cancel: PullCancel,
 ) -> str:
-    """Pulls into the local store, calling ``progress`` with each event as JSON; returns the
-    image's canonical name."""
+    """Pulls into the local store, calling ``progress`` with each pull progress event as
+    JSON; returns the image's canonical name."""
 
 def create_volume(name: str, quota_mib: int) -> str:
-    """Creates a named volume; returns it as JSON (see ``get_volume``)."""
+    """Creates a named volume; returns its Volume JSON."""
 
 def list_volumes() -> str:
-    """The named volumes as a JSON list (see ``get_volume`` for one entry's shape)."""
+    """A JSON list of Volume."""
 
 def get_volume(name: str) -> str:
-    """One volume as JSON: name, quota_mib, used_bytes (as of the guest's last sync or
-    unmount), created_at_ms, in_use_by (sandbox names) and path (its image file)."""
+    """A Volume JSON; ``used_bytes`` is as of the guest's last sync or unmount."""
 
 def remove_volume(name: str) -> None:
     """Deletes the volume's record and image; ``VolumeInUseError`` while a sandbox mounts it."""
 
 def log_path(name: str, source: str) -> str:
     """The ``console`` or ``exec`` log of a sandbox; its previous generation has ``.1`` appended."""
-
-def run_supervisor(name: str, parent_pid: int | None, ready_fd: int | None) -> None:
-    """Body of a sandbox's supervisor process; returns when the VM is gone."""
 
 class ExecResult:
     stdout: bytes
@@ -168,8 +174,8 @@ class Connection:
         rlimits: list[tuple[str, int, int]] = ...,
     ) -> ExecStream: ...
     def attach(self, session: int) -> ExecStream: ...
-    def sessions(self) -> list[tuple[int, str, list[str], bool, int, bool]]:
-        """``(session, program, args, tty, started_at_ms, attached)`` rows."""
+    def sessions(self) -> str:
+        """A JSON list of Session."""
     def ping(self) -> float:
         """Round trip to the guest agent, in seconds."""
     def stop(self, timeout_ms: int, wait: bool = True) -> None:
@@ -181,20 +187,6 @@ class Connection:
     def fs(self) -> Fs:
         """The guest file system, over this connection."""
     def close(self) -> None: ...
-
-class FsEntry:
-    """One guest path's metadata."""
-
-    path: str
-    kind: str
-    """``file``, ``directory``, ``symlink`` or ``other``."""
-    size: int
-    mode: int
-    """Permission bits with the set-id and sticky bits."""
-    modified_ms: int
-    uid: int
-    gid: int
-    link_target: str | None
 
 class FsReader:
     """A file streamed from the guest, in windows (never more than one queued on the host)."""
@@ -218,9 +210,11 @@ class Fs:
     """File system requests to the guest. Paths are absolute guest paths; failures raise
     ``PathNotFoundError`` or ``FilesystemError`` with the guest's ``errno``."""
 
-    def stat(self, path: str, follow: bool) -> FsEntry: ...
-    def list(self, path: str) -> list[FsEntry]:
-        """A directory's entries sorted by name, without ``.`` and ``..``."""
+    def stat(self, path: str, follow: bool) -> str:
+        """An FsEntry JSON (``mode``: permission bits with the set-id and sticky bits)."""
+    def list(self, path: str) -> str:
+        """A JSON list of FsEntry: a directory's entries sorted by name, without ``.``
+        and ``..``."""
     def read(self, path: str) -> bytes: ...
     def open_read(self, path: str, chunk_size: int | None = None) -> FsReader:
         """Waits for the first answer, so a missing file fails here."""
@@ -240,12 +234,6 @@ class Fs:
     def chmod(self, path: str, mode: int) -> None: ...
     def usage(self, path: str) -> tuple[int, int, int]:
         """``(total_bytes, free_bytes, available_bytes)`` of the file system holding ``path``."""
-
-def boot_command(work_dir: str) -> list[str]:
-    """QEMU argv booting the default image with its per-VM files in ``work_dir`` (benchmarks)."""
-
-def hello_frame() -> bytes:
-    """The host's first frame on the agent channel."""
 
 class Terminal:
     """A terminal emulator for a guest PTY's output."""
