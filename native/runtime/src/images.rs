@@ -157,7 +157,7 @@ fn users_of(db: &Database, image: &str) -> Result<Vec<String>> {
             SandboxSpec::from_json(&sandbox.config).is_ok_and(|spec| match spec.image {
                 ImageSource::Local { name } => name == image,
                 ImageSource::Oci { reference } => reference == image,
-                ImageSource::Bind { .. } => false,
+                ImageSource::Bind { .. } | ImageSource::Disk { .. } => false,
             })
         })
         .map(|sandbox| sandbox.name)

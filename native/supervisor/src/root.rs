@@ -3,7 +3,7 @@
 
 use crate::error::{Result, SupervisorError};
 use crate::paths::SandboxFiles;
-use crate::spec::ImageSource;
+use crate::spec::{DiskFormat, ImageSource};
 use msb_engine::qemu::{RootDisk, Share};
 use msb_state::{Database, ImageRecord};
 use std::path::{Path, PathBuf};
@@ -19,6 +19,12 @@ pub enum RootImage {
     Layers(Vec<PathBuf>),
     /// A host directory shared live (virtio-fs).
     Bind(PathBuf),
+    /// A host disk image file, read-only, under the sandbox's writable upper disk.
+    Disk {
+        path: PathBuf,
+        format: DiskFormat,
+        fstype: Option<String>,
+    },
 }
 
 impl RootImage {
@@ -38,6 +44,11 @@ impl RootImage {
     pub fn resolve(source: &ImageSource, db: &Database) -> Result<Self> {
         match source {
             ImageSource::Bind { path } => Self::bind(path),
+            ImageSource::Disk {
+                path,
+                format,
+                fstype,
+            } => Self::disk_image(path, *format, fstype.clone()),
             ImageSource::Local { name } | ImageSource::Oci { reference: name } => {
                 let record = db.image(name)?.ok_or_else(|| {
                     SupervisorError::ImageNotFound(name.clone(), "see `msb images`".into())
@@ -58,6 +69,21 @@ impl RootImage {
         }
     }
 
+    fn disk_image(path: &str, format: DiskFormat, fstype: Option<String>) -> Result<Self> {
+        if std::fs::metadata(path).is_ok_and(|metadata| metadata.is_file()) {
+            Ok(Self::Disk {
+                path: PathBuf::from(path),
+                format,
+                fstype,
+            })
+        } else {
+            Err(SupervisorError::ImageNotFound(
+                path.into(),
+                "a disk image root must be an existing regular file".into(),
+            ))
+        }
+    }
+
     /// Whether the sandbox writes to an upper disk of its own (every root but a bind's).
     pub fn has_upper(&self) -> bool {
         !matches!(self, Self::Bind(_))
@@ -74,9 +100,42 @@ impl RootImage {
                 vhost_socket: files.virtiofs_socket(),
                 tag: ROOT_TAG.into(),
             }),
+            Self::Disk {
+                path,
+                format,
+                fstype,
+            } => RootDisk::Overlay {
+                lowers: vec![disk_lower(path, *format, fstype.as_deref())?],
+                upper: files.upper_disk(),
+            },
         })
     }
 }
+
+/// The one place a disk image root's format and file system type are handed to the engine.
+///
+/// The engine opens every lower as a raw drive and the guest agent detects ext4 or EROFS on
+/// it, so until lowers carry a QEMU format and an fstype, only raw images of those file
+/// systems can be a root; anything else is refused here rather than booted wrong.
+fn disk_lower(path: &Path, format: DiskFormat, fstype: Option<&str>) -> Result<PathBuf> {
+    if format != DiskFormat::Raw {
+        return Err(SupervisorError::InvalidConfig(format!(
+            "{}: a {} disk image cannot be a root file system yet (raw only)",
+            path.display(),
+            format.as_str()
+        )));
+    }
+    if let Some(other) = fstype.filter(|fstype| !DETECTED_ROOT_FSTYPES.contains(fstype)) {
+        return Err(SupervisorError::InvalidConfig(format!(
+            "{}: a {other} disk image cannot be a root file system yet (ext4 or erofs)",
+            path.display()
+        )));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// The file systems the guest agent recognises on a lower without being told.
+const DETECTED_ROOT_FSTYPES: [&str; 2] = ["ext4", "erofs"];
 
 #[cfg(test)]
 mod tests {
@@ -97,6 +156,54 @@ mod tests {
             RootImage::resolve(&bind(&missing), &db),
             Err(SupervisorError::ImageNotFound(..))
         ));
+    }
+
+    fn disk(path: &Path, format: DiskFormat, fstype: Option<&str>) -> ImageSource {
+        ImageSource::Disk {
+            path: path.display().to_string(),
+            format,
+            fstype: fstype.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_disk_image_root_must_be_an_existing_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_in_memory().unwrap();
+        let image = dir.path().join("root.img");
+        std::fs::write(&image, b"").unwrap();
+        let root = RootImage::resolve(&disk(&image, DiskFormat::Raw, None), &db).unwrap();
+        assert!(root.has_upper());
+        for not_a_file in [dir.path().to_path_buf(), dir.path().join("missing")] {
+            assert!(matches!(
+                RootImage::resolve(&disk(&not_a_file, DiskFormat::Raw, None), &db),
+                Err(SupervisorError::ImageNotFound(..))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_disk_image_root_is_the_lower_of_an_overlay() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_in_memory().unwrap();
+        let files = SandboxFiles::in_dir(dir.path().join("sandbox"));
+        let image = dir.path().join("root.img");
+        std::fs::write(&image, b"").unwrap();
+        let raw = RootImage::resolve(&disk(&image, DiskFormat::Raw, Some("ext4")), &db).unwrap();
+        assert_eq!(
+            raw.disk(&files).unwrap(),
+            RootDisk::Overlay {
+                lowers: vec![image.clone()],
+                upper: files.upper_disk(),
+            }
+        );
+        for (format, fstype) in [(DiskFormat::Qcow2, None), (DiskFormat::Raw, Some("xfs"))] {
+            let root = RootImage::resolve(&disk(&image, format, fstype), &db).unwrap();
+            assert!(matches!(
+                root.disk(&files),
+                Err(SupervisorError::InvalidConfig(_))
+            ));
+        }
     }
 
     #[test]

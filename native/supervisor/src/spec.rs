@@ -18,6 +18,13 @@ pub enum ImageSource {
     /// An OCI image, pulled into the local store (by the SDK, as its pull policy says) under
     /// its canonical reference before the sandbox is created.
     Oci { reference: String },
+    /// A host disk image file as the read-only lower of the root (never written: the
+    /// sandbox writes to its own upper disk); `fstype` `None` lets the guest detect it.
+    Disk {
+        path: String,
+        format: DiskFormat,
+        fstype: Option<String>,
+    },
 }
 
 /// Format of a disk image volume, as QEMU names it.
@@ -177,6 +184,23 @@ mod tests {
             SandboxSpec::from_json(&config(r#""loud""#)),
             Err(SupervisorError::InvalidConfig(_))
         ));
+    }
+
+    #[test]
+    fn reads_a_disk_image_root() {
+        let spec = SandboxSpec::from_json(
+            r#"{"name":"a","image":{"kind":"disk","path":"/d/root.qcow2","format":"qcow2","fstype":"ext4"},"cpus":1,"memory_mib":256}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            spec.image,
+            ImageSource::Disk { ref path, format: DiskFormat::Qcow2, fstype: Some(ref fstype) }
+                if path == "/d/root.qcow2" && fstype == "ext4"
+        ));
+        let bad_format = SandboxSpec::from_json(
+            r#"{"name":"a","image":{"kind":"disk","path":"/d/r","format":"vmdk","fstype":null},"cpus":1,"memory_mib":256}"#,
+        );
+        assert!(matches!(bad_format, Err(SupervisorError::InvalidConfig(_))));
     }
 
     #[test]
