@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -210,3 +211,58 @@ async def test_attached_sandbox_dies_with_its_killed_creator(unique_name: str) -
     assert info.status is SandboxStatus.STOPPED
     assert info.exit_reason == "the process that created it exited"
     await Sandbox.remove(unique_name)
+
+
+DETACHED_CREATOR = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from microsandbox_tui import Sandbox, _native
+
+    async def main():
+        await Sandbox.create(sys.argv[1], detached=True)
+        print(json.loads(_native.get_sandbox(sys.argv[1]))["supervisor_pid"], flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+#: What the runtime and its supervisor run by name from PATH: QEMU and the ext4 tools.
+HOST_TOOLS = ("qemu-system-x86_64", "mkfs.ext4", "debugfs", "dumpe2fs")
+
+
+def tools_only_path(directory: Path) -> str:
+    """A PATH of one directory holding links to exactly the host tools the runtime needs."""
+    for tool in HOST_TOOLS:
+        found = shutil.which(tool)
+        assert found, f"{tool} is not installed"
+        (directory / tool).symlink_to(found)
+    return str(directory)
+
+
+async def test_a_detached_sandbox_serves_exec_without_python_after_its_creator_exits(
+    unique_name: str, tmp_path: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    path = tools_only_path(bin_dir)
+    assert shutil.which("python3", path=path) is None
+    creator = subprocess.run(
+        [sys.executable, "-c", DETACHED_CREATOR, unique_name],
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert creator.returncode == 0, creator.stderr
+    supervisor_pid = int(creator.stdout)
+    try:
+        assert Path(f"/proc/{supervisor_pid}/exe").resolve().name == "msb-supervisor"
+        environ = Path(f"/proc/{supervisor_pid}/environ").read_bytes().split(b"\0")
+        assert f"PATH={path}".encode() in environ
+        handle = await Sandbox.get(unique_name)
+        sandbox = await handle.connect()
+        output = await sandbox.shell("echo served")
+        assert output.stdout_text == "served\n"
+        await sandbox.stop_and_wait()
+    finally:
+        await Sandbox.remove(unique_name, force=True)
