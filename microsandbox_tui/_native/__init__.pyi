@@ -30,6 +30,46 @@ absent):
 """
 
 from collections.abc import Callable
+from typing import final
+
+from . import bench as bench
+
+__all__ = [
+    "Connection",
+    "ExecResult",
+    "ExecStream",
+    "Fs",
+    "FsReader",
+    "FsWriter",
+    "PullCancel",
+    "Terminal",
+    "all_metrics",
+    "bench",
+    "cache_dir",
+    "canonical_reference",
+    "configure_logging",
+    "create_sandbox",
+    "create_volume",
+    "doctor",
+    "get_sandbox",
+    "get_volume",
+    "home_dir",
+    "inspect_image",
+    "install",
+    "is_installed",
+    "list_images",
+    "list_sandboxes",
+    "list_volumes",
+    "log_path",
+    "prune_images",
+    "pull_image",
+    "remove_image",
+    "remove_sandbox",
+    "remove_volume",
+    "sandbox_metrics",
+    "start_sandbox",
+    "version",
+]
 
 def version() -> str:
     """Version of the native runtime."""
@@ -55,6 +95,7 @@ def configure_logging(level: str | None, path: str | None = None) -> None:
     logs as ``MSB_LOG`` says, to stderr. A supervisor logs at its sandbox config's
     ``log_level``, else at the runtime's level (at info while the runtime's is off)."""
 
+@final
 class PullCancel:
     """Stops a pull between chunks (it then raises ``PullCancelledError``)."""
 
@@ -126,6 +167,7 @@ def remove_volume(name: str) -> None:
 def log_path(name: str, source: str) -> str:
     """The ``console`` or ``exec`` log of a sandbox; its previous generation has ``.1`` appended."""
 
+@final
 class ExecResult:
     stdout: bytes
     stderr: bytes
@@ -133,6 +175,7 @@ class ExecResult:
     signal: int | None
     timed_out: bool
 
+@final
 class ExecStream:
     """A running command's events and input."""
 
@@ -147,6 +190,7 @@ class ExecStream:
     def signal(self, signal: int) -> None: ...
     def resize(self, rows: int, cols: int) -> None: ...
 
+@final
 class Connection:
     """A client connection to a running sandbox's supervisor."""
 
@@ -188,6 +232,7 @@ class Connection:
         """The guest file system, over this connection."""
     def close(self) -> None: ...
 
+@final
 class FsReader:
     """A file streamed from the guest, in windows (never more than one queued on the host)."""
 
@@ -196,6 +241,7 @@ class FsReader:
     def next_chunk(self, timeout_s: float | None = None) -> bytes | None:
         """The next chunk; ``None`` at the end of the file or when ``timeout_s`` passed."""
 
+@final
 class FsWriter:
     """A file streamed to the guest. A failure the agent reports mid-stream is raised by the
     next ``write`` or by ``finish``."""
@@ -206,6 +252,7 @@ class FsWriter:
     def abort(self) -> None:
         """Cancels the write and waits until the agent let go of the file."""
 
+@final
 class Fs:
     """File system requests to the guest. Paths are absolute guest paths; failures raise
     ``PathNotFoundError`` or ``FilesystemError`` with the guest's ``errno``."""
@@ -235,6 +282,7 @@ class Fs:
     def usage(self, path: str) -> tuple[int, int, int]:
         """``(total_bytes, free_bytes, available_bytes)`` of the file system holding ``path``."""
 
+@final
 class Terminal:
     """A terminal emulator for a guest PTY's output."""
 
@@ -247,7 +295,7 @@ class Terminal:
     mouse_mode: str
     scrollback: int
 
-    def __init__(self, rows: int, cols: int, scrollback: int = 10_000) -> None: ...
+    def __new__(cls, rows: int, cols: int, scrollback: int = 10_000) -> Terminal: ...
     def feed(self, data: bytes) -> None: ...
     def take_replies(self) -> bytes:
         """Answers to the program's queries since the previous call (e.g. the cursor position
