@@ -430,7 +430,7 @@ fn boot_command(py: Python<'_>, work_dir: String) -> PyResult<Vec<String>> {
         )
         .map_err(|e| error::RuntimeError::Install(e.to_string()))?;
         let root = msb_engine::qemu::RootDisk::Overlay {
-            lowers: vec![PathBuf::from(image.path)],
+            lowers: vec![msb_engine::qemu::Lower::Layer(image.path.into())],
             upper: files.upper_disk(),
         };
         let config =

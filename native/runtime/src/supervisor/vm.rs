@@ -7,7 +7,7 @@ use crate::paths::{self, SandboxFiles};
 use crate::process;
 use crate::spec::{DiskFormat, ImageSource, Mount, SandboxSpec};
 use msb_engine::accel;
-use msb_engine::qemu::{self, EngineError, ExtraDisk, RootDisk, Share, VmConfig};
+use msb_engine::qemu::{self, EngineError, ExtraDisk, Lower, RootDisk, Share, VmConfig};
 use msb_protocol::control::SupervisorStatus;
 use msb_protocol::guest::{AgentMessage, HostMessage, MountRequest, MountSource, HELLO_ID};
 use msb_protocol::{Frame, FrameError, FLAG_END, PROTOCOL_VERSION};
@@ -241,7 +241,7 @@ pub fn root_disk(spec: &SandboxSpec, files: &SandboxFiles, db: &Database) -> Res
                 lowers: image
                     .lower_layers()
                     .into_iter()
-                    .map(PathBuf::from)
+                    .map(|layer| Lower::Layer(layer.into()))
                     .collect(),
                 upper: files.upper_disk(),
             })
