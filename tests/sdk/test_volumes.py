@@ -3,13 +3,12 @@ bind, tmpfs and disk image mounts; typed errors that leave nothing behind."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from disk_images import convert, ext4_cat, ext4_image, sha256_of
 
 from microsandbox_tui import (
     DiskImageFormat,
@@ -40,28 +39,6 @@ async def volume(unique_name: str) -> AsyncIterator[str]:
     for sandbox in (await Volume.get(name)).in_use_by:
         await Sandbox.remove(sandbox, force=True)
     await Volume.remove(name)
-
-
-def ext4_image(path: Path, content: Path, size_mib: int = 16) -> None:
-    """An ext4 file system holding the tree at ``content``, as a raw image."""
-    with path.open("wb") as image:
-        image.truncate(size_mib * MiB)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(content), str(path)], check=True)
-
-
-def convert(source: Path, target: Path, source_format: str, target_format: str) -> None:
-    subprocess.run(
-        ["qemu-img", "convert", "-f", source_format, "-O", target_format, str(source), str(target)],
-        check=True,
-    )
-
-
-def ext4_cat(image: Path, path: str) -> str:
-    """A file's content in a raw ext4 image, read on the host with debugfs."""
-    result = subprocess.run(
-        ["debugfs", "-R", f"cat {path}", str(image)], capture_output=True, text=True, check=True
-    )
-    return result.stdout
 
 
 async def test_bad_volumes_are_refused_and_nothing_is_recorded(
@@ -225,11 +202,11 @@ async def test_a_reader_mounts_a_volume_whose_writer_was_killed(volume: str) -> 
     await writer.shell("echo kept > /data/note && sync")
     await writer.kill()
     image = Path((await Volume.get(volume)).path)
-    before = hashlib.sha256(image.read_bytes()).hexdigest()
+    before = sha256_of(image)
     reader = await Sandbox.create(
         f"{volume}-r", volumes={"/data": Volume.named(volume, readonly=True)}
     )
     assert (await reader.shell("cat /data/note")).stdout_text == "kept\n"
     assert not (await reader.shell("touch /data/new")).success
     await reader.stop_and_wait()
-    assert hashlib.sha256(image.read_bytes()).hexdigest() == before, "the file is never written"
+    assert sha256_of(image) == before, "the file is never written"

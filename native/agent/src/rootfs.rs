@@ -2,8 +2,9 @@
 //! virtio-blk disks, or a virtio-fs share), giving it the usual kernel file systems, and
 //! switching into it.
 
-use crate::cmdline::RootSpec;
+use crate::cmdline::{LowerSpec, RootSpec};
 use crate::sys;
+use msb_protocol::filesystem::DiskFilesystem;
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
@@ -28,16 +29,17 @@ pub enum RootError {
         seconds: f64,
         seen: String,
     },
-    #[error("{device} holds neither an ext4 nor an EROFS file system")]
+    #[error("{device} holds neither an ext2/3/4 nor an EROFS file system")]
     UnknownFilesystem { device: String },
     #[error("reading {path}: {source}")]
     Read { path: String, source: io::Error },
     #[error("creating {path}: {source}")]
     Create { path: String, source: io::Error },
-    #[error("mounting {what} on {target}: {source}")]
+    #[error("mounting {what} on {target}: {source}{}", driver_hint(source, fstype))]
     Mount {
         what: String,
         target: String,
+        fstype: String,
         source: io::Error,
     },
     #[error("switching into the new root: {0}")]
@@ -51,11 +53,53 @@ fn mount(
     flags: libc::c_ulong,
     data: &str,
 ) -> Result<(), RootError> {
+    let description = format!("{what} ({fstype})");
+    mount_described(description, what, target, fstype, flags, data)
+}
+
+/// mount(2), failing with `description` as what was mounted.
+fn mount_described(
+    description: String,
+    what: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), RootError> {
     sys::mount(what, target, fstype, flags, data).map_err(|source| RootError::Mount {
-        what: format!("{what} ({fstype})"),
+        what: description,
         target: target.to_string(),
+        fstype: fstype.to_string(),
         source,
     })
+}
+
+/// What a failed mount(2) means when it is ENODEV: the kernel knows no such file system, so
+/// its module is missing from the initramfs or failed to load at boot (the console says).
+pub fn driver_hint(error: &io::Error, fstype: &str) -> String {
+    if error.raw_os_error() == Some(libc::ENODEV) {
+        format!(" (the kernel has no {fstype} driver)")
+    } else {
+        String::new()
+    }
+}
+
+/// How a disk is named in messages: "disk layer0 (/dev/vda, ext4)".
+pub fn describe_disk(serial: &str, device: &str, fstype: &str) -> String {
+    format!("disk {serial} ({device}, {fstype})")
+}
+
+/// Mounts the disk `serial` (at `device`) on `target` with `fstype`.
+fn mount_disk(
+    serial: &str,
+    device: &str,
+    target: &str,
+    fstype: DiskFilesystem,
+    flags: libc::c_ulong,
+) -> Result<(), RootError> {
+    let fstype = fstype.name();
+    let description = describe_disk(serial, device, fstype);
+    mount_described(description, device, target, fstype, flags, "")
 }
 
 fn create_dir(path: &str) -> Result<(), RootError> {
@@ -71,27 +115,35 @@ pub fn mount_root(root: &RootSpec) -> Result<(), RootError> {
     match root {
         RootSpec::Virtiofs { tag } => mount(tag, NEW_ROOT, "virtiofs", 0, ""),
         RootSpec::Overlay { lowers, upper } => {
-            let mut serials: Vec<&str> = lowers.iter().map(String::as_str).collect();
+            let mut serials: Vec<&str> = lowers.iter().map(|l| l.serial.as_str()).collect();
             serials.push(upper);
             let disks = wait_for_disks(&serials)?;
             let mut lower_dirs = Vec::with_capacity(lowers.len());
-            for (index, serial) in lowers.iter().enumerate() {
+            for (index, lower) in lowers.iter().enumerate() {
                 let dir = format!("/{LOWER_MOUNT}/{index}");
                 create_dir(&dir)?;
-                let device = &disks[serial.as_str()];
-                mount(device, &dir, filesystem_of(device)?, libc::MS_RDONLY, "")?;
+                mount_lower(lower, &disks[lower.serial.as_str()], &dir)?;
                 lower_dirs.push(dir);
             }
             let upper_dir = format!("/{UPPER_MOUNT}");
             create_dir(&upper_dir)?;
             let device = &disks[upper.as_str()];
-            mount(device, &upper_dir, filesystem_of(device)?, 0, "")?;
+            mount_disk(upper, device, &upper_dir, filesystem_of(device)?, 0)?;
             create_dir(&format!("{upper_dir}/upper"))?;
             create_dir(&format!("{upper_dir}/work"))?;
             let options = overlay_options(&lower_dirs, &upper_dir);
             mount("overlay", NEW_ROOT, "overlay", 0, &options)
         }
     }
+}
+
+/// Mounts a lower read-only with the file system the host named, else the detected one.
+fn mount_lower(lower: &LowerSpec, device: &str, dir: &str) -> Result<(), RootError> {
+    let fstype = match lower.fstype {
+        Some(fstype) => fstype,
+        None => filesystem_of(device)?,
+    };
+    mount_disk(&lower.serial, device, dir, fstype, libc::MS_RDONLY)
 }
 
 /// overlayfs options; `lowerdir` lists the top-most layer first, like the command line.
@@ -161,7 +213,7 @@ fn disks_by_serial() -> HashMap<String, String> {
 
 /// The file system type to mount a disk with, from its superblock magic. Layers may be ext4
 /// or EROFS images (docs/ARCHITECTURE.md, "Images and root file systems"); the upper is ext4; volumes may be either.
-pub fn filesystem_of(device: &str) -> Result<&'static str, RootError> {
+pub fn filesystem_of(device: &str) -> Result<DiskFilesystem, RootError> {
     let mut superblock = [0u8; 2048];
     std::fs::File::open(device)
         .and_then(|mut file| file.read_exact(&mut superblock))
@@ -176,11 +228,11 @@ pub fn filesystem_of(device: &str) -> Result<&'static str, RootError> {
 
 /// Recognises ext2/3/4 (magic 0xEF53 at byte 1080, mounted with the ext4 driver) and EROFS
 /// (magic 0xE0F5E1E2 at byte 1024).
-pub fn detect_filesystem(superblock: &[u8]) -> Option<&'static str> {
+pub fn detect_filesystem(superblock: &[u8]) -> Option<DiskFilesystem> {
     if superblock.get(1080..1082) == Some(&[0x53, 0xEF]) {
-        Some("ext4")
+        Some(DiskFilesystem::Ext4)
     } else if superblock.get(1024..1028) == Some(&[0xE2, 0xE1, 0xF5, 0xE0]) {
-        Some("erofs")
+        Some(DiskFilesystem::Erofs)
     } else {
         None
     }
@@ -266,12 +318,29 @@ mod tests {
         let mut ext = vec![0u8; 2048];
         ext[1080] = 0x53;
         ext[1081] = 0xEF;
-        assert_eq!(detect_filesystem(&ext), Some("ext4"));
+        assert_eq!(detect_filesystem(&ext), Some(DiskFilesystem::Ext4));
         let mut erofs = vec![0u8; 2048];
         erofs[1024..1028].copy_from_slice(&0xE0F5_E1E2u32.to_le_bytes());
-        assert_eq!(detect_filesystem(&erofs), Some("erofs"));
+        assert_eq!(detect_filesystem(&erofs), Some(DiskFilesystem::Erofs));
         assert_eq!(detect_filesystem(&[0u8; 2048]), None);
         assert_eq!(detect_filesystem(&[0u8; 10]), None);
+    }
+
+    #[test]
+    fn a_failed_disk_mount_names_the_disk_and_the_file_system_tried() {
+        let failure = |errno| RootError::Mount {
+            what: describe_disk("layer0", "/dev/vda", "erofs"),
+            target: "/.msb/lower/0".into(),
+            fstype: "erofs".into(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        assert_eq!(
+            failure(libc::EINVAL).to_string(),
+            "mounting disk layer0 (/dev/vda, erofs) on /.msb/lower/0: Invalid argument (os error 22)"
+        );
+        assert!(failure(libc::ENODEV)
+            .to_string()
+            .ends_with("(os error 19) (the kernel has no erofs driver)"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! the `file:PATH` / `unix:PATH,...` shorthands, which cannot carry a comma in a path.
 
 use crate::accel::Accelerator;
+use msb_protocol::filesystem::DiskFilesystem;
 use std::ffi::{CStr, CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -17,7 +18,8 @@ pub const QEMU_ENV: &str = "MSB_QEMU";
 const QEMU_BINARY: &str = "qemu-system-x86_64";
 /// The C virtiofsd that Debian's QEMU 7.2 ships (package qemu-system-common).
 pub const VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
-/// Serial of the writable upper disk; read-only layers are `layer0`, `layer1`, ... top first.
+/// Serial of the writable upper disk; the read-only lowers are `layer0`, `layer1`, ... top
+/// first.
 pub const UPPER_SERIAL: &str = "upper";
 const LAYER_SERIAL_PREFIX: &str = "layer";
 /// Kernel parameters for every boot: console on the serial port, reboot = exit QEMU (with
@@ -60,12 +62,49 @@ pub struct Share {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootDisk {
     Virtiofs(Share),
-    /// Read-only layer images (top-most first) under a writable upper image; the guest joins
-    /// them with overlayfs.
+    /// Read-only lowers (top-most first) under a writable upper image (raw ext4); the guest
+    /// joins them with overlayfs.
     Overlay {
-        lowers: Vec<PathBuf>,
+        lowers: Vec<Lower>,
         upper: PathBuf,
     },
+}
+
+/// A read-only lower of an overlay root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lower {
+    /// A layer of the runtime's image store: a raw ext4 or EROFS image that the runtime wrote
+    /// and no one writes again, so its journal is clean. It is attached read-only (shared by
+    /// every sandbox of its image) and the guest detects its file system.
+    Layer(PathBuf),
+    /// A disk image file holding one file system, without a partition table. It is attached
+    /// like a read-only volume disk (see [`ExtraDisk::readonly`]): the file is never written,
+    /// yet a journal its writer left dirty can be replayed, so the file system mounts.
+    Disk {
+        path: PathBuf,
+        /// `raw` or `qcow2`.
+        format: String,
+        /// The file system to mount it with; `None` lets the guest detect it.
+        fstype: Option<DiskFilesystem>,
+    },
+}
+
+impl Lower {
+    /// The file, its QEMU format and how QEMU opens it.
+    fn drive(&self) -> (&Path, &str, DriveAccess) {
+        match self {
+            Self::Layer(path) => (path, "raw", DriveAccess::ReadOnly),
+            Self::Disk { path, format, .. } => (path, format, DriveAccess::Snapshot),
+        }
+    }
+
+    /// The file system the guest is told to mount, if it must not detect it.
+    fn fstype(&self) -> Option<DiskFilesystem> {
+        match self {
+            Self::Layer(_) => None,
+            Self::Disk { fstype, .. } => *fstype,
+        }
+    }
 }
 
 impl RootDisk {
@@ -398,8 +437,9 @@ fn root_arguments(args: &mut Args, cfg: &VmConfig) {
         RootDisk::Virtiofs(_) => {}
         RootDisk::Overlay { lowers, upper } => {
             for (index, lower) in lowers.iter().enumerate() {
-                let serial = format!("{LAYER_SERIAL_PREFIX}{index}");
-                args.drive(&serial, lower, "raw", DriveAccess::ReadOnly, &serial);
+                let serial = lower_serial(index);
+                let (path, format, access) = lower.drive();
+                args.drive(&serial, path, &escape(format), access, &serial);
             }
             args.drive(
                 UPPER_SERIAL,
@@ -412,9 +452,16 @@ fn root_arguments(args: &mut Args, cfg: &VmConfig) {
     }
 }
 
+fn lower_serial(index: usize) -> String {
+    format!("{LAYER_SERIAL_PREFIX}{index}")
+}
+
 /// The kernel command line: base parameters, the TSC rate under TCG, and the `msb.*` keys
 /// the guest agent reads (`msb.hostname`, `msb.root`, `msb.root_tag` or `msb.lower` +
-/// `msb.upper`).
+/// `msb.upper`). `msb.lower` lists the lowers' serials, top first, each followed by
+/// `:FSTYPE` when the guest must mount it with that file system rather than detect one
+/// (`msb.lower=layer0:ext4,layer1`): one list, so a file system cannot be paired with the
+/// wrong disk.
 pub fn kernel_command_line(cfg: &VmConfig) -> String {
     let mut params: Vec<String> = BASE_KERNEL_PARAMS.iter().map(|p| p.to_string()).collect();
     if cfg.accelerator == Accelerator::Tcg && cfg.tsc_khz > 0 {
@@ -428,15 +475,22 @@ pub fn kernel_command_line(cfg: &VmConfig) -> String {
             params.push(format!("msb.root_tag={}", cmdline_word(&share.tag)));
         }
         RootDisk::Overlay { lowers, .. } => {
-            let serials: Vec<String> = (0..lowers.len())
-                .map(|i| format!("{LAYER_SERIAL_PREFIX}{i}"))
-                .collect();
+            let lowers: Vec<String> = lowers.iter().enumerate().map(lower_word).collect();
             params.push("msb.root=overlay".into());
-            params.push(format!("msb.lower={}", serials.join(",")));
+            params.push(format!("msb.lower={}", lowers.join(",")));
             params.push(format!("msb.upper={UPPER_SERIAL}"));
         }
     }
     params.join(" ")
+}
+
+/// `SERIAL` or `SERIAL:FSTYPE`; file system names are plain command-line words already.
+fn lower_word((index, lower): (usize, &Lower)) -> String {
+    let serial = lower_serial(index);
+    match lower.fstype() {
+        Some(fstype) => format!("{serial}:{fstype}"),
+        None => serial,
+    }
 }
 
 /// The kernel splits its command line on spaces and treats quotes specially; a value with
@@ -531,7 +585,10 @@ mod tests {
 
     fn overlay() -> RootDisk {
         RootDisk::Overlay {
-            lowers: vec!["/i/top.ext4".into(), "/i/base.ext4".into()],
+            lowers: vec![
+                Lower::Layer("/i/top.ext4".into()),
+                Lower::Layer("/i/base.ext4".into()),
+            ],
             upper: "/s/upper.ext4".into(),
         }
     }
@@ -597,6 +654,88 @@ mod tests {
         );
         assert!(values(&args, "-netdev").is_empty());
         assert!(values(&args, "-object").is_empty());
+    }
+
+    fn disk_root(lowers: Vec<Lower>) -> VmConfig {
+        let root = RootDisk::Overlay {
+            lowers,
+            upper: "/s/upper.ext4".into(),
+        };
+        config(root, Accelerator::Kvm)
+    }
+
+    fn disk(path: &str, format: &str, fstype: Option<DiskFilesystem>) -> Lower {
+        Lower::Disk {
+            path: path.into(),
+            format: format.into(),
+            fstype,
+        }
+    }
+
+    #[test]
+    fn a_disk_lower_is_read_through_a_snapshot_in_its_format_with_its_fstype() {
+        let cfg = disk_root(vec![disk(
+            "/h/root,1.qcow2",
+            "qcow2",
+            Some(DiskFilesystem::Ext4),
+        )]);
+        let args = arguments(&cfg);
+        assert_eq!(
+            values(&args, "-drive"),
+            [
+                "id=layer0,file=/h/root,,1.qcow2,format=qcow2,if=none,snapshot=on",
+                "id=upper,file=/s/upper.ext4,format=raw,if=none",
+            ]
+        );
+        assert!(values(&args, "-device").contains(&"virtio-blk-device,drive=layer0,serial=layer0"));
+        assert!(values(&args, "-append")[0]
+            .ends_with(" msb.root=overlay msb.lower=layer0:ext4 msb.upper=upper"));
+        assert_eq!(cfg.root.virtio_devices(), 2);
+    }
+
+    #[test]
+    fn a_disk_lower_without_fstype_leaves_detection_to_the_guest() {
+        let cfg = disk_root(vec![disk("/h/root.img", "raw", None)]);
+        let args = arguments(&cfg);
+        assert_eq!(
+            values(&args, "-drive")[0],
+            "id=layer0,file=/h/root.img,format=raw,if=none,snapshot=on"
+        );
+        assert!(values(&args, "-append")[0].ends_with(" msb.lower=layer0 msb.upper=upper"));
+    }
+
+    #[test]
+    fn each_fstype_stays_with_its_own_lower() {
+        let cfg = disk_root(vec![
+            Lower::Layer("/i/top.ext4".into()),
+            disk("/h/middle.img", "raw", Some(DiskFilesystem::Erofs)),
+            Lower::Layer("/i/base.ext4".into()),
+            disk("/h/bottom.qcow2", "qcow2", Some(DiskFilesystem::Ext2)),
+        ]);
+        let args = arguments(&cfg);
+        assert!(values(&args, "-append")[0]
+            .ends_with(" msb.lower=layer0,layer1:erofs,layer2,layer3:ext2 msb.upper=upper"));
+        assert_eq!(
+            values(&args, "-drive")[..4],
+            [
+                "id=layer0,file=/i/top.ext4,format=raw,if=none,readonly=on",
+                "id=layer1,file=/h/middle.img,format=raw,if=none,snapshot=on",
+                "id=layer2,file=/i/base.ext4,format=raw,if=none,readonly=on",
+                "id=layer3,file=/h/bottom.qcow2,format=qcow2,if=none,snapshot=on",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_fstype_is_one_word_of_the_kernel_command_line() {
+        for fstype in DiskFilesystem::ALL {
+            let name = fstype.name();
+            assert_eq!(cmdline_word(name), name);
+            assert!(
+                !name.contains([':', ',']),
+                "{name} would split the lower list"
+            );
+        }
     }
 
     #[test]

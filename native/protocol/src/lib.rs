@@ -12,8 +12,11 @@
 //! `len` counts the bytes after itself (id + flags + body). `id` names the request a frame
 //! belongs to, so many exec sessions share one channel. Frames larger than
 //! [`MAX_FRAME_LEN`] are rejected before any allocation, because the guest is untrusted.
+//!
+//! [`filesystem`] is the other fact both sides share: which file systems a root disk may hold.
 
 pub mod control;
+pub mod filesystem;
 pub mod frame;
 pub mod guest;
 

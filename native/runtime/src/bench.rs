@@ -4,8 +4,8 @@
 use crate::binaries;
 use crate::error::{Result, RuntimeError};
 use crate::install;
-use msb_engine::qemu::RootDisk;
 use msb_supervisor::paths::SandboxFiles;
+use msb_supervisor::root::RootImage;
 use msb_supervisor::{artifacts, database, handshake, vm};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -31,10 +31,7 @@ fn bare_boot_argv(work_dir: PathBuf) -> Result<Vec<String>> {
     // The benchmark plays the supervisor: it must listen on the console socket.
     msb_images::ext4::empty_image(&files.upper_disk(), vm::UPPER_DISK_BYTES, "upper")
         .map_err(|e| RuntimeError::Install(e.to_string()))?;
-    let root = RootDisk::Overlay {
-        lowers: vec![PathBuf::from(image.path)],
-        upper: files.upper_disk(),
-    };
+    let root = RootImage::of_record(&image).disk(&files);
     let config = vm::vm_config("bench", 1, 512, &files, root, &artifacts, accelerator);
     let mut argv = vec![artifacts.qemu.display().to_string()];
     argv.extend(msb_engine::qemu::arguments(&config));

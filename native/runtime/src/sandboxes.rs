@@ -104,7 +104,7 @@ fn check_image(db: &mut Database, image: &ImageSource) -> Result<RootImage> {
 }
 
 fn check_volumes(spec: &SandboxSpec, root: &RootImage, files: &SandboxFiles) -> Result<()> {
-    volumes::check_mounts(spec, root.disk(files)?.virtio_devices())
+    volumes::check_mounts(spec, root.disk(files).virtio_devices())
 }
 
 /// Boots a stopped or crashed sandbox again, with its recorded configuration and its disk.

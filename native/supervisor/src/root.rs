@@ -4,7 +4,8 @@
 use crate::error::{Result, SupervisorError};
 use crate::paths::SandboxFiles;
 use crate::spec::{DiskFormat, ImageSource};
-use msb_engine::qemu::{RootDisk, Share};
+use msb_engine::qemu::{Lower, RootDisk, Share};
+use msb_protocol::filesystem::DiskFilesystem;
 use msb_state::{Database, ImageRecord};
 use std::path::{Path, PathBuf};
 
@@ -23,7 +24,7 @@ pub enum RootImage {
     Disk {
         path: PathBuf,
         format: DiskFormat,
-        fstype: Option<String>,
+        fstype: Option<DiskFilesystem>,
     },
 }
 
@@ -48,7 +49,7 @@ impl RootImage {
                 path,
                 format,
                 fstype,
-            } => Self::disk_image(path, *format, fstype.clone()),
+            } => Self::disk_image(path, *format, *fstype),
             ImageSource::Local { name } | ImageSource::Oci { reference: name } => {
                 let record = db.image(name)?.ok_or_else(|| {
                     SupervisorError::ImageNotFound(name.clone(), "see `msb images`".into())
@@ -69,7 +70,7 @@ impl RootImage {
         }
     }
 
-    fn disk_image(path: &str, format: DiskFormat, fstype: Option<String>) -> Result<Self> {
+    fn disk_image(path: &str, format: DiskFormat, fstype: Option<DiskFilesystem>) -> Result<Self> {
         if std::fs::metadata(path).is_ok_and(|metadata| metadata.is_file()) {
             Ok(Self::Disk {
                 path: PathBuf::from(path),
@@ -90,10 +91,10 @@ impl RootImage {
     }
 
     /// The root file system as QEMU gets it.
-    pub fn disk(&self, files: &SandboxFiles) -> Result<RootDisk> {
-        Ok(match self {
-            Self::Layers(lowers) => RootDisk::Overlay {
-                lowers: lowers.clone(),
+    pub fn disk(&self, files: &SandboxFiles) -> RootDisk {
+        match self {
+            Self::Layers(layers) => RootDisk::Overlay {
+                lowers: layers.iter().cloned().map(Lower::Layer).collect(),
                 upper: files.upper_disk(),
             },
             Self::Bind(_) => RootDisk::Virtiofs(Share {
@@ -105,37 +106,16 @@ impl RootImage {
                 format,
                 fstype,
             } => RootDisk::Overlay {
-                lowers: vec![disk_lower(path, *format, fstype.as_deref())?],
+                lowers: vec![Lower::Disk {
+                    path: path.clone(),
+                    format: format.as_str().into(),
+                    fstype: *fstype,
+                }],
                 upper: files.upper_disk(),
             },
-        })
+        }
     }
 }
-
-/// The one place a disk image root's format and file system type are handed to the engine.
-///
-/// The engine opens every lower as a raw drive and the guest agent detects ext4 or EROFS on
-/// it, so until lowers carry a QEMU format and an fstype, only raw images of those file
-/// systems can be a root; anything else is refused here rather than booted wrong.
-fn disk_lower(path: &Path, format: DiskFormat, fstype: Option<&str>) -> Result<PathBuf> {
-    if format != DiskFormat::Raw {
-        return Err(SupervisorError::InvalidConfig(format!(
-            "{}: a {} disk image cannot be a root file system yet (raw only)",
-            path.display(),
-            format.as_str()
-        )));
-    }
-    if let Some(other) = fstype.filter(|fstype| !DETECTED_ROOT_FSTYPES.contains(fstype)) {
-        return Err(SupervisorError::InvalidConfig(format!(
-            "{}: a {other} disk image cannot be a root file system yet (ext4 or erofs)",
-            path.display()
-        )));
-    }
-    Ok(path.to_path_buf())
-}
-
-/// The file systems the guest agent recognises on a lower without being told.
-const DETECTED_ROOT_FSTYPES: [&str; 2] = ["ext4", "erofs"];
 
 #[cfg(test)]
 mod tests {
@@ -158,11 +138,11 @@ mod tests {
         ));
     }
 
-    fn disk(path: &Path, format: DiskFormat, fstype: Option<&str>) -> ImageSource {
+    fn disk(path: &Path, format: DiskFormat, fstype: Option<DiskFilesystem>) -> ImageSource {
         ImageSource::Disk {
             path: path.display().to_string(),
             format,
-            fstype: fstype.map(String::from),
+            fstype,
         }
     }
 
@@ -187,23 +167,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open_in_memory().unwrap();
         let files = SandboxFiles::in_dir(dir.path().join("sandbox"));
-        let image = dir.path().join("root.img");
+        let image = dir.path().join("root.qcow2");
         std::fs::write(&image, b"").unwrap();
-        let raw = RootImage::resolve(&disk(&image, DiskFormat::Raw, Some("ext4")), &db).unwrap();
+        let source = disk(&image, DiskFormat::Qcow2, Some(DiskFilesystem::Ext4));
+        let root = RootImage::resolve(&source, &db).unwrap();
         assert_eq!(
-            raw.disk(&files).unwrap(),
+            root.disk(&files),
             RootDisk::Overlay {
-                lowers: vec![image.clone()],
+                lowers: vec![Lower::Disk {
+                    path: image.clone(),
+                    format: "qcow2".into(),
+                    fstype: Some(DiskFilesystem::Ext4),
+                }],
                 upper: files.upper_disk(),
             }
         );
-        for (format, fstype) in [(DiskFormat::Qcow2, None), (DiskFormat::Raw, Some("xfs"))] {
-            let root = RootImage::resolve(&disk(&image, format, fstype), &db).unwrap();
-            assert!(matches!(
-                root.disk(&files),
-                Err(SupervisorError::InvalidConfig(_))
-            ));
-        }
     }
 
     #[test]

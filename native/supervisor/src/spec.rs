@@ -5,6 +5,7 @@
 
 use crate::error::{Result, SupervisorError};
 use crate::logging::LogLevel;
+use msb_protocol::filesystem::DiskFilesystem;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -23,7 +24,7 @@ pub enum ImageSource {
     Disk {
         path: String,
         format: DiskFormat,
-        fstype: Option<String>,
+        fstype: Option<DiskFilesystem>,
     },
 }
 
@@ -194,9 +195,15 @@ mod tests {
         .unwrap();
         assert!(matches!(
             spec.image,
-            ImageSource::Disk { ref path, format: DiskFormat::Qcow2, fstype: Some(ref fstype) }
-                if path == "/d/root.qcow2" && fstype == "ext4"
+            ImageSource::Disk { ref path, format: DiskFormat::Qcow2, fstype: Some(DiskFilesystem::Ext4) }
+                if path == "/d/root.qcow2"
         ));
+        let unsupported_fstype = SandboxSpec::from_json(
+            r#"{"name":"a","image":{"kind":"disk","path":"/d/r","format":"raw","fstype":"xfs"},"cpus":1,"memory_mib":256}"#,
+        );
+        assert!(
+            matches!(unsupported_fstype, Err(SupervisorError::InvalidConfig(message)) if message.contains("xfs"))
+        );
         let bad_format = SandboxSpec::from_json(
             r#"{"name":"a","image":{"kind":"disk","path":"/d/r","format":"vmdk","fstype":null},"cpus":1,"memory_mib":256}"#,
         );

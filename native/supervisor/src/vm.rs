@@ -58,7 +58,7 @@ pub fn start(
     ] {
         let _ = std::fs::remove_file(socket);
     }
-    let root_disk = root.disk(files)?;
+    let root_disk = root.disk(files);
     let mut helpers = Vec::new();
     let volumes = prepare_root(spec, root, files, &mut helpers)
         .and_then(|()| volumes::attach(spec, files, &mut helpers));

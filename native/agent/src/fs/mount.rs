@@ -36,11 +36,7 @@ pub fn mount(request: &MountRequest) -> Result<(), FsError> {
     create_dirs(Path::new(target), DEFAULT_DIR_MODE)
         .map_err(|e| failed(format!("creating {target}: {}", describe(&e)), &e))?;
     sys::mount(&source.device, target, &source.fstype, flags, &data).map_err(|e| {
-        let hint = if e.raw_os_error() == Some(libc::ENODEV) {
-            format!(" (the kernel has no {} driver)", source.fstype)
-        } else {
-            String::new()
-        };
+        let hint = rootfs::driver_hint(&e, &source.fstype);
         failed(format!("{}{hint}", describe(&e)), &e)
     })
 }
@@ -136,7 +132,7 @@ fn resolve_disk(serial: &str, fstype: Option<&str>) -> Result<Resolved, RootErro
         None => rootfs::filesystem_of(&device)?.to_string(),
     };
     Ok(Resolved {
-        what: format!("disk {serial} ({device}, {fstype})"),
+        what: rootfs::describe_disk(serial, &device, &fstype),
         device,
         fstype,
     })

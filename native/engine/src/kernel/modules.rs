@@ -4,14 +4,15 @@
 //! so dependencies come from each module's own `.modinfo` section (`depends=a,b`), and the
 //! load order is a topological sort of them.
 
+use msb_protocol::filesystem::DiskFilesystem;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// What the guest agent uses: virtio transport, console port, disks, network, overlayfs,
-/// virtio-fs, entropy and balloon, and EROFS for read-only image layers. Dependencies are
-/// added by [`load_order`].
+/// What the guest agent uses besides the disk file systems' modules
+/// ([`filesystem_module`]): virtio transport, console port, disks, network, overlayfs,
+/// virtio-fs, entropy and balloon. Dependencies are added by [`load_order`].
 pub const GUEST_MODULES: &[&str] = &[
     "virtio_ring",
     "virtio",
@@ -26,8 +27,26 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtiofs",
     "virtio_rng",
     "virtio_balloon",
-    "erofs",
 ];
+
+/// The module that provides a file system a disk may hold, `None` when Debian's cloud kernel
+/// has it built in (`CONFIG_EXT4_FS=y`, which serves ext2 and ext3 too). EROFS is what image
+/// layers may be besides ext4.
+fn filesystem_module(filesystem: DiskFilesystem) -> Option<&'static str> {
+    match filesystem {
+        DiskFilesystem::Ext2 | DiskFilesystem::Ext3 | DiskFilesystem::Ext4 => None,
+        DiskFilesystem::Erofs => Some("erofs"),
+    }
+}
+
+/// Every module the initramfs carries, before dependencies: [`GUEST_MODULES`], then one per
+/// supported disk file system that is not built in.
+fn wanted_modules() -> Vec<&'static str> {
+    let filesystems = DiskFilesystem::ALL
+        .into_iter()
+        .filter_map(filesystem_module);
+    GUEST_MODULES.iter().copied().chain(filesystems).collect()
+}
 
 const MODULE_SUFFIX: &str = ".ko";
 /// Suffixes of compressed modules, which a plain `init_module` cannot load.
@@ -244,7 +263,7 @@ impl Sorter<'_> {
     }
 }
 
-/// The `.ko` files for [`GUEST_MODULES`] found below `dir`, in load order.
+/// The `.ko` files of the [`wanted_modules`] found below `dir`, in load order.
 pub(crate) fn load_order(dir: &Path, presence: Presence) -> Result<Vec<PathBuf>, ModuleError> {
     let index = index_tree(dir)?;
     let mut lookup = |name: &str| -> Result<Option<Vec<String>>, ModuleError> {
@@ -256,7 +275,7 @@ pub(crate) fn load_order(dir: &Path, presence: Presence) -> Result<Vec<PathBuf>,
         }
         read_modinfo(path).map(|fields| Some(depends(&fields)))
     };
-    let names = topo_order(GUEST_MODULES, presence, &mut lookup, dir)?;
+    let names = topo_order(&wanted_modules(), presence, &mut lookup, dir)?;
     Ok(names.iter().map(|name| index[name].clone()).collect())
 }
 
@@ -388,6 +407,13 @@ pub(crate) mod tests {
             sort(&["c"], Presence::Optional, &g),
             Err(ModuleError::Missing { .. })
         ));
+    }
+
+    #[test]
+    fn the_erofs_module_is_carried_and_the_ext_family_is_built_in() {
+        let wanted = wanted_modules();
+        assert_eq!(wanted[..GUEST_MODULES.len()], *GUEST_MODULES);
+        assert_eq!(wanted[GUEST_MODULES.len()..], ["erofs"]);
     }
 
     #[test]
