@@ -31,7 +31,7 @@ from microsandbox_tui import (
     Resolved,
     Resolving,
     Sandbox,
-    _native,
+    home_dir,
     inspect_image,
     list_images,
     pull,
@@ -44,13 +44,13 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(300)]
 
 def store_files() -> set[Path]:
     """Every file in the home's image store (blobs, layer images, records)."""
-    root = Path(_native.home_dir()) / "images"
+    root = Path(home_dir()) / "images"
     return {path for path in root.rglob("*") if path.is_file()}
 
 
 def store_leftovers() -> list[Path]:
     """Temporary files a pull left behind (there must be none)."""
-    tmp = Path(_native.home_dir()) / "images" / "tmp"
+    tmp = Path(home_dir()) / "images" / "tmp"
     return list(tmp.iterdir()) if tmp.exists() else []
 
 
