@@ -24,7 +24,8 @@ from pathlib import Path
 # A throw-away home, so the benchmark never touches the user's sandboxes.
 os.environ.setdefault("MSB_HOME", tempfile.mkdtemp(prefix="msb-bench-home-"))
 
-from microsandbox_tui import Sandbox, _native
+from microsandbox_tui import Sandbox, doctor
+from microsandbox_tui._native import bench
 
 BOOT_TIMEOUT_S = 120.0
 
@@ -32,7 +33,7 @@ BOOT_TIMEOUT_S = 120.0
 def bare_boot_argv(work: Path) -> tuple[list[str], Path]:
     """The QEMU command line the runtime would use for the default image, from the runtime's
     own builder, with the sandbox-specific files placed in ``work``."""
-    argv = _native.boot_command(str(work))
+    argv = bench.boot_command(str(work))
     return argv, work / "agent.sock"
 
 
@@ -61,7 +62,7 @@ def time_bare_boot() -> float:
             listener.settimeout(BOOT_TIMEOUT_S)
             connection, _ = listener.accept()
             connection.settimeout(BOOT_TIMEOUT_S)
-            connection.sendall(_native.hello_frame())
+            connection.sendall(bench.hello_frame())
             if not connection.recv(1):
                 raise RuntimeError("the agent closed the channel without answering")
             return time.perf_counter() - started
@@ -102,7 +103,7 @@ async def main() -> None:
         bare.append(time_bare_boot())
         full.append(await time_create_to_exec(index))
         print(f"run {index + 1}/{args.runs}: bare {bare[-1]:.2f} s, sdk {full[-1]:.2f} s")
-    accelerator = next(detail for name, _, detail in _native.doctor() if name == "accelerator")
+    accelerator = next(check.detail for check in doctor() if check.name == "accelerator")
     print(f"\naccelerator: {accelerator}")
     print(f"(a) bare QEMU boot -> agent first byte : {describe(bare)}")
     print(f"(b) Sandbox.create -> first exec output: {describe(full)}")
