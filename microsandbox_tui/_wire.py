@@ -18,8 +18,9 @@ _T = TypeVar("_T")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-#: Marks a stdlib dataclass as a record of the runtime: decoded strictly (unknown fields fail).
-record = with_config(ConfigDict(extra="forbid"))
+#: Marks a stdlib dataclass as a record of the runtime, decoded strictly: an unknown field or
+#: a value of another JSON type (``"42"`` for an int) fails.
+record = with_config(ConfigDict(extra="forbid", strict=True))
 
 
 def _from_epoch_ms(value: object) -> datetime:
