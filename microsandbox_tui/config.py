@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
-    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -148,12 +147,12 @@ class ImageDefaults(_Frozen):
     ``working_dir``) and stored with the sandbox in this model's own spelling.
     """
 
+    model_config = ConfigDict(validate_by_name=True)
+
     env: Annotated[dict[str, str], BeforeValidator(_env_from_list)] = Field(default_factory=dict)
     entrypoint: list[str] = Field(default_factory=list)
     cmd: list[str] = Field(default_factory=list)
-    workdir: str | None = Field(
-        default=None, validation_alias=AliasChoices("workdir", "working_dir")
-    )
+    workdir: str | None = Field(default=None, validation_alias="working_dir")
     user: str | None = None
 
     @property

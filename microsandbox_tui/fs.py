@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import Self
+from typing import Self, overload
 
 from . import _native
 from ._blocking import run_blocking
@@ -267,6 +267,14 @@ class SandboxFs:
 
 def _as_bytes(data: bytes | str) -> bytes:
     return data.encode() if isinstance(data, str) else bytes(data)
+
+
+@overload
+def _checked_mode(mode: int) -> int: ...
+
+
+@overload
+def _checked_mode(mode: None) -> None: ...
 
 
 def _checked_mode(mode: int | None) -> int | None:

@@ -465,7 +465,13 @@ class Sandbox:
             await handle.resize(*terminal_size(stdout))
         else:
             program = cmd or await self.login_shell()
-            exec_options = ExecOptions(**options, tty=terminal_size(stdout))
+            exec_options = ExecOptions(
+                args=options.get("args", ()),
+                env=options.get("env", {}),
+                tty=terminal_size(stdout),
+            )
+            if "cwd" in options:
+                exec_options["cwd"] = options["cwd"]
             handle = await self.exec_stream(program, exec_options)
         with raw_terminal(stdin):
             return await bridge(handle, input_fd=stdin, output_fd=stdout, detach_keys=detach_keys)
