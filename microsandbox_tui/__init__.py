@@ -121,14 +121,8 @@ from .runtime import (
     set_log_level,
     version,
 )
-from .sandbox import (
-    PullSession,
-    Sandbox,
-    SandboxHandle,
-    SandboxInfo,
-    SandboxOptions,
-    SessionInfo,
-)
+from .sandbox import PullSession, Sandbox, SandboxHandle, SandboxOptions, SessionInfo
+from .sandbox_info import SandboxInfo
 from .types import (
     DiskImageFormat,
     ExecOutput,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from .fs import FsEntry, FsEntryKind
-from .sandbox import SandboxInfo
+from .sandbox_info import SandboxInfo
 from .types import MiB, SandboxStatus
 
 #: File type bits of each kind, for ``ls -l`` style modes (``?`` for other kinds).

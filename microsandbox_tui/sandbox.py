@@ -15,9 +15,6 @@ from . import _native
 from ._blocking import run_blocking
 from ._wire import Timestamp, decode, record
 from .config import (
-    STORED_CONFIG,
-    BindImage,
-    DiskImage,
     MountConfig,
     OciImage,
     PatchConfig,
@@ -34,6 +31,7 @@ from .logs import LogSource, read_logs
 from .metrics import MetricsStream, SandboxMetrics, sandbox_metrics
 from .patches import apply_patches
 from .pull import PullProgress, PullStream, RegistryAuth, pull_stream
+from .sandbox_info import SandboxInfo, decode_sandbox_info, sandbox_info, sandbox_infos
 from .terminal import DEFAULT_DETACH_KEYS, bridge, raw_terminal, terminal_size
 from .types import ExecOutput, ExitStatus, LogLevel, SandboxStatus, SizeLike, mib_of
 
@@ -177,38 +175,6 @@ class SessionInfo:
     tty: bool
     started_at: Timestamp
     attached: bool
-
-
-@record
-@dataclass(frozen=True, slots=True)
-class SandboxInfo:
-    """A sandbox as the runtime's database records it (its ``config`` is decoded as a stored
-    one: host files it named may be gone since)."""
-
-    name: str
-    status: SandboxStatus
-    config: SandboxConfig
-    detached: bool
-    created_at: Timestamp
-    started_at: Timestamp | None
-    stopped_at: Timestamp | None
-    accelerator: str | None
-    boot_ms: int | None
-    exit_reason: str | None
-    #: Processes of a live sandbox: its supervisor and its VM (QEMU).
-    supervisor_pid: int | None = None
-    vmm_pid: int | None = None
-
-    @property
-    def image(self) -> str:
-        source = self.config.image
-        if isinstance(source, BindImage | DiskImage):
-            return source.path
-        return source.reference if isinstance(source, OciImage) else source.name
-
-
-def _decode_info(text: str) -> SandboxInfo:
-    return decode(SandboxInfo, text, context=STORED_CONFIG)
 
 
 class Sandbox:
@@ -495,12 +461,11 @@ class Sandbox:
 
     @staticmethod
     async def list() -> list[SandboxInfo]:
-        text = await run_blocking(_native.list_sandboxes)
-        return decode(list[SandboxInfo], text, context=STORED_CONFIG)
+        return await sandbox_infos()
 
     @staticmethod
     async def get_info(name: str) -> SandboxInfo:
-        return _decode_info(await run_blocking(_native.get_sandbox, name))
+        return await sandbox_info(name)
 
     @staticmethod
     async def remove(name: str, *, force: bool = False) -> None:
@@ -565,7 +530,7 @@ class SandboxHandle:
     ) -> Sandbox:
         """Boots the stopped sandbox again with its configuration and its disk."""
         started = await run_blocking(_native.start_sandbox, self.name, detached, start_timeout)
-        self._info = _decode_info(started)
+        self._info = decode_sandbox_info(started)
         connection = await run_blocking(_native.Connection.open, self.name)
         return Sandbox(self.name, connection, self._info.config, owned=not detached)
 
