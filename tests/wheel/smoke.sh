@@ -59,14 +59,16 @@ wanted = {
     "microsandbox_tui/tui/themes/msb-midnight.toml",
     "microsandbox_tui/tui/themes/msb-paper.toml",
     "microsandbox_tui/tui/app.tcss",
-    "microsandbox_tui/_native.pyi",
     "microsandbox_tui/py.typed",
 }
 missing = sorted(wanted - names)
 if missing:
     sys.exit(f"the wheel lacks {missing}")
-if not any(name.startswith("microsandbox_tui/_native") and name.endswith(".so") for name in names):
+native = [name for name in names if name.startswith("microsandbox_tui/_native")]
+if not any(name.endswith(".so") for name in native):
     sys.exit("the wheel lacks the native module")
+if not any(name.endswith(".pyi") for name in native):
+    sys.exit("the wheel lacks the native module's type stubs")
 PY
 
 log "installing it into a fresh virtualenv"
