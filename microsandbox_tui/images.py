@@ -73,7 +73,8 @@ class ImageDetail(ImageInfo):
 
 async def list_images() -> list[ImageInfo]:
     # Each record of the listing is a whole image: decoded as such, returned as summaries.
-    return [*decode(list[ImageDetail], await run_blocking(_native.list_images))]
+    images = decode(list[ImageDetail], await run_blocking(_native.list_images))
+    return [image.info for image in images]
 
 
 async def inspect_image(name: str) -> ImageDetail:
