@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import statistics
@@ -25,7 +24,7 @@ from pathlib import Path
 # A throw-away home, so the benchmark never touches the user's sandboxes.
 os.environ.setdefault("MSB_HOME", tempfile.mkdtemp(prefix="msb-bench-home-"))
 
-from microsandbox_tui import Sandbox, _native
+from microsandbox_tui import Sandbox, doctor
 from microsandbox_tui._native import bench
 
 BOOT_TIMEOUT_S = 120.0
@@ -104,8 +103,7 @@ async def main() -> None:
         bare.append(time_bare_boot())
         full.append(await time_create_to_exec(index))
         print(f"run {index + 1}/{args.runs}: bare {bare[-1]:.2f} s, sdk {full[-1]:.2f} s")
-    checks = json.loads(_native.doctor())
-    accelerator = next(check["detail"] for check in checks if check["name"] == "accelerator")
+    accelerator = next(check.detail for check in doctor() if check.name == "accelerator")
     print(f"\naccelerator: {accelerator}")
     print(f"(a) bare QEMU boot -> agent first byte : {describe(bare)}")
     print(f"(b) Sandbox.create -> first exec output: {describe(full)}")

@@ -4,8 +4,8 @@
 
 (a) 20 MiB of generated terminal output (coloured listings, progress lines rewritten with
 ``\\r``, cursor addressing and scrolling, as a build log or ``top`` make) fed in 4 KiB chunks
-through the TerminalView path: ``Terminal.feed``, then each frame (every 64 KiB) the dirty
-rows' segments turned into Rich segments. pyte parses the same bytes in the same run,
+through the TerminalView path: ``TerminalEmulator.feed``, then each frame (every 64 KiB) the
+dirty rows' segments turned into Rich segments. pyte parses the same bytes in the same run,
 decoding included, without rendering.
 (b) The same 20 MiB ``cat`` by a real sandbox on a PTY, into a TerminalView in a headless
 dashboard (the widget's own frames drawing as it goes), timed from the command's start until
@@ -30,7 +30,7 @@ from rich.segment import Segment
 from textual.app import App, ComposeResult
 
 from microsandbox_tui import ExitedEvent, Sandbox, StdoutEvent
-from microsandbox_tui._native import Terminal
+from microsandbox_tui.terminal import TerminalEmulator
 from microsandbox_tui.tui.widgets.terminal_view import TerminalView, _style
 
 ROWS, COLS = 40, 160
@@ -74,7 +74,7 @@ def generate(size: int, seed: int = 7) -> bytes:
 
 
 def run_terminal_view_path(data: bytes) -> float:
-    terminal = Terminal(ROWS, COLS, 10_000)
+    terminal = TerminalEmulator(ROWS, COLS, 10_000)
     started = time.perf_counter()
     since_frame = 0
     rendered = 0
@@ -143,7 +143,7 @@ async def echo_latency(sandbox: Sandbox, keys: int) -> list[float]:
     shell = await sandbox.login_shell()
     handle = await sandbox.exec_stream(shell, {"tty": (ROWS, COLS)})
     stdin = handle.take_stdin()
-    terminal = Terminal(ROWS, COLS)
+    terminal = TerminalEmulator(ROWS, COLS)
 
     async def drain_until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
         deadline = time.perf_counter() + timeout

@@ -10,6 +10,7 @@ from .config import (
     BindMount,
     CopyDirPatch,
     CopyFilePatch,
+    DiskImage,
     DiskMount,
     Image,
     ImageDefaults,
@@ -90,7 +91,7 @@ from .images import (
     remove_image,
 )
 from .logs import LogSource, read_logs
-from .metrics import SandboxMetrics, all_sandbox_metrics
+from .metrics import MetricsStream, SandboxMetrics, all_sandbox_metrics
 from .patches import Patch
 from .pull import (
     LayerDownloadComplete,
@@ -111,10 +112,33 @@ from .pull import (
     pull,
     pull_stream,
 )
-from .runtime import DoctorCheck, doctor, home_dir, install, is_installed, version
-from .sandbox import PullSession, Sandbox, SandboxHandle, SandboxInfo, SessionInfo
-from .types import DiskImageFormat, ExecOutput, ExitStatus, GiB, KiB, MiB, SandboxStatus
+from .runtime import (
+    DoctorCheck,
+    doctor,
+    home_dir,
+    install,
+    is_installed,
+    set_log_level,
+    version,
+)
+from .sandbox import PullSession, Sandbox, SandboxHandle, SandboxOptions, SessionInfo
+from .sandbox_info import SandboxInfo
+from .types import (
+    DiskImageFormat,
+    ExecOutput,
+    ExitStatus,
+    GiB,
+    KiB,
+    LogLevel,
+    MiB,
+    SandboxStatus,
+    Size,
+    SizeLike,
+    TiB,
+)
 from .volumes import Volume, VolumeHandle
+
+__version__ = version()
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -128,6 +152,7 @@ __all__ = [
     "CommandNotFoundError",
     "CopyDirPatch",
     "CopyFilePatch",
+    "DiskImage",
     "DiskImageFormat",
     "DiskMount",
     "DoctorCheck",
@@ -169,7 +194,9 @@ __all__ = [
     "LayerIndexStarted",
     "LayerSummary",
     "LocalImage",
+    "LogLevel",
     "LogSource",
+    "MetricsStream",
     "MiB",
     "MicrosandboxError",
     "MkdirPatch",
@@ -203,16 +230,20 @@ __all__ = [
     "SandboxMetrics",
     "SandboxNotFoundError",
     "SandboxNotRunningError",
+    "SandboxOptions",
     "SandboxStartError",
     "SandboxStatus",
     "SandboxStillRunningError",
     "SessionInfo",
+    "Size",
+    "SizeLike",
     "StartedEvent",
     "StateError",
     "StderrEvent",
     "StdoutEvent",
     "SymlinkPatch",
     "TextPatch",
+    "TiB",
     "TmpfsMount",
     "UnknownUserError",
     "Volume",
@@ -221,6 +252,7 @@ __all__ = [
     "VolumeHandle",
     "VolumeInUseError",
     "VolumeNotFoundError",
+    "__version__",
     "all_sandbox_metrics",
     "doctor",
     "home_dir",
@@ -234,5 +266,6 @@ __all__ = [
     "read_logs",
     "remove_image",
     "sandbox_config",
+    "set_log_level",
     "version",
 ]

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -26,7 +27,7 @@ from pydantic import (
 from .errors import InvalidConfigError
 from .fs import MAX_MODE
 from .pull import PullPolicy
-from .types import DiskImageFormat
+from .types import DiskImageFormat, LogLevel
 
 #: The image a sandbox gets when none is given; built locally by ``install()``.
 DEFAULT_IMAGE = "msb-base"
@@ -43,6 +44,59 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _absolute_host_path(value: str) -> str:
+    return str(Path(value).expanduser().resolve())
+
+
+#: Validation context of a configuration read back from the database. Host files may be gone
+#: since it was created (patches copied theirs then; a disk image may have been deleted, and
+#: starting the sandbox says so); they were checked at creation.
+STORED_CONFIG: dict[str, Any] = {"stored": True}
+
+
+def _existing_host_path(kind: Literal["file", "directory"]) -> AfterValidator:
+    """Makes a host path absolute; it must be an existing ``kind`` unless the configuration
+    is a stored one."""
+    is_kind = Path.is_file if kind == "file" else Path.is_dir
+
+    def check(value: str, info: ValidationInfo) -> str:
+        path = _absolute_host_path(value)
+        stored = bool(info.context and info.context.get("stored"))
+        if not stored and not is_kind(Path(path)):
+            raise ValueError(f"{value!r} is not an existing {kind}")
+        return path
+
+    return AfterValidator(check)
+
+
+HostFile = Annotated[str, _existing_host_path("file")]
+HostDirectory = Annotated[str, _existing_host_path("directory")]
+
+
+class _DiskFile(_Frozen):
+    """A host disk image file: its format and the file system in it."""
+
+    format: DiskImageFormat
+    fstype: str | None = Field(default=None, max_length=32, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_from_name(cls, values: Any) -> Any:
+        """No format given: ``.qcow2`` files are qcow2, anything else raw."""
+        if isinstance(values, dict) and values.get("format") is None and "path" in values:
+            qcow2 = str(values["path"]).endswith(".qcow2")
+            values = {**values, "format": DiskImageFormat.QCOW2 if qcow2 else DiskImageFormat.RAW}
+        return values
+
+
+class DiskImage(_DiskFile):
+    """A host disk image file as the read-only lower layer of the root file system; the
+    sandbox writes to its own upper, so the file itself is never written."""
+
+    kind: Literal["disk"] = "disk"
+    path: HostFile
 
 
 class BindImage(_Frozen):
@@ -78,14 +132,27 @@ class OciImage(_Frozen):
     insecure: bool = False
 
 
+def _env_from_list(value: Any) -> Any:
+    """An image config's ``["K=V", ...]`` as a mapping (a stored config has one already)."""
+    if isinstance(value, list):
+        return dict(item.split("=", 1) for item in value if isinstance(item, str) and "=" in item)
+    return value
+
+
 class ImageDefaults(_Frozen):
     """What an OCI image's config says about running it, applied to every exec unless the
-    sandbox or the exec says otherwise."""
+    sandbox or the exec says otherwise.
 
-    env: dict[str, str] = Field(default_factory=dict)
+    Read from the image's config as the runtime reports it (``env`` as ``K=V`` texts,
+    ``working_dir``) and stored with the sandbox in this model's own spelling.
+    """
+
+    model_config = ConfigDict(validate_by_name=True)
+
+    env: Annotated[dict[str, str], BeforeValidator(_env_from_list)] = Field(default_factory=dict)
     entrypoint: list[str] = Field(default_factory=list)
     cmd: list[str] = Field(default_factory=list)
-    workdir: str | None = None
+    workdir: str | None = Field(default=None, validation_alias="working_dir")
     user: str | None = None
 
     @property
@@ -94,7 +161,7 @@ class ImageDefaults(_Frozen):
         return [*self.entrypoint, *self.cmd]
 
 
-ImageSource = Annotated[BindImage | LocalImage | OciImage, Field(discriminator="kind")]
+ImageSource = Annotated[BindImage | LocalImage | OciImage | DiskImage, Field(discriminator="kind")]
 
 
 class Image:
@@ -120,8 +187,20 @@ class Image:
         """Use an OCI image from a registry; ``insecure`` allows plain HTTP."""
         return validated(OciImage, reference=reference, pull_policy=pull_policy, insecure=insecure)
 
+    @staticmethod
+    def disk(
+        path: str | os.PathLike[str],
+        format: DiskImageFormat | str | None = None,
+        fstype: str | None = None,
+    ) -> DiskImage:
+        """Use a host disk image file (an existing regular file) as the read-only base of the
+        root file system; the sandbox's writes go to its own upper layer. ``format`` defaults
+        to the extension's (``.qcow2``, else raw); ``fstype`` is the file system in it,
+        detected by the guest when omitted."""
+        return validated(DiskImage, path=os.fspath(path), format=format, fstype=fstype)
 
-UserImage = str | os.PathLike[str] | BindImage | LocalImage | OciImage
+
+UserImage = str | os.PathLike[str] | BindImage | LocalImage | OciImage | DiskImage
 
 
 def image_from_user(image: UserImage | None) -> ImageSource:
@@ -129,7 +208,7 @@ def image_from_user(image: UserImage | None) -> ImageSource:
     ``msb-base`` the built-in default image, any other string an OCI reference."""
     if image is None:
         return LocalImage(name=DEFAULT_IMAGE)
-    if isinstance(image, BindImage | LocalImage | OciImage):
+    if isinstance(image, BindImage | LocalImage | OciImage | DiskImage):
         return image
     text = os.fspath(image)
     if text.startswith(("/", "./", "../", "~")) or isinstance(image, os.PathLike):
@@ -143,10 +222,6 @@ def _absolute_guest_path(value: str) -> str:
     if not value.startswith("/") or "\0" in value:
         raise ValueError(f"must be an absolute guest path, got {value!r}")
     return value
-
-
-def _absolute_host_path(value: str) -> str:
-    return str(Path(value).expanduser().resolve())
 
 
 class NamedMount(_Frozen):
@@ -178,25 +253,16 @@ class TmpfsMount(_Frozen):
     readonly: bool = False
 
 
-class DiskMount(_Frozen):
+class DiskMount(_DiskFile):
     """A host disk image file attached as a virtio-blk disk. ``format`` defaults to what the
     file name says (``.qcow2``, else raw); ``fstype`` ``None`` lets the guest detect it."""
 
     kind: Literal["disk"] = "disk"
+    #: Made absolute here; whether it exists is checked when the sandbox starts.
     path: str
-    format: DiskImageFormat
-    fstype: str | None = Field(default=None, max_length=32, pattern=r"^[a-z0-9][a-z0-9._-]*$")
     readonly: bool = False
 
     _absolute = field_validator("path")(_absolute_host_path)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _format_from_name(cls, values: Any) -> Any:
-        if isinstance(values, dict) and values.get("format") is None and "path" in values:
-            qcow2 = str(values["path"]).endswith(".qcow2")
-            values = {**values, "format": DiskImageFormat.QCOW2 if qcow2 else DiskImageFormat.RAW}
-        return values
 
 
 MountConfig = Annotated[
@@ -214,32 +280,8 @@ def _guest_path(path: str) -> str:
 
 # -- rootfs patches (applied by microsandbox_tui.patches) ------------------------------------
 
-#: Validation context of a configuration read back from the database. Patches are applied
-#: only at creation, so the host files they copied may be gone since; they were checked then.
-STORED_CONFIG: dict[str, Any] = {"stored": True}
-
-
 GuestPath = Annotated[str, AfterValidator(_absolute_guest_path)]
 Mode = Annotated[int, Field(ge=0, le=MAX_MODE)]
-
-
-def _existing_host_path(kind: Literal["file", "directory"]) -> AfterValidator:
-    """Makes a host path absolute; it must be an existing ``kind`` unless the configuration
-    is a stored one."""
-    is_kind = Path.is_file if kind == "file" else Path.is_dir
-
-    def check(value: str, info: ValidationInfo) -> str:
-        path = _absolute_host_path(value)
-        stored = bool(info.context and info.context.get("stored"))
-        if not stored and not is_kind(Path(path)):
-            raise ValueError(f"{value!r} is not an existing {kind}")
-        return path
-
-    return AfterValidator(check)
-
-
-HostFile = Annotated[str, _existing_host_path("file")]
-HostDirectory = Annotated[str, _existing_host_path("directory")]
 
 
 class TextPatch(_Frozen):
@@ -326,6 +368,9 @@ class SandboxConfig(_Frozen):
     volumes: dict[str, MountConfig] = Field(default_factory=dict)
     #: Applied in order when the sandbox is created (see :mod:`microsandbox_tui.patches`).
     patches: list[PatchConfig] = Field(default_factory=list)
+    #: How much the sandbox's supervisor logs (to its ``supervisor.log``); ``None``: as much
+    #: as the process that starts it.
+    log_level: LogLevel | None = None
 
     @field_validator("name")
     @classmethod

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from .fs import FsEntry, FsEntryKind
-from .sandbox import SandboxInfo
+from .sandbox_info import SandboxInfo
 from .types import MiB, SandboxStatus
 
 #: File type bits of each kind, for ``ls -l`` style modes (``?`` for other kinds).
@@ -52,8 +52,8 @@ def format_uptime(info: SandboxInfo, now: datetime) -> str:
     return "-" if seconds is None else format_duration(seconds)
 
 
-def format_size(n_bytes: int) -> str:
-    """``512 B``, ``1.5 KiB``, ``12.0 MiB``, ``3.2 GiB``."""
+def format_size(n_bytes: float) -> str:
+    """``512 B``, ``1.5 KiB``, ``12.0 MiB``, ``3.2 GiB`` (a chart's axis may be fractional)."""
     value = float(n_bytes)
     for unit in ("B", "KiB", "MiB"):
         if value < 1024:

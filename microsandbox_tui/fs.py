@@ -17,13 +17,13 @@ import os
 import posixpath
 import stat
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
-from typing import Self
+from typing import Self, overload
 
 from . import _native
 from ._blocking import run_blocking
+from ._wire import Timestamp, decode, record
 from .errors import FilesystemError, InvalidConfigError, PathNotFoundError
 
 #: Largest permission value: the permission bits with the set-id and sticky bits.
@@ -43,6 +43,7 @@ class FsEntryKind(StrEnum):
     OTHER = "other"
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class FsEntry:
     """A guest path's metadata, as :meth:`SandboxFs.list` and :meth:`SandboxFs.stat` report
@@ -53,7 +54,7 @@ class FsEntry:
     size: int
     #: Permission bits with the set-id and sticky bits (``st_mode & 0o7777``).
     mode: int
-    modified: datetime
+    modified: Timestamp
     uid: int
     gid: int
     #: Where a symlink points; ``None`` for anything else.
@@ -62,19 +63,6 @@ class FsEntry:
     @property
     def name(self) -> str:
         return posixpath.basename(self.path)
-
-    @staticmethod
-    def from_native(entry: _native.FsEntry) -> FsEntry:
-        return FsEntry(
-            path=entry.path,
-            kind=FsEntryKind(entry.kind),
-            size=entry.size,
-            mode=entry.mode,
-            modified=datetime.fromtimestamp(entry.modified_ms / 1000, tz=UTC),
-            uid=entry.uid,
-            gid=entry.gid,
-            link_target=entry.link_target,
-        )
 
 
 #: What :meth:`SandboxFs.stat` returns: the same facts as a directory entry.
@@ -195,13 +183,12 @@ class SandboxFs:
 
     async def list(self, path: str) -> list[FsEntry]:
         """The directory's entries, sorted by name, without ``.`` and ``..``."""
-        entries = await run_blocking(self._native.list, path)
-        return [FsEntry.from_native(entry) for entry in entries]
+        return decode(list[FsEntry], await run_blocking(self._native.list, path))
 
     async def stat(self, path: str, *, follow_symlinks: bool = False) -> FsMetadata:
         """The path's metadata; a symlink's own (kind ``symlink``, with its target) unless
         ``follow_symlinks``."""
-        return FsEntry.from_native(await run_blocking(self._native.stat, path, follow_symlinks))
+        return decode(FsEntry, await run_blocking(self._native.stat, path, follow_symlinks))
 
     async def exists(self, path: str) -> bool:
         """Whether anything, a dangling symlink too, is at ``path``."""
@@ -282,6 +269,14 @@ def _as_bytes(data: bytes | str) -> bytes:
     return data.encode() if isinstance(data, str) else bytes(data)
 
 
+@overload
+def _checked_mode(mode: int) -> int: ...
+
+
+@overload
+def _checked_mode(mode: None) -> None: ...
+
+
 def _checked_mode(mode: int | None) -> int | None:
     if mode is not None and not 0 <= mode <= MAX_MODE:
         raise InvalidConfigError(f"mode: must be between 0 and 0o7777, got {mode:#o}")
@@ -338,7 +333,7 @@ def _download(fs: _native.Fs, source: str, target: str) -> None:
     # As the agent spells it, so that its entries' paths start with it (POSIX normpath
     # keeps a leading "//").
     source = "/" + posixpath.normpath(source).lstrip("/") if source.startswith("/") else source
-    entry = FsEntry.from_native(fs.stat(source, True))
+    entry = decode(FsEntry, fs.stat(source, True))
     # The user's own path is trusted up to its last component; from there on nothing is.
     parent, name = os.path.split(os.path.abspath(target))
     if not name:
@@ -369,10 +364,10 @@ def _download_tree(fs: _native.Fs, path: str, entry: FsEntry, dir_fd: int, name:
         os.mkdir(name, 0o700, dir_fd=dir_fd)
     fd = _open_on_host(name, _HOST_DIRECTORY_FLAGS, dir_fd)
     try:
-        for child in fs.list(path):
+        for child in decode(list[FsEntry], fs.list(path)):
             child_name = _guest_child_name(path, child.path)
             child_path = posixpath.join(path, child_name)
-            _download_entry(fs, child_path, FsEntry.from_native(child), fd, child_name)
+            _download_entry(fs, child_path, child, fd, child_name)
         # Only now: a read-only directory could not have been filled.
         os.fchmod(fd, _host_mode(entry.mode))
     finally:

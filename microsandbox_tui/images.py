@@ -7,22 +7,21 @@ image refers to.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
 
 from . import _native
 from ._blocking import run_blocking
+from ._wire import Timestamp, decode, record
 from .config import ImageDefaults, OciImage
 from .errors import ImageNotFoundError
 from .pull import PullPolicy, RegistryAuth, pull_stream
 
 
-def _from_ms(value: int | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value / 1000, tz=UTC)
-
-
+@record
 @dataclass(frozen=True, slots=True)
 class ImageLayer:
     digest: str
@@ -30,63 +29,57 @@ class ImageLayer:
     size_bytes: int
 
 
+def _layer_count(layers: Any) -> Any:
+    """How many layers an image record lists; a non-OCI image is one layer of its own."""
+    return max(len(layers), 1) if isinstance(layers, list) else layers
+
+
+def _no_config_as_defaults(config: Any) -> Any:
+    """A non-OCI image has no config (``null``): nothing to apply to execs."""
+    return {} if config is None else config
+
+
+@record
 @dataclass(frozen=True, slots=True)
 class ImageInfo:
+    """An image of the local store, as :func:`list_images` lists it."""
+
     name: str
     #: ``ext4`` (the built-in image) or ``oci``.
     kind: str
     size_bytes: int
-    created_at: datetime
+    created_at: Timestamp
     digest: str = ""
-    layer_count: int = 1
-    last_used_at: datetime | None = None
+    layer_count: Annotated[int, Field(validation_alias="layers"), BeforeValidator(_layer_count)] = 1
+    last_used_at: Timestamp | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class ImageDetail:
-    """Everything the store knows about one image."""
+class ImageDetail(ImageInfo):
+    """Everything the store knows about one image: its summary, its layers (bottom first)
+    and what its config says about running it."""
 
-    info: ImageInfo
-    layers: tuple[ImageLayer, ...]
-    defaults: ImageDefaults
+    layers: tuple[ImageLayer, ...] = field(default=(), kw_only=True)
+    defaults: Annotated[
+        ImageDefaults, Field(validation_alias="config"), BeforeValidator(_no_config_as_defaults)
+    ] = field(default_factory=ImageDefaults, kw_only=True)
 
-
-def _info(record: dict[str, Any]) -> ImageInfo:
-    return ImageInfo(
-        name=record["name"],
-        kind=record["kind"],
-        size_bytes=record["size_bytes"],
-        created_at=_from_ms(record["created_at_ms"]) or datetime.now(UTC),
-        digest=record["digest"],
-        layer_count=max(len(record["layers"]), 1),
-        last_used_at=_from_ms(record["last_used_at_ms"]),
-    )
-
-
-def _detail(record: dict[str, Any]) -> ImageDetail:
-    config = record.get("config") or {}
-    defaults = ImageDefaults(
-        env=dict(item.split("=", 1) for item in config.get("env", []) if "=" in item),
-        entrypoint=config.get("entrypoint", []),
-        cmd=config.get("cmd", []),
-        workdir=config.get("working_dir") or None,
-        user=config.get("user") or None,
-    )
-    layers = tuple(
-        ImageLayer(layer["digest"], layer["diff_id"], layer["size_bytes"])
-        for layer in record["layers"]
-    )
-    return ImageDetail(_info(record), layers, defaults)
+    @property
+    def info(self) -> ImageInfo:
+        """The summary alone, as :func:`list_images` has it."""
+        summary = {item.name: getattr(self, item.name) for item in dataclasses.fields(ImageInfo)}
+        return ImageInfo(**summary)
 
 
 async def list_images() -> list[ImageInfo]:
-    records = json.loads(await run_blocking(_native.list_images))
-    return [_info(record) for record in records]
+    # Each record of the listing is a whole image: decoded as such, returned as summaries.
+    images = decode(list[ImageDetail], await run_blocking(_native.list_images))
+    return [image.info for image in images]
 
 
 async def inspect_image(name: str) -> ImageDetail:
     """Raises :class:`ImageNotFoundError` for an image that is not in the store."""
-    return _detail(json.loads(await run_blocking(_native.inspect_image, name)))
+    return decode(ImageDetail, await run_blocking(_native.inspect_image, name))
 
 
 async def remove_image(name: str) -> None:

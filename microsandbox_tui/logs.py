@@ -11,6 +11,7 @@ from pathlib import Path
 from . import _native
 from ._blocking import run_blocking
 from .errors import InvalidConfigError
+from .sandbox_info import sandbox_info
 
 #: How often a followed log is checked for new lines.
 FOLLOW_POLL_S = 0.2
@@ -48,8 +49,6 @@ async def read_logs(
 ) -> AsyncIterator[str]:
     """Lines of a sandbox's log. With ``follow``, keeps yielding new lines until the sandbox
     is no longer running (and across rotations)."""
-    from .sandbox import Sandbox
-
     try:
         source = LogSource(source)
     except ValueError:
@@ -73,7 +72,7 @@ async def read_logs(
         for line in complete:
             yield line
         if not chunk:
-            if not (await Sandbox.get_info(name)).status.is_live:
+            if not (await sandbox_info(name)).status.is_live:
                 if pending:
                     yield pending
                 return

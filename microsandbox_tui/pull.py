@@ -9,15 +9,17 @@ stops it between chunks and leaves nothing partial in the cache.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Self
+from typing import Annotated, Literal, Self
+
+from pydantic import Field
 
 from . import _native
 from ._blocking import run_blocking
+from ._wire import decode, record
 
 
 class PullPolicy(StrEnum):
@@ -49,74 +51,118 @@ class RegistryAuth:
         return RegistryAuth(token=token)
 
 
+# The events of a pull, tagged by ``event`` in the runtime's reports. Where the runtime's
+# names are terse (``downloaded``, ``bytes``), the field says what it holds and names the
+# runtime's spelling as its alias.
+
+
+@record
 @dataclass(frozen=True, slots=True)
 class LayerSummary:
     digest: str
     size_bytes: int
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class Resolving:
     reference: str
+    event: Literal["resolving"] = field(default="resolving", repr=False, kw_only=True)
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class Resolved:
     reference: str
-    digest: str
+    digest: Annotated[str, Field(validation_alias="manifest_digest")]
     layers: tuple[LayerSummary, ...]
+    event: Literal["resolved"] = field(default="resolved", repr=False, kw_only=True)
 
     @property
     def total_bytes(self) -> int:
         return sum(layer.size_bytes for layer in self.layers)
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class LayerDownloadProgress:
     digest: str
-    downloaded_bytes: int
-    total_bytes: int
+    downloaded_bytes: Annotated[int, Field(validation_alias="downloaded")]
+    total_bytes: Annotated[int, Field(validation_alias="total")]
+    event: Literal["layer_download_progress"] = field(
+        default="layer_download_progress", repr=False, kw_only=True
+    )
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class LayerDownloadComplete:
+    """Also reported at once for a layer that is already stored."""
+
     digest: str
+    event: Literal["layer_download_complete"] = field(
+        default="layer_download_complete", repr=False, kw_only=True
+    )
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class LayerExtractStarted:
     digest: str
+    event: Literal["layer_extract_started"] = field(
+        default="layer_extract_started", repr=False, kw_only=True
+    )
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class LayerExtractProgress:
     digest: str
-    extracted_bytes: int
+    #: Compressed bytes of the layer consumed so far.
+    extracted_bytes: Annotated[int, Field(validation_alias="bytes")]
+    event: Literal["layer_extract_progress"] = field(
+        default="layer_extract_progress", repr=False, kw_only=True
+    )
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class LayerExtractComplete:
     digest: str
+    event: Literal["layer_extract_complete"] = field(
+        default="layer_extract_complete", repr=False, kw_only=True
+    )
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class LayerIndexStarted:
     """The layer's block image (what the guest mounts) is being built."""
 
     digest: str
+    event: Literal["layer_index_started"] = field(
+        default="layer_index_started", repr=False, kw_only=True
+    )
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class LayerIndexComplete:
     digest: str
+    event: Literal["layer_index_complete"] = field(
+        default="layer_index_complete", repr=False, kw_only=True
+    )
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class PullComplete:
     reference: str
-    digest: str
+    digest: Annotated[str, Field(validation_alias="manifest_digest")]
+    event: Literal["pull_complete"] = field(default="pull_complete", repr=False, kw_only=True)
 
 
+#: One event of a pull.
 PullProgress = (
     Resolving
     | Resolved
@@ -129,33 +175,8 @@ PullProgress = (
     | LayerIndexComplete
     | PullComplete
 )
-
-
-def progress_from_native(fields: Mapping[str, Any]) -> PullProgress:
-    """One native progress report (``{"event": kind, ...fields}``) as an event."""
-    match fields["event"]:
-        case "resolving":
-            return Resolving(fields["reference"])
-        case "resolved":
-            layers = tuple(LayerSummary(digest, size) for digest, size in fields["layers"])
-            return Resolved(fields["reference"], fields["manifest_digest"], layers)
-        case "layer_download_progress":
-            return LayerDownloadProgress(fields["digest"], fields["downloaded"], fields["total"])
-        case "layer_download_complete":
-            return LayerDownloadComplete(fields["digest"])
-        case "layer_extract_started":
-            return LayerExtractStarted(fields["digest"])
-        case "layer_extract_progress":
-            return LayerExtractProgress(fields["digest"], fields["bytes"])
-        case "layer_extract_complete":
-            return LayerExtractComplete(fields["digest"])
-        case "layer_index_started":
-            return LayerIndexStarted(fields["digest"])
-        case "layer_index_complete":
-            return LayerIndexComplete(fields["digest"])
-        case "pull_complete":
-            return PullComplete(fields["reference"], fields["manifest_digest"])
-    raise ValueError(f"unknown pull progress {fields['event']!r}")
+#: A report of the runtime: its ``event`` tells which of them it is.
+_REPORTED_PROGRESS = Annotated[PullProgress, Field(discriminator="event")]
 
 
 _DONE = object()
@@ -177,7 +198,7 @@ class PullStream:
         loop = asyncio.get_running_loop()
 
         def report(report_json: str) -> None:
-            event = progress_from_native(json.loads(report_json))
+            event: PullProgress = decode(_REPORTED_PROGRESS, report_json)
             loop.call_soon_threadsafe(self._events.put_nowait, event)
 
         async def run() -> str:

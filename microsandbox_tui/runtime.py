@@ -1,22 +1,21 @@
-"""Runtime-wide functions: installation, health checks, version."""
+"""Runtime-wide functions: installation, health checks, logging, version."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 
 from . import _native
 from ._blocking import run_blocking
+from ._wire import decode, record
+from .types import LogLevel
 
 
 def version() -> str:
-    """The SDK's version string."""
-    try:
-        return package_version("microsandbox-tui")
-    except PackageNotFoundError:
-        return _native.version()
+    """The version of microsandbox-tui. The native runtime is built from the same version
+    (the project's one version number, in its Cargo workspace), so it says it."""
+    return _native.version()
 
 
 def home_dir() -> str:
@@ -35,8 +34,22 @@ async def install(progress: Callable[[str], None] | None = None) -> None:
     await run_blocking(_native.install, progress)
 
 
+def set_log_level(level: LogLevel | str | None, path: str | os.PathLike[str] | None = None) -> None:
+    """Sets how much the runtime logs in this process: a :class:`LogLevel` (or its name), or
+    ``None`` for nothing. The log goes to stderr, or is appended to the file ``path``.
+
+    At import the runtime takes its level from ``MSB_LOG``. Sandboxes started afterwards log
+    at this level too, unless their own ``log_level`` says otherwise.
+    """
+    name = None if level is None else LogLevel.parse(level).value
+    _native.configure_logging(name, None if path is None else os.fspath(path))
+
+
+@record
 @dataclass(frozen=True, slots=True)
 class DoctorCheck:
+    """One check of the host: what was checked, whether it passed, and what was found."""
+
     name: str
     ok: bool
     detail: str
@@ -44,4 +57,4 @@ class DoctorCheck:
 
 def doctor() -> list[DoctorCheck]:
     """Checks of this host: accelerator and why, QEMU, kernel cache, home, agent build."""
-    return [DoctorCheck(name, ok, detail) for name, ok, detail in _native.doctor()]
+    return decode(list[DoctorCheck], _native.doctor())

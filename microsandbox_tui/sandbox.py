@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Self, TypedDict, Unpack
 
 from . import _native
 from ._blocking import run_blocking
+from ._wire import Timestamp, decode, record
 from .config import (
-    STORED_CONFIG,
-    BindImage,
-    ImageDefaults,
-    ImageSource,
     MountConfig,
     OciImage,
     PatchConfig,
@@ -25,16 +23,17 @@ from .config import (
     image_from_user,
     sandbox_config,
 )
-from .errors import ExecTimeoutError, InvalidConfigError, SandboxNotRunningError
+from .errors import ExecTimeoutError
 from .exec import AttachOptions, ExecHandle, ExecOptions, NativeExecArgs, native_exec_args
 from .fs import SandboxFs
-from .images import pull_plan, resolve_oci_image
+from .images import ImageDetail, inspect_image, pull_plan, resolve_oci_image
 from .logs import LogSource, read_logs
-from .metrics import SandboxMetrics, sandbox_metrics
+from .metrics import MetricsStream, SandboxMetrics, sandbox_metrics
 from .patches import apply_patches
-from .pull import PullPolicy, PullProgress, PullStream, RegistryAuth, pull_stream
+from .pull import PullProgress, PullStream, RegistryAuth, pull_stream
+from .sandbox_info import SandboxInfo, decode_sandbox_info, sandbox_info, sandbox_infos
 from .terminal import DEFAULT_DETACH_KEYS, bridge, raw_terminal, terminal_size
-from .types import ExecOutput, ExitStatus, SandboxStatus
+from .types import ExecOutput, ExitStatus, LogLevel, SandboxStatus, SizeLike, mib_of
 
 #: How long ``create`` waits for the guest agent to answer. Software emulation (TCG) on a
 #: loaded 2-core machine boots in seconds; this bound only catches a VM that will never boot.
@@ -44,14 +43,69 @@ DEFAULT_STOP_TIMEOUT_S = 10.0
 STATUS_POLL_S = 0.1
 
 
-async def _prepared_image(
-    source: ImageSource, auth: RegistryAuth | None
-) -> tuple[ImageSource, ImageDefaults]:
-    """The image as the runtime finds it in the store, and its exec defaults."""
-    if not isinstance(source, OciImage):
-        return source, ImageDefaults()
-    image = await resolve_oci_image(source, auth)
-    return source.model_copy(update={"reference": image.info.name}), image.defaults
+class SandboxOptions(TypedDict, total=False):
+    """What :meth:`Sandbox.create` takes besides the name, the image and registry
+    credentials; every key may be left out (or ``None``) for the default."""
+
+    #: Virtual CPUs (default 1).
+    cpus: int | None
+    #: Guest memory: a :class:`Size` of whole MiB, or MiB (default 512).
+    memory: SizeLike | None
+    #: Environment of every command, over the image's.
+    env: Mapping[str, str] | None
+    #: Working directory of every command, over the image's.
+    workdir: str | None
+    #: Guest path -> :class:`Volume` mount.
+    volumes: Mapping[str, MountConfig] | None
+    #: Applied to the root file system before ``create`` returns (see :class:`Patch`).
+    patches: Sequence[PatchConfig] | None
+    #: How much the sandbox's supervisor logs (default: as much as this process).
+    log_level: LogLevel | str | None
+    #: Replace a sandbox of the same name instead of failing.
+    replace: bool
+    #: Let the sandbox outlive the process that created it.
+    detached: bool
+    #: Seconds to wait for the guest agent to answer.
+    start_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Creation:
+    """A sandbox to create: its validated configuration, and how to boot it."""
+
+    config: SandboxConfig
+    replace: bool
+    detached: bool
+    start_timeout: float
+
+    @classmethod
+    def of(cls, name: str, image: UserImage | None, options: SandboxOptions) -> _Creation:
+        """Validates everything, before any pull. Raises :class:`InvalidConfigError`."""
+        memory, env = options.get("memory"), options.get("env")
+        volumes, patches = options.get("volumes"), options.get("patches")
+        given: dict[str, object] = {
+            "cpus": options.get("cpus"),
+            "memory_mib": None if memory is None else mib_of(memory, "memory"),
+            "env": None if env is None else dict(env),
+            "workdir": options.get("workdir"),
+            "volumes": None if volumes is None else dict(volumes),
+            "patches": None if patches is None else list(patches),
+            "log_level": options.get("log_level"),
+        }
+        values = {key: value for key, value in given.items() if value is not None}
+        return cls(
+            config=sandbox_config(name=name, image=image_from_user(image), **values),
+            replace=options.get("replace", False),
+            detached=options.get("detached", False),
+            start_timeout=options.get("start_timeout", DEFAULT_START_TIMEOUT_S),
+        )
+
+    def on_image(self, source: OciImage, image: ImageDetail) -> _Creation:
+        """Created on ``image``, the store's copy of ``source``: under the store's name for
+        it, with its config's exec defaults."""
+        stored = source.model_copy(update={"reference": image.name})
+        config = self.config.model_copy(update={"image": stored, "image_defaults": image.defaults})
+        return dataclasses.replace(self, config=config)
 
 
 class PullSession:
@@ -59,48 +113,46 @@ class PullSession:
     then the sandbox (``await session.sandbox()``). Leaving the block early cancels the pull
     and leaves nothing partial in the cache."""
 
-    def __init__(
-        self,
-        name: str,
-        source: ImageSource,
-        auth: RegistryAuth | None,
-        options: dict[str, Any],
-    ) -> None:
-        self.name = name
-        self._source = source
+    def __init__(self, creation: _Creation, auth: RegistryAuth | None) -> None:
+        self.name = creation.config.name
+        self._creation = creation
         self._auth = auth
-        self._options = options
-        self._stream: PullStream | None = None
+        self._planned = False
+        #: The OCI image found in the store, or its pull under way; ``None`` for other images.
+        self._image: ImageDetail | PullStream | None = None
+
+    async def _plan(self) -> None:
+        """Looks the image up in the store once, and starts pulling it if it is needed."""
+        source = self._creation.config.image
+        if self._planned or not isinstance(source, OciImage):
+            return
+        self._planned = True
+        reference, self._image = await pull_plan(source)
+        if self._image is None:
+            self._image = pull_stream(reference, insecure=source.insecure, auth=self._auth)
+            self._image.start()
 
     async def __aenter__(self) -> Self:
-        source = self._source
-        if isinstance(source, OciImage) and source.pull_policy is not PullPolicy.NEVER:
-            reference, local = await pull_plan(source)
-            if local is None:
-                self._stream = pull_stream(reference, insecure=source.insecure, auth=self._auth)
-                self._stream.start()
+        await self._plan()
         return self
 
     def __aiter__(self) -> AsyncIterator[PullProgress]:
         return self._events()
 
     async def _events(self) -> AsyncIterator[PullProgress]:
-        if self._stream is not None:
-            async for event in self._stream:
+        if isinstance(self._image, PullStream):
+            async for event in self._image:
                 yield event
 
     async def sandbox(self) -> Sandbox:
         """Waits for the pull (if one was needed) and creates the sandbox."""
-        source = self._source
-        if self._stream is not None and isinstance(source, OciImage):
-            reference = await self._stream.result()
-            # Pulled just now: creation must not pull it again, whatever the policy.
-            source = source.model_copy(
-                update={"reference": reference, "pull_policy": PullPolicy.IF_MISSING}
-            )
-        return await Sandbox.create(
-            self.name, image=source, registry_auth=self._auth, **self._options
-        )
+        await self._plan()
+        creation, source = self._creation, self._creation.config.image
+        if isinstance(self._image, PullStream):
+            self._image = await inspect_image(await self._image.result())
+        if isinstance(source, OciImage) and self._image is not None:
+            creation = creation.on_image(source, self._image)
+        return await Sandbox._boot(creation)
 
     async def __aexit__(
         self,
@@ -108,10 +160,11 @@ class PullSession:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._stream is not None:
-            await self._stream.__aexit__(kind, error, traceback)
+        if isinstance(self._image, PullStream):
+            await self._image.__aexit__(kind, error, traceback)
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
     """A command running in a sandbox, as its supervisor tracks it."""
@@ -120,50 +173,8 @@ class SessionInfo:
     program: str
     args: tuple[str, ...]
     tty: bool
-    started_at: datetime
+    started_at: Timestamp
     attached: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SandboxInfo:
-    """A sandbox as the runtime's database records it."""
-
-    name: str
-    status: SandboxStatus
-    config: SandboxConfig
-    detached: bool
-    created_at: datetime
-    started_at: datetime | None
-    stopped_at: datetime | None
-    accelerator: str | None
-    boot_ms: int | None
-    exit_reason: str | None
-
-    @property
-    def image(self) -> str:
-        source = self.config.image
-        if isinstance(source, BindImage):
-            return source.path
-        return source.reference if isinstance(source, OciImage) else source.name
-
-    @staticmethod
-    def from_native(info: _native.SandboxInfo) -> SandboxInfo:
-        return SandboxInfo(
-            name=info.name,
-            status=SandboxStatus(info.status),
-            config=SandboxConfig.model_validate_json(info.config_json, context=STORED_CONFIG),
-            detached=info.detached,
-            created_at=_from_ms(info.created_at_ms),
-            started_at=_from_ms(info.started_at_ms) if info.started_at_ms else None,
-            stopped_at=_from_ms(info.stopped_at_ms) if info.stopped_at_ms else None,
-            accelerator=info.accelerator,
-            boot_ms=info.boot_ms,
-            exit_reason=info.exit_reason,
-        )
-
-
-def _from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 class Sandbox:
@@ -198,22 +209,14 @@ class Sandbox:
         name: str,
         *,
         image: UserImage | None = None,
-        cpus: int | None = None,
-        memory: int | None = None,
-        env: Mapping[str, str] | None = None,
-        workdir: str | None = None,
-        volumes: Mapping[str, MountConfig] | None = None,
-        patches: Sequence[PatchConfig] | None = None,
         registry_auth: RegistryAuth | None = None,
-        replace: bool = False,
-        detached: bool = False,
-        start_timeout: float = DEFAULT_START_TIMEOUT_S,
+        **options: Unpack[SandboxOptions],
     ) -> Sandbox:
-        """Creates and boots a sandbox. ``memory`` is in MiB. An OCI image (``"alpine"``,
-        :meth:`Image.oci`) is pulled first as its pull policy says; its env, working
-        directory and user become the defaults of every exec. ``volumes`` maps guest paths to
-        :class:`Volume` mounts; ``patches`` (see :class:`Patch`) are applied to the root
-        filesystem before this returns.
+        """Creates and boots a sandbox (options: :class:`SandboxOptions`; ``memory`` is a
+        :class:`Size` or MiB). An OCI image (``"alpine"``, :meth:`Image.oci`) is pulled first
+        as its pull policy says; its env, working directory and user become the defaults of
+        every exec. ``volumes`` maps guest paths to :class:`Volume` mounts; ``patches`` (see
+        :class:`Patch`) are applied to the root filesystem before this returns.
 
         A sandbox dies with the process that created it unless ``detached``. Raises
         :class:`SandboxAlreadyExistsError` when the name is taken (unless ``replace``),
@@ -225,38 +228,30 @@ class Sandbox:
         volume cannot be mounted in it,
         :class:`PatchFailedError` when a patch fails (the sandbox is then removed).
         """
-        values: dict[str, Any] = {"name": name}
-        if cpus is not None:
-            values["cpus"] = cpus
-        if memory is not None:
-            values["memory_mib"] = memory
-        if env is not None:
-            values["env"] = dict(env)
-        if workdir is not None:
-            values["workdir"] = workdir
-        if volumes is not None:
-            values["volumes"] = dict(volumes)
-        if patches is not None:
-            values["patches"] = list(patches)
-        sandbox_config(**values)  # bad values fail before any pull
-        source = image_from_user(image)
-        values["image"], values["image_defaults"] = await _prepared_image(source, registry_auth)
-        config = sandbox_config(**values)
+        creation = _Creation.of(name, image, options)
+        source = creation.config.image
+        if isinstance(source, OciImage):
+            creation = creation.on_image(source, await resolve_oci_image(source, registry_auth))
+        return await cls._boot(creation)
+
+    @classmethod
+    async def _boot(cls, creation: _Creation) -> Sandbox:
+        """Records and boots the sandbox, its image resolved, and applies its patches."""
+        config = creation.config
         await run_blocking(
             _native.create_sandbox,
             config.model_dump_json(),
-            replace,
-            detached,
-            sys.executable,
-            start_timeout,
+            creation.replace,
+            creation.detached,
+            creation.start_timeout,
         )
-        connection = await run_blocking(_native.Connection.open, name)
-        sandbox = cls(name, connection, config, owned=True)
+        connection = await run_blocking(_native.Connection.open, config.name)
+        sandbox = cls(config.name, connection, config, owned=True)
         try:
             await apply_patches(sandbox.fs, config.patches)
         except BaseException:
             # A half-patched root is of use to nobody: nothing of the sandbox stays behind.
-            await Sandbox.remove(name, force=True)
+            await Sandbox.remove(config.name, force=True)
             raise
         return sandbox
 
@@ -266,11 +261,12 @@ class Sandbox:
         *,
         image: UserImage,
         registry_auth: RegistryAuth | None = None,
-        **options: Any,
+        **options: Unpack[SandboxOptions],
     ) -> PullSession:
         """Like :meth:`create`, with the image pull's progress: ``async with`` it, iterate
-        the :data:`PullProgress` events, then ``await session.sandbox()``."""
-        return PullSession(name, image_from_user(image), registry_auth, options)
+        the :data:`PullProgress` events, then ``await session.sandbox()``. Bad options raise
+        :class:`InvalidConfigError` here, before anything is pulled."""
+        return PullSession(_Creation.of(name, image, options), registry_auth)
 
     @classmethod
     async def connect(cls, name: str) -> Sandbox:
@@ -323,16 +319,9 @@ class Sandbox:
         """The latest metrics sample (the supervisor samples once a second)."""
         return await sandbox_metrics(self._name)
 
-    async def metrics_stream(self, interval: float = 1.0) -> AsyncIterator[SandboxMetrics]:
-        """A sample every ``interval`` seconds until the sandbox stops."""
-        if interval <= 0:
-            raise InvalidConfigError("interval: must be greater than 0")
-        while True:
-            try:
-                yield await sandbox_metrics(self._name)
-            except SandboxNotRunningError:
-                return
-            await asyncio.sleep(interval)
+    def metrics_stream(self, interval: float = 1.0) -> MetricsStream:
+        """A sample every ``interval`` seconds until the sandbox stops: ``async for``."""
+        return MetricsStream(self._name, interval)
 
     def logs(
         self,
@@ -442,7 +431,13 @@ class Sandbox:
             await handle.resize(*terminal_size(stdout))
         else:
             program = cmd or await self.login_shell()
-            exec_options = ExecOptions(**options, tty=terminal_size(stdout))
+            exec_options = ExecOptions(
+                args=options.get("args", ()),
+                env=options.get("env", {}),
+                tty=terminal_size(stdout),
+            )
+            if "cwd" in options:
+                exec_options["cwd"] = options["cwd"]
             handle = await self.exec_stream(program, exec_options)
         with raw_terminal(stdin):
             return await bridge(handle, input_fd=stdin, output_fd=stdout, detach_keys=detach_keys)
@@ -455,11 +450,7 @@ class Sandbox:
 
     async def sessions(self) -> list[SessionInfo]:
         """Commands still running, including terminal sessions whose client went away."""
-        rows = await run_blocking(self._connection.sessions)
-        return [
-            SessionInfo(session, program, tuple(args), tty, _from_ms(started), attached)
-            for session, program, args, tty, started, attached in rows
-        ]
+        return decode(list[SessionInfo], await run_blocking(self._connection.sessions))
 
     async def attach_session(self, session: int) -> ExecHandle:
         """Takes over a running session: its recent output is replayed, then live output
@@ -470,12 +461,11 @@ class Sandbox:
 
     @staticmethod
     async def list() -> list[SandboxInfo]:
-        infos = await run_blocking(_native.list_sandboxes)
-        return [SandboxInfo.from_native(info) for info in infos]
+        return await sandbox_infos()
 
     @staticmethod
     async def get_info(name: str) -> SandboxInfo:
-        return SandboxInfo.from_native(await run_blocking(_native.get_sandbox, name))
+        return await sandbox_info(name)
 
     @staticmethod
     async def remove(name: str, *, force: bool = False) -> None:
@@ -539,10 +529,8 @@ class SandboxHandle:
         self, *, detached: bool = False, start_timeout: float = DEFAULT_START_TIMEOUT_S
     ) -> Sandbox:
         """Boots the stopped sandbox again with its configuration and its disk."""
-        await run_blocking(
-            _native.start_sandbox, self.name, detached, sys.executable, start_timeout
-        )
-        await self.refresh()
+        started = await run_blocking(_native.start_sandbox, self.name, detached, start_timeout)
+        self._info = decode_sandbox_info(started)
         connection = await run_blocking(_native.Connection.open, self.name)
         return Sandbox(self.name, connection, self._info.config, owned=not detached)
 

@@ -1,4 +1,6 @@
-"""Bridging the host terminal to a command on a guest pseudo-terminal (``attach``).
+"""Terminals of guest commands: the host terminal bridged to a guest pseudo-terminal
+(``attach``), and :class:`TerminalEmulator` for a program that draws a guest's terminal
+itself (the dashboard's shells).
 
 Keys go to the guest as typed (the host terminal is in raw mode), output comes back as is,
 and size changes follow the host window. A detach sequence (``ctrl-p,ctrl-q`` by default)
@@ -15,8 +17,19 @@ import termios
 import tty
 from collections.abc import Iterator
 
+from ._native import Terminal as TerminalEmulator
 from .errors import InvalidConfigError
 from .exec import ExecHandle, ExitedEvent, StderrEvent, StdoutEvent
+
+__all__ = [
+    "DEFAULT_DETACH_KEYS",
+    "DetachDetector",
+    "TerminalEmulator",
+    "bridge",
+    "parse_detach_keys",
+    "raw_terminal",
+    "terminal_size",
+]
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 _READ_SIZE = 64 * 1024

@@ -9,20 +9,19 @@ in the guest, and the host file never grows).
 from __future__ import annotations
 
 import builtins
-import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 from . import _native
 from ._blocking import run_blocking
+from ._wire import Timestamp, decode, record
 from .config import BindMount, DiskMount, NamedMount, TmpfsMount, validated
-from .types import DiskImageFormat
+from .types import DiskImageFormat, SizeLike, mib_of
 
 __all__ = ["DiskImageFormat", "Volume", "VolumeHandle"]
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class VolumeHandle:
     """A named volume as the runtime records it."""
@@ -32,22 +31,11 @@ class VolumeHandle:
     #: Bytes the guest stored in it. Read from the file system on the host: as of the guest's
     #: last sync or unmount of the volume (always current once its sandboxes stopped).
     used_bytes: int
-    created_at: datetime
+    created_at: Timestamp
     #: Sandboxes, in any state, whose config mounts the volume.
     in_use_by: tuple[str, ...]
     #: The volume's image file on the host.
     path: str
-
-    @staticmethod
-    def _from_record(record: dict[str, Any]) -> VolumeHandle:
-        return VolumeHandle(
-            name=record["name"],
-            quota_mib=record["quota_mib"],
-            used_bytes=record["used_bytes"],
-            created_at=datetime.fromtimestamp(record["created_at_ms"] / 1000, tz=UTC),
-            in_use_by=tuple(record["in_use_by"]),
-            path=record["path"],
-        )
 
 
 class Volume:
@@ -67,8 +55,10 @@ class Volume:
         return validated(BindMount, path=os.fspath(host_path), readonly=readonly)
 
     @staticmethod
-    def tmpfs(size_mib: int | None = None, readonly: bool = False) -> TmpfsMount:
-        """A fresh tmpfs in guest memory, of at most ``size_mib``."""
+    def tmpfs(size: SizeLike | None = None, readonly: bool = False) -> TmpfsMount:
+        """A fresh tmpfs in guest memory, of at most ``size`` (a :class:`Size`, or MiB);
+        without it, the guest kernel's default (half the guest's memory)."""
+        size_mib = None if size is None else mib_of(size, "size")
         return validated(TmpfsMount, size_mib=size_mib, readonly=readonly)
 
     @staticmethod
@@ -85,22 +75,21 @@ class Volume:
         )
 
     @staticmethod
-    async def create(name: str, quota_mib: int) -> VolumeHandle:
-        """Creates an empty named volume of ``quota_mib`` MiB. Raises
-        :class:`VolumeAlreadyExistsError`, or :class:`InvalidConfigError` for a bad name or
-        quota."""
-        record = await run_blocking(_native.create_volume, name, quota_mib)
-        return VolumeHandle._from_record(json.loads(record))
+    async def create(name: str, quota: SizeLike) -> VolumeHandle:
+        """Creates an empty named volume of ``quota`` (a :class:`Size` of whole MiB, or MiB).
+        Raises :class:`VolumeAlreadyExistsError`, or :class:`InvalidConfigError` for a bad
+        name or quota."""
+        created = await run_blocking(_native.create_volume, name, mib_of(quota, "quota"))
+        return decode(VolumeHandle, created)
 
     @staticmethod
     async def get(name: str) -> VolumeHandle:
         """Raises :class:`VolumeNotFoundError` for an unknown volume."""
-        return VolumeHandle._from_record(json.loads(await run_blocking(_native.get_volume, name)))
+        return decode(VolumeHandle, await run_blocking(_native.get_volume, name))
 
     @staticmethod
     async def list() -> builtins.list[VolumeHandle]:
-        records = json.loads(await run_blocking(_native.list_volumes))
-        return [VolumeHandle._from_record(record) for record in records]
+        return decode(builtins.list[VolumeHandle], await run_blocking(_native.list_volumes))
 
     @staticmethod
     async def remove(name: str) -> None:

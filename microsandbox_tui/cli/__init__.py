@@ -6,7 +6,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from microsandbox_tui import MicrosandboxError
+from microsandbox_tui import MicrosandboxError, set_log_level
 
 from .parser import build_parser, parse_args
 
@@ -21,6 +21,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     """
     args = parse_args(argv)
     try:
+        if args.log_level is not None:
+            set_log_level(args.log_level)
         code: int = asyncio.run(args.handler(args))
         return code
     except MicrosandboxError as error:

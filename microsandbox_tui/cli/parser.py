@@ -6,7 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from microsandbox_tui import DEFAULT_IMAGE, InvalidConfigError, MountConfig, Volume
+from microsandbox_tui import (
+    DEFAULT_IMAGE,
+    InvalidConfigError,
+    LogLevel,
+    MountConfig,
+    Size,
+    Volume,
+    __version__,
+)
 from microsandbox_tui.terminal import DEFAULT_DETACH_KEYS
 
 from . import commands
@@ -34,13 +42,21 @@ def volume_flag(text: str) -> tuple[str, MountConfig]:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
+def size_flag(text: str) -> Size:
+    """A size as :meth:`Size.parse` reads it: ``512M``, ``1.5G``; a number alone is MiB."""
+    try:
+        return Size.parse(text)
+    except InvalidConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def tmpfs_flag(text: str) -> tuple[str, MountConfig]:
-    """``--tmpfs GUEST_PATH[:SIZE_MIB]``."""
+    """``--tmpfs GUEST_PATH[:SIZE]``."""
     guest, _, size = text.partition(":")
     try:
-        return guest, Volume.tmpfs(int(size) if size else None)
-    except (ValueError, InvalidConfigError):
-        raise argparse.ArgumentTypeError(f"expected GUEST_PATH[:SIZE_MIB], not {text!r}") from None
+        return guest, Volume.tmpfs(Size.parse(size) if size else None)
+    except InvalidConfigError:
+        raise argparse.ArgumentTypeError(f"expected GUEST_PATH[:SIZE], not {text!r}") from None
 
 
 def _add_resources(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +70,13 @@ def _add_resources(parser: argparse.ArgumentParser) -> None:
         "--insecure", action="store_true", help="pull the image over plain HTTP (a local registry)"
     )
     parser.add_argument("--cpus", type=int, default=None, metavar="N", help="virtual CPUs")
-    parser.add_argument("--memory", type=int, default=None, metavar="MIB", help="memory in MiB")
+    parser.add_argument(
+        "--memory",
+        type=size_flag,
+        default=None,
+        metavar="SIZE",
+        help="memory: MiB, or with a unit (768M, 1.5G)",
+    )
     parser.add_argument(
         "-v",
         "--volume",
@@ -72,8 +94,9 @@ def _add_resources(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         type=tmpfs_flag,
-        metavar="GUEST_PATH[:SIZE_MIB]",
-        help="mount a fresh tmpfs (default size: half the guest's memory); repeatable",
+        metavar="GUEST_PATH[:SIZE]",
+        help="mount a fresh tmpfs of at most SIZE (MiB, or 64M, 1G; default: half the "
+        "guest's memory); repeatable",
     )
 
 
@@ -95,7 +118,18 @@ def _add_guest_command(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="msb", description="Run and manage microVM sandboxes.")
+    parser = argparse.ArgumentParser(
+        prog="msb",
+        description="Run and manage microVM sandboxes.",
+        epilog="MSB_LOG=LEVEL in the environment logs to stderr as --log-level does.",
+    )
+    parser.add_argument("--version", action="version", version=f"msb {__version__}")
+    parser.add_argument(
+        "--log-level",
+        choices=[level.value for level in LogLevel],
+        default=None,
+        help="log the runtime's work at LEVEL and above to stderr",
+    )
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
 
     create = sub.add_parser(
@@ -291,7 +325,11 @@ def _add_volume_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     create = commands_.add_parser("create", help="create an empty named volume")
     create.add_argument("name")
     create.add_argument(
-        "--quota", type=int, required=True, metavar="MIB", help="its size (usable space) in MiB"
+        "--quota",
+        type=size_flag,
+        required=True,
+        metavar="SIZE",
+        help="its size (usable space): MiB, or with a unit (512M, 2G)",
     )
     create.set_defaults(handler=commands.volume_create)
 

@@ -149,9 +149,9 @@ class MsbApp(App[None]):
         loaded = load_themes(theme_directories(self.config_directory))
         for theme in loaded.themes:
             self.register_theme(theme)
-        for problem in loaded.problems:
-            self.config_problems.append(problem)
-            self.notify(problem, title="Theme not loaded", severity="warning", markup=False)
+        for theme_problem in loaded.problems:
+            self.config_problems.append(theme_problem)
+            self.notify(theme_problem, title="Theme not loaded", severity="warning", markup=False)
         self._settings, problem = load_settings(self.settings_path)
         if problem:
             self.config_problems.append(problem)

@@ -14,6 +14,8 @@ import re
 import tomllib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,8 +36,9 @@ from microsandbox_tui.config import describe_validation_error
 CONFIG_DIR_ENV = "MSB_TUI_CONFIG_DIR"
 KEYS_FILE = "keys.toml"
 SETTINGS_FILE = "settings.toml"
-#: Themes shipped with the project, next to the package in a source checkout.
-BUNDLED_THEMES_DIR = Path(__file__).resolve().parents[2] / "themes"
+#: The themes shipped with the dashboard: package data in ``themes/`` beside this module
+#: (wherever the package is installed, even in a zip).
+BUNDLED_THEMES = resources.files("microsandbox_tui.tui") / "themes"
 
 _THEME_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 #: A key as Textual names it ("ctrl+x", "question_mark") or as typed ("?"); no commas.
@@ -55,7 +58,7 @@ def config_dir() -> Path:
     return Path(base) / "microsandbox-tui"
 
 
-def _read_toml(path: Path) -> dict[str, Any] | None:
+def _read_toml(path: Traversable) -> dict[str, Any] | None:
     """The file's table, ``None`` if it does not exist; :class:`ConfigError` if unreadable."""
     try:
         text = path.read_text()
@@ -204,15 +207,22 @@ class LoadedThemes:
     problems: tuple[str, ...]
 
 
-def load_themes(directories: Iterable[Path]) -> LoadedThemes:
-    """Every ``*.toml`` theme in ``directories``, in order (a later file with the same name
-    wins); broken files are reported in ``problems`` and skipped."""
+def _theme_files(directory: Traversable) -> list[Traversable]:
+    """The ``*.toml`` files of ``directory`` by name; none if it is not a directory."""
+    if not directory.is_dir():
+        return []
+    files = (entry for entry in directory.iterdir() if entry.name.endswith(".toml"))
+    return sorted((entry for entry in files if entry.is_file()), key=lambda entry: entry.name)
+
+
+def load_themes(directories: Iterable[Traversable]) -> LoadedThemes:
+    """Every ``*.toml`` theme in ``directories`` (file system directories, or the package's
+    own), in order (a later file with the same name wins); broken files are reported in
+    ``problems`` and skipped."""
     themes: dict[str, Theme] = {}
     problems: list[str] = []
     for directory in directories:
-        if not directory.is_dir():
-            continue
-        for path in sorted(directory.glob("*.toml")):
+        for path in _theme_files(directory):
             try:
                 table = _read_toml(path)
                 theme = ThemeFile.model_validate(table or {}).to_theme()
@@ -225,6 +235,6 @@ def load_themes(directories: Iterable[Path]) -> LoadedThemes:
     return LoadedThemes(tuple(themes.values()), tuple(problems))
 
 
-def theme_directories(directory: Path) -> tuple[Path, ...]:
+def theme_directories(directory: Path) -> tuple[Traversable, ...]:
     """Where themes are looked for: the bundled ones, then the user's."""
-    return (BUNDLED_THEMES_DIR, directory / "themes")
+    return (BUNDLED_THEMES, directory / "themes")

@@ -16,9 +16,17 @@ MsbRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def test_version(msb: MsbRunner) -> None:
-    result = msb("version")
+    for argv in (["version"], ["--version"]):
+        result = msb(*argv)
+        assert result.returncode == 0
+        assert result.stdout == f"msb {version()}\n"
+
+
+def test_a_log_level_leaves_the_output_as_it_is(msb: MsbRunner) -> None:
+    """The log goes to stderr: stdout stays the command's."""
+    result = msb("--log-level", "trace", "volume", "ls", "--json")
     assert result.returncode == 0
-    assert result.stdout == f"msb {version()}\n"
+    assert json.loads(result.stdout) == []
 
 
 def test_usage_error_exits_2(msb: MsbRunner) -> None:

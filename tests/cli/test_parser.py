@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from microsandbox_tui import DEFAULT_IMAGE, BindMount, NamedMount, TmpfsMount
+from microsandbox_tui import (
+    DEFAULT_IMAGE,
+    BindMount,
+    NamedMount,
+    Size,
+    TmpfsMount,
+    __version__,
+)
 from microsandbox_tui.cli import commands, parse_args
 from microsandbox_tui.cli.locations import GuestPath, location
 
@@ -14,8 +21,16 @@ from microsandbox_tui.cli.locations import GuestPath, location
 def test_create_is_always_detached_and_takes_resources() -> None:
     args = parse_args(["create", "web", "--image", "img", "--cpus", "2", "--memory", "256"])
     assert args.handler is commands.create
-    assert (args.name, args.image, args.cpus, args.memory) == ("web", "img", 2, 256)
+    assert (args.name, args.image, args.cpus, args.memory) == ("web", "img", 2, Size.mib(256))
     assert parse_args(["create", "web", "--detached"]).detached
+
+
+def test_sizes_take_units_and_a_number_alone_is_mib() -> None:
+    assert parse_args(["create", "web", "--memory", "1.5G"]).memory == Size.mib(1536)
+    assert parse_args(["volume", "create", "v", "--quota", "2GiB"]).quota == Size.gib(2)
+    assert parse_args(["create", "web", "--tmpfs", "/t:64M"]).tmpfs == [
+        ("/t", TmpfsMount(size_mib=64))
+    ]
 
 
 def test_create_defaults() -> None:
@@ -64,6 +79,18 @@ def test_other_commands() -> None:
         assert parse_args([name]).handler is getattr(commands, name)
 
 
+def test_log_level_comes_before_the_command() -> None:
+    assert parse_args(["--log-level", "debug", "images"]).log_level == "debug"
+    assert parse_args(["images"]).log_level is None
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"msb {__version__}\n"
+
+
 def test_volume_flags_on_create_and_run() -> None:
     args = parse_args(
         [
@@ -101,7 +128,11 @@ def test_volume_flags_on_create_and_run() -> None:
 
 def test_volume_commands() -> None:
     create = parse_args(["volume", "create", "data", "--quota", "100"])
-    assert (create.handler, create.name, create.quota) == (commands.volume_create, "data", 100)
+    assert (create.handler, create.name, create.quota) == (
+        commands.volume_create,
+        "data",
+        Size.mib(100),
+    )
     assert parse_args(["volume", "ls", "--json"]).json
     inspect = parse_args(["volume", "inspect", "data"])
     assert (inspect.handler, inspect.name) == (commands.volume_inspect, "data")
@@ -118,6 +149,7 @@ def test_volume_commands() -> None:
         ["create", "x", "-v", "bad name:/d"],
         ["create", "x", "--tmpfs", "/t:big"],
         ["create", "x", "--tmpfs", "/t:0"],
+        ["create", "x", "--tmpfs", "/t:512K"],
         ["volume"],
         ["volume", "create", "data"],
         ["volume", "create", "data", "--quota", "lots"],
@@ -164,6 +196,8 @@ def test_paths_that_only_look_like_sandbox_paths_are_host_paths(host_path: str) 
         ["ls", "box:/a", "box:/b"],
         ["cp", "a"],
         ["stop", "a", "b"],
+        ["--log-level", "loud", "images"],
+        ["create", "x", "--memory", "lots"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ from microsandbox_tui import (
     ExecTimeoutError,
     InvalidWorkingDirectoryError,
     Sandbox,
-    _native,
+    doctor,
 )
 
 pytestmark = pytest.mark.vm
@@ -31,7 +31,7 @@ async def test_uname_reports_the_guest_kernel_not_the_host(shared_sandbox: Sandb
     output = await shared_sandbox.exec("uname", ["-r"])
     release = output.stdout_text.strip()
     assert release != os.uname().release
-    kernel_rows = [detail for name, _, detail in _native.doctor() if name == "kernel"]
+    kernel_rows = [check.detail for check in doctor() if check.name == "kernel"]
     assert kernel_rows and kernel_rows[0].startswith(release)
     assert release.endswith("-cloud-amd64")
 

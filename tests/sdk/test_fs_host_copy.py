@@ -3,6 +3,8 @@ and kinds it answers, nothing is written outside the destination."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +17,19 @@ from microsandbox_tui import FilesystemError, SandboxFs, _native
 
 @dataclass(frozen=True)
 class FakeEntry:
+    """An entry as the guest answers it; ``json()`` is the runtime's record of it."""
+
     path: str
     kind: str
     size: int = 0
     mode: int = 0o644
-    modified_ms: int = 0
+    modified: int = 0
     uid: int = 0
     gid: int = 0
     link_target: str | None = None
+
+    def json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
 
 
 class FakeReader:
@@ -40,11 +47,12 @@ class HostileGuest:
     def __init__(self, *entries: FakeEntry) -> None:
         self.entries = list(entries)
 
-    def stat(self, path: str, follow: bool) -> FakeEntry:
-        return FakeEntry(path, "directory", mode=0o755)
+    def stat(self, path: str, follow: bool) -> str:
+        return json.dumps(FakeEntry(path, "directory", mode=0o755).json())
 
-    def list(self, path: str) -> list[FakeEntry]:
-        return self.entries if path == "/tree" else [FakeEntry(f"{path}/x", "file")]
+    def list(self, path: str) -> str:
+        entries = self.entries if path == "/tree" else [FakeEntry(f"{path}/x", "file")]
+        return json.dumps([entry.json() for entry in entries])
 
     def open_read(self, path: str, chunk_size: int | None) -> FakeReader:
         return FakeReader(b"pwned")

@@ -25,7 +25,6 @@ from microsandbox_tui import (
     SandboxNotRunningError,
     SandboxStatus,
     SandboxStillRunningError,
-    _native,
 )
 
 pytestmark = pytest.mark.vm
@@ -140,8 +139,7 @@ async def test_context_manager_kills_and_removes(unique_name: str) -> None:
 async def test_killed_vmm_is_reported_as_crashed(unique_name: str) -> None:
     sandbox = await Sandbox.create(unique_name)
     record = next(i for i in await Sandbox.list() if i.name == unique_name)
-    native_record = _native.get_sandbox(unique_name)
-    vmm_pid, supervisor_pid = native_record.vmm_pid, native_record.supervisor_pid
+    vmm_pid, supervisor_pid = record.vmm_pid, record.supervisor_pid
     assert vmm_pid and record.status is SandboxStatus.RUNNING
     os.kill(vmm_pid, signal.SIGKILL)
     deadline = time.monotonic() + 2.0
@@ -162,7 +160,7 @@ async def test_killed_supervisor_is_reported_as_crashed_and_takes_qemu_along(
     unique_name: str,
 ) -> None:
     await Sandbox.create(unique_name)
-    record = _native.get_sandbox(unique_name)
+    record = await Sandbox.get_info(unique_name)
     assert record.supervisor_pid and record.vmm_pid
     os.kill(record.supervisor_pid, signal.SIGKILL)
     deadline = time.monotonic() + 2.0
@@ -178,11 +176,11 @@ async def test_killed_supervisor_is_reported_as_crashed_and_takes_qemu_along(
 CREATOR = textwrap.dedent(
     """
     import asyncio, sys
-    from microsandbox_tui import Sandbox, _native
+    from microsandbox_tui import Sandbox
 
     async def main():
         await Sandbox.create(sys.argv[1])
-        print(_native.get_sandbox(sys.argv[1]).vmm_pid, flush=True)
+        print((await Sandbox.get_info(sys.argv[1])).vmm_pid, flush=True)
         await asyncio.sleep(3600)
 
     asyncio.run(main())

@@ -6,7 +6,13 @@ import asyncio
 
 import pytest
 
-from microsandbox_tui import MiB, Sandbox, SandboxNotRunningError, all_sandbox_metrics
+from microsandbox_tui import (
+    MetricsStream,
+    MiB,
+    Sandbox,
+    SandboxNotRunningError,
+    all_sandbox_metrics,
+)
 
 pytestmark = pytest.mark.vm
 
@@ -57,4 +63,15 @@ async def test_stopped_sandbox_has_no_metrics(unique_name: str) -> None:
     with pytest.raises(SandboxNotRunningError):
         await sandbox.metrics()
     assert unique_name not in await all_sandbox_metrics()
+    await Sandbox.remove(unique_name)
+
+
+async def test_the_metrics_stream_of_a_stopped_sandbox_ends(unique_name: str) -> None:
+    sandbox = await Sandbox.create(unique_name)
+    stream = sandbox.metrics_stream(interval=0.2)
+    assert isinstance(stream, MetricsStream)
+    first = await anext(stream)
+    assert first.uptime_ms > 0
+    await sandbox.stop_and_wait()
+    assert [sample async for sample in stream] == []
     await Sandbox.remove(unique_name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ from microsandbox_tui import (
     Resolving,
     Sandbox,
     _native,
+    home_dir,
     inspect_image,
     list_images,
     pull,
@@ -44,13 +46,13 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(300)]
 
 def store_files() -> set[Path]:
     """Every file in the home's image store (blobs, layer images, records)."""
-    root = Path(_native.home_dir()) / "images"
+    root = Path(home_dir()) / "images"
     return {path for path in root.rglob("*") if path.is_file()}
 
 
 def store_leftovers() -> list[Path]:
     """Temporary files a pull left behind (there must be none)."""
-    tmp = Path(_native.home_dir()) / "images" / "tmp"
+    tmp = Path(home_dir()) / "images" / "tmp"
     return list(tmp.iterdir()) if tmp.exists() else []
 
 
@@ -181,3 +183,47 @@ async def test_create_with_progress_yields_pull_events_then_the_sandbox(
     finally:
         await sandbox.kill()
         await Sandbox.remove(unique_name)
+
+
+@pytest.fixture
+def store_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every resolution of a reference and every image record read from the store, in order
+    (the real calls, counted)."""
+    calls: list[str] = []
+    for name in ("canonical_reference", "inspect_image"):
+        real = getattr(_native, name)
+
+        def counted(reference: str, real: Callable[[str], str] = real, name: str = name) -> str:
+            calls.append(name)
+            return real(reference)
+
+        monkeypatch.setattr(_native, name, counted)
+    return calls
+
+
+async def test_creation_with_progress_plans_its_pull_once_and_reads_the_image_once(
+    registry: RegistryServer, unique_name: str, store_lookups: list[str]
+) -> None:
+    repository = f"once-{secrets.token_hex(4)}"
+    push(registry.url, repository, "1", busybox_image({"etc/motd": b"planned once\n"}))
+    image = Image.oci(f"{registry.host}/{repository}:1", insecure=True)
+    async with Sandbox.create_with_progress(unique_name, image=image) as session:
+        assert [event async for event in session]
+        sandbox = await session.sandbox()
+    await sandbox.kill()
+    await Sandbox.remove(unique_name)
+    # The plan: one resolution and one look in the store (missing); after the pull, the
+    # pulled image's record once.
+    assert store_lookups == ["canonical_reference", "inspect_image", "inspect_image"]
+
+
+async def test_creating_on_a_stored_image_resolves_and_reads_it_once(
+    registry: RegistryServer, unique_name: str, store_lookups: list[str]
+) -> None:
+    reference = registry.refs["multilayer"]
+    await pull(reference, insecure=True)
+    store_lookups.clear()
+    sandbox = await Sandbox.create(unique_name, image=Image.oci(reference, insecure=True))
+    await sandbox.kill()
+    await Sandbox.remove(unique_name)
+    assert store_lookups == ["canonical_reference", "inspect_image"]

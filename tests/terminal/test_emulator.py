@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from microsandbox_tui import Sandbox, StdoutEvent
-from microsandbox_tui._native import Terminal
+from microsandbox_tui.terminal import TerminalEmulator
 
 
 def test_recorded_stream_gives_styled_rows_and_dirty_tracking() -> None:
-    terminal = Terminal(3, 20)
+    terminal = TerminalEmulator(3, 20)
     terminal.feed(b"plain \x1b[1;32mgreen\x1b[0m\r\n\x1b]2;a title\x07")
     assert terminal.dirty_rows() == [0, 1, 2]
     first = terminal.row_segments(0)
@@ -27,7 +27,7 @@ async def test_guest_pty_output_renders(shared_sandbox: Sandbox) -> None:
     handle = await shared_sandbox.exec_stream(
         "/bin/sh", {"tty": (5, 30), "args": ["-c", r"printf '\033[31mred\033[0m ok'"]}
     )
-    terminal = Terminal(5, 30)
+    terminal = TerminalEmulator(5, 30)
     async for event in handle:
         if isinstance(event, StdoutEvent):
             terminal.feed(event.data)

@@ -4,6 +4,9 @@ against an empty, throw-away runtime home."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from textual.widgets import Input, Label
 from textual.widgets._footer import FooterKey
 
 from microsandbox_tui import Sandbox
+from microsandbox_tui.tui import LOG_FILE, log_to_file
 from microsandbox_tui.tui.app import MsbApp
 from microsandbox_tui.tui.dialogs import CreateSandboxDialog
 from microsandbox_tui.tui.screens import HelpScreen, SandboxesScreen
@@ -154,3 +158,35 @@ async def test_a_failing_listing_is_reported_once_and_the_app_keeps_going(
         )
         assert app.is_running
         assert len(app.errors) == 1
+
+
+LOGGING_DASHBOARD = """
+import asyncio
+from microsandbox_tui import Sandbox
+from microsandbox_tui.tui import log_to_file
+
+print(log_to_file(None))
+asyncio.run(Sandbox.list())
+"""
+
+
+def test_msb_log_goes_to_a_file_in_the_home_never_to_the_terminal(msb_home: Path) -> None:
+    environment = {**os.environ, "MSB_HOME": str(msb_home), "MSB_LOG": "trace"}
+    done = subprocess.run(
+        [sys.executable, "-c", LOGGING_DASHBOARD],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    log_file = msb_home / LOG_FILE
+    assert done.stdout == f"{log_file}\n"
+    assert done.stderr == ""
+    assert log_file.is_file()
+
+
+def test_no_log_level_means_no_log_file(msb_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MSB_LOG", raising=False)
+    assert log_to_file(None) is None
+    assert not (msb_home / LOG_FILE).exists()

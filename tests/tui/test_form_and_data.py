@@ -16,7 +16,13 @@ from microsandbox_tui.formatting import format_memory_usage, format_rate, sparkl
 from microsandbox_tui.tui.data import MetricsHistory
 from microsandbox_tui.tui.dialogs import CreateSandboxDialog, FormError, build_request, parse_env
 from microsandbox_tui.tui.operations import CreateRequest, parse_ps
-from microsandbox_tui.tui.settings import Settings, load_settings, load_themes, save_settings
+from microsandbox_tui.tui.settings import (
+    BUNDLED_THEMES,
+    Settings,
+    load_settings,
+    load_themes,
+    save_settings,
+)
 from microsandbox_tui.tui.widgets.metric_chart import bar_rows
 
 # -- the create form ------------------------------------------------------------------------
@@ -204,3 +210,13 @@ def test_theme_files_are_validated(tmp_path: Path) -> None:
     assert "extra.toml: shiny: Extra inputs are not permitted" in problems
     assert "nameless.toml: name: Field required" in problems
     assert "Bad Name.toml: name:" in problems
+
+
+def test_the_bundled_themes_are_package_data_that_loads_cleanly() -> None:
+    loaded = load_themes([BUNDLED_THEMES])
+    assert sorted(theme.name for theme in loaded.themes) == [
+        "msb-ember",
+        "msb-midnight",
+        "msb-paper",
+    ]
+    assert loaded.problems == ()

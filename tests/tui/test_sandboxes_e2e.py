@@ -187,8 +187,6 @@ async def test_crash_shows_live(running_sandbox: str, wait_until: Waiter) -> Non
     import os
     import signal
 
-    from microsandbox_tui import _native
-
     name = running_sandbox
     app = MsbApp(refresh_interval=0.3)
     async with app.run_test(size=(120, 30)) as pilot:
@@ -196,7 +194,7 @@ async def test_crash_shows_live(running_sandbox: str, wait_until: Waiter) -> Non
         await wait_until(
             pilot, lambda: table.text_of(name, "status") == "running", timeout=20, what="running"
         )
-        vmm_pid = _native.get_sandbox(name).vmm_pid
+        vmm_pid = (await Sandbox.get_info(name)).vmm_pid
         assert vmm_pid is not None
         os.kill(vmm_pid, signal.SIGKILL)
         await wait_until(

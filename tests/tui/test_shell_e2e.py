@@ -124,4 +124,4 @@ async def test_readonly_hides_the_shell_keys() -> None:
     app = MsbApp(readonly=True, auto_refresh=False, host_info=False)
     async with app.run_test(size=(100, 30)):
         assert app.screen.check_action("shell", ()) is False
-        assert app.screen.check_action("native_shell", ()) is False
+        assert app.screen.check_action("full_screen_shell", ()) is False

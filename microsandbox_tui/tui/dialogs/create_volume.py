@@ -55,7 +55,7 @@ class CreateVolumeDialog(FormDialog[str]):
     @work(exclusive=True, group="create-volume", exit_on_error=False)
     async def _create(self, name: str, quota_mib: int) -> None:
         try:
-            volume = await Volume.create(name, quota_mib=quota_mib)
+            volume = await Volume.create(name, quota_mib)
         except Exception as error:
             self.query_one("#volume-status", Static).update(f"{type(error).__name__}: {error}")
             self.query_one("#create", Button).disabled = False

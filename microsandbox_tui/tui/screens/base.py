@@ -25,7 +25,7 @@ MUTATING_ACTIONS = frozenset(
         "kill",
         "delete",
         "shell",
-        "native_shell",
+        "full_screen_shell",
         "pull",
         "remove_image",
         "create_volume",

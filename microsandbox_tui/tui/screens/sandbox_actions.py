@@ -18,7 +18,7 @@ from ..operations import (
     toggle_pause,
 )
 from .base import MsbScreen
-from .shell import attach_native
+from .shell import attach_on_host_terminal
 
 LIFECYCLE_BINDINGS: list[BindingType] = [
     Binding("x", "stop", "Stop", id="stop"),
@@ -28,7 +28,7 @@ LIFECYCLE_BINDINGS: list[BindingType] = [
     Binding("K", "kill", "Kill", show=False, id="kill"),
     Binding("ctrl+d", "delete", "Delete", id="delete"),
     Binding("s", "shell", "Shell", id="shell"),
-    Binding("S", "native_shell", "Full-screen shell", show=False, id="native_shell"),
+    Binding("S", "full_screen_shell", "Full-screen shell", show=False, id="full_screen_shell"),
 ]
 
 _LIVE = frozenset(status for status in SandboxStatus if status.is_live)
@@ -126,14 +126,14 @@ class SandboxActionsScreen(MsbScreen):
         if name := self._target_in(frozenset({SandboxStatus.RUNNING}), "open a shell in"):
             await self.msb_app.open_shell(name)
 
-    def action_native_shell(self) -> None:
+    def action_full_screen_shell(self) -> None:
         """The login shell on the whole terminal, the dashboard suspended until it ends."""
         name = self._target_in(frozenset({SandboxStatus.RUNNING}), "open a shell in")
         if name is None:
             return
         try:
             with self.app.suspend():
-                code = attach_native(name, self.msb_app.settings.shell)
+                code = attach_on_host_terminal(name, self.msb_app.settings.shell)
         except Exception as error:
             self.msb_app.report_error(error, context=f"shell in {name}")
             return

@@ -27,7 +27,7 @@ from .base import MsbScreen
 NO_SHELLS = "No shells open: select a running sandbox and press s."
 
 
-def attach_native(name: str, shell: str | None = None) -> int | None:
+def attach_on_host_terminal(name: str, shell: str | None = None) -> int | None:
     """Runs ``Sandbox.attach`` on this process's terminal, in a thread with its own event loop
     (the caller has suspended the app). Returns the exit code, ``None`` after a detach."""
     result: list[int | None] = [None]

@@ -29,7 +29,9 @@ SORT_COLUMNS: tuple[str, ...] = tuple(column.key for column in COLUMNS)
 _STATUS_ORDER = {status: index for index, status in enumerate(SandboxStatus)}
 
 
-def _sort_value(column: str, info: SandboxInfo, metrics: SandboxMetrics | None, now: datetime):
+def _sort_value(
+    column: str, info: SandboxInfo, metrics: SandboxMetrics | None, now: datetime
+) -> float | str:
     """A comparable value of a row for ``column``; unknown numbers sort first."""
     if column == "status":
         return _STATUS_ORDER[info.status]

@@ -1,4 +1,4 @@
-"""A terminal in a widget: the native VT emulator fed by a guest PTY, drawn with the Line API."""
+"""A terminal in a widget: the SDK's VT emulator fed by a guest PTY, drawn with the Line API."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-from microsandbox_tui._native import Terminal
+from microsandbox_tui.terminal import TerminalEmulator
 
 from ..keys_vt import encode_key
 
@@ -40,7 +40,8 @@ def _style(
 
 
 class TerminalView(Widget, can_focus=True):
-    """Shows a :class:`Terminal` and turns keys, pastes and the mouse into its input bytes."""
+    """Shows a :class:`TerminalEmulator` and turns keys, pastes and the mouse into its input
+    bytes."""
 
     DEFAULT_CSS = """
     TerminalView {
@@ -83,7 +84,7 @@ class TerminalView(Widget, can_focus=True):
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self.terminal = Terminal(rows, cols, scrollback)
+        self.terminal = TerminalEmulator(rows, cols, scrollback)
         self._strips: dict[int, Strip] = {}
         self._flush_pending = False
         self._cursor = self.terminal.cursor

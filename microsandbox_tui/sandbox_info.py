@@ -1,0 +1,58 @@
+"""A sandbox's record in the runtime's database (:class:`SandboxInfo`), and reading it.
+
+Apart from :mod:`.sandbox` because more than the lifecycle API reads it: following a log
+ends when the sandbox's record says it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import _native
+from ._blocking import run_blocking
+from ._wire import Timestamp, decode, record
+from .config import STORED_CONFIG, BindImage, DiskImage, OciImage, SandboxConfig
+from .types import SandboxStatus
+
+
+@record
+@dataclass(frozen=True, slots=True)
+class SandboxInfo:
+    """A sandbox as the runtime's database records it (its ``config`` is decoded as a stored
+    one: host files it named may be gone since)."""
+
+    name: str
+    status: SandboxStatus
+    config: SandboxConfig
+    detached: bool
+    created_at: Timestamp
+    started_at: Timestamp | None
+    stopped_at: Timestamp | None
+    accelerator: str | None
+    boot_ms: int | None
+    exit_reason: str | None
+    #: Processes of a live sandbox: its supervisor and its VM (QEMU).
+    supervisor_pid: int | None = None
+    vmm_pid: int | None = None
+
+    @property
+    def image(self) -> str:
+        source = self.config.image
+        if isinstance(source, BindImage | DiskImage):
+            return source.path
+        return source.reference if isinstance(source, OciImage) else source.name
+
+
+def decode_sandbox_info(text: str) -> SandboxInfo:
+    """A SandboxInfo record of the runtime (the sandbox's config decoded as a stored one)."""
+    return decode(SandboxInfo, text, context=STORED_CONFIG)
+
+
+async def sandbox_info(name: str) -> SandboxInfo:
+    """Raises :class:`SandboxNotFoundError` for an unknown sandbox."""
+    return decode_sandbox_info(await run_blocking(_native.get_sandbox, name))
+
+
+async def sandbox_infos() -> list[SandboxInfo]:
+    text = await run_blocking(_native.list_sandboxes)
+    return decode(list[SandboxInfo], text, context=STORED_CONFIG)
