@@ -55,11 +55,11 @@ class Volume:
         return validated(BindMount, path=os.fspath(host_path), readonly=readonly)
 
     @staticmethod
-    def tmpfs(size: SizeLike | None = None, readonly: bool = False) -> TmpfsMount:
-        """A fresh tmpfs in guest memory, of at most ``size`` (a :class:`Size`, or MiB);
+    def tmpfs(size_mib: SizeLike | None = None, readonly: bool = False) -> TmpfsMount:
+        """A fresh tmpfs in guest memory, of at most ``size_mib`` (MiB, or a :class:`Size`);
         without it, the guest kernel's default (half the guest's memory)."""
-        size_mib = None if size is None else mib_of(size, "size")
-        return validated(TmpfsMount, size_mib=size_mib, readonly=readonly)
+        size = None if size_mib is None else mib_of(size_mib, "size_mib")
+        return validated(TmpfsMount, size_mib=size, readonly=readonly)
 
     @staticmethod
     def disk(
@@ -75,11 +75,12 @@ class Volume:
         )
 
     @staticmethod
-    async def create(name: str, quota: SizeLike) -> VolumeHandle:
-        """Creates an empty named volume of ``quota`` (a :class:`Size` of whole MiB, or MiB).
-        Raises :class:`VolumeAlreadyExistsError`, or :class:`InvalidConfigError` for a bad
-        name or quota."""
-        created = await run_blocking(_native.create_volume, name, mib_of(quota, "quota"))
+    async def create(name: str, quota_mib: SizeLike) -> VolumeHandle:
+        """Creates an empty named volume of ``quota_mib`` (MiB, or a :class:`Size` of whole
+        MiB). Raises :class:`VolumeAlreadyExistsError`, or :class:`InvalidConfigError` for a
+        bad name or quota."""
+        quota = mib_of(quota_mib, "quota_mib")
+        created = await run_blocking(_native.create_volume, name, quota)
         return decode(VolumeHandle, created)
 
     @staticmethod

@@ -81,7 +81,7 @@ def test_a_tmpfs_size_is_a_size_or_mib() -> None:
 
 
 async def test_a_volume_quota_that_is_not_whole_mib_is_refused_before_the_runtime() -> None:
-    with pytest.raises(InvalidConfigError, match=r"^quota: "):
+    with pytest.raises(InvalidConfigError, match=r"^quota_mib: "):
         await Volume.create("odd", Size(3 * MiB // 2))
 
 

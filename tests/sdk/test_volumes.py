@@ -35,7 +35,7 @@ async def names() -> list[str]:
 async def volume(unique_name: str) -> AsyncIterator[str]:
     """A fresh 16 MiB named volume, removed after the test with whatever used it."""
     name = f"{unique_name[:40]}-vol"
-    await Volume.create(name, quota=16)
+    await Volume.create(name, quota_mib=16)
     yield name
     for sandbox in (await Volume.get(name)).in_use_by:
         await Sandbox.remove(sandbox, force=True)
@@ -64,7 +64,7 @@ async def test_bad_volumes_are_refused_and_nothing_is_recorded(
     with pytest.raises(InvalidConfigError):
         Volume.named("../escape")
     with pytest.raises(InvalidConfigError):
-        Volume.tmpfs(size=0)
+        Volume.tmpfs(size_mib=0)
 
 
 async def test_named_volume_quota_sharing_and_persistence(unique_name: str, volume: str) -> None:
@@ -130,7 +130,7 @@ async def test_bind_tmpfs_and_disk_volumes(unique_name: str, tmp_path: Path) -> 
         # Inside another volume: mounted after its parent.
         "/work/exchange": Volume.bind(shared),
         "/ro": Volume.bind(read_only, readonly=True),
-        "/small": Volume.tmpfs(size=Size.mib(8)),
+        "/small": Volume.tmpfs(size_mib=Size.mib(8)),
         "/frozen": Volume.tmpfs(readonly=True),
         "/raw": Volume.disk(raw),
         "/qcow": Volume.disk(qcow2, format=DiskImageFormat.QCOW2, fstype="ext4"),
@@ -186,7 +186,7 @@ async def test_a_volume_whose_file_is_being_removed_is_not_listed(unique_name: s
     # A removal deletes the image file before its transaction commits; a listing made in
     # that moment still sees the record and must skip the volume rather than fail.
     name = f"{unique_name[:40]}-gone"
-    volume = await Volume.create(name, quota="8M")
+    volume = await Volume.create(name, quota_mib="8M")
     os.remove(volume.path)
     try:
         assert name not in [listed.name for listed in await Volume.list()]
