@@ -76,7 +76,7 @@ def test_a_tmpfs_size_is_a_size_or_mib() -> None:
     assert Volume.tmpfs(Size.mib(64)).size_mib == 64
     assert Volume.tmpfs(64).size_mib == 64
     assert Volume.tmpfs("1G").size_mib == 1024
-    with pytest.raises(InvalidConfigError, match=r"^size: "):
+    with pytest.raises(InvalidConfigError, match=r"^size_mib: "):
         Volume.tmpfs(Size.kib(512))
 
 
