@@ -29,10 +29,6 @@ impl DomainName {
         Ok(Self(name.to_ascii_lowercase()))
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// Whether `resolved` is this very name.
     pub fn is(&self, resolved: &str) -> bool {
         without_trailing_dot(resolved).eq_ignore_ascii_case(&self.0)
@@ -94,7 +90,7 @@ mod tests {
 
     #[test]
     fn parsing_lowercases_and_drops_the_trailing_dot() {
-        assert_eq!(name("API.Example.COM.").as_str(), "api.example.com");
+        assert_eq!(name("API.Example.COM.").to_string(), "api.example.com");
     }
 
     #[test]
