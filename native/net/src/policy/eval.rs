@@ -13,6 +13,8 @@ use super::types::{Action, FlowDirection, Policy, Protocol, Rule};
 use std::net::IpAddr;
 
 #[cfg(test)]
+mod randomized;
+#[cfg(test)]
 mod tests;
 
 /// One flow to decide, as the supervisor sees it.
