@@ -2,3 +2,4 @@
 //! `-netdev stream` socket, the egress policy every flow is decided by, and DNS at the gateway.
 
 pub mod policy;
+pub mod dns;

@@ -1,0 +1,290 @@
+//! Screening of the addresses in an upstream answer before the guest sees it.
+//!
+//! Rebinding protection: a public name that resolves to an internal address (loopback,
+//! private, shared, link-local, unspecified, multicast) would let a page or a script in the
+//! guest reach the host's or the LAN's services under a name the policy allowed. Such A/AAAA
+//! records are dropped unless the caller's predicate allows that (name, address) — the
+//! policy's rules decide, this module only classifies.
+//!
+//! IPv6 on an IPv4-only host: AAAA records are dropped too, so the guest never tries an
+//! address family it cannot reach and waits out a connect timeout before falling back.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::{Name, RData, Record};
+
+/// One address of an answer, with the names it is known by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedAddress {
+    /// The name the guest asked for.
+    pub query_name: Name,
+    /// The owner name of the address record: the query name, or the end of a CNAME chain.
+    pub record_name: Name,
+    /// The address itself.
+    pub address: IpAddr,
+}
+
+/// What may stay in an answer.
+pub(crate) struct AddressScreen<'a> {
+    /// Drop internal addresses that `allow_internal` does not allow.
+    pub rebind_protection: bool,
+    /// Keep AAAA records; false when the host has no IPv6 route.
+    pub host_has_ipv6: bool,
+    /// Whether an internal address is allowed for that name (the policy's rules).
+    pub allow_internal: &'a dyn Fn(&ResolvedAddress) -> bool,
+}
+
+impl AddressScreen<'_> {
+    /// Drops the address records that may not reach the guest from every section, and
+    /// returns the addresses kept in the answer section, in order.
+    ///
+    /// Everything else is untouched: a CNAME chain stays whole even when the address at its
+    /// end is dropped, so the guest sees where the name led. When every address is dropped
+    /// the answer stays NOERROR with no addresses rather than turning into NXDOMAIN: that is
+    /// what filtering resolvers return, and NXDOMAIN would be cached as "the name does not
+    /// exist" for every record type, breaking e.g. its MX or TXT lookups.
+    pub(crate) fn apply(&self, answer: &mut Message, query_name: &Name) -> Vec<ResolvedAddress> {
+        let mut kept = Vec::new();
+        answer
+            .answers
+            .retain(|record| match self.screen(record, query_name) {
+                Screened::Kept(address) => {
+                    kept.push(address);
+                    true
+                }
+                Screened::NotAnAddress => true,
+                Screened::Dropped => false,
+            });
+        // Authority and additional records (glue) are filtered the same way: a resolver may
+        // cache them, but they are not what the guest asked for, so they are not reported.
+        for section in [&mut answer.authorities, &mut answer.additionals] {
+            section.retain(|record| !matches!(self.screen(record, query_name), Screened::Dropped));
+        }
+        kept
+    }
+
+    fn screen(&self, record: &Record, query_name: &Name) -> Screened {
+        let address = match &record.data {
+            RData::A(a) => IpAddr::V4(a.0),
+            RData::AAAA(_) if !self.host_has_ipv6 => return Screened::Dropped,
+            RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
+            _ => return Screened::NotAnAddress,
+        };
+        let resolved = ResolvedAddress {
+            query_name: query_name.clone(),
+            record_name: record.name.clone(),
+            address,
+        };
+        if self.rebind_protection && is_internal(address) && !(self.allow_internal)(&resolved) {
+            Screened::Dropped
+        } else {
+            Screened::Kept(resolved)
+        }
+    }
+}
+
+enum Screened {
+    Kept(ResolvedAddress),
+    NotAnAddress,
+    Dropped,
+}
+
+/// Whether `address` is one a public name must not resolve to.
+pub fn is_internal(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => is_internal_v4(v4),
+        // An IPv4-mapped address (::ffff:10.0.0.1) reaches the IPv4 address it carries.
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_internal_v4(v4),
+            None => is_internal_v6(v6),
+        },
+    }
+}
+
+fn is_internal_v4(address: Ipv4Addr) -> bool {
+    let [first, second, ..] = address.octets();
+    // 0.0.0.0/8 is "this network": Linux connects 0.0.0.0 to the local host.
+    let this_network = first == 0;
+    let shared_address_space = first == 100 && (second & 0xC0) == 64;
+    this_network
+        || shared_address_space
+        || address.is_loopback()
+        || address.is_private()
+        || address.is_link_local()
+        || address.is_multicast()
+}
+
+fn is_internal_v6(address: Ipv6Addr) -> bool {
+    address.is_loopback()
+        || address.is_unspecified()
+        || address.is_unique_local()
+        || address.is_unicast_link_local()
+        || address.is_multicast()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Message, OpCode};
+    use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX};
+
+    #[test]
+    fn internal_addresses_are_classified_by_range() {
+        for (address, internal) in [
+            ("127.0.0.1", true),
+            ("10.1.2.3", true),
+            ("172.16.0.1", true),
+            ("172.31.255.255", true),
+            ("172.32.0.1", false),
+            ("192.168.1.1", true),
+            ("100.64.0.1", true),
+            ("100.127.255.255", true),
+            ("100.128.0.1", false),
+            ("169.254.169.254", true),
+            ("0.0.0.0", true),
+            ("224.0.0.251", true),
+            ("198.51.100.7", false),
+            ("8.8.8.8", false),
+            ("::1", true),
+            ("::", true),
+            ("fc00::1", true),
+            ("fd12:3456::1", true),
+            ("fe80::1", true),
+            ("ff02::1", true),
+            ("::ffff:10.0.0.1", true),
+            ("::ffff:198.51.100.7", false),
+            ("2001:db8::1", false),
+        ] {
+            let parsed: IpAddr = address.parse().expect("test address");
+            assert_eq!(is_internal(parsed), internal, "{address}");
+        }
+    }
+
+    fn name(text: &str) -> Name {
+        Name::from_ascii(text).expect("test name")
+    }
+
+    fn answer_with(records: Vec<Record>) -> Message {
+        let mut message = Message::response(1, OpCode::Query);
+        message.add_answers(records);
+        message
+    }
+
+    fn a(owner: &str, address: &str) -> Record {
+        Record::from_rdata(name(owner), 60, RData::A(A(address.parse().expect("v4"))))
+    }
+
+    fn aaaa(owner: &str, address: &str) -> Record {
+        Record::from_rdata(
+            name(owner),
+            60,
+            RData::AAAA(AAAA(address.parse().expect("v6"))),
+        )
+    }
+
+    fn cname(owner: &str, target: &str) -> Record {
+        Record::from_rdata(name(owner), 60, RData::CNAME(CNAME(name(target))))
+    }
+
+    fn screen(allow: &dyn Fn(&ResolvedAddress) -> bool, ipv6: bool) -> AddressScreen<'_> {
+        AddressScreen {
+            rebind_protection: true,
+            host_has_ipv6: ipv6,
+            allow_internal: allow,
+        }
+    }
+
+    fn addresses(kept: &[ResolvedAddress]) -> Vec<String> {
+        kept.iter().map(|k| k.address.to_string()).collect()
+    }
+
+    #[test]
+    fn private_answers_are_dropped_and_public_ones_kept_and_reported() {
+        let mut answer = answer_with(vec![
+            a("www.example.com.", "198.51.100.7"),
+            a("www.example.com.", "10.0.0.5"),
+            a("www.example.com.", "127.0.0.1"),
+        ]);
+        let kept = screen(&|_| false, true).apply(&mut answer, &name("www.example.com."));
+        assert_eq!(addresses(&kept), ["198.51.100.7"]);
+        assert_eq!(answer.answers.len(), 1);
+        assert_eq!(kept[0].query_name, name("www.example.com."));
+    }
+
+    #[test]
+    fn a_cname_chain_to_a_private_address_keeps_the_chain_and_drops_the_address() {
+        let mut answer = answer_with(vec![
+            cname("app.example.com.", "edge.example.net."),
+            cname("edge.example.net.", "lan.example.org."),
+            a("lan.example.org.", "192.168.1.20"),
+        ]);
+        let kept = screen(&|_| false, true).apply(&mut answer, &name("app.example.com."));
+        assert!(kept.is_empty());
+        let types: Vec<_> = answer.answers.iter().map(Record::record_type).collect();
+        assert_eq!(
+            types,
+            [
+                hickory_proto::rr::RecordType::CNAME,
+                hickory_proto::rr::RecordType::CNAME
+            ]
+        );
+    }
+
+    #[test]
+    fn the_predicate_sees_both_names_and_can_allow_an_internal_address() {
+        let mut answer = answer_with(vec![
+            cname("db.corp.example.", "db1.corp.example."),
+            a("db1.corp.example.", "10.9.8.7"),
+        ]);
+        let allow = |resolved: &ResolvedAddress| {
+            resolved.query_name == name("db.corp.example.")
+                && resolved.record_name == name("db1.corp.example.")
+        };
+        let kept = screen(&allow, true).apply(&mut answer, &name("db.corp.example."));
+        assert_eq!(addresses(&kept), ["10.9.8.7"]);
+    }
+
+    #[test]
+    fn without_rebind_protection_internal_addresses_stay() {
+        let mut answer = answer_with(vec![a("x.example.", "10.0.0.1")]);
+        let screen = AddressScreen {
+            rebind_protection: false,
+            host_has_ipv6: true,
+            allow_internal: &|_| false,
+        };
+        assert_eq!(
+            addresses(&screen.apply(&mut answer, &name("x.example."))),
+            ["10.0.0.1"]
+        );
+    }
+
+    #[test]
+    fn aaaa_records_are_stripped_on_an_ipv4_only_host_in_every_section() {
+        let mut answer = answer_with(vec![
+            a("dual.example.", "198.51.100.9"),
+            aaaa("dual.example.", "2001:db8::9"),
+        ]);
+        answer.add_additional(aaaa("ns.example.", "2001:db8::53"));
+        let kept = screen(&|_| false, false).apply(&mut answer, &name("dual.example."));
+        assert_eq!(addresses(&kept), ["198.51.100.9"]);
+        assert!(answer.additionals.is_empty());
+
+        let mut answer = answer_with(vec![aaaa("dual.example.", "2001:db8::9")]);
+        let kept = screen(&|_| false, true).apply(&mut answer, &name("dual.example."));
+        assert_eq!(addresses(&kept), ["2001:db8::9"]);
+    }
+
+    #[test]
+    fn records_that_are_not_addresses_are_untouched() {
+        let mx = Record::from_rdata(
+            name("example.com."),
+            60,
+            RData::MX(MX::new(10, name("mail.example.com."))),
+        );
+        let mut answer = answer_with(vec![mx.clone()]);
+        let kept = screen(&|_| false, false).apply(&mut answer, &name("example.com."));
+        assert!(kept.is_empty());
+        assert_eq!(answer.answers, [mx]);
+    }
+}
