@@ -1,2 +1,4 @@
 //! The user-space network of a sandbox, linked by its supervisor: Ethernet frames from QEMU's
 //! `-netdev stream` socket, the egress policy every flow is decided by, and DNS at the gateway.
+
+pub mod wire;
