@@ -218,3 +218,216 @@ impl FrameDecoder {
         &mut self.buffer[self.end..]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_of(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|index| seed.wrapping_add(index as u8))
+            .collect()
+    }
+
+    fn encoded(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut stream = Vec::new();
+        for frame in frames {
+            let mut out = vec![0; LENGTH_PREFIX_LEN + frame.len()];
+            assert_eq!(encode_frame(frame, &mut out), Ok(out.len()));
+            stream.extend_from_slice(&out);
+        }
+        stream
+    }
+
+    fn drain(decoder: &mut FrameDecoder, into: &mut Vec<Vec<u8>>) {
+        while let Some(frame) = decoder.next_frame().expect("valid stream") {
+            into.push(frame.to_vec());
+        }
+    }
+
+    fn sample_frames() -> Vec<Vec<u8>> {
+        vec![
+            frame_of(MIN_FRAME_LEN, 1),
+            frame_of(60, 2),
+            frame_of(1514, 3),
+            frame_of(MIN_FRAME_LEN + 1, 4),
+        ]
+    }
+
+    #[test]
+    fn a_stream_split_at_every_point_yields_the_same_frames() {
+        let frames = sample_frames();
+        let stream = encoded(&frames);
+        for split in 0..=stream.len() {
+            let mut decoder = FrameDecoder::new();
+            let mut decoded = Vec::new();
+            for chunk in [&stream[..split], &stream[split..]] {
+                assert_eq!(decoder.push(chunk), chunk.len());
+                drain(&mut decoder, &mut decoded);
+            }
+            assert_eq!(decoded, frames, "split at {split}");
+            assert_eq!(decoder.buffered_len(), 0);
+        }
+    }
+
+    #[test]
+    fn a_stream_fed_byte_by_byte_yields_the_same_frames() {
+        let frames = sample_frames();
+        let mut decoder = FrameDecoder::new();
+        let mut decoded = Vec::new();
+        for byte in encoded(&frames) {
+            assert_eq!(decoder.push(&[byte]), 1);
+            drain(&mut decoder, &mut decoded);
+        }
+        assert_eq!(decoded, frames);
+    }
+
+    #[test]
+    fn largest_frames_stream_through_without_growing_the_buffer() {
+        let frames: Vec<Vec<u8>> = (0..9).map(|seed| frame_of(MAX_FRAME_LEN, seed)).collect();
+        let mut stream = encoded(&frames).into_iter();
+        let mut decoder = FrameDecoder::new();
+        let mut decoded = Vec::new();
+        loop {
+            let read = decoder.fill_with(|spare| {
+                let mut count = 0;
+                for (slot, byte) in spare.iter_mut().take(50_000).zip(&mut stream) {
+                    *slot = byte;
+                    count += 1;
+                }
+                Ok::<usize, ()>(count)
+            });
+            drain(&mut decoder, &mut decoded);
+            if read == Ok(0) {
+                break;
+            }
+        }
+        assert_eq!(decoded, frames);
+    }
+
+    #[test]
+    fn the_decoder_counts_frame_bytes_without_prefixes() {
+        let frames = sample_frames();
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&encoded(&frames));
+        drain(&mut decoder, &mut Vec::new());
+        let total: usize = frames.iter().map(Vec::len).sum();
+        assert_eq!(
+            decoder.counters(),
+            DirectionCounters {
+                frames: 4,
+                bytes: total as u64
+            }
+        );
+    }
+
+    #[test]
+    fn bad_lengths_are_fatal_for_the_stream() {
+        let cases = [
+            (
+                MAX_FRAME_LEN as u32 + 1,
+                FramingError::FrameTooLong {
+                    len: MAX_FRAME_LEN as u32 + 1,
+                },
+            ),
+            (u32::MAX, FramingError::FrameTooLong { len: u32::MAX }),
+            (
+                MIN_FRAME_LEN as u32 - 1,
+                FramingError::FrameTooShort {
+                    len: MIN_FRAME_LEN as u32 - 1,
+                },
+            ),
+            (0, FramingError::FrameTooShort { len: 0 }),
+        ];
+        for (len, expected) in cases {
+            let mut decoder = FrameDecoder::new();
+            decoder.push(&len.to_be_bytes());
+            assert_eq!(decoder.next_frame(), Err(expected), "length {len}");
+            // Sticky: no later bytes can bring the stream back.
+            assert_eq!(decoder.push(&encoded(&sample_frames())), 0);
+            assert_eq!(decoder.next_frame(), Err(expected));
+        }
+    }
+
+    #[test]
+    fn a_bad_length_after_good_frames_yields_those_frames_first() {
+        let mut stream = encoded(&sample_frames());
+        stream.extend_from_slice(&(MAX_FRAME_LEN as u32 + 1).to_be_bytes());
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&stream);
+        for _ in 0..sample_frames().len() {
+            assert!(matches!(decoder.next_frame(), Ok(Some(_))));
+        }
+        assert!(matches!(
+            decoder.next_frame(),
+            Err(FramingError::FrameTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn extreme_lengths_are_accepted() {
+        for len in [MIN_FRAME_LEN, MAX_FRAME_LEN] {
+            let mut decoder = FrameDecoder::new();
+            decoder.push(&encoded(&[frame_of(len, 9)]));
+            assert_eq!(
+                decoder.next_frame().map(|frame| frame.map(<[u8]>::len)),
+                Ok(Some(len))
+            );
+        }
+    }
+
+    #[test]
+    fn a_read_claiming_more_than_its_buffer_is_clamped() {
+        let mut decoder = FrameDecoder::new();
+        assert_eq!(
+            decoder.fill_with(|spare| Ok::<usize, ()>(spare.len() + 10)),
+            Ok(DECODER_BUFFER_LEN)
+        );
+        assert_eq!(decoder.buffered_len(), DECODER_BUFFER_LEN);
+    }
+
+    #[test]
+    fn read_errors_pass_through_untouched() {
+        let mut decoder = FrameDecoder::new();
+        assert_eq!(
+            decoder.fill_with(|_| Err::<usize, &str>("would block")),
+            Err("would block")
+        );
+        assert_eq!(decoder.buffered_len(), 0);
+    }
+
+    #[test]
+    fn the_encoder_refuses_bad_lengths_and_short_buffers() {
+        let mut out = vec![0; MAX_ENCODED_FRAME_LEN + 10];
+        assert_eq!(
+            encode_frame(&frame_of(MIN_FRAME_LEN - 1, 0), &mut out),
+            Err(EncodeError::FrameLength {
+                len: MIN_FRAME_LEN - 1
+            })
+        );
+        assert_eq!(
+            encode_frame(&frame_of(MAX_FRAME_LEN + 1, 0), &mut out),
+            Err(EncodeError::FrameLength {
+                len: MAX_FRAME_LEN + 1
+            })
+        );
+        assert_eq!(
+            encode_frame(&frame_of(60, 0), &mut out[..63]),
+            Err(EncodeError::BufferTooSmall {
+                needed: 64,
+                available: 63
+            })
+        );
+    }
+
+    #[test]
+    fn an_encoded_frame_decodes_to_itself() {
+        let frame = frame_of(1514, 5);
+        let mut out = vec![0; 2000];
+        let written = encode_frame(&frame, &mut out).expect("encodes");
+        assert_eq!(&out[..4], &1514u32.to_be_bytes());
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&out[..written]);
+        assert_eq!(decoder.next_frame(), Ok(Some(&frame[..])));
+    }
+}

@@ -11,3 +11,6 @@ pub mod framing;
 pub mod outbound;
 pub mod reassembly;
 mod transport;
+
+#[cfg(test)]
+mod test_frames;

@@ -128,3 +128,142 @@ impl OutboundQueue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::framing::{FrameDecoder, MAX_FRAME_LEN, MIN_FRAME_LEN};
+
+    fn frame_of(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|index| seed.wrapping_add(index as u8))
+            .collect()
+    }
+
+    /// Writes the whole queue out, at most `chunk` bytes per write.
+    fn flush_all(queue: &mut OutboundQueue, chunk: usize) -> Vec<u8> {
+        let mut written = Vec::new();
+        while !queue.is_empty() {
+            let count = queue.flush_with(|bytes| {
+                let count = bytes.len().min(chunk);
+                written.extend_from_slice(&bytes[..count]);
+                Ok::<usize, ()>(count)
+            });
+            assert!(count.is_ok_and(|count| count > 0));
+        }
+        written
+    }
+
+    #[test]
+    fn queued_frames_reach_the_decoder_intact_and_in_order() {
+        let frames = [
+            frame_of(60, 1),
+            frame_of(1514, 2),
+            frame_of(MAX_FRAME_LEN, 3),
+        ];
+        let mut queue = OutboundQueue::with_capacity(1 << 20);
+        for frame in &frames {
+            queue.push(frame).expect("room");
+        }
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&flush_all(&mut queue, 777));
+        for frame in &frames {
+            assert_eq!(decoder.next_frame(), Ok(Some(&frame[..])));
+        }
+        assert_eq!(decoder.next_frame(), Ok(None));
+    }
+
+    #[test]
+    fn a_full_queue_refuses_a_frame_and_reports_its_bytes() {
+        let mut queue = OutboundQueue::with_capacity(0);
+        assert_eq!(queue.capacity(), MAX_ENCODED_FRAME_LEN);
+        queue.push(&frame_of(1000, 0)).expect("room");
+        assert_eq!(queue.queued_len(), 1004);
+        assert!(!queue.has_room_for(MAX_FRAME_LEN));
+        assert_eq!(
+            queue.push(&frame_of(MAX_FRAME_LEN, 0)),
+            Err(QueueError::Full {
+                needed: MAX_ENCODED_FRAME_LEN,
+                free: MAX_ENCODED_FRAME_LEN - 1004
+            })
+        );
+        assert_eq!(
+            queue.queued_len(),
+            1004,
+            "a refused frame leaves the queue as it was"
+        );
+    }
+
+    #[test]
+    fn room_freed_by_partial_writes_is_reused() {
+        let mut queue = OutboundQueue::with_capacity(0);
+        let mut decoder = FrameDecoder::new();
+        // Each round leaves part of a frame queued, so records wrap past the buffer's end.
+        for round in 0..50u8 {
+            let frame = frame_of(20_000 + usize::from(round) * 13, round);
+            queue.push(&frame).expect("room after flushing");
+            let mut out = Vec::new();
+            queue
+                .flush_with(|bytes| {
+                    out.extend_from_slice(&bytes[..bytes.len() / 2]);
+                    Ok::<usize, ()>(bytes.len() / 2)
+                })
+                .expect("writes");
+            out.extend(flush_all(&mut queue, usize::MAX));
+            decoder.push(&out);
+            assert_eq!(decoder.next_frame(), Ok(Some(&frame[..])));
+        }
+    }
+
+    #[test]
+    fn push_with_lets_the_caller_emit_in_place() {
+        let mut queue = OutboundQueue::with_capacity(0);
+        let emitted = queue.push_with(64, |slot| {
+            slot.fill(0xab);
+            slot.len()
+        });
+        assert_eq!(emitted, Ok(64));
+        let bytes = flush_all(&mut queue, usize::MAX);
+        assert_eq!(&bytes[..4], &64u32.to_be_bytes());
+        assert!(bytes[4..].iter().all(|byte| *byte == 0xab));
+    }
+
+    #[test]
+    fn bad_lengths_are_refused_before_anything_is_queued() {
+        let mut queue = OutboundQueue::with_capacity(0);
+        for len in [0, MIN_FRAME_LEN - 1, MAX_FRAME_LEN + 1] {
+            assert_eq!(
+                queue.push_with(len, |_| ()),
+                Err(QueueError::Frame(EncodeError::FrameLength { len }))
+            );
+        }
+        assert!(queue.is_empty());
+        assert_eq!(queue.counters(), DirectionCounters::default());
+    }
+
+    #[test]
+    fn the_queue_counts_accepted_frame_bytes_without_prefixes() {
+        let mut queue = OutboundQueue::with_capacity(0);
+        queue.push(&frame_of(100, 0)).expect("room");
+        queue.push(&frame_of(60, 0)).expect("room");
+        let _ = queue.push(&frame_of(MAX_FRAME_LEN, 0));
+        assert_eq!(
+            queue.counters(),
+            DirectionCounters {
+                frames: 2,
+                bytes: 160
+            }
+        );
+    }
+
+    #[test]
+    fn a_write_claiming_more_than_it_was_given_is_clamped() {
+        let mut queue = OutboundQueue::with_capacity(0);
+        queue.push(&frame_of(60, 0)).expect("room");
+        assert_eq!(
+            queue.flush_with(|bytes| Ok::<usize, ()>(bytes.len() + 100)),
+            Ok(64)
+        );
+        assert!(queue.is_empty());
+    }
+}
