@@ -682,4 +682,42 @@ mod tests {
         };
         assert_eq!(datagram.payload, b"x");
     }
+
+    #[test]
+    fn a_reassembled_udp_datagram_classifies_as_udp() {
+        use crate::wire::reassembly::{Reassembler, ReassemblyLimits};
+        let body = pattern(2000);
+        let datagram = udp_datagram(
+            IpAddress::Ipv4(GUEST_V4),
+            IpAddress::Ipv4(GATEWAY_V4),
+            53,
+            &body,
+        );
+        let mut classifier = Classifier::new(gateway());
+        let mut reassembler = Reassembler::new(ReassemblyLimits::default());
+        let now = std::time::Instant::now();
+        let head = ipv4_fragment_to(GATEWAY_V4, 3, IpProtocol::Udp, 0, true, &datagram[..1480]);
+        let tail = ipv4_fragment_to(
+            GATEWAY_V4,
+            3,
+            IpProtocol::Udp,
+            1480,
+            false,
+            &datagram[1480..],
+        );
+        for frame in [&tail, &head] {
+            let Classified::Ipv4Fragment(fragment) = classifier.classify(frame) else {
+                panic!("not a fragment")
+            };
+            if let Some(whole) = reassembler.insert(fragment, now).expect("kept") {
+                let Classified::Udp(udp) = classifier.classify_reassembled(&whole) else {
+                    panic!("not UDP")
+                };
+                assert!(udp.is_gateway_dns);
+                assert_eq!(udp.payload, &body[..]);
+                return;
+            }
+        }
+        panic!("never completed");
+    }
 }

@@ -13,4 +13,6 @@ pub mod reassembly;
 mod transport;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod test_frames;

@@ -301,3 +301,237 @@ impl FragmentSet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::test_frames::{pattern, GUEST_V4, PUBLIC_V4};
+
+    const KEY: FragmentKey = FragmentKey {
+        src: GUEST_V4,
+        dst: PUBLIC_V4,
+        id: 9,
+        protocol: 17,
+    };
+
+    fn piece(data: &[u8], offset: usize, len: usize, more: bool) -> Ipv4Fragment<'_> {
+        Ipv4Fragment {
+            key: KEY,
+            offset,
+            more_fragments: more,
+            payload: &data[offset..offset + len],
+        }
+    }
+
+    /// A 3000-byte datagram in fragments of 1480, 1480 and 40 bytes.
+    fn three_pieces(data: &[u8]) -> [Ipv4Fragment<'_>; 3] {
+        [
+            piece(data, 0, 1480, true),
+            piece(data, 1480, 1480, true),
+            piece(data, 2960, 40, false),
+        ]
+    }
+
+    fn feed<'a>(
+        reassembler: &mut Reassembler,
+        fragments: impl IntoIterator<Item = Ipv4Fragment<'a>>,
+        now: Instant,
+    ) -> Vec<Result<Option<Reassembled>, FragmentDropped>> {
+        fragments
+            .into_iter()
+            .map(|fragment| reassembler.insert(fragment, now))
+            .collect()
+    }
+
+    #[test]
+    fn fragments_in_any_order_give_the_datagram() {
+        let data = pattern(3000);
+        let orders = [[0, 1, 2], [2, 1, 0], [1, 2, 0], [2, 0, 1]];
+        for order in orders {
+            let pieces = three_pieces(&data);
+            let mut reassembler = Reassembler::new(ReassemblyLimits::default());
+            let results = feed(
+                &mut reassembler,
+                order.map(|index| pieces[index]),
+                Instant::now(),
+            );
+            assert_eq!(results[..2], [Ok(None), Ok(None)], "{order:?}");
+            assert_eq!(
+                results[2],
+                Ok(Some(Reassembled {
+                    key: KEY,
+                    payload: data.clone()
+                })),
+                "{order:?}"
+            );
+            assert_eq!((reassembler.held_bytes(), reassembler.set_count()), (0, 0));
+        }
+    }
+
+    #[test]
+    fn an_identical_duplicate_is_ignored() {
+        let data = pattern(3000);
+        let [first, second, last] = three_pieces(&data);
+        let mut reassembler = Reassembler::new(ReassemblyLimits::default());
+        let results = feed(
+            &mut reassembler,
+            [first, first, second, second, last],
+            Instant::now(),
+        );
+        assert_eq!(
+            results[4],
+            Ok(Some(Reassembled {
+                key: KEY,
+                payload: data
+            }))
+        );
+    }
+
+    #[test]
+    fn overlapping_or_inconsistent_sets_are_dropped_whole() {
+        let data = pattern(3000);
+        let other = pattern(3100);
+        let [first, second, last] = three_pieces(&data);
+        let cases: [(Vec<Ipv4Fragment<'_>>, FragmentDropped); 6] = [
+            (
+                vec![first, piece(&data, 8, 16, true)],
+                FragmentDropped::Overlap,
+            ),
+            (
+                vec![second, piece(&data, 1400, 160, true)],
+                FragmentDropped::Overlap,
+            ),
+            (
+                vec![
+                    first,
+                    Ipv4Fragment {
+                        payload: &other[1..1481],
+                        ..first
+                    },
+                ],
+                FragmentDropped::Overlap,
+            ),
+            (
+                vec![last, piece(&data, 2960, 32, false)],
+                FragmentDropped::Inconsistent,
+            ),
+            (
+                vec![last, piece(&other, 3000, 16, true)],
+                FragmentDropped::Inconsistent,
+            ),
+            (
+                vec![piece(&data, 0, 100, true)],
+                FragmentDropped::Misaligned,
+            ),
+        ];
+        for (fragments, reason) in cases {
+            let mut reassembler = Reassembler::new(ReassemblyLimits::default());
+            let results = feed(&mut reassembler, fragments, Instant::now());
+            assert_eq!(results.last(), Some(&Err(reason)));
+            assert_eq!(
+                (reassembler.held_bytes(), reassembler.set_count()),
+                (0, 0),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fragment_past_the_largest_datagram_is_oversize() {
+        let data = vec![0; 16];
+        let beyond = Ipv4Fragment {
+            key: KEY,
+            offset: MAX_IPV4_PAYLOAD - 8,
+            more_fragments: false,
+            payload: &data,
+        };
+        let mut reassembler = Reassembler::new(ReassemblyLimits::default());
+        assert_eq!(
+            reassembler.insert(beyond, Instant::now()),
+            Err(FragmentDropped::Oversize)
+        );
+    }
+
+    #[test]
+    fn an_incomplete_set_expires() {
+        let data = pattern(3000);
+        let [first, second, last] = three_pieces(&data);
+        let limits = ReassemblyLimits {
+            timeout: Duration::from_secs(30),
+            ..ReassemblyLimits::default()
+        };
+        let mut reassembler = Reassembler::new(limits);
+        let start = Instant::now();
+        feed(&mut reassembler, [first, second], start);
+        assert_eq!(reassembler.next_deadline(), Some(start + limits.timeout));
+        reassembler.expire(start + Duration::from_secs(29));
+        assert_eq!(reassembler.set_count(), 1);
+        // Past the limit the last piece starts a new set instead of completing the old one.
+        assert_eq!(reassembler.insert(last, start + limits.timeout), Ok(None));
+        assert_eq!(reassembler.held_bytes(), 40);
+    }
+
+    #[test]
+    fn the_set_cap_evicts_the_oldest_set() {
+        let data = pattern(3000);
+        let limits = ReassemblyLimits {
+            max_sets: 2,
+            ..ReassemblyLimits::default()
+        };
+        let mut reassembler = Reassembler::new(limits);
+        let now = Instant::now();
+        for id in 0..3 {
+            let first = Ipv4Fragment {
+                key: FragmentKey { id, ..KEY },
+                ..piece(&data, 0, 1480, true)
+            };
+            assert_eq!(reassembler.insert(first, now), Ok(None));
+        }
+        assert_eq!(
+            (reassembler.set_count(), reassembler.held_bytes()),
+            (2, 2960)
+        );
+        let completes_oldest = Ipv4Fragment {
+            key: FragmentKey { id: 0, ..KEY },
+            ..piece(&data, 1480, 40, false)
+        };
+        assert_eq!(
+            reassembler.insert(completes_oldest, now),
+            Ok(None),
+            "set 0 was evicted"
+        );
+    }
+
+    #[test]
+    fn the_byte_cap_evicts_older_sets_and_refuses_a_set_too_large_alone() {
+        let data = pattern(3000);
+        let limits = ReassemblyLimits {
+            max_bytes: 3000,
+            ..ReassemblyLimits::default()
+        };
+        let mut reassembler = Reassembler::new(limits);
+        let now = Instant::now();
+        let older = Ipv4Fragment {
+            key: FragmentKey { id: 1, ..KEY },
+            ..piece(&data, 0, 1480, true)
+        };
+        assert_eq!(reassembler.insert(older, now), Ok(None));
+        let [first, second, _] = three_pieces(&data);
+        feed(&mut reassembler, [first, second], now);
+        assert_eq!(
+            (reassembler.set_count(), reassembler.held_bytes()),
+            (1, 2960),
+            "the older set made room"
+        );
+        let too_far = piece(&data, 2960, 40, true);
+        let past_cap = Ipv4Fragment {
+            payload: &data[..48],
+            ..too_far
+        };
+        assert_eq!(
+            reassembler.insert(past_cap, now),
+            Err(FragmentDropped::OverByteCap)
+        );
+        assert_eq!((reassembler.set_count(), reassembler.held_bytes()), (0, 0));
+    }
+}
