@@ -3,3 +3,4 @@
 
 pub mod policy;
 pub mod dns;
+pub mod wire;
