@@ -1,6 +1,6 @@
 //! The user-space network of a sandbox, linked by its supervisor: Ethernet frames from QEMU's
 //! `-netdev stream` socket, the egress policy every flow is decided by, and DNS at the gateway.
 
-pub mod policy;
 pub mod dns;
+pub mod policy;
 pub mod wire;

@@ -9,8 +9,9 @@
 //! IPv6 on an IPv4-only host: AAAA records are dropped too, so the guest never tries an
 //! address family it cannot reach and waits out a connect timeout before falling back.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
+use crate::policy::groups::{DestGroup, HostAddresses};
 use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RData, Record};
 
@@ -90,37 +91,11 @@ enum Screened {
     Dropped,
 }
 
-/// Whether `address` is one a public name must not resolve to.
+/// Whether `address` is one a public name must not resolve to: any destination group but
+/// public (loopback and unspecified, private, link-local and metadata, multicast), as the
+/// policy classifies it, so that the two never disagree on a range.
 pub fn is_internal(address: IpAddr) -> bool {
-    match address {
-        IpAddr::V4(v4) => is_internal_v4(v4),
-        // An IPv4-mapped address (::ffff:10.0.0.1) reaches the IPv4 address it carries.
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_internal_v4(v4),
-            None => is_internal_v6(v6),
-        },
-    }
-}
-
-fn is_internal_v4(address: Ipv4Addr) -> bool {
-    let [first, second, ..] = address.octets();
-    // 0.0.0.0/8 is "this network": Linux connects 0.0.0.0 to the local host.
-    let this_network = first == 0;
-    let shared_address_space = first == 100 && (second & 0xC0) == 64;
-    this_network
-        || shared_address_space
-        || address.is_loopback()
-        || address.is_private()
-        || address.is_link_local()
-        || address.is_multicast()
-}
-
-fn is_internal_v6(address: Ipv6Addr) -> bool {
-    address.is_loopback()
-        || address.is_unspecified()
-        || address.is_unique_local()
-        || address.is_unicast_link_local()
-        || address.is_multicast()
+    HostAddresses::default().classify(address) != DestGroup::Public
 }
 
 #[cfg(test)]
