@@ -5,6 +5,7 @@
 //! Nothing here does I/O or reads a clock: bytes and `Instant`s come in as arguments, so the
 //! supervisor's single event loop drives it and the tests run on any host.
 
+pub mod classified;
 pub mod classify;
 pub mod counters;
 pub mod framing;

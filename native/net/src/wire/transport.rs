@@ -9,7 +9,7 @@ use smoltcp::wire::{
     NdiscRepr, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
 };
 
-use super::classify::{
+use super::classified::{
     Classified, EchoRequest, FlowTuple, Gateway, Ignored, Malformed, TcpFlags, TcpSegment,
     UdpDatagram,
 };
