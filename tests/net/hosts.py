@@ -1,0 +1,239 @@
+"""The fake internet's servers, each run as its own process inside the internet namespace.
+
+``python -m net.hosts http|dns|udp-echo --bind ADDR --log FILE --ready FILE [...]`` (with
+``tests/`` on ``PYTHONPATH``). Every request is appended to ``--log`` as one JSON line so a
+test can prove what arrived, and also that nothing did. ``--ready`` is written once the
+sockets are bound, so the harness waits for a file instead of guessing with sleeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import socket
+import socketserver
+import struct
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from . import dnswire
+
+CHUNK = 64 * 1024
+MAX_BODY = 1 << 31
+"""Largest /bytes/N or upload served: bounds what a buggy test can make the host do."""
+UDP_MAX = 65535
+
+
+class EventLog:
+    """An append-only JSON-lines file shared by a server's threads.
+
+    Every server writes its entry before it replies, so a client holding the reply can read
+    the entry without waiting or polling.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+
+    def write(self, **event: Any) -> None:
+        line = json.dumps(event, sort_keys=True) + "\n"
+        with self._lock, self._path.open("a") as file:
+            file.write(line)
+
+
+def pattern_bytes(offset: int, length: int) -> bytes:
+    """Bytes of a repeating 0..250 pattern: not all zeros, so a lost or shifted chunk shows."""
+    return bytes((offset + index) % 251 for index in range(length))
+
+
+# The pattern repeats every 251 bytes, so one precomputed block serves every offset.
+_PATTERN_BLOCK = pattern_bytes(0, 251 + CHUNK)
+
+
+def pattern_chunk(offset: int, length: int) -> bytes:
+    """``pattern_bytes(offset, length)`` for ``length <= CHUNK``, without recomputing."""
+    start = offset % 251
+    return _PATTERN_BLOCK[start : start + length]
+
+
+class HttpHandler(BaseHTTPRequestHandler):
+    """``GET /`` names the host, ``GET /bytes/N`` streams N bytes, ``POST`` hashes the body."""
+
+    server: HttpHost
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The JSON log replaces the default stderr access log.
+        return
+
+    def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self.server.log.write(method="GET", path=self.path, client=self.client_address[0])
+        if self.path == "/":
+            self._reply(200, f"hello from {self.server.name}\n".encode())
+        elif self.path.startswith("/bytes/") and self.path[7:].isdigit():
+            self._send_pattern(int(self.path[7:]))
+        else:
+            self._reply(404, b"not found\n")
+
+    def _send_pattern(self, length: int) -> None:
+        if length > MAX_BODY:
+            self._reply(413, b"too large\n")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        for offset in range(0, length, CHUNK):
+            self.wfile.write(pattern_chunk(offset, min(CHUNK, length - offset)))
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        if not 0 <= length <= MAX_BODY:
+            self._reply(413, b"too large\n")
+            return
+        digest = hashlib.sha256()
+        remaining = length
+        while remaining:
+            chunk = self.rfile.read(min(CHUNK, remaining))
+            if not chunk:
+                break
+            digest.update(chunk)
+            remaining -= len(chunk)
+        received = length - remaining
+        self.server.log.write(
+            method="POST", path=self.path, client=self.client_address[0], bytes=received
+        )
+        reply = {"bytes": received, "sha256": digest.hexdigest()}
+        self._reply(200, json.dumps(reply).encode(), "application/json")
+
+    do_PUT = do_POST
+
+
+class HttpHost(ThreadingHTTPServer):
+    """One public or private test host on ``ADDR:port``."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], name: str, log: EventLog) -> None:
+        self.name = name
+        self.log = log
+        super().__init__(address, HttpHandler)
+
+
+class DnsZone:
+    """Answers from the test's zone: names map to addresses, names outside it are NXDOMAIN."""
+
+    def __init__(self, records: dict[str, list[str]], truncate: set[str], log: EventLog):
+        self.records = {name.lower().rstrip("."): addrs for name, addrs in records.items()}
+        self.truncate = {name.lower().rstrip(".") for name in truncate}
+        self.log = log
+
+    def answer(self, query: bytes, client: str, transport: str) -> bytes | None:
+        try:
+            question = dnswire.decode_question(query)
+        except dnswire.DnsFormatError as error:
+            self.log.write(transport=transport, client=client, error=str(error))
+            return dnswire.encode_error(query, dnswire.RCODE_FORMERR)
+        truncated = transport == "udp" and question.name in self.truncate
+        self.log.write(
+            transport=transport,
+            client=client,
+            name=question.name,
+            qtype=question.qtype,
+            truncated=truncated,
+        )
+        addresses = self.records.get(question.name)
+        return dnswire.encode_answer(question, addresses, truncated=truncated)
+
+
+def serve_dns_udp(sock: socket.socket, zone: DnsZone) -> None:
+    while True:
+        query, client = sock.recvfrom(UDP_MAX)
+        reply = zone.answer(query, client[0], "udp")
+        if reply is not None:
+            sock.sendto(reply, client)
+
+
+class DnsTcpHandler(socketserver.StreamRequestHandler):
+    """Length-prefixed messages (RFC 1035 §4.2.2) until the client closes."""
+
+    server: DnsTcpServer
+
+    def handle(self) -> None:
+        while True:
+            prefix = self.rfile.read(2)
+            if len(prefix) < 2:
+                return
+            (length,) = struct.unpack("!H", prefix)
+            query = self.rfile.read(length)
+            reply = self.server.zone.answer(query, self.client_address[0], "tcp")
+            if reply is None:
+                return
+            self.wfile.write(struct.pack("!H", len(reply)) + reply)
+
+
+class DnsTcpServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], zone: DnsZone) -> None:
+        self.zone = zone
+        super().__init__(address, DnsTcpHandler)
+
+
+def serve_udp_echo(sock: socket.socket, log: EventLog) -> None:
+    while True:
+        data, client = sock.recvfrom(UDP_MAX)
+        log.write(client=client[0], bytes=len(data))
+        sock.sendto(data, client)
+
+
+def _udp_socket(address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((address, port))
+    return sock
+
+
+def run(arguments: argparse.Namespace) -> None:
+    log = EventLog(Path(arguments.log))
+    if arguments.kind == "http":
+        http = HttpHost((arguments.bind, arguments.port), arguments.bind, log)
+        Path(arguments.ready).write_text("ready\n")
+        http.serve_forever()
+    elif arguments.kind == "dns":
+        config = json.loads(Path(arguments.zone).read_text())
+        zone = DnsZone(config["records"], set(config["truncate"]), log)
+        udp = _udp_socket(arguments.bind, arguments.port)
+        tcp = DnsTcpServer((arguments.bind, arguments.port), zone)
+        threading.Thread(target=tcp.serve_forever, daemon=True).start()
+        Path(arguments.ready).write_text("ready\n")
+        serve_dns_udp(udp, zone)
+    else:
+        udp = _udp_socket(arguments.bind, arguments.port)
+        Path(arguments.ready).write_text("ready\n")
+        serve_udp_echo(udp, log)
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("kind", choices=["http", "dns", "udp-echo"])
+    parser.add_argument("--bind", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--ready", required=True)
+    parser.add_argument("--zone", help="JSON file: {records: {name: [addr]}, truncate: [name]}")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run(parse_arguments())

@@ -1,0 +1,218 @@
+"""Tests of the fake internet itself (no VM): if these fail, the network tests would mislead."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .hosts import pattern_bytes
+from .internet import (
+    DNS_HOST,
+    HOST_LINK_ADDRESS,
+    HOST_VETH,
+    HTTP_HOST,
+    INET_NS_PREFIX,
+    PRIVATE_HTTP_HOST,
+    SECOND_HTTP_HOST,
+    UDP_ECHO_PORT,
+    FakeInternet,
+    RouteError,
+    ip,
+    our_namespaces,
+    remove_leftovers,
+    unavailable_reason,
+)
+
+UNAVAILABLE = unavailable_reason()
+pytestmark = [
+    pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or ""),
+    pytest.mark.timeout(60),
+]
+
+HTTP_HOSTS = [HTTP_HOST, SECOND_HTTP_HOST, PRIVATE_HTTP_HOST]
+
+
+def _curl(
+    internet: FakeInternet, address: str, *arguments: str
+) -> subprocess.CompletedProcess[str]:
+    return internet.run_in_host(
+        ["curl", "--silent", "--show-error", "--max-time", "10", *arguments],
+        reaches=[address],
+        timeout=20,
+    )
+
+
+@pytest.mark.parametrize("address", HTTP_HOSTS)
+def test_curl_in_the_host_namespace_reaches_each_http_host(
+    fake_internet: FakeInternet, address: str
+) -> None:
+    result = _curl(fake_internet, address, f"http://{address}/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"hello from {address}\n"
+
+
+def test_python_in_the_host_namespace_reaches_the_http_hosts(fake_internet: FakeInternet) -> None:
+    script = (
+        "import sys, urllib.request\n"
+        "for address in sys.argv[1:]:\n"
+        "    reply = urllib.request.urlopen(f'http://{address}/', timeout=5)\n"
+        "    print(reply.read().decode(), end='')\n"
+    )
+    result = fake_internet.run_in_host(
+        [sys.executable, "-c", script, *HTTP_HOSTS], reaches=HTTP_HOSTS, timeout=20
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"hello from {address}" for address in HTTP_HOSTS]
+    requests = fake_internet.servers["private-http"].events()
+    assert [(event["method"], event["path"]) for event in requests] == [("GET", "/")]
+
+
+def test_bytes_endpoint_serves_exactly_n_pattern_bytes(fake_internet: FakeInternet) -> None:
+    length = (1 << 20) + 7
+    result = fake_internet.run_in_host(
+        ["sh", "-c", f"curl -sS --max-time 10 http://{HTTP_HOST}/bytes/{length} | sha256sum"],
+        reaches=[HTTP_HOST],
+        timeout=20,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == hashlib.sha256(pattern_bytes(0, length)).hexdigest()
+
+
+def test_upload_is_answered_with_its_size_and_sha256(
+    fake_internet: FakeInternet, tmp_path: Path
+) -> None:
+    body = pattern_bytes(3, 300_000)
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(body)
+    result = _curl(
+        fake_internet,
+        SECOND_HTTP_HOST,
+        "--data-binary",
+        f"@{upload}",
+        f"http://{SECOND_HTTP_HOST}/upload",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "bytes": len(body),
+        "sha256": hashlib.sha256(body).hexdigest(),
+    }
+
+
+def test_dns_answers_from_the_zone_and_logs_each_query() -> None:
+    with FakeInternet(zone={"chosen.test": ["203.0.113.10", "198.51.100.10"]}) as internet:
+        known = internet.probe("dns", DNS_HOST, "chosen.test", reaches=DNS_HOST)
+        unknown = internet.probe("dns", DNS_HOST, "absent.test", reaches=DNS_HOST)
+        queries = internet.dns_queries()
+        host_address = internet.servers["dns"].events()[0]["client"]
+    assert known["rcode"] == 0
+    assert known["addresses"] == ["203.0.113.10", "198.51.100.10"]
+    assert unknown["rcode"] == 3
+    assert unknown["addresses"] == []
+    assert [(query["name"], query["transport"]) for query in queries] == [
+        ("chosen.test", "udp"),
+        ("absent.test", "udp"),
+    ]
+    assert host_address == HOST_LINK_ADDRESS
+
+
+def test_dns_log_is_empty_when_nothing_asked(fake_internet: FakeInternet) -> None:
+    # The proof a test of `Network.none()` relies on: no query means an empty log.
+    assert fake_internet.dns_queries() == []
+
+
+def test_truncated_name_gets_tc_over_udp_then_the_full_answer_over_tcp() -> None:
+    with FakeInternet(zone={"big.test": ["198.51.100.10"]}, truncate={"big.test"}) as internet:
+        over_udp = internet.probe("dns", DNS_HOST, "big.test", reaches=DNS_HOST)
+        over_tcp = internet.probe("dns", DNS_HOST, "big.test", "--tcp", reaches=DNS_HOST)
+        queries = internet.dns_queries()
+    assert over_udp["truncated"] is True
+    assert over_udp["addresses"] == []
+    assert over_tcp["truncated"] is False
+    assert over_tcp["addresses"] == ["198.51.100.10"]
+    assert [(query["transport"], query["truncated"]) for query in queries] == [
+        ("udp", True),
+        ("tcp", False),
+    ]
+
+
+def test_udp_echo_sends_the_datagram_back(fake_internet: FakeInternet) -> None:
+    reply = fake_internet.probe(
+        "udp-echo", HTTP_HOST, str(UDP_ECHO_PORT), "ping-42", reaches=HTTP_HOST
+    )
+    assert reply == {"echo": "ping-42"}
+    assert [event["bytes"] for event in fake_internet.servers["udp-echo"].events()] == [7]
+
+
+def test_check_route_accepts_only_our_hosts(fake_internet: FakeInternet) -> None:
+    for address in [HTTP_HOST, SECOND_HTTP_HOST, DNS_HOST, PRIVATE_HTTP_HOST, "127.0.0.1"]:
+        fake_internet.check_route(fake_internet.host_ns, address)
+    fake_internet.check_route(None, "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("in_host_namespace", "address"),
+    [
+        (True, "192.0.2.1"),  # the real gateway on these machines
+        (True, "198.51.100.77"),  # leaves through our veth, but no host of ours has it
+        (True, "203.0.113.99"),
+        (False, HTTP_HOST),  # from the root namespace it would go to the real network
+        (False, PRIVATE_HTTP_HOST),
+    ],
+)
+def test_check_route_refuses_an_address_that_leaves_our_namespaces(
+    fake_internet: FakeInternet, in_host_namespace: bool, address: str
+) -> None:
+    namespace = fake_internet.host_ns if in_host_namespace else None
+    with pytest.raises(RouteError):
+        fake_internet.check_route(namespace, address)
+
+
+def test_run_in_host_refuses_before_running_anything(
+    fake_internet: FakeInternet, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    with pytest.raises(RouteError):
+        fake_internet.run_in_host(["touch", str(marker)], reaches=["198.51.100.77"])
+    assert not marker.exists()
+
+
+def test_the_host_namespace_has_only_lo_and_the_veth(fake_internet: FakeInternet) -> None:
+    links = json.loads(ip("-j", "link", "show", namespace=fake_internet.host_ns))
+    assert sorted(link["ifname"] for link in links) == sorted(["lo", HOST_VETH])
+    routes = json.loads(ip("-j", "route", "show", namespace=fake_internet.host_ns))
+    default = [route for route in routes if route["dst"] == "default"]
+    assert [route["dev"] for route in default] == [HOST_VETH]
+
+
+def test_teardown_leaves_nothing_behind_even_when_the_body_raises() -> None:
+    with pytest.raises(ZeroDivisionError), FakeInternet() as internet:
+        namespaces = [internet.host_ns, internet.inet_ns]
+        workdir = internet.workdir
+        sleeper = internet.popen_in_host(["sleep", "60"])
+        servers = [server.process for server in internet.servers.values()]
+        assert set(namespaces) <= set(our_namespaces())
+        1 / 0  # noqa: B018
+    assert not set(namespaces) & set(our_namespaces())
+    assert workdir is not None and not workdir.exists()
+    assert sleeper.wait(timeout=5) is not None
+    assert all(process.poll() is not None for process in servers)
+
+
+def test_leftover_namespaces_of_a_dead_run_are_removed(fake_internet: FakeInternet) -> None:
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    leftover = f"{INET_NS_PREFIX}{finished.pid}-dead00"
+    ip("netns", "add", leftover)
+    try:
+        removed = remove_leftovers()
+    finally:
+        if leftover in our_namespaces():
+            ip("netns", "delete", leftover)
+    assert removed == [leftover]
+    # This run's own namespaces belong to a live process and stay.
+    assert {fake_internet.host_ns, fake_internet.inet_ns} <= set(our_namespaces())
