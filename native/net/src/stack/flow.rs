@@ -53,6 +53,8 @@ pub enum FlowError {
     Unknown(FlowId),
     #[error("flow {0:?} is still waiting for its dial")]
     NotConnected(FlowId),
+    #[error("flow {0:?} was dialed already")]
+    NotDialing(FlowId),
     #[error("flow {0:?} can no longer send to the guest")]
     SendClosed(FlowId),
 }

@@ -336,7 +336,7 @@ impl Stack {
             guest_mac,
         } = flow.state
         else {
-            return Err(FlowError::Unknown(flow_id));
+            return Err(FlowError::NotDialing(flow_id));
         };
         let syn_frame = syn_frame.clone();
         match result {

@@ -394,6 +394,32 @@ fn is_arp_request_for_guest(frame: &[u8]) -> bool {
 }
 
 #[test]
+fn guest_reset_of_an_open_flow_closes_it() {
+    let mut harness = Harness::new(Policy::allow_all(), options());
+    let mut conn = GuestConnection::new(40017, public_dst(80));
+    let flow_id = establish(&mut harness, &mut conn);
+    assert!(harness.send(&conn.send(TcpControl::Rst, &[])));
+    assert_eq!(harness.actions(), [Action::Close { flow_id }]);
+    assert_eq!(harness.stack.flow_count(), 0);
+}
+
+#[test]
+fn a_second_dial_result_for_one_flow_is_refused() {
+    let mut harness = Harness::new(Policy::allow_all(), options());
+    let mut conn = GuestConnection::new(40018, public_dst(80));
+    let flow_id = establish(&mut harness, &mut conn);
+    let again = Event::Dialed {
+        flow_id,
+        result: Err(DialError::Refused),
+    };
+    assert_eq!(
+        harness.stack.handle(harness.now, again),
+        Err(FlowError::NotDialing(flow_id))
+    );
+    assert_eq!(harness.stack.flow_count(), 1);
+}
+
+#[test]
 fn stray_segment_of_no_flow_gets_a_reset() {
     let mut harness = Harness::new(Policy::allow_all(), options());
     let mut conn = GuestConnection::new(40015, public_dst(80));
