@@ -3,4 +3,5 @@
 
 pub mod dns;
 pub mod policy;
+pub mod stack;
 pub mod wire;

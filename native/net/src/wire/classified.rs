@@ -90,6 +90,12 @@ pub enum Classified<'a> {
         sender_mac: EthernetAddress,
         sender_ip: Ipv4Addr,
     },
+    /// The guest's answer to the gateway's own ARP request (its neighbour entry for the guest
+    /// expired): the stack must learn the MAC from it or it can no longer reach the guest.
+    ArpReplyForGateway {
+        sender_mac: EthernetAddress,
+        sender_ip: Ipv4Addr,
+    },
     /// Answer with a neighbour advertisement for the gateway.
     NeighborSolicitationForGateway {
         sender_ip: Ipv6Addr,
@@ -114,7 +120,7 @@ pub enum Classified<'a> {
 pub enum Ignored {
     #[error("EtherType {0:#06x}")]
     EtherType(u16),
-    #[error("an ARP packet that is not a request for the gateway")]
+    #[error("an ARP packet that is neither a request nor a reply for the gateway")]
     ArpNotForGateway,
     #[error("IP protocol {0}")]
     IpProtocol(u8),

@@ -93,13 +93,19 @@ impl Classifier {
         else {
             return Classified::Malformed(Malformed::Arp);
         };
-        if operation == ArpOperation::Request && target_protocol_addr == self.gateway.ipv4 {
-            Classified::ArpRequestForGateway {
+        if target_protocol_addr != self.gateway.ipv4 {
+            return Classified::Ignored(Ignored::ArpNotForGateway);
+        }
+        match operation {
+            ArpOperation::Request => Classified::ArpRequestForGateway {
                 sender_mac: source_hardware_addr,
                 sender_ip: source_protocol_addr,
-            }
-        } else {
-            Classified::Ignored(Ignored::ArpNotForGateway)
+            },
+            ArpOperation::Reply => Classified::ArpReplyForGateway {
+                sender_mac: source_hardware_addr,
+                sender_ip: source_protocol_addr,
+            },
+            _ => Classified::Ignored(Ignored::ArpNotForGateway),
         }
     }
 
@@ -203,10 +209,21 @@ mod tests {
     }
 
     #[test]
+    fn an_arp_reply_to_the_gateway_is_learnt_from() {
+        assert_eq!(
+            classify(&arp(ArpOperation::Reply, GATEWAY_V4)),
+            Classified::ArpReplyForGateway {
+                sender_mac: GUEST_MAC,
+                sender_ip: GUEST_V4
+            }
+        );
+    }
+
+    #[test]
     fn other_arp_is_ignored() {
         for frame in [
             arp(ArpOperation::Request, PUBLIC_V4),
-            arp(ArpOperation::Reply, GATEWAY_V4),
+            arp(ArpOperation::Reply, PUBLIC_V4),
         ] {
             assert_eq!(
                 classify(&frame),

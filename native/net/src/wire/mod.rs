@@ -14,6 +14,6 @@ pub mod reassembly;
 mod transport;
 
 #[cfg(test)]
-mod fuzz;
+pub(crate) mod fuzz;
 #[cfg(test)]
-mod test_frames;
+pub(crate) mod test_frames;

@@ -1,0 +1,136 @@
+//! The gateway's addressing and the stack's limits, checked once when the stack is built.
+//!
+//! Addressing: the guest is `172.16.0.2/30` and the gateway `172.16.0.1`. A /30 holds exactly
+//! those two hosts, so every other destination is off-link and the guest sends it to the
+//! gateway's MAC, where the stack terminates it. `172.16.0.0/30` sits in a private range that
+//! home and VPN networks rarely use for their first subnet (unlike `10.0.0.0/24` or
+//! `192.168.x`), and off `100.64.0.0/10`, which Tailscale takes.
+
+use std::net::Ipv4Addr;
+
+use smoltcp::wire::EthernetAddress;
+use thiserror::Error;
+
+use crate::wire::framing::{ETHERNET_HEADER_LEN, MAX_GUEST_MTU};
+
+/// Smallest IPv4 MTU every host must accept (RFC 791).
+const MIN_MTU: usize = 576;
+
+/// The guest link as the gateway sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetConfig {
+    pub gateway_v4: Ipv4Addr,
+    pub guest_v4: Ipv4Addr,
+    /// Prefix length of the link both addresses are on.
+    pub prefix: u8,
+    /// IP MTU of the guest's interface (Ethernet header excluded).
+    pub mtu: usize,
+    pub gateway_mac: EthernetAddress,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            gateway_v4: Ipv4Addr::new(172, 16, 0, 1),
+            guest_v4: Ipv4Addr::new(172, 16, 0, 2),
+            prefix: 30,
+            mtu: 1500,
+            // Locally administered (bit 1 of the first octet), unicast.
+            gateway_mac: EthernetAddress([0x02, 0x6d, 0x73, 0x62, 0x00, 0x01]),
+        }
+    }
+}
+
+/// A configuration the stack refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    #[error("prefix /{0} leaves no room for a gateway and a guest (at most /30)")]
+    Prefix(u8),
+    #[error("gateway {gateway} and guest {guest} are not on one /{prefix}")]
+    NotOnOneLink {
+        gateway: Ipv4Addr,
+        guest: Ipv4Addr,
+        prefix: u8,
+    },
+    #[error("gateway and guest share the address {0}")]
+    SameAddress(Ipv4Addr),
+    #[error("MTU {0} outside {MIN_MTU}..={MAX_GUEST_MTU}")]
+    Mtu(usize),
+    #[error("gateway MAC {0} is not a unicast address")]
+    GatewayMac(EthernetAddress),
+    #[error("max_connections must be at least 1")]
+    NoConnections,
+    #[error("socket buffers of {0} bytes cannot hold one segment of the MTU")]
+    SocketBuffer(usize),
+}
+
+impl NetConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.prefix > 30 {
+            return Err(ConfigError::Prefix(self.prefix));
+        }
+        if self.gateway_v4 == self.guest_v4 {
+            return Err(ConfigError::SameAddress(self.guest_v4));
+        }
+        // A /0 shifts by 32, which `checked_shl` refuses: no network bits at all.
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
+        if u32::from(self.gateway_v4) & mask != u32::from(self.guest_v4) & mask {
+            return Err(ConfigError::NotOnOneLink {
+                gateway: self.gateway_v4,
+                guest: self.guest_v4,
+                prefix: self.prefix,
+            });
+        }
+        if !(MIN_MTU..=MAX_GUEST_MTU).contains(&self.mtu) {
+            return Err(ConfigError::Mtu(self.mtu));
+        }
+        if !self.gateway_mac.is_unicast() {
+            return Err(ConfigError::GatewayMac(self.gateway_mac));
+        }
+        Ok(())
+    }
+
+    /// The largest Ethernet frame the link carries (what smoltcp calls the device MTU).
+    pub fn frame_mtu(&self) -> usize {
+        self.mtu + ETHERNET_HEADER_LEN
+    }
+}
+
+/// How much the stack may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackOptions {
+    /// TCP flows at once, pending dials and TIME-WAIT included; beyond it a SYN gets a RST.
+    pub max_connections: usize,
+    /// Bytes of each flow's receive and of its send buffer. 256 KiB keeps a 1 Gbit/s flow busy
+    /// over a 2 ms host round trip; the memory bound is `2 * this * max_connections`.
+    pub socket_buffer_len: usize,
+    /// Bytes of encoded frames waiting for QEMU to take them.
+    pub outbound_queue_len: usize,
+    /// Seeds smoltcp's initial sequence numbers and ports; the supervisor passes a random one.
+    pub random_seed: u64,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            socket_buffer_len: 256 * 1024,
+            outbound_queue_len: 1024 * 1024,
+            random_seed: 0x6d73_622d_6e65_7431,
+        }
+    }
+}
+
+impl StackOptions {
+    pub fn validate(&self, config: &NetConfig) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(ConfigError::NoConnections);
+        }
+        if self.socket_buffer_len < config.mtu {
+            return Err(ConfigError::SocketBuffer(self.socket_buffer_len));
+        }
+        Ok(())
+    }
+}
