@@ -157,7 +157,6 @@ def test_check_route_accepts_only_our_hosts(fake_internet: FakeInternet) -> None
 @pytest.mark.parametrize(
     ("in_host_namespace", "address"),
     [
-        (True, "192.0.2.1"),  # the real gateway on these machines
         (True, "198.51.100.77"),  # leaves through our veth, but no host of ours has it
         (True, "203.0.113.99"),
         (False, HTTP_HOST),  # from the root namespace it would go to the real network
