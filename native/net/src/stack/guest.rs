@@ -10,7 +10,7 @@ use smoltcp::wire::{
     TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
-use super::{Action, NetConfig, NoResolvedNames, Received, Stack, StackOptions};
+use super::{Action, FlowId, NetConfig, NoResolvedNames, Received, Stack, StackOptions};
 use crate::policy::{Evaluator, HostAddresses, Policy};
 use crate::wire::framing::FrameDecoder;
 use crate::wire::test_frames::{self, GATEWAY_MAC, GATEWAY_V4, GUEST_MAC, GUEST_V4};
@@ -69,6 +69,19 @@ impl Harness {
     pub fn advance(&mut self, by: Duration) {
         self.now += by;
         self.stack.poll(self.now);
+    }
+
+    /// What the guest sent on an open flow and the stack holds, taken as by a host that
+    /// accepts all of it.
+    pub fn take_guest_data(&mut self, flow_id: FlowId) -> Vec<u8> {
+        let mut host = Vec::new();
+        self.stack
+            .write_guest_data(flow_id, |pending| {
+                host.extend_from_slice(pending);
+                pending.len()
+            })
+            .expect("an open flow");
+        host
     }
 
     pub fn actions(&mut self) -> Vec<Action> {
@@ -174,17 +187,8 @@ impl GuestConnection {
     pub fn frame(&self, control: TcpControl, ack: Option<u32>, payload: &[u8]) -> Vec<u8> {
         let repr = TcpRepr {
             src_port: self.src_port,
-            dst_port: self.dst.port(),
-            control,
             seq_number: TcpSeqNumber(self.seq as i32),
-            ack_number: ack.map(|number| TcpSeqNumber(number as i32)),
-            window_len: 64240,
-            window_scale: None,
-            max_seg_size: Some(1460),
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload,
+            ..test_frames::tcp_repr(self.dst.port(), control, ack, payload)
         };
         test_frames::tcp(IpAddress::Ipv4(*self.dst.ip()), &repr)
     }

@@ -283,14 +283,7 @@ fn guest_fin_shuts_the_host_write_side_after_its_data() {
     assert!(harness.send(&conn.send(TcpControl::Fin, &[])));
     harness.advance(TICK);
     assert_eq!(harness.actions(), [], "not before the host took the data");
-    let mut host = Vec::new();
-    harness
-        .stack
-        .write_guest_data(flow_id, |pending| {
-            host.extend_from_slice(pending);
-            pending.len()
-        })
-        .expect("open");
+    let host = harness.take_guest_data(flow_id);
     harness.advance(TICK);
     assert_eq!(host, b"request");
     assert_eq!(harness.actions(), [Action::ShutdownWrite { flow_id }]);
@@ -322,14 +315,7 @@ fn host_eof_sends_fin_after_the_data_and_the_flow_closes() {
     assert!(harness.send(&conn.send(TcpControl::None, b"more")));
     assert!(harness.send(&conn.send(TcpControl::Fin, &[])));
     harness.advance(TICK);
-    let mut host = Vec::new();
-    harness
-        .stack
-        .write_guest_data(flow_id, |pending| {
-            host.extend_from_slice(pending);
-            pending.len()
-        })
-        .expect("open");
+    let host = harness.take_guest_data(flow_id);
     harness.advance(TICK);
     assert_eq!(host, b"more");
     assert_eq!(harness.actions(), [Action::ShutdownWrite { flow_id }]);
