@@ -42,6 +42,11 @@ const MIGRATIONS: &[&str] = &[
         overhead_bytes  INTEGER NOT NULL,
         created_at      INTEGER NOT NULL
     );",
+    // 4: each sandbox's network slot, which its addresses follow from; unique, so no two
+    // sandboxes ever share an address. Existing sandboxes take their row's number.
+    "ALTER TABLE sandboxes ADD COLUMN net_slot INTEGER;
+     UPDATE sandboxes SET net_slot = rowid - 1;
+     CREATE UNIQUE INDEX sandboxes_net_slot ON sandboxes(net_slot);",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {

@@ -70,6 +70,8 @@ pub struct SandboxRecord {
     pub accelerator: Option<String>,
     pub boot_ms: Option<u64>,
     pub exit_reason: Option<String>,
+    /// Which of the sandbox networks' address blocks is this sandbox's (see `msb_net`).
+    pub net_slot: u32,
 }
 
 /// What a supervisor reports when the VM is up.
@@ -79,7 +81,7 @@ pub struct StatusChange<'a> {
 }
 
 const COLUMNS: &str = "name, config, status, detached, created_at, started_at, stopped_at, \
-     supervisor_pid, supervisor_start, vmm_pid, accelerator, boot_ms, exit_reason";
+     supervisor_pid, supervisor_start, vmm_pid, accelerator, boot_ms, exit_reason, net_slot";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<(SandboxRecord, String)> {
     let status: String = row.get(2)?;
@@ -98,6 +100,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(SandboxRecord, String)> {
             accelerator: row.get(10)?,
             boot_ms: row.get::<_, Option<i64>>(11)?.map(|v| v as u64),
             exit_reason: row.get(12)?,
+            net_slot: row.get(13)?,
         },
         status,
     ))
@@ -117,9 +120,18 @@ impl Database {
         config: &str,
         detached: bool,
     ) -> Result<SandboxRecord> {
+        // The lowest slot no other sandbox holds: 0, or one past a held slot whose successor
+        // is free.
         let inserted = self.conn.execute(
-            "INSERT OR IGNORE INTO sandboxes (name, config, status, detached, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR IGNORE INTO sandboxes
+                 (name, config, status, detached, created_at, net_slot)
+             VALUES (?1, ?2, ?3, ?4, ?5, (
+                 SELECT CASE
+                     WHEN NOT EXISTS (SELECT 1 FROM sandboxes WHERE net_slot = 0) THEN 0
+                     ELSE (SELECT MIN(held.net_slot) + 1 FROM sandboxes held
+                           WHERE NOT EXISTS (SELECT 1 FROM sandboxes next
+                                             WHERE next.net_slot = held.net_slot + 1))
+                 END))",
             params![
                 name,
                 config,
@@ -252,6 +264,24 @@ mod tests {
             Err(StateError::SandboxExists(_))
         ));
         assert_eq!(db.sandboxes().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn each_sandbox_gets_the_lowest_free_network_slot() {
+        let mut db = Database::open_in_memory().unwrap();
+        let slot =
+            |db: &mut Database, name: &str| db.insert_sandbox(name, "{}", false).unwrap().net_slot;
+        assert_eq!(slot(&mut db, "a"), 0);
+        assert_eq!(slot(&mut db, "b"), 1);
+        assert_eq!(slot(&mut db, "c"), 2);
+        db.delete_sandbox("b").unwrap();
+        assert_eq!(slot(&mut db, "d"), 1, "a freed slot is reused");
+        db.delete_sandbox("a").unwrap();
+        assert_eq!(slot(&mut db, "e"), 0);
+        assert_eq!(slot(&mut db, "f"), 3);
+        let mut slots: Vec<u32> = db.sandboxes().unwrap().iter().map(|s| s.net_slot).collect();
+        slots.sort();
+        assert_eq!(slots, [0, 1, 2, 3]);
     }
 
     #[test]
