@@ -117,6 +117,32 @@ impl RootDisk {
     }
 }
 
+/// The guest's network interface: a virtio-net device on QEMU's `-netdev stream` over a
+/// socket descriptor QEMU inherits (one end of a socketpair whose other end the supervisor's
+/// network loop holds; QEMU 7.2 cannot reconnect, so it is never a path it dials).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetDevice {
+    /// The descriptor, open and without close-on-exec in QEMU.
+    pub fd: i32,
+    pub mac: [u8; 6],
+    /// The MTU offered to the guest driver (`host_mtu`); `None` leaves it at 1500.
+    pub mtu: Option<u16>,
+}
+
+impl NetDevice {
+    fn arguments(&self) -> [String; 2] {
+        let mac = self.mac.map(|byte| format!("{byte:02x}")).join(":");
+        let mtu = self
+            .mtu
+            .map(|mtu| format!(",host_mtu={mtu}"))
+            .unwrap_or_default();
+        [
+            format!("stream,id=n0,addr.type=fd,addr.str={}", self.fd),
+            format!("virtio-net-device,netdev=n0,mac={mac}{mtu}"),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtraDisk {
     pub path: PathBuf,
@@ -157,8 +183,8 @@ pub struct VmConfig {
     /// The supervisor listens here and QEMU connects, so the supervisor owns the channel.
     pub agent_socket: PathBuf,
     pub root: RootDisk,
-    /// Where our network stack listens for `-netdev stream`.
-    pub net_socket: Option<PathBuf>,
+    /// The network interface; `None`: the guest has none.
+    pub net: Option<NetDevice>,
     /// Volume disks, after the root's.
     pub extra_disks: Vec<ExtraDisk>,
     /// Volume directories shared with virtio-fs, besides a virtio-fs root.
@@ -382,12 +408,10 @@ pub fn arguments(cfg: &VmConfig) -> Vec<String> {
         };
         args.drive(&id, &disk.path, &escape(&disk.format), access, &disk.serial);
     }
-    if let Some(socket) = &cfg.net_socket {
-        args.pair(
-            "-netdev",
-            &format!("stream,id=n0,addr.type=unix,addr.path={}", path(socket)),
-        );
-        args.pair("-device", "virtio-net-device,netdev=n0");
+    if let Some(net) = &cfg.net {
+        let [netdev, device] = net.arguments();
+        args.pair("-netdev", &netdev);
+        args.pair("-device", &device);
     }
     args.0
 }
@@ -577,7 +601,7 @@ mod tests {
             qmp_socket: "/s/qmp.sock".into(),
             agent_socket: "/s/agent.sock".into(),
             root,
-            net_socket: None,
+            net: None,
             extra_disks: vec![],
             shares: vec![],
         }
@@ -780,7 +804,11 @@ mod tests {
     #[test]
     fn extra_disks_and_network() {
         let mut cfg = config(overlay(), Accelerator::Tcg);
-        cfg.net_socket = Some("/s/net.sock".into());
+        cfg.net = Some(NetDevice {
+            fd: 7,
+            mac: [2, 0x6d, 0x73, 0x67, 0, 2],
+            mtu: None,
+        });
         cfg.extra_disks = vec![
             ExtraDisk {
                 path: "/v/data.qcow2".into(),
@@ -809,9 +837,9 @@ mod tests {
         assert!(devices.contains(&"virtio-blk-device,drive=disk1,serial=vol-ro"));
         assert_eq!(
             values(&args, "-netdev"),
-            ["stream,id=n0,addr.type=unix,addr.path=/s/net.sock"]
+            ["stream,id=n0,addr.type=fd,addr.str=7"]
         );
-        assert!(devices.contains(&"virtio-net-device,netdev=n0"));
+        assert!(devices.contains(&"virtio-net-device,netdev=n0,mac=02:6d:73:67:00:02"));
     }
 
     fn share(socket: &str, tag: &str) -> Share {
@@ -828,7 +856,11 @@ mod tests {
             RootDisk::Virtiofs(share("/s/vfs.sock", "rootfs")),
         ] {
             let mut cfg = config(root.clone(), Accelerator::Tcg);
-            cfg.net_socket = Some("/s/net.sock".into());
+            cfg.net = Some(NetDevice {
+                fd: 7,
+                mac: [2, 0, 0, 0, 0, 2],
+                mtu: Some(65520),
+            });
             cfg.shares = vec![share("/s/vol0.sock", "vol0"), share("/s/vol2.sock", "vol2")];
             cfg.extra_disks = vec![ExtraDisk {
                 path: "/v/named.ext4".into(),
@@ -838,6 +870,8 @@ mod tests {
             }];
             let args = arguments(&cfg);
             assert!(values(&args, "-M")[0].ends_with(",memory-backend=mem"));
+            assert!(values(&args, "-device")
+                .contains(&"virtio-net-device,netdev=n0,mac=02:00:00:00:00:02,host_mtu=65520"));
             assert_eq!(
                 values(&args, "-object"),
                 ["memory-backend-memfd,id=mem,size=512M,share=on"]
