@@ -2,6 +2,7 @@
 //! `-netdev stream` socket, the egress policy every flow is decided by, and DNS at the gateway.
 
 pub mod dns;
+pub mod gateway;
 pub mod policy;
 pub mod stack;
 pub mod wire;

@@ -16,6 +16,13 @@ use crate::wire::framing::{ETHERNET_HEADER_LEN, MAX_GUEST_MTU};
 /// Smallest IPv4 MTU every host must accept (RFC 791).
 const MIN_MTU: usize = 576;
 
+/// How many sandboxes' links `172.16.0.0/16` holds: one /30 each, slot `n` at `4n`.
+pub const MAX_SLOTS: u32 = 16384;
+const SLOT_BASE: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 0);
+/// Every guest MAC starts with this locally administered unicast prefix; the last two bytes
+/// are those of the guest's address.
+const GUEST_MAC_PREFIX: [u8; 4] = [0x02, 0x6d, 0x73, 0x67];
+
 /// The guest link as the gateway sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetConfig {
@@ -41,9 +48,35 @@ impl Default for NetConfig {
     }
 }
 
+impl NetConfig {
+    /// The link of the sandbox holding network slot `slot` (the database hands slots out, one
+    /// per sandbox): every sandbox's addresses differ, so no two ever collide in logs, flow
+    /// records or a future link between sandboxes.
+    pub fn for_slot(slot: u32) -> Result<Self, ConfigError> {
+        if slot >= MAX_SLOTS {
+            return Err(ConfigError::Slot(slot));
+        }
+        let base = u32::from(SLOT_BASE) + 4 * slot;
+        Ok(Self {
+            gateway_v4: Ipv4Addr::from(base + 1),
+            guest_v4: Ipv4Addr::from(base + 2),
+            ..Self::default()
+        })
+    }
+
+    /// The MAC the guest's interface is given, which follows from its address.
+    pub fn guest_mac(&self) -> EthernetAddress {
+        let [.., third, fourth] = self.guest_v4.octets();
+        let [a, b, c, d] = GUEST_MAC_PREFIX;
+        EthernetAddress([a, b, c, d, third, fourth])
+    }
+}
+
 /// A configuration the stack refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ConfigError {
+    #[error("network slot {0} is beyond the {MAX_SLOTS} sandbox links")]
+    Slot(u32),
     #[error("prefix /{0} leaves no room for a gateway and a guest (at most /30)")]
     Prefix(u8),
     #[error("gateway {gateway} and guest {guest} are not on one /{prefix}")]
@@ -132,5 +165,39 @@ impl StackOptions {
             return Err(ConfigError::SocketBuffer(self.socket_buffer_len));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_zero_is_the_default_link() {
+        assert_eq!(NetConfig::for_slot(0), Ok(NetConfig::default()));
+    }
+
+    #[test]
+    fn slots_give_disjoint_valid_links_with_distinct_macs() {
+        let last = NetConfig::for_slot(MAX_SLOTS - 1).unwrap();
+        assert_eq!(last.gateway_v4, Ipv4Addr::new(172, 16, 255, 253));
+        assert_eq!(last.guest_v4, Ipv4Addr::new(172, 16, 255, 254));
+        for slot in [0, 1, 63, 64, 1000, MAX_SLOTS - 1] {
+            let link = NetConfig::for_slot(slot).unwrap();
+            assert_eq!(link.validate(), Ok(()), "slot {slot}");
+            assert!(link.guest_mac().is_unicast());
+        }
+        assert_ne!(
+            NetConfig::for_slot(1).unwrap().guest_mac(),
+            NetConfig::for_slot(2).unwrap().guest_mac()
+        );
+    }
+
+    #[test]
+    fn slot_beyond_the_range_is_refused() {
+        assert_eq!(
+            NetConfig::for_slot(MAX_SLOTS),
+            Err(ConfigError::Slot(MAX_SLOTS))
+        );
     }
 }

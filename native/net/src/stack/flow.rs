@@ -1,7 +1,7 @@
 //! What the stack asks of the event loop ([`Action`]), what the loop tells it back ([`Event`]),
 //! and the errors of the per-flow calls.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use thiserror::Error;
 
@@ -57,4 +57,15 @@ pub enum FlowError {
     NotDialing(FlowId),
     #[error("flow {0:?} can no longer send to the guest")]
     SendClosed(FlowId),
+}
+
+/// Why a published port's client was not connected to the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum IngressError {
+    #[error("the policy denies ingress from {0}")]
+    Denied(IpAddr),
+    #[error("the sandbox has {0} connections open, its maximum")]
+    TooManyConnections(usize),
+    #[error("every gateway port for connections into the guest is taken")]
+    NoGatewayPort,
 }

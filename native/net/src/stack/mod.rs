@@ -18,8 +18,8 @@ mod flow;
 mod reset;
 mod tcp;
 
-pub use config::{ConfigError, NetConfig, StackOptions};
-pub use flow::{Action, DialError, Event, FlowError, FlowId};
+pub use config::{ConfigError, NetConfig, StackOptions, MAX_SLOTS};
+pub use flow::{Action, DialError, Event, FlowError, FlowId, IngressError};
 pub use tcp::{NoResolvedNames, Received, ResolvedNames, Stack};
 
 #[cfg(test)]

@@ -5,19 +5,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet,
-    Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
-};
+use smoltcp::wire::{IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
 
 use crate::wire::classified::TcpSegment;
-
-/// The two MACs of a reply to the guest.
-#[derive(Debug, Clone, Copy)]
-pub struct LinkAddresses {
-    pub gateway: EthernetAddress,
-    pub guest: EthernetAddress,
-}
+use crate::wire::emit::{ipv4_frame, Ipv4Route, LinkAddresses};
 
 /// The Ethernet frame of a RST+ACK answering `syn`, or `None` for a non-IPv4 segment (the
 /// gateway has no IPv6 address to answer from).
@@ -46,25 +37,13 @@ pub fn reset_for_syn(link: LinkAddresses, syn: &TcpSegment) -> Option<Vec<u8>> {
 }
 
 fn emit_ipv4_tcp(link: LinkAddresses, src: Ipv4Addr, dst: Ipv4Addr, tcp: &TcpRepr<'_>) -> Vec<u8> {
-    let ethernet = EthernetRepr {
-        src_addr: link.gateway,
-        dst_addr: link.guest,
-        ethertype: EthernetProtocol::Ipv4,
-    };
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let checksums = ChecksumCapabilities::default();
-    let mut frame = vec![0; ethernet.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
-    let mut ethernet_frame = EthernetFrame::new_unchecked(&mut frame[..]);
-    ethernet.emit(&mut ethernet_frame);
-    let mut ip_packet = Ipv4Packet::new_unchecked(ethernet_frame.payload_mut());
-    ip.emit(&mut ip_packet, &checksums);
-    let mut tcp_packet = TcpPacket::new_unchecked(ip_packet.payload_mut());
-    tcp.emit(&mut tcp_packet, &src.into(), &dst.into(), &checksums);
-    frame
+    let route = Ipv4Route { src, dst };
+    ipv4_frame(link, route, IpProtocol::Tcp, tcp.buffer_len(), |buffer| {
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(buffer),
+            &src.into(),
+            &dst.into(),
+            &ChecksumCapabilities::default(),
+        )
+    })
 }

@@ -7,21 +7,24 @@
 //! that did not take it is dropped at once and the guest gets a RST.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket as TcpSocket, SocketBuffer, State};
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, EthernetFrame, HardwareAddress, IpCidr, IpListenEndpoint};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint,
+};
 
 use super::config::{ConfigError, NetConfig, StackOptions};
 use super::device::FrameDevice;
-use super::flow::{Action, DialError, Event, FlowError, FlowId};
-use super::reset::{reset_for_syn, LinkAddresses};
+use super::flow::{Action, DialError, Event, FlowError, FlowId, IngressError};
+use super::reset::reset_for_syn;
 use crate::policy::{Action as Verdict, Evaluator, Flow as PolicyFlow, FlowDirection, Protocol};
 use crate::wire::classified::{Classified, FlowTuple, Gateway, TcpSegment};
 use crate::wire::classify::Classifier;
+use crate::wire::emit::LinkAddresses;
 use crate::wire::outbound::OutboundQueue;
 
 /// The names the guest resolved an address from, for the policy's domain rules.
@@ -76,7 +79,13 @@ pub struct Stack {
     by_tuple: HashMap<FlowTuple, FlowId>,
     actions: VecDeque<Action>,
     next_flow_id: u64,
+    /// Where the search for a free gateway port of the next ingress connection starts.
+    next_ingress_port: u16,
 }
+
+/// The gateway ports connections into the guest come from: the IANA dynamic range, as a host
+/// would pick them.
+const INGRESS_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 
 fn instant(since_origin: Duration) -> Instant {
     Instant::from_micros(i64::try_from(since_origin.as_micros()).unwrap_or(i64::MAX))
@@ -119,6 +128,7 @@ impl Stack {
             by_tuple: HashMap::new(),
             actions: VecDeque::new(),
             next_flow_id: 0,
+            next_ingress_port: *INGRESS_PORTS.start(),
         })
     }
 
@@ -165,6 +175,70 @@ impl Stack {
                 Ok(())
             }
         }
+    }
+
+    /// Opens a connection from the gateway to the guest's `guest_port` for `peer`, a client of
+    /// a published port, decided by the policy as ingress. Data moves as for any open flow; a
+    /// guest that refuses the port resets the flow, which ends in [`Action::Close`].
+    pub fn connect_to_guest(
+        &mut self,
+        now: Duration,
+        guest_port: u16,
+        peer: SocketAddr,
+    ) -> Result<FlowId, IngressError> {
+        if self.flows.len() >= self.options.max_connections {
+            return Err(IngressError::TooManyConnections(self.flows.len()));
+        }
+        let verdict = self.evaluator.decide(&PolicyFlow {
+            direction: FlowDirection::Ingress,
+            protocol: Protocol::Tcp,
+            peer: peer.ip(),
+            port: Some(guest_port),
+            resolved_domains: &[],
+        });
+        if verdict.action == Verdict::Deny {
+            return Err(IngressError::Denied(peer.ip()));
+        }
+        let local_port = self.free_ingress_port()?;
+        let buffer_len = self.options.socket_buffer_len;
+        let mut socket = TcpSocket::new(
+            SocketBuffer::new(vec![0; buffer_len]),
+            SocketBuffer::new(vec![0; buffer_len]),
+        );
+        let guest = IpAddress::from(self.config.guest_v4);
+        let gateway = IpAddress::from(self.config.gateway_v4);
+        socket
+            .connect(
+                self.interface.context(),
+                (guest, guest_port),
+                (gateway, local_port),
+            )
+            .map_err(|_| IngressError::NoGatewayPort)?;
+        let handle = self.sockets.add(socket);
+        let tuple = FlowTuple {
+            src: SocketAddr::new(self.config.guest_v4.into(), guest_port),
+            dst: SocketAddr::new(self.config.gateway_v4.into(), local_port),
+        };
+        let flow_id = FlowId(self.next_flow_id);
+        self.next_flow_id += 1;
+        self.by_tuple.insert(tuple, flow_id);
+        self.flows.insert(
+            flow_id,
+            TcpFlow {
+                tuple,
+                state: FlowState::Open {
+                    socket: handle,
+                    guest_fin_reported: false,
+                },
+            },
+        );
+        self.poll(now);
+        Ok(flow_id)
+    }
+
+    /// The evaluator the stack decides flows with, for the caller's UDP and ICMP flows.
+    pub fn evaluator(&self) -> &Evaluator {
+        &self.evaluator
     }
 
     /// The next piece of host work, in the order it arose.
@@ -424,6 +498,29 @@ impl Stack {
             self.forget_flow(flow_id);
             self.actions.push_back(Action::Close { flow_id });
         }
+    }
+
+    /// A gateway port no live flow into the guest uses, searched round-robin so a port is
+    /// reused as late as possible (the guest may still hold its TIME-WAIT).
+    fn free_ingress_port(&mut self) -> Result<u16, IngressError> {
+        let gateway = IpAddr::V4(self.config.gateway_v4);
+        let span = usize::from(INGRESS_PORTS.end() - INGRESS_PORTS.start()) + 1;
+        for _ in 0..span {
+            let port = self.next_ingress_port;
+            self.next_ingress_port = if port == *INGRESS_PORTS.end() {
+                *INGRESS_PORTS.start()
+            } else {
+                port + 1
+            };
+            let taken = self
+                .by_tuple
+                .keys()
+                .any(|tuple| tuple.dst == SocketAddr::new(gateway, port));
+            if !taken {
+                return Ok(port);
+            }
+        }
+        Err(IngressError::NoGatewayPort)
     }
 
     /// Drops a flow's bookkeeping (its socket, if any, is the caller's to remove).

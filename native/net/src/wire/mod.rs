@@ -8,6 +8,7 @@
 pub mod classified;
 pub mod classify;
 pub mod counters;
+pub mod emit;
 pub mod framing;
 pub mod outbound;
 pub mod reassembly;

@@ -1,0 +1,452 @@
+//! DNS at the gateway, the I/O half: guest queries over UDP and over TCP (a flow to the
+//! gateway's port 53 that the stack terminates and this module answers), and the forwarder's
+//! sockets to the nameservers: one UDP socket per address family and one TCP connection per
+//! retry over TCP. The resolver (`crate::dns`) decides everything else.
+//!
+//! DNS is egress like any flow: the policy decides a guest query before the resolver sees
+//! it, so under `Network.none()` no query leaves the sandbox.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Interest, Token};
+
+use super::event_loop::EventLoop;
+use super::tokens::{self, Owner};
+use crate::dns::{Action, ResolvedAddress, Resolver, Transport};
+use crate::policy::{Action as Verdict, Flow, FlowDirection, Protocol};
+use crate::stack::{Event, FlowId};
+use crate::wire::classified::UdpDatagram;
+use crate::wire::emit;
+
+/// The longest DNS message (a TCP message's length is 16 bits).
+const MAX_MESSAGE: usize = 65535;
+/// How long a TCP connection to a nameserver may stay open; the resolver's own timeout moves
+/// the query on to the next server long before.
+const UPSTREAM_TCP_LIFETIME: Duration = Duration::from_secs(30);
+/// How long a guest's DNS-over-TCP connection is kept after the guest has sent its last
+/// query, for the answers still on their way.
+const GUEST_TCP_LINGER: Duration = Duration::from_secs(15);
+/// Bytes of queries a guest TCP connection may have waiting: a few full-size messages.
+const GUEST_TCP_INBOX: usize = 4 * (MAX_MESSAGE + 2);
+
+/// Who asked a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    Udp(SocketAddrV4),
+    Tcp(FlowId),
+}
+
+/// One guest DNS-over-TCP connection.
+#[derive(Debug, Default)]
+struct GuestTcp {
+    /// Bytes from the guest not yet a whole query.
+    inbox: Vec<u8>,
+    /// Length-prefixed answers not yet in the guest socket.
+    outbox: Vec<u8>,
+    /// When the guest sent FIN.
+    finished_at: Option<Duration>,
+    eof_reported: bool,
+}
+
+/// One TCP connection to a nameserver, for one query.
+#[derive(Debug)]
+struct UpstreamTcp {
+    server: SocketAddr,
+    stream: TcpStream,
+    token: Token,
+    /// The framed query still to send.
+    outbox: Vec<u8>,
+    inbox: Vec<u8>,
+    opened: Instant,
+}
+
+pub struct DnsState {
+    pub resolver: Resolver<Client>,
+    udp_v4: Option<UdpSocket>,
+    udp_v6: Option<UdpSocket>,
+    guest_tcp: BTreeMap<FlowId, GuestTcp>,
+    upstream_tcp: BTreeMap<u64, UpstreamTcp>,
+    next_upstream: u64,
+}
+
+impl DnsState {
+    pub fn new(resolver: Resolver<Client>) -> Self {
+        Self {
+            resolver,
+            udp_v4: None,
+            udp_v6: None,
+            guest_tcp: BTreeMap::new(),
+            upstream_tcp: BTreeMap::new(),
+            next_upstream: 0,
+        }
+    }
+
+    pub fn has_connections(&self) -> bool {
+        !self.guest_tcp.is_empty() || !self.upstream_tcp.is_empty()
+    }
+}
+
+fn framed(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 2);
+    // Messages are at most 65,535 bytes (`MAX_MESSAGE`).
+    out.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// The first whole length-prefixed message in `buffer`, taken out of it.
+fn take_framed(buffer: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let len = usize::from(u16::from_be_bytes([*buffer.first()?, *buffer.get(1)?]));
+    if buffer.len() < 2 + len {
+        return None;
+    }
+    let message = buffer[2..2 + len].to_vec();
+    buffer.drain(..2 + len);
+    Some(message)
+}
+
+impl EventLoop {
+    /// Whether the policy lets the guest query the gateway's DNS over `protocol`.
+    fn dns_allowed(&self, protocol: Protocol) -> bool {
+        self.allows_egress(protocol, IpAddr::V4(self.link.gateway_v4), Some(53))
+    }
+
+    pub(super) fn dns_guest_query_udp(&mut self, datagram: UdpDatagram<'_>, frame: &[u8]) {
+        let std::net::SocketAddr::V4(guest) = datagram.tuple.src else {
+            return;
+        };
+        if !self.dns_allowed(Protocol::Udp) {
+            log::debug!("DNS query from {guest} refused by the policy");
+            self.refuse(frame);
+            return;
+        }
+        let action = self.dns.resolver.on_guest_query(
+            Client::Udp(guest),
+            Transport::Udp,
+            datagram.payload,
+            Instant::now(),
+        );
+        self.dns_act(action);
+    }
+
+    /// A guest TCP flow to the gateway's port 53 (the stack's policy check allowed it).
+    pub(super) fn dns_open_tcp(&mut self, now: Duration, flow_id: FlowId) {
+        self.dns.guest_tcp.insert(flow_id, GuestTcp::default());
+        self.report(
+            now,
+            Event::Dialed {
+                flow_id,
+                result: Ok(()),
+            },
+        );
+    }
+
+    pub(super) fn dns_guest_finished(&mut self, flow_id: FlowId) {
+        let now = self.now();
+        if let Some(connection) = self.dns.guest_tcp.get_mut(&flow_id) {
+            connection.finished_at = Some(now);
+        }
+    }
+
+    pub(super) fn dns_close(&mut self, flow_id: FlowId) {
+        self.dns.guest_tcp.remove(&flow_id);
+    }
+
+    /// Moves queries out of and answers into the guest's DNS-over-TCP flows.
+    pub(super) fn dns_pump(&mut self, now: Duration) {
+        let flows: Vec<FlowId> = self.dns.guest_tcp.keys().copied().collect();
+        for flow_id in flows {
+            self.dns_read_queries(flow_id);
+            self.dns_write_answers(now, flow_id);
+        }
+    }
+
+    fn dns_read_queries(&mut self, flow_id: FlowId) {
+        let Some(connection) = self.dns.guest_tcp.get_mut(&flow_id) else {
+            return;
+        };
+        let room = GUEST_TCP_INBOX.saturating_sub(connection.inbox.len());
+        let inbox = &mut connection.inbox;
+        let _ = self.stack.write_guest_data(flow_id, |bytes| {
+            let count = bytes.len().min(room);
+            inbox.extend_from_slice(&bytes[..count]);
+            count
+        });
+        while let Some(query) = self
+            .dns
+            .guest_tcp
+            .get_mut(&flow_id)
+            .and_then(|connection| take_framed(&mut connection.inbox))
+        {
+            let action = self.dns.resolver.on_guest_query(
+                Client::Tcp(flow_id),
+                Transport::Tcp,
+                &query,
+                Instant::now(),
+            );
+            self.dns_act(action);
+        }
+    }
+
+    fn dns_write_answers(&mut self, now: Duration, flow_id: FlowId) {
+        let Some(connection) = self.dns.guest_tcp.get_mut(&flow_id) else {
+            return;
+        };
+        if !connection.outbox.is_empty() {
+            if let Ok(sent) = self.stack.send_to_guest(flow_id, &connection.outbox) {
+                connection.outbox.drain(..sent);
+            }
+        }
+        let lingered = connection
+            .finished_at
+            .is_some_and(|at| now.saturating_sub(at) >= GUEST_TCP_LINGER);
+        let answered = connection.finished_at.is_some()
+            && connection.outbox.is_empty()
+            && self.dns.resolver.pending_count() == 0;
+        if (answered || lingered) && !connection.eof_reported {
+            connection.eof_reported = true;
+            self.report(now, Event::HostEof { flow_id });
+        }
+    }
+
+    pub(super) fn dns_udp_readable(&mut self, token: Token) {
+        let mut buffer = vec![0; MAX_MESSAGE];
+        loop {
+            let socket = if token == tokens::DNS_UDP_V4 {
+                self.dns.udp_v4.as_ref()
+            } else {
+                self.dns.udp_v6.as_ref()
+            };
+            let Some(socket) = socket else {
+                return;
+            };
+            match socket.recv_from(&mut buffer) {
+                Ok((count, server)) => {
+                    self.dns_upstream_answer(server, Transport::Udp, &buffer[..count])
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                // An ICMP error of an earlier datagram: the resolver times that server out.
+                Err(error) => log::debug!("DNS socket: {error}"),
+            }
+        }
+    }
+
+    fn dns_upstream_answer(&mut self, server: SocketAddr, transport: Transport, bytes: &[u8]) {
+        let evaluator = self.stack.evaluator();
+        // An internal address survives rebinding protection only where a rule lets the guest
+        // reach it: the rules decide, as they will for the flow itself.
+        let allow_internal = |resolved: &ResolvedAddress| {
+            let names = [
+                resolved.query_name.to_ascii(),
+                resolved.record_name.to_ascii(),
+            ];
+            evaluator
+                .decide(&Flow {
+                    direction: FlowDirection::Egress,
+                    protocol: Protocol::Tcp,
+                    peer: resolved.address,
+                    port: None,
+                    resolved_domains: &names,
+                })
+                .action
+                == Verdict::Allow
+        };
+        let action = self.dns.resolver.on_upstream_answer(
+            server,
+            transport,
+            bytes,
+            Instant::now(),
+            &allow_internal,
+        );
+        self.dns_act(action);
+    }
+
+    fn dns_act(&mut self, action: Action<Client>) {
+        match action {
+            Action::SendUdp { server, bytes } => self.dns_send_udp(server, &bytes),
+            Action::SendTcp { server, bytes } => self.dns_send_tcp(server, &bytes),
+            Action::Reply {
+                client,
+                bytes,
+                resolved,
+            } => {
+                for address in resolved {
+                    let names = [
+                        address.query_name.to_ascii(),
+                        address.record_name.to_ascii(),
+                    ];
+                    self.pins.record(address.address, names);
+                }
+                self.dns_reply(client, &bytes);
+            }
+            Action::Drop => {}
+        }
+    }
+
+    fn dns_reply(&mut self, client: Client, bytes: &[u8]) {
+        match client {
+            Client::Udp(guest) => {
+                let gateway = SocketAddrV4::new(self.link.gateway_v4, 53);
+                let id = self.ip_id();
+                let frames = emit::udp_frames(self.macs, gateway, guest, bytes, self.link.mtu, id);
+                self.send_frames(frames);
+            }
+            Client::Tcp(flow_id) => {
+                if let Some(connection) = self.dns.guest_tcp.get_mut(&flow_id) {
+                    connection.outbox.extend_from_slice(&framed(bytes));
+                }
+            }
+        }
+    }
+
+    fn dns_send_udp(&mut self, server: SocketAddr, bytes: &[u8]) {
+        let (slot, token, local): (_, _, SocketAddr) = if server.is_ipv4() {
+            (
+                &mut self.dns.udp_v4,
+                tokens::DNS_UDP_V4,
+                (Ipv4Addr::UNSPECIFIED, 0).into(),
+            )
+        } else {
+            (
+                &mut self.dns.udp_v6,
+                tokens::DNS_UDP_V6,
+                (Ipv6Addr::UNSPECIFIED, 0).into(),
+            )
+        };
+        if slot.is_none() {
+            match UdpSocket::bind(local) {
+                Ok(mut socket) => {
+                    if let Err(error) =
+                        self.poll
+                            .registry()
+                            .register(&mut socket, token, Interest::READABLE)
+                    {
+                        log::warn!("registering the DNS socket: {error}");
+                        return;
+                    }
+                    *slot = Some(socket);
+                }
+                Err(error) => {
+                    log::warn!("opening a DNS socket for {server}: {error}");
+                    return;
+                }
+            }
+        }
+        if let Some(socket) = slot.as_ref() {
+            if let Err(error) = socket.send_to(bytes, server) {
+                // The resolver's timeout moves the query on to the next nameserver.
+                log::debug!("DNS query to {server}: {error}");
+            }
+        }
+    }
+
+    fn dns_send_tcp(&mut self, server: SocketAddr, bytes: &[u8]) {
+        let mut stream = match TcpStream::connect(server) {
+            Ok(stream) => stream,
+            Err(error) => {
+                log::debug!("DNS over TCP to {server}: {error}");
+                return;
+            }
+        };
+        let id = self.dns.next_upstream;
+        self.dns.next_upstream += 1;
+        let token = self.tokens.allocate(Owner::DnsTcp(id));
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            .is_err()
+        {
+            self.tokens.release(token);
+            return;
+        }
+        self.dns.upstream_tcp.insert(
+            id,
+            UpstreamTcp {
+                server,
+                stream,
+                token,
+                outbox: framed(bytes),
+                inbox: Vec::new(),
+                opened: Instant::now(),
+            },
+        );
+    }
+
+    pub(super) fn dns_tcp_ready(&mut self, id: u64, event: &mio::event::Event) {
+        let Some(connection) = self.dns.upstream_tcp.get_mut(&id) else {
+            return;
+        };
+        if event.is_writable() && !connection.outbox.is_empty() {
+            match connection.stream.write(&connection.outbox) {
+                Ok(count) => {
+                    connection.outbox.drain(..count);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return self.dns_drop_upstream(id),
+            }
+        }
+        let mut buffer = [0u8; 16 * 1024];
+        loop {
+            match connection.stream.read(&mut buffer) {
+                Ok(0) => return self.dns_drop_upstream(id),
+                Ok(count) => connection.inbox.extend_from_slice(&buffer[..count]),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.dns_drop_upstream(id),
+            }
+            if connection.inbox.len() > MAX_MESSAGE + 2 {
+                break;
+            }
+        }
+        let server = connection.server;
+        if let Some(answer) = take_framed(&mut connection.inbox) {
+            self.dns_drop_upstream(id);
+            self.dns_upstream_answer(server, Transport::Tcp, &answer);
+        }
+    }
+
+    fn dns_drop_upstream(&mut self, id: u64) {
+        if let Some(mut connection) = self.dns.upstream_tcp.remove(&id) {
+            let _ = self.poll.registry().deregister(&mut connection.stream);
+            self.tokens.release(connection.token);
+        }
+    }
+
+    pub(super) fn dns_expire(&mut self, now: Instant) {
+        for action in self.dns.resolver.on_timeout(now) {
+            self.dns_act(action);
+        }
+        let stale: Vec<u64> = self
+            .dns
+            .upstream_tcp
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.opened) > UPSTREAM_TCP_LIFETIME)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stale {
+            self.dns_drop_upstream(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framed_messages_are_taken_whole_and_in_order() {
+        let mut buffer = framed(b"first");
+        buffer.extend_from_slice(&framed(b"second"));
+        buffer.extend_from_slice(&[0, 9, b'p']);
+        assert_eq!(take_framed(&mut buffer).as_deref(), Some(&b"first"[..]));
+        assert_eq!(take_framed(&mut buffer).as_deref(), Some(&b"second"[..]));
+        assert_eq!(take_framed(&mut buffer), None);
+        assert_eq!(buffer, [0, 9, b'p']);
+    }
+}

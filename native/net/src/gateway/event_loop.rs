@@ -1,0 +1,459 @@
+//! The loop itself: QEMU's socket in and out, the dispatch of readiness events and of the
+//! frames the stack leaves to the caller, and the timers.
+//!
+//! One iteration: wait for readiness (or the next timer), note which sockets became ready,
+//! read the guest's frames, carry out the stack's actions, move data on every flow, let
+//! smoltcp send and run its timers, and write the guest's frames to QEMU.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::UnixStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::dns::DnsState;
+use super::icmp::PingState;
+use super::ports::Published;
+use super::tcp::HostTcp;
+use super::tokens::{self, Owner, Tokens};
+use super::udp::UdpState;
+use super::{Counters, GatewayConfig, GatewayError};
+use crate::dns::{HostDns, Resolver, DEFAULT_MAX_PENDING};
+use crate::policy::{Action as Verdict, Evaluator, Flow, FlowDirection, HostAddresses, Protocol};
+use crate::stack::{NetConfig, Received, ResolvedNames, Stack, StackOptions};
+use crate::wire::classified::{Classified, Gateway as GatewayAddresses};
+use crate::wire::classify::Classifier;
+use crate::wire::emit::{self, LinkAddresses};
+use crate::wire::framing::FrameDecoder;
+use crate::wire::reassembly::{Reassembler, ReassemblyLimits};
+
+/// Reads of QEMU's socket per iteration before other sockets get their turn (each read takes
+/// up to the decoder's 256 KiB).
+const QEMU_READS_PER_ITERATION: usize = 8;
+/// How often idle flows are looked for while any UDP, ping or dialing flow exists.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// The most addresses remembered with the names the guest resolved them from.
+const MAX_PINS: usize = 4096;
+
+/// The names each address was resolved from through the gateway's DNS.
+#[derive(Debug, Default)]
+pub struct Pins {
+    names: HashMap<IpAddr, Vec<String>>,
+}
+
+impl Pins {
+    pub fn record(&mut self, address: IpAddr, names: impl IntoIterator<Item = String>) {
+        if self.names.len() >= MAX_PINS && !self.names.contains_key(&address) {
+            // Bounded memory over completeness: a forgotten pin only stops domain rules from
+            // matching that address until it is resolved again.
+            self.names.clear();
+        }
+        let entry = self.names.entry(address).or_default();
+        for name in names {
+            if !entry.contains(&name) {
+                entry.push(name);
+            }
+        }
+    }
+}
+
+impl ResolvedNames for Pins {
+    fn names_for(&self, ip: IpAddr) -> &[String] {
+        self.names.get(&ip).map_or(&[], Vec::as_slice)
+    }
+}
+
+pub struct EventLoop {
+    pub(super) poll: Poll,
+    waker: Arc<Waker>,
+    origin: Instant,
+    pub(super) link: NetConfig,
+    pub(super) macs: LinkAddresses,
+    qemu: UnixStream,
+    qemu_readable: bool,
+    qemu_writable: bool,
+    decoder: FrameDecoder,
+    /// A copy of the frame being handled, so the handlers may borrow the loop mutably.
+    frame: Vec<u8>,
+    pub(super) stack: Stack,
+    reassembled: Classifier,
+    reassembler: Reassembler,
+    pub(super) tokens: Tokens,
+    pub(super) host_tcp: HostTcp,
+    pub(super) dns: DnsState,
+    pub(super) udp: UdpState,
+    pub(super) pings: PingState,
+    pub(super) published: Published,
+    pub(super) pins: Pins,
+    next_ip_id: u16,
+    /// Set when an iteration stopped with work left, so the next wait does not sleep.
+    pub(super) busy: bool,
+    counters: Arc<Counters>,
+    /// Scratch space for host reads.
+    pub(super) scratch: Box<[u8]>,
+}
+
+impl EventLoop {
+    pub fn new(
+        config: GatewayConfig,
+        qemu: StdUnixStream,
+        counters: Arc<Counters>,
+    ) -> Result<Self, GatewayError> {
+        config.spec.validate()?;
+        let poll = Poll::new().map_err(GatewayError::io("creating the network poller"))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), tokens::WAKER)
+                .map_err(GatewayError::io("creating the network waker"))?,
+        );
+        qemu.set_nonblocking(true)
+            .map_err(GatewayError::io("QEMU's network socket"))?;
+        let mut qemu = UnixStream::from_std(qemu);
+        poll.registry()
+            .register(
+                &mut qemu,
+                tokens::QEMU,
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(GatewayError::io("registering QEMU's network socket"))?;
+        let link = config.link;
+        let host_addresses: HostAddresses = config
+            .host
+            .addresses
+            .iter()
+            .copied()
+            .filter(|ip| !ip.is_loopback())
+            .chain([IpAddr::V4(link.gateway_v4)])
+            .collect();
+        let evaluator = Evaluator::new(config.spec.policy(), host_addresses);
+        let options = StackOptions {
+            max_connections: config.spec.max_connections(),
+            random_seed: config.random_seed,
+            ..StackOptions::default()
+        };
+        let origin = Instant::now();
+        let stack = Stack::new(link, options, evaluator, Duration::ZERO)?;
+        let resolver = Resolver::new(
+            &config.spec.dns,
+            &HostDns {
+                nameservers: config.host.nameservers.clone(),
+                // The guest has IPv4 only: an AAAA answer would send it to an address it has
+                // no route to.
+                has_ipv6_route: false,
+                max_pending: DEFAULT_MAX_PENDING,
+                id_seed: config.random_seed.rotate_left(17),
+            },
+        )?;
+        let mut tokens = Tokens::default();
+        let published = Published::bind(&config.spec.ports, poll.registry(), &mut tokens)?;
+        let gateway_addresses = GatewayAddresses {
+            mac: link.gateway_mac,
+            ipv4: link.gateway_v4,
+            ipv6: None,
+        };
+        Ok(Self {
+            poll,
+            waker,
+            origin,
+            link,
+            macs: LinkAddresses {
+                gateway: link.gateway_mac,
+                guest: config.guest_mac,
+            },
+            qemu,
+            qemu_readable: true,
+            qemu_writable: true,
+            decoder: FrameDecoder::new(),
+            frame: Vec::new(),
+            stack,
+            reassembled: Classifier::new(gateway_addresses),
+            reassembler: Reassembler::new(ReassemblyLimits::default()),
+            tokens,
+            host_tcp: HostTcp::default(),
+            dns: DnsState::new(resolver),
+            udp: UdpState::default(),
+            pings: PingState::default(),
+            published,
+            pins: Pins::default(),
+            next_ip_id: (config.random_seed & 0xffff) as u16,
+            busy: false,
+            counters,
+            scratch: vec![0; 64 * 1024].into_boxed_slice(),
+        })
+    }
+
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// Time since the loop's origin, the stack's clock.
+    pub(super) fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self.next_timeout();
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("network loop: poll failed: {error}");
+                return;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    tokens::WAKER => {
+                        log::debug!("network loop: stopped");
+                        return;
+                    }
+                    tokens::QEMU => {
+                        self.qemu_readable |= event.is_readable() || event.is_read_closed();
+                        self.qemu_writable |= event.is_writable();
+                    }
+                    token => self.on_ready(token, event),
+                }
+            }
+            if !self.iterate() {
+                log::debug!("network loop: QEMU closed its network socket");
+                return;
+            }
+        }
+    }
+
+    /// One round of work after the readiness events were noted; false once QEMU is gone.
+    fn iterate(&mut self) -> bool {
+        self.busy = false;
+        let alive = self.read_from_qemu();
+        let now = self.now();
+        self.run_stack_actions(now);
+        self.pump_tcp(now);
+        self.dns_pump(now);
+        self.expire(now);
+        self.stack.poll(now);
+        self.run_stack_actions(now);
+        self.write_to_qemu();
+        let outbound = self.stack.to_guest().counters().bytes;
+        self.counters
+            .publish(outbound, self.decoder.counters().bytes);
+        alive
+    }
+
+    fn on_ready(&mut self, token: Token, event: &mio::event::Event) {
+        match token {
+            tokens::DNS_UDP_V4 | tokens::DNS_UDP_V6 => self.dns_udp_readable(token),
+            token => match self.tokens.owner(token) {
+                Some(Owner::Tcp(flow_id)) => self.tcp_ready(flow_id, event),
+                Some(Owner::DnsTcp(id)) => self.dns_tcp_ready(id, event),
+                Some(Owner::Udp(id)) => self.udp_readable(id),
+                Some(Owner::Ping(id)) => self.ping_readable(id),
+                Some(Owner::Published(index)) => self.published_ready(index),
+                None => {}
+            },
+        }
+    }
+
+    fn next_timeout(&mut self) -> Option<Duration> {
+        if self.busy {
+            return Some(Duration::ZERO);
+        }
+        let now = self.now();
+        let wall = Instant::now();
+        let until = |deadline: Instant| deadline.saturating_duration_since(wall);
+        [
+            self.stack.poll_delay(now),
+            self.dns.resolver.poll_timeout().map(until),
+            self.reassembler.next_deadline().map(until),
+            self.needs_housekeeping().then_some(HOUSEKEEPING),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn needs_housekeeping(&self) -> bool {
+        self.udp.has_flows()
+            || self.pings.has_flows()
+            || self.host_tcp.has_dialing()
+            || self.dns.has_connections()
+            || self.published.has_udp_clients()
+    }
+
+    fn expire(&mut self, now: Duration) {
+        let wall = Instant::now();
+        self.reassembler.expire(wall);
+        self.dns_expire(wall);
+        self.expire_dials(now);
+        self.udp_expire(wall);
+        self.ping_expire(wall);
+        self.published.expire_udp_clients(wall);
+    }
+
+    /// Reads what QEMU sent and hands every complete frame on; false on EOF.
+    fn read_from_qemu(&mut self) -> bool {
+        for _ in 0..QEMU_READS_PER_ITERATION {
+            if !self.qemu_readable {
+                return true;
+            }
+            let qemu = &mut self.qemu;
+            match self.decoder.fill_with(|spare| qemu.read(spare)) {
+                // Every complete frame was drained before this read, so the decoder had room:
+                // 0 is the end of the stream.
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.qemu_readable = false;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    log::warn!("network loop: reading QEMU's socket: {error}");
+                    return false;
+                }
+            }
+            if !self.drain_frames() {
+                return false;
+            }
+        }
+        self.busy |= self.qemu_readable;
+        true
+    }
+
+    /// Handles every complete frame in the decoder; false if the stream is corrupt.
+    fn drain_frames(&mut self) -> bool {
+        loop {
+            let mut frame = std::mem::take(&mut self.frame);
+            match self.decoder.next_frame() {
+                Ok(Some(bytes)) => {
+                    frame.clear();
+                    frame.extend_from_slice(bytes);
+                }
+                Ok(None) => {
+                    self.frame = frame;
+                    return true;
+                }
+                Err(error) => {
+                    // A wrong length prefix means we no longer know where frames start.
+                    log::error!("network loop: QEMU's stream is corrupt: {error}");
+                    return false;
+                }
+            }
+            self.handle_frame(&frame);
+            self.frame = frame;
+        }
+    }
+
+    fn handle_frame(&mut self, frame: &[u8]) {
+        let now = self.now();
+        let classified = match self.stack.receive_frame(now, frame, &self.pins) {
+            Received::Handled => return,
+            Received::NotHandled(classified) => classified,
+        };
+        self.handle_classified(classified, frame);
+    }
+
+    /// What the stack left: UDP, pings to others, fragments.
+    fn handle_classified(&mut self, classified: Classified<'_>, frame: &[u8]) {
+        match classified {
+            Classified::Udp(datagram) if datagram.is_gateway_dns => {
+                self.dns_guest_query_udp(datagram, frame)
+            }
+            Classified::Udp(datagram) => self.guest_udp(datagram, frame),
+            Classified::EchoRequest(echo) => self.guest_echo(echo, frame),
+            Classified::Ipv4Fragment(fragment) => {
+                match self.reassembler.insert(fragment, Instant::now()) {
+                    Ok(Some(datagram)) => {
+                        let classified = self.reassembled.classify_reassembled(&datagram);
+                        // A reassembled datagram has no frame of its own: nothing is quoted
+                        // in an ICMP error about it.
+                        self.handle_classified(classified, &[]);
+                    }
+                    Ok(None) => {}
+                    Err(dropped) => log::debug!("network loop: fragment dropped: {dropped}"),
+                }
+            }
+            // A reassembled TCP segment: guests never fragment TCP (they honour the MSS).
+            Classified::Tcp(_) => {}
+            Classified::Malformed(problem) => log::trace!("malformed guest frame: {problem}"),
+            _ => {}
+        }
+    }
+
+    /// Whether the policy lets the guest open a flow to `peer`.
+    pub(super) fn allows_egress(
+        &self,
+        protocol: Protocol,
+        peer: IpAddr,
+        port: Option<u16>,
+    ) -> bool {
+        self.stack
+            .evaluator()
+            .decide(&Flow {
+                direction: FlowDirection::Egress,
+                protocol,
+                peer,
+                port,
+                resolved_domains: self.pins.names_for(peer),
+            })
+            .action
+            == Verdict::Allow
+    }
+
+    /// Where a guest flow to `dst` is opened from the host: the gateway address stands for the
+    /// host itself, whose services listen on loopback.
+    pub(super) fn host_destination(&self, dst: SocketAddr) -> SocketAddr {
+        if dst.ip() == IpAddr::V4(self.link.gateway_v4) {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), dst.port())
+        } else {
+            dst
+        }
+    }
+
+    /// Queues frames for the guest; a full queue drops them (UDP and ICMP tolerate loss).
+    pub(super) fn send_frames(&mut self, frames: Vec<Vec<u8>>) {
+        for frame in frames {
+            if self.stack.to_guest().push(&frame).is_err() {
+                log::trace!("network loop: outbound queue full, a datagram for the guest dropped");
+            }
+        }
+    }
+
+    /// A fresh IPv4 identification for a datagram the gateway fragments.
+    pub(super) fn ip_id(&mut self) -> u16 {
+        self.next_ip_id = self.next_ip_id.wrapping_add(1);
+        self.next_ip_id
+    }
+
+    /// Tells the guest its packet `frame` was refused (an ICMP "administratively prohibited"),
+    /// so its socket fails at once.
+    pub(super) fn refuse(&mut self, frame: &[u8]) {
+        let ip = frame
+            .get(crate::wire::framing::ETHERNET_HEADER_LEN..)
+            .unwrap_or(&[]);
+        if let Some(reply) = emit::prohibited(self.macs, self.link.gateway_v4, ip) {
+            self.send_frames(vec![reply]);
+        }
+    }
+
+    /// Writes queued frames to QEMU until it would block.
+    fn write_to_qemu(&mut self) {
+        while self.qemu_writable && !self.stack.to_guest().is_empty() {
+            let qemu = &mut self.qemu;
+            match self.stack.to_guest().flush_with(|bytes| qemu.write(bytes)) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.qemu_writable = false
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    log::warn!("network loop: writing QEMU's socket: {error}");
+                    break;
+                }
+            }
+        }
+    }
+}

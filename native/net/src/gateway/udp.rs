@@ -1,0 +1,177 @@
+//! The UDP relay: each guest flow (its source and a destination) the policy allows gets a
+//! connected host socket; datagrams go out as they come and answers come back as frames from
+//! the destination's address. Idle flows are closed after a minute, as a NAT would.
+//!
+//! A guest datagram to the gateway on a port that a published UDP port's client maps to goes
+//! back to that client instead (see `ports`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Interest, Token};
+
+use super::event_loop::EventLoop;
+use super::tokens::Owner;
+use crate::policy::Protocol;
+use crate::wire::classified::UdpDatagram;
+use crate::wire::emit;
+
+/// How long a UDP flow lives without traffic (Linux conntrack keeps unreplied UDP for 30 s,
+/// replied for 120 s; one minute serves both).
+const UDP_IDLE: Duration = Duration::from_secs(60);
+/// UDP flows at once; beyond it the oldest idle one makes room.
+const MAX_UDP_FLOWS: usize = 256;
+
+#[derive(Debug)]
+struct UdpFlow {
+    guest: SocketAddrV4,
+    /// The destination as the guest addressed it (replies come from it).
+    dst: SocketAddrV4,
+    socket: UdpSocket,
+    token: Token,
+    last_used: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct UdpState {
+    flows: BTreeMap<u64, UdpFlow>,
+    by_tuple: HashMap<(SocketAddrV4, SocketAddrV4), u64>,
+    next_id: u64,
+}
+
+impl UdpState {
+    pub fn has_flows(&self) -> bool {
+        !self.flows.is_empty()
+    }
+}
+
+impl EventLoop {
+    /// A datagram from the guest that is not a DNS query to the gateway.
+    pub(super) fn guest_udp(&mut self, datagram: UdpDatagram<'_>, frame: &[u8]) {
+        let (SocketAddr::V4(guest), SocketAddr::V4(dst)) = (datagram.tuple.src, datagram.tuple.dst)
+        else {
+            return;
+        };
+        if *dst.ip() == self.link.gateway_v4
+            && self.published_udp_reply(dst.port(), datagram.payload)
+        {
+            return;
+        }
+        if !self.allows_egress(Protocol::Udp, IpAddr::V4(*dst.ip()), Some(dst.port())) {
+            log::debug!("UDP {guest} -> {dst} denied by the policy");
+            self.refuse(frame);
+            return;
+        }
+        let Some(id) = self.udp_flow(guest, dst) else {
+            return;
+        };
+        if let Some(flow) = self.udp.flows.get_mut(&id) {
+            flow.last_used = Instant::now();
+            if let Err(error) = flow.socket.send(datagram.payload) {
+                log::debug!("UDP {guest} -> {dst}: {error}");
+            }
+        }
+    }
+
+    /// The flow of (guest, dst), opened if needed.
+    fn udp_flow(&mut self, guest: SocketAddrV4, dst: SocketAddrV4) -> Option<u64> {
+        if let Some(&id) = self.udp.by_tuple.get(&(guest, dst)) {
+            return Some(id);
+        }
+        if self.udp.flows.len() >= MAX_UDP_FLOWS {
+            let oldest = self
+                .udp
+                .flows
+                .iter()
+                .min_by_key(|(_, flow)| flow.last_used)
+                .map(|(&id, _)| id)?;
+            self.udp_close(oldest);
+        }
+        let target = self.host_destination(SocketAddr::V4(dst));
+        let local: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, 0).into();
+        let mut socket = match UdpSocket::bind(local).and_then(|socket| {
+            socket.connect(target)?;
+            Ok(socket)
+        }) {
+            Ok(socket) => socket,
+            Err(error) => {
+                log::debug!("UDP flow to {target}: {error}");
+                return None;
+            }
+        };
+        let id = self.udp.next_id;
+        self.udp.next_id += 1;
+        let token = self.tokens.allocate(Owner::Udp(id));
+        if self
+            .poll
+            .registry()
+            .register(&mut socket, token, Interest::READABLE)
+            .is_err()
+        {
+            self.tokens.release(token);
+            return None;
+        }
+        self.udp.by_tuple.insert((guest, dst), id);
+        self.udp.flows.insert(
+            id,
+            UdpFlow {
+                guest,
+                dst,
+                socket,
+                token,
+                last_used: Instant::now(),
+            },
+        );
+        Some(id)
+    }
+
+    pub(super) fn udp_readable(&mut self, id: u64) {
+        loop {
+            let Some(flow) = self.udp.flows.get_mut(&id) else {
+                return;
+            };
+            match flow.socket.recv(&mut self.scratch) {
+                Ok(count) => {
+                    flow.last_used = Instant::now();
+                    let (src, guest) = (flow.dst, flow.guest);
+                    let payload = self.scratch[..count].to_vec();
+                    let ip_id = self.ip_id();
+                    let frames =
+                        emit::udp_frames(self.macs, src, guest, &payload, self.link.mtu, ip_id);
+                    self.send_frames(frames);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                // ECONNREFUSED: the host got a port unreachable for an earlier datagram.
+                Err(error) => {
+                    log::debug!("UDP flow {id}: {error}");
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn udp_expire(&mut self, now: Instant) {
+        let idle: Vec<u64> = self
+            .udp
+            .flows
+            .iter()
+            .filter(|(_, flow)| now.saturating_duration_since(flow.last_used) >= UDP_IDLE)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in idle {
+            self.udp_close(id);
+        }
+    }
+
+    fn udp_close(&mut self, id: u64) {
+        if let Some(mut flow) = self.udp.flows.remove(&id) {
+            self.udp.by_tuple.remove(&(flow.guest, flow.dst));
+            let _ = self.poll.registry().deregister(&mut flow.socket);
+            self.tokens.release(flow.token);
+        }
+    }
+}
