@@ -194,6 +194,7 @@ impl Server {
             HostMessage::Hello {
                 version,
                 unix_time_ns,
+                network: _,
             } => self.hello(generation, version, unix_time_ns),
             HostMessage::Ping => self.send(generation, id, FLAG_END, &AgentMessage::Pong),
             HostMessage::Exec(request) => {

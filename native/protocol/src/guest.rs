@@ -4,6 +4,7 @@
 //! id; the last one carries [`crate::FLAG_END`]. Id 0 is reserved for the hello handshake.
 
 use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
 
 /// Request id of the hello handshake, the first frame in each direction.
 pub const HELLO_ID: u32 = 0;
@@ -13,10 +14,15 @@ pub const HELLO_ID: u32 = 0;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HostMessage {
     /// First frame of a connection. Carries the host's wall clock, because the guest has no
-    /// RTC.
+    /// RTC, and the guest's network.
     Hello {
         version: u32,
         unix_time_ns: u64,
+        /// `None`: the sandbox has no network interface. Added within version 2 without a
+        /// bump, being compatible both ways: a hello without it decodes as `None`, and an
+        /// agent that does not know it ignores it (like any unknown field).
+        #[serde(default)]
+        network: Option<GuestNetwork>,
     },
     Ping,
     /// Starts a process. Stdin, resize and signal frames for it use the same request id.
@@ -54,6 +60,45 @@ pub enum HostMessage {
     /// Mounts a volume in the guest (sent by the supervisor after the hello, before any
     /// client's request). Answered with `Done` or an error.
     Mount(MountRequest),
+}
+
+/// How the guest's network interface is set up; sent in the hello and applied before the
+/// agent answers it, so the network is up when the sandbox is reported ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestNetwork {
+    /// The MAC QEMU gives the virtio-net device. The agent finds the interface by it, not by
+    /// a name such as `eth0`.
+    pub mac: [u8; 6],
+    /// The guest's IPv4 address, e.g. 172.16.0.2.
+    #[serde(with = "ipv4_octets")]
+    pub address: Ipv4Addr,
+    /// The prefix length of the guest's link, e.g. 30.
+    pub prefix_len: u8,
+    /// The host's end of the link: the default route and the only nameserver.
+    #[serde(with = "ipv4_octets")]
+    pub gateway: Ipv4Addr,
+    pub mtu: u16,
+    /// The sandbox's name: the kernel hostname, and the guest's address in `/etc/hosts`.
+    pub hostname: String,
+    /// The name `/etc/hosts` gives the gateway, e.g. `host.msb.internal`.
+    pub host_alias: String,
+}
+
+/// An IPv4 address as its four octets. Serde's own encoding depends on the format's
+/// `is_human_readable`, and a message inside an internally tagged enum (all of ours) is
+/// decoded from serde's buffered content, which claims to be human-readable: the octets
+/// MessagePack was given would then be read as a string, and fail.
+mod ipv4_octets {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::net::Ipv4Addr;
+
+    pub fn serialize<S: Serializer>(address: &Ipv4Addr, serializer: S) -> Result<S::Ok, S::Error> {
+        address.octets().serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Ipv4Addr, D::Error> {
+        <[u8; 4]>::deserialize(deserializer).map(Ipv4Addr::from)
+    }
 }
 
 /// File system operations. Paths are absolute guest paths. Answers end with
@@ -346,6 +391,72 @@ mod tests {
         };
         let frame = Frame::new(5, 0, &answer).unwrap();
         assert_eq!(frame.decode::<AgentMessage>().unwrap(), answer);
+    }
+
+    fn guest_network() -> GuestNetwork {
+        GuestNetwork {
+            mac: [0x02, 0x6d, 0x73, 0x62, 0x00, 0x01],
+            address: Ipv4Addr::new(172, 16, 0, 2),
+            prefix_len: 30,
+            gateway: Ipv4Addr::new(172, 16, 0, 1),
+            mtu: 1500,
+            hostname: "web".into(),
+            host_alias: "host.msb.internal".into(),
+        }
+    }
+
+    /// The hello as it was before it carried a network.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum HelloWithoutNetwork {
+        Hello { version: u32, unix_time_ns: u64 },
+    }
+
+    #[test]
+    fn a_hello_with_a_network_round_trips() {
+        for network in [Some(guest_network()), None] {
+            let hello = HostMessage::Hello {
+                version: crate::PROTOCOL_VERSION,
+                unix_time_ns: 1_700_000_000_000_000_000,
+                network,
+            };
+            let frame = Frame::new(HELLO_ID, crate::FLAG_END, &hello).unwrap();
+            assert_eq!(frame.decode::<HostMessage>().unwrap(), hello);
+        }
+    }
+
+    #[test]
+    fn a_hello_without_the_network_field_decodes_as_no_network() {
+        let old = HelloWithoutNetwork::Hello {
+            version: 2,
+            unix_time_ns: 42,
+        };
+        let frame = Frame::new(HELLO_ID, crate::FLAG_END, &old).unwrap();
+        assert_eq!(
+            frame.decode::<HostMessage>().unwrap(),
+            HostMessage::Hello {
+                version: 2,
+                unix_time_ns: 42,
+                network: None
+            }
+        );
+    }
+
+    #[test]
+    fn an_agent_that_predates_the_network_field_still_reads_the_hello() {
+        let hello = HostMessage::Hello {
+            version: 2,
+            unix_time_ns: 42,
+            network: Some(guest_network()),
+        };
+        let frame = Frame::new(HELLO_ID, crate::FLAG_END, &hello).unwrap();
+        assert_eq!(
+            frame.decode::<HelloWithoutNetwork>().unwrap(),
+            HelloWithoutNetwork::Hello {
+                version: 2,
+                unix_time_ns: 42
+            }
+        );
     }
 
     #[test]

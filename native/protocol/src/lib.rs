@@ -25,7 +25,8 @@ pub use frame::{
 };
 
 /// Version of the message set. Bumped on any incompatible change; both sides refuse a peer
-/// with a different major version during the hello handshake.
+/// with a different major version during the hello handshake. A new field that decodes to a
+/// default when absent (`#[serde(default)]`) is compatible: older peers ignore it.
 pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Name of the virtio-serial port that carries the agent channel.

@@ -3,7 +3,7 @@
 //! with its version once the guest has booted.
 
 use crate::error::{Result, SupervisorError};
-use msb_protocol::guest::{AgentMessage, HostMessage, HELLO_ID};
+use msb_protocol::guest::{AgentMessage, GuestNetwork, HostMessage, HELLO_ID};
 use msb_protocol::{Frame, FrameError, FLAG_END, PROTOCOL_VERSION};
 use std::io::ErrorKind;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -64,7 +64,7 @@ fn check_alive(qemu: &mut Child) -> Result<()> {
 /// Sends the host's hello (with the wall clock, since the guest has no RTC) and waits for the
 /// agent's. The hello is buffered until the guest opens its port, i.e. until it has booted.
 fn hello(stream: UnixStream, qemu: &mut Child) -> Result<(UnixStream, AgentHello)> {
-    let frame = hello_frame()?;
+    let frame = hello_frame(None)?;
     frame.write_to(&mut &stream).map_err(protocol_error)?;
     stream
         .set_read_timeout(Some(Duration::from_millis(250)))
@@ -102,8 +102,9 @@ fn hello(stream: UnixStream, qemu: &mut Child) -> Result<(UnixStream, AgentHello
     }
 }
 
-/// The host's hello, carrying the wall clock.
-pub fn hello_frame() -> Result<Frame> {
+/// The host's hello, carrying the wall clock and the guest's network (`None`: no network
+/// interface).
+pub fn hello_frame(network: Option<GuestNetwork>) -> Result<Frame> {
     let unix_time_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -114,6 +115,7 @@ pub fn hello_frame() -> Result<Frame> {
         &HostMessage::Hello {
             version: PROTOCOL_VERSION,
             unix_time_ns,
+            network,
         },
     )
     .map_err(protocol_error)
