@@ -42,6 +42,11 @@ pub enum RuntimeError {
         holder: String,
         how: &'static str,
     },
+    /// A published port's host address is bound by another process.
+    #[error("host port {address} is already in use")]
+    PortInUse { address: String },
+    #[error("{0}")]
+    Network(String),
     #[error("{0}; run `msb install` (or `await install()`)")]
     NotInstalled(String),
     #[error("install failed: {0}")]
@@ -87,6 +92,8 @@ impl RuntimeError {
             Self::ImageInUse { .. } => "ImageInUseError",
             Self::VolumeInUse { .. } => "VolumeInUseError",
             Self::VolumeBusy { .. } => "VolumeBusyError",
+            Self::PortInUse { .. } => "PortInUseError",
+            Self::Network(_) => "MicrosandboxError",
             Self::NotInstalled(_) => "RuntimeNotInstalledError",
             Self::Install(_) => "InstallError",
             Self::Accelerator(_) => "AcceleratorError",
@@ -140,6 +147,8 @@ impl From<SupervisorError> for RuntimeError {
             SupervisorError::Install(reason) => Self::Install(reason),
             SupervisorError::Accelerator(reason) => Self::Accelerator(reason),
             SupervisorError::Protocol(reason) => Self::Protocol(reason),
+            SupervisorError::PortInUse { address } => Self::PortInUse { address },
+            SupervisorError::Network(reason) => Self::Network(format!("network: {reason}")),
             SupervisorError::State(error) => Self::State(error),
             SupervisorError::Image(error) => Self::Image(error),
             SupervisorError::Io { context, source } => Self::Io { context, source },
@@ -229,6 +238,13 @@ mod tests {
             (SupervisorError::Install("k".into()), "InstallError"),
             (SupervisorError::Accelerator("k".into()), "AcceleratorError"),
             (SupervisorError::Protocol("p".into()), "AgentProtocolError"),
+            (
+                SupervisorError::PortInUse {
+                    address: "127.0.0.1:8080/tcp".into(),
+                },
+                "PortInUseError",
+            ),
+            (SupervisorError::Network("n".into()), "MicrosandboxError"),
             (
                 SupervisorError::State(msb_state::StateError::SandboxNotFound("a".into())),
                 "SandboxNotFoundError",

@@ -8,6 +8,7 @@
 use crate::error::{Result, RuntimeError};
 use msb_supervisor::logging::{LogLevel, LOG_ENV};
 use msb_supervisor::paths::SandboxFiles;
+use msb_supervisor::ready::Outcome;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -62,13 +63,14 @@ pub fn start_supervisor(
     std::thread::spawn(move || {
         let _ = child.wait();
     });
-    match outcome {
-        Some(line) if line.trim() == "ready" => Ok(()),
-        Some(line) if !line.trim().is_empty() => Err(RuntimeError::SandboxStart {
+    match outcome.as_deref().and_then(Outcome::parse) {
+        Some(Outcome::Ready) => Ok(()),
+        Some(Outcome::PortInUse(address)) => Err(RuntimeError::PortInUse { address }),
+        Some(Outcome::Failed(reason)) => Err(RuntimeError::SandboxStart {
             name: name.into(),
-            reason: line.trim().trim_start_matches("error: ").to_string(),
+            reason,
         }),
-        _ => Err(RuntimeError::SandboxStart {
+        None => Err(RuntimeError::SandboxStart {
             name: name.into(),
             reason: format!(
                 "the supervisor ended or did not report within {:?}; see {}",

@@ -8,6 +8,7 @@ use crate::records;
 use crate::sandboxes::{self, CreateRequest};
 use crate::wire::to_json;
 use msb_state::SandboxRecord;
+use msb_supervisor::network;
 use msb_supervisor::paths::SandboxFiles;
 use pyo3::prelude::*;
 use serde::Serialize;
@@ -30,6 +31,28 @@ struct SandboxInfo<'a> {
     supervisor_pid: Option<u32>,
     vmm_pid: Option<u32>,
     exit_reason: Option<&'a str>,
+    network: Option<NetworkInfo>,
+}
+
+/// The sandbox's addresses, which follow from its network slot.
+#[derive(Serialize)]
+struct NetworkInfo {
+    guest_address: String,
+    gateway: String,
+    prefix_len: u8,
+    host_alias: &'static str,
+}
+
+impl NetworkInfo {
+    fn of(record: &SandboxRecord) -> Option<Self> {
+        let link = network::link(record.net_slot).ok()?;
+        Some(Self {
+            guest_address: link.guest_v4.to_string(),
+            gateway: link.gateway_v4.to_string(),
+            prefix_len: link.prefix,
+            host_alias: network::HOST_ALIAS,
+        })
+    }
 }
 
 impl<'a> SandboxInfo<'a> {
@@ -53,6 +76,7 @@ impl<'a> SandboxInfo<'a> {
             supervisor_pid: record.supervisor_pid,
             vmm_pid: record.vmm_pid,
             exit_reason: record.exit_reason.as_deref(),
+            network: NetworkInfo::of(record),
         })
     }
 }

@@ -19,6 +19,12 @@ pub enum SupervisorError {
     Install(String),
     #[error("{0}")]
     Accelerator(String),
+    /// A published port's host address (`ADDRESS:PORT/PROTOCOL`) is bound by someone else.
+    #[error("host port {address} is already in use")]
+    PortInUse { address: String },
+    /// The network could not be set up.
+    #[error("network: {0}")]
+    Network(String),
     /// The guest agent or a helper did not behave as the protocol says.
     #[error("{0}")]
     Protocol(String),

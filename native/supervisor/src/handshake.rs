@@ -22,10 +22,15 @@ pub struct AgentHello {
 }
 
 /// Waits for the agent channel and the agent's hello; fails if QEMU exits first.
-pub fn handshake(listener: &UnixListener, qemu: &mut Child) -> Result<(UnixStream, AgentHello)> {
+/// `network` is what the agent configures before it answers.
+pub fn handshake(
+    listener: &UnixListener,
+    qemu: &mut Child,
+    network: Option<GuestNetwork>,
+) -> Result<(UnixStream, AgentHello)> {
     let stream = accept_agent(listener, qemu)?;
     log::debug!("QEMU connected the agent channel; sending hello");
-    hello(stream, qemu)
+    hello(stream, qemu, network)
 }
 
 /// Waits for QEMU to connect to the agent socket, noticing if QEMU dies first.
@@ -63,8 +68,12 @@ fn check_alive(qemu: &mut Child) -> Result<()> {
 
 /// Sends the host's hello (with the wall clock, since the guest has no RTC) and waits for the
 /// agent's. The hello is buffered until the guest opens its port, i.e. until it has booted.
-fn hello(stream: UnixStream, qemu: &mut Child) -> Result<(UnixStream, AgentHello)> {
-    let frame = hello_frame(None)?;
+fn hello(
+    stream: UnixStream,
+    qemu: &mut Child,
+    network: Option<GuestNetwork>,
+) -> Result<(UnixStream, AgentHello)> {
+    let frame = hello_frame(network)?;
     frame.write_to(&mut &stream).map_err(protocol_error)?;
     stream
         .set_read_timeout(Some(Duration::from_millis(250)))

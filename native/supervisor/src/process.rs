@@ -47,6 +47,19 @@ pub fn kill_with_parent(command: &mut Command) -> &mut Command {
     }
 }
 
+/// Lets the child inherit descriptor `fd` (every descriptor of ours is close-on-exec).
+pub fn inherit_fd(command: &mut Command, fd: i32) -> &mut Command {
+    // SAFETY: fcntl is async-signal-safe and changes only the child's descriptor table.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Blocks until process `pid` exits (pidfd), or returns at once if it is already gone.
 pub fn wait_for_exit(pid: u32) {
     // SAFETY: plain syscalls on a descriptor we own.

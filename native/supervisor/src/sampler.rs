@@ -1,10 +1,12 @@
 //! The supervisor's metrics sampler: once a second, CPU and memory of the QEMU process, the
-//! guest's memory (asked of the agent), and disk bytes (QMP), written for readers to pick up.
+//! guest's memory (asked of the agent), disk bytes (QMP) and network bytes (the network loop),
+//! written for readers to pick up.
 
 use crate::controls::VmControls;
 use crate::metrics::{self, MetricsSample, SAMPLE_INTERVAL};
 use crate::paths::SandboxFiles;
 use crate::relay::Relay;
+use msb_net::gateway::Counters;
 use msb_protocol::guest::{AgentMessage, HostMessage};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -14,6 +16,8 @@ pub struct Sampler {
     pub files: SandboxFiles,
     pub relay: Arc<Relay>,
     pub controls: Arc<VmControls>,
+    /// The guest interface's bytes, counted by the network loop.
+    pub network: Arc<Counters>,
 }
 
 pub fn spawn(sampler: Sampler) {
@@ -57,8 +61,8 @@ impl Sampler {
                 host_rss_bytes: metrics::process_rss_bytes(self.vmm_pid).unwrap_or(0),
                 disk_read_bytes,
                 disk_write_bytes,
-                net_rx_bytes: 0,
-                net_tx_bytes: 0,
+                net_rx_bytes: self.network.rx_bytes(),
+                net_tx_bytes: self.network.tx_bytes(),
                 uptime_ms: booted.elapsed().as_millis() as u64,
                 sampled_at: SystemTime::now()
                     .duration_since(UNIX_EPOCH)

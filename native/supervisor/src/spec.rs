@@ -5,6 +5,7 @@
 
 use crate::error::{Result, SupervisorError};
 use crate::logging::LogLevel;
+use msb_net::gateway::NetworkSpec;
 use msb_protocol::filesystem::DiskFilesystem;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -96,12 +97,18 @@ pub struct SandboxSpec {
     /// The supervisor's log level; `None` leaves it to the runtime that starts it.
     #[serde(default)]
     pub log_level: Option<LogLevel>,
+    /// Policy, DNS and published ports; absent means public-only.
+    #[serde(default)]
+    pub network: NetworkSpec,
 }
 
 impl SandboxSpec {
     pub fn from_json(json: &str) -> Result<Self> {
         let spec: Self = serde_json::from_str(json)
             .map_err(|error| SupervisorError::InvalidConfig(format!("sandbox config: {error}")))?;
+        spec.network
+            .validate()
+            .map_err(|error| SupervisorError::InvalidConfig(error.to_string()))?;
         for (target, mount) in &spec.volumes {
             check_guest_path(target)?;
             if matches!(

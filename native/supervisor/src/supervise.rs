@@ -13,7 +13,7 @@ use crate::lifecycle::Lifecycle;
 use crate::logs::{RotatingLog, MAX_LOG_BYTES};
 use crate::paths::SandboxFiles;
 use crate::process;
-use crate::ready::ReadyPipe;
+use crate::ready::{Outcome, ReadyPipe};
 use crate::relay::Relay;
 use crate::root::RootImage;
 use crate::sampler;
@@ -58,6 +58,7 @@ pub fn run(options: &Options) -> Result<()> {
     let booted = boot(&db, name, &files, &options.agent);
     let StartedVm {
         mut qemu,
+        network,
         helpers,
         agent_stream,
         status,
@@ -108,9 +109,11 @@ pub fn run(options: &Options) -> Result<()> {
         files: SandboxFiles::new(name)?,
         relay,
         controls,
+        network: network.counters(),
     });
-    ready.send("ready");
+    ready.send(&Outcome::Ready);
     let exit = qemu.wait();
+    network.gateway.stop();
     let recorded = record_exit(&mut db, name, &lifecycle, &exit);
     lifecycle.mark_exited();
     lifecycle.wait_replies();
@@ -130,7 +133,7 @@ fn boot(
     let spec = SandboxSpec::from_json(&record.config)?;
     let root = RootImage::resolve(&spec.image, db)?;
     log::debug!("root file system: {root:?}");
-    vm::start(&spec, &root, files, agent)
+    vm::start(&spec, &root, files, agent, record.net_slot)
 }
 
 /// Records the end of the VM: stopped if someone asked for it, crashed otherwise.
@@ -182,6 +185,10 @@ fn start_failed(
         SupervisorError::Start { reason, .. } => reason.clone(),
         other => other.to_string(),
     };
+    let outcome = match &error {
+        SupervisorError::PortInUse { address } => Outcome::PortInUse(address.clone()),
+        _ => Outcome::Failed(reason.clone()),
+    };
     let _ = db.set_status(
         name,
         StatusChange {
@@ -190,7 +197,7 @@ fn start_failed(
         },
     );
     log::info!("start failed: {reason}");
-    ready.send(&format!("error: {reason}"));
+    ready.send(&outcome);
     Err(error)
 }
 

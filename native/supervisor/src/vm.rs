@@ -1,10 +1,11 @@
-//! Starting the VM: the root's upper disk or virtiofsd, the volumes' devices, QEMU, the
-//! console log, and the agent handshake.
+//! Starting the VM: the root's upper disk or virtiofsd, the volumes' devices, the network,
+//! QEMU, the console log, and the agent handshake.
 
 use crate::artifacts::{self, BootArtifacts};
 use crate::error::{Result, SupervisorError};
 use crate::handshake;
 use crate::logs::{RotatingLog, MAX_LOG_BYTES};
+use crate::network::{self, Network};
 use crate::paths::{self, SandboxFiles};
 use crate::process;
 use crate::root::RootImage;
@@ -28,6 +29,8 @@ const CONSOLE_TAIL_LINES: usize = 15;
 
 pub struct StartedVm {
     pub qemu: Child,
+    /// The network loop, which must outlive QEMU.
+    pub network: Network,
     /// Helper processes (virtiofsd) to stop once QEMU is gone.
     pub helpers: Vec<Helper>,
     pub agent_stream: UnixStream,
@@ -36,12 +39,14 @@ pub struct StartedVm {
     pub mounts: Vec<MountRequest>,
 }
 
-/// Boots `spec`'s VM on `root` and waits for the agent's hello.
+/// Boots `spec`'s VM on `root`, its network on slot `net_slot`, and waits for the agent's
+/// hello.
 pub fn start(
     spec: &SandboxSpec,
     root: &RootImage,
     files: &SandboxFiles,
     agent: &Path,
+    net_slot: u32,
 ) -> Result<StartedVm> {
     let artifacts = artifacts::boot_artifacts(agent)?;
     let choice = accel::request_from_env()
@@ -80,6 +85,15 @@ pub fn start(
     )?;
     let console_log = RotatingLog::open(&files.console_log(), MAX_LOG_BYTES)
         .map_err(SupervisorError::io("opening the console log"))?;
+    // Before QEMU: a busy published port fails the start here, and QEMU's socket already
+    // has its reader when QEMU comes up.
+    let mut network = match network::start(spec, net_slot) {
+        Ok(network) => network,
+        Err(error) => {
+            helpers.into_iter().for_each(Helper::stop);
+            return Err(error);
+        }
+    };
 
     let mut config = vm_config(
         &spec.name,
@@ -92,17 +106,20 @@ pub fn start(
     );
     config.extra_disks = volumes.disks;
     config.shares = volumes.shares;
+    config.net = Some(network.device);
     let launched = Instant::now();
     let mut command = qemu::command(&artifacts.qemu, &config);
     log::debug!("starting {command:?}");
-    let mut qemu = process::kill_with_parent(command.stdin(Stdio::null()))
-        .spawn()
-        .map_err(SupervisorError::io(format!(
-            "starting {}",
-            artifacts.qemu.display()
-        )))?;
+    process::inherit_fd(&mut command, network.device.fd);
+    let spawned = process::kill_with_parent(command.stdin(Stdio::null())).spawn();
+    network.qemu_spawned();
+    let mut qemu = spawned.map_err(SupervisorError::io(format!(
+        "starting {}",
+        artifacts.qemu.display()
+    )))?;
     spawn_console_writer(console_listener, console_log);
-    let (agent_stream, hello) = match handshake::handshake(&agent_listener, &mut qemu) {
+    let hello = handshake::handshake(&agent_listener, &mut qemu, Some(network.guest.clone()));
+    let (agent_stream, hello) = match hello {
         Ok(done) => done,
         Err(error) => {
             let _ = qemu.kill();
@@ -124,6 +141,7 @@ pub fn start(
     };
     Ok(StartedVm {
         qemu,
+        network,
         helpers,
         agent_stream,
         status,
@@ -153,7 +171,7 @@ pub fn vm_config(
         qmp_socket: files.qmp_socket(),
         agent_socket: files.agent_socket(),
         root,
-        net_socket: None,
+        net: None,
         extra_disks: Vec::new(),
         shares: Vec::new(),
     }

@@ -88,6 +88,13 @@ pub(crate) struct ValidDnsConfig {
 }
 
 impl DnsConfig {
+    /// Checks every entry; whether the host has resolvers for an empty list is only known
+    /// when the sandbox starts.
+    pub fn check(&self) -> Result<(), DnsConfigError> {
+        let stand_in = [SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, DNS_PORT))];
+        self.validate(&stand_in).map(|_| ())
+    }
+
     /// Validates the settings; `host_nameservers` are used when none are configured.
     pub(crate) fn validate(
         &self,

@@ -20,7 +20,7 @@ use std::num::NonZeroU16;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::dns::DnsConfig;
+use crate::dns::{DnsConfig, DnsConfigError};
 use crate::policy::Policy;
 
 /// The connections a sandbox may hold at once when the SDK does not say.
@@ -113,6 +113,8 @@ pub enum SpecError {
     },
     #[error("network.max_connections: {0} is outside 1..={MAX_CONNECTIONS_LIMIT}")]
     MaxConnections(usize),
+    #[error("network.dns: {0}")]
+    Dns(#[from] DnsConfigError),
 }
 
 impl NetworkSpec {
@@ -130,9 +132,10 @@ impl NetworkSpec {
         self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS)
     }
 
-    /// Checks what serde cannot: ports published once, a connection cap in range. The DNS
-    /// settings are checked when the resolver is built.
+    /// Checks what serde cannot: ports published once, a connection cap in range, DNS
+    /// entries that parse.
     pub fn validate(&self) -> Result<(), SpecError> {
+        self.dns.check()?;
         if let Some(max) = self.max_connections {
             if !(1..=MAX_CONNECTIONS_LIMIT).contains(&max) {
                 return Err(SpecError::MaxConnections(max));
@@ -235,6 +238,14 @@ mod tests {
         assert_eq!(zero.validate(), Err(SpecError::MaxConnections(0)));
         let fine = parse(r#"{"max_connections": 4}"#).unwrap();
         assert_eq!(fine.max_connections(), 4);
+    }
+
+    #[test]
+    fn bad_dns_entries_are_refused() {
+        let spec = parse(r#"{"dns": {"nameservers": ["not an address"]}}"#).unwrap();
+        assert!(matches!(spec.validate(), Err(SpecError::Dns(_))));
+        let spec = parse(r#"{"dns": {"deny_domains": ["bad..name"]}}"#).unwrap();
+        assert!(matches!(spec.validate(), Err(SpecError::Dns(_))));
     }
 
     #[test]

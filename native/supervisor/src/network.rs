@@ -1,0 +1,109 @@
+//! The sandbox's network: the gateway loop (`msb_net::gateway`) started on one end of a
+//! socketpair before QEMU, the virtio-net device QEMU gets the other end as, and what the
+//! guest agent is told to configure in the hello.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use msb_engine::qemu::NetDevice;
+use msb_net::gateway::{Counters, Gateway, GatewayConfig, GatewayError, HostFacts};
+use msb_net::stack::NetConfig;
+use msb_protocol::guest::GuestNetwork;
+
+use crate::error::{Result, SupervisorError};
+use crate::spec::SandboxSpec;
+
+/// The name the guest's `/etc/hosts` gives the gateway, which stands for the host: under a
+/// policy that allows the `host` group, `host.msb.internal:PORT` reaches a service the host
+/// runs on its loopback.
+pub const HOST_ALIAS: &str = "host.msb.internal";
+
+/// A started network, until the VM is gone.
+pub struct Network {
+    pub gateway: Gateway,
+    /// QEMU's end of the socketpair, kept open until QEMU has inherited it.
+    qemu_end: Option<OwnedFd>,
+    pub device: NetDevice,
+    pub guest: GuestNetwork,
+}
+
+impl Network {
+    pub fn counters(&self) -> Arc<Counters> {
+        self.gateway.counters()
+    }
+
+    /// Closes the supervisor's copy of QEMU's end once QEMU has its own (or never will):
+    /// the loop then sees EOF when QEMU exits.
+    pub fn qemu_spawned(&mut self) {
+        self.qemu_end = None;
+    }
+}
+
+/// The link of the sandbox holding network slot `slot`.
+pub fn link(slot: u32) -> Result<NetConfig> {
+    NetConfig::for_slot(slot).map_err(|error| SupervisorError::InvalidConfig(error.to_string()))
+}
+
+/// Binds the published ports and starts the gateway of `spec` on slot `slot`'s link.
+pub fn start(spec: &SandboxSpec, slot: u32) -> Result<Network> {
+    let link = link(slot)?;
+    let (ours, qemus) =
+        UnixStream::pair().map_err(SupervisorError::io("creating the network socketpair"))?;
+    let config = GatewayConfig {
+        link,
+        guest_mac: link.guest_mac(),
+        spec: spec.network.clone(),
+        host: HostFacts::read(),
+        random_seed: random_seed(),
+    };
+    let gateway = Gateway::start(config, ours).map_err(gateway_error)?;
+    let qemu_end = OwnedFd::from(qemus);
+    let device = NetDevice {
+        fd: qemu_end.as_raw_fd(),
+        mac: link.guest_mac().0,
+        mtu: None,
+    };
+    let guest = GuestNetwork {
+        mac: link.guest_mac().0,
+        address: link.guest_v4,
+        prefix_len: link.prefix,
+        gateway: link.gateway_v4,
+        mtu: link.mtu as u16,
+        hostname: spec.name.clone(),
+        host_alias: HOST_ALIAS.to_string(),
+    };
+    Ok(Network {
+        gateway,
+        qemu_end: Some(qemu_end),
+        device,
+        guest,
+    })
+}
+
+fn gateway_error(error: GatewayError) -> SupervisorError {
+    match error {
+        GatewayError::PortInUse { address, protocol } => SupervisorError::PortInUse {
+            address: format!("{address}/{protocol}"),
+        },
+        GatewayError::Spec(_) | GatewayError::Dns(_) | GatewayError::Link(_) => {
+            SupervisorError::InvalidConfig(error.to_string())
+        }
+        other => SupervisorError::Network(other.to_string()),
+    }
+}
+
+/// A seed for TCP sequence numbers and DNS ids that another sandbox cannot guess.
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if filled != bytes.len() as isize {
+        // Without getrandom (never on Linux ≥ 3.17): the clock, which is at least unique.
+        return std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos() as u64)
+            .unwrap_or(0);
+    }
+    u64::from_ne_bytes(bytes)
+}
