@@ -2,7 +2,7 @@
 
 use crate::cmdline::{self, CmdlineError, RootSpec};
 use crate::rootfs::{self, RootError};
-use crate::{modules, sys};
+use crate::{modules, network, sys};
 use std::io;
 use std::os::fd::OwnedFd;
 
@@ -55,8 +55,8 @@ pub fn boot() -> Result<Booted, BootError> {
     rootfs::mount_root(&config.root)?;
     rootfs::prepare_system_dirs()?;
     let old_root = rootfs::switch_root()?;
-    // Only loopback for now; eth0 is configured by a later request from the host.
-    if let Err(error) = sys::interface_up("lo") {
+    // Loopback now; the network interface, if the sandbox has one, from the host's hello.
+    if let Err(error) = network::interface::bring_up("lo") {
         log!("cannot bring up lo: {error}");
     }
     Ok(Booted {

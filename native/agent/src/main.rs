@@ -2,8 +2,8 @@
 //!
 //! It turns the initramfs into the sandbox's system (kernel modules, root file system, the
 //! usual mounts; see [`boot`]) and then serves the host over the `agent` virtio-serial port
-//! (see [`server`]): hello and clock, ping, command execution, file system requests and
-//! volume mounts (see [`fs`]), shutdown.
+//! (see [`server`]): hello, clock and network (see [`network`]), ping, command execution,
+//! file system requests and volume mounts (see [`fs`]), shutdown.
 
 /// A line on the console (`/dev/console`, the VM's serial log). Never panics, unlike
 /// `eprintln!`, whose failure would take PID 1, and with it the kernel, down.
@@ -20,6 +20,7 @@ mod cmdline;
 mod exec;
 mod fs;
 mod modules;
+mod network;
 mod port;
 mod power;
 mod reaper;

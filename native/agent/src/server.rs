@@ -11,11 +11,14 @@ use crate::boot::Booted;
 use crate::channel::Channel;
 use crate::exec::{self, input::Input};
 use crate::fs::{self, Cancel, Piece};
+use crate::network::{self, NetworkSetup};
 use crate::port::{self, PortReader};
 use crate::reaper::Reaper;
 use crate::sessions::{Session, Sessions, Target};
 use crate::{shutdown, sys};
-use msb_protocol::guest::{AgentError, AgentErrorKind, AgentMessage, HostMessage, HELLO_ID};
+use msb_protocol::guest::{
+    AgentError, AgentErrorKind, AgentMessage, GuestNetwork, HostMessage, HELLO_ID,
+};
 use msb_protocol::{Frame, FrameError, AGENT_PORT_NAME, FLAG_END, PROTOCOL_VERSION};
 use std::io::BufReader;
 use std::os::fd::{AsFd, OwnedFd};
@@ -32,6 +35,7 @@ struct Server {
     booted: Booted,
     context: exec::Context,
     fs: fs::Service,
+    network: NetworkSetup,
 }
 
 /// What a steering frame found for its id.
@@ -66,6 +70,7 @@ pub fn serve(booted: Booted) -> ! {
     let server = Server {
         booted,
         fs: fs::Service::new(channel.clone()),
+        network: NetworkSetup::default(),
         context: exec::Context {
             channel,
             reaper,
@@ -194,8 +199,8 @@ impl Server {
             HostMessage::Hello {
                 version,
                 unix_time_ns,
-                network: _,
-            } => self.hello(generation, version, unix_time_ns),
+                network,
+            } => self.hello(generation, version, unix_time_ns, network),
             HostMessage::Ping => self.send(generation, id, FLAG_END, &AgentMessage::Pong),
             HostMessage::Exec(request) => {
                 if self.context.sessions.is_running(id) {
@@ -299,7 +304,13 @@ impl Server {
         self.send(generation, id, FLAG_END, &reply);
     }
 
-    fn hello(&self, generation: u64, version: u32, unix_time_ns: u64) {
+    fn hello(
+        &self,
+        generation: u64,
+        version: u32,
+        unix_time_ns: u64,
+        network: Option<GuestNetwork>,
+    ) {
         if version != PROTOCOL_VERSION {
             let reply = error(
                 AgentErrorKind::VersionMismatch,
@@ -311,6 +322,14 @@ impl Server {
         }
         if let Err(clock_error) = sys::set_realtime_clock(unix_time_ns) {
             log!("cannot set the clock: {clock_error}");
+        }
+        if let Some(network) = network {
+            let root = if self.booted.overlay {
+                network::Root::Ours
+            } else {
+                network::Root::LiveHostDirectory
+            };
+            self.network.apply(network, root);
         }
         let reply = AgentMessage::Hello {
             version: PROTOCOL_VERSION,

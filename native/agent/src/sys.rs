@@ -307,41 +307,6 @@ pub fn ensure_standard_fds() {
     }
 }
 
-/// Brings a network interface up (`ip link set NAME up`).
-pub fn interface_up(name: &str) -> io::Result<()> {
-    // SAFETY: a datagram socket used only for interface ioctls.
-    let socket =
-        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: just created, owned here.
-    let socket = unsafe { OwnedFd::from_raw_fd(socket) };
-    // SAFETY: ifreq is plain data.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    if name.len() >= request.ifr_name.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "interface name too long",
-        ));
-    }
-    for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
-        *slot = byte as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq.
-    unsafe {
-        check(libc::ioctl(
-            socket.as_raw_fd(),
-            libc::SIOCGIFFLAGS,
-            &mut request,
-        ))?;
-        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        check(libc::ioctl(
-            socket.as_raw_fd(),
-            libc::SIOCSIFFLAGS,
-            &request,
-        ))
-        .map(drop)
-    }
-}
-
 pub fn sync() {
     // SAFETY: no preconditions.
     unsafe { libc::sync() };
