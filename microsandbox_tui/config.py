@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from .fs import MAX_MODE
+from .network import Network
 from .pull import PullPolicy
 from .types import DiskImageFormat, LogLevel
 from .validation import Frozen, validated
@@ -364,6 +365,8 @@ class SandboxConfig(Frozen):
     #: How much the sandbox's supervisor logs (to its ``supervisor.log``); ``None``: as much
     #: as the process that starts it.
     log_level: LogLevel | None = None
+    #: Its policy, DNS settings and published ports (default: public internet only).
+    network: Network = Field(default_factory=Network)
 
     @field_validator("name")
     @classmethod
@@ -373,6 +376,12 @@ class SandboxConfig(Frozen):
                 "must start with a letter or digit and contain only letters, digits, '_', '.', '-'"
             )
         return value
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _default_network(cls, value: object) -> object:
+        """``null``, like an absent network, is the default one."""
+        return Network() if value is None else value
 
     @field_validator("env")
     @classmethod

@@ -24,22 +24,39 @@ class Frozen(BaseModel):
 
 class Checked(Frozen):
     """A frozen model that users build themselves (``Network(...)``, ``Rule(...)``): bad
-    values raise :class:`InvalidConfigError` naming the field, not pydantic's error.
+    values raise :class:`InvalidConfigError` naming the field, not pydantic's error, and
+    the fields named in :attr:`positional` may be given by position, as upstream's
+    dataclasses take them.
 
-    Only the constructor converts the error; nested and stored values (``model_validate``)
-    raise ``ValidationError``, which the enclosing model's constructor or :func:`validated`
-    turns into one message with the whole location.
+    Only a direct construction converts the error; nested and stored values are validated
+    by pydantic as usual and raise ``ValidationError`` with their whole location, which the
+    enclosing model's constructor (or :func:`validated`) turns into the message.
     """
 
     #: Where the model sits in a sandbox's configuration: the start of its error locations.
     error_location: ClassVar[str] = ""
+    #: The fields that may be given by position, in order.
+    positional: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, **values: Any) -> None:
+    def __init__(self, /, *args: Any, **values: Any) -> None:
+        if len(args) > len(self.positional):
+            raise TypeError(
+                f"{type(self).__name__} takes at most {len(self.positional)} "
+                f"positional arguments, {len(args)} given"
+            )
+        for field, value in zip(self.positional, args, strict=False):
+            if field in values:
+                raise TypeError(f"{type(self).__name__} got {field!r} twice")
+            values[field] = value
         try:
             super().__init__(**values)
         except ValidationError as error:
             message = describe_validation_error(error, self.error_location)
             raise InvalidConfigError(message) from None
+
+    # Pydantic calls a model's own __init__ for nested and stored values too, unless it is
+    # marked as the base one; marked, those are validated as usual and keep their locations.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
 
 def validated(model: type[_M], **values: object) -> _M:
@@ -73,19 +90,23 @@ def describe_validation_error(error: ValidationError, location: str = "") -> str
     return "; ".join(parts)
 
 
+def problem_at(key: str | int, message: str, value: object) -> InitErrorDetails:
+    """A problem with ``value`` to raise (see :func:`raise_problems`) under ``key``."""
+    return InitErrorDetails(
+        type=PydanticCustomError("invalid", "{message}", {"message": message}),
+        loc=(key,),
+        input=value,
+    )
+
+
 def relocated(error: ValidationError, key: str | int) -> list[InitErrorDetails]:
     """The problems of ``error`` (raised by one item of a collection) placed under ``key``
     instead of the item's position: a published port is named by its host port."""
     return [
-        InitErrorDetails(
-            type=PydanticCustomError(
-                problem["type"],
-                "{message}",
-                {"message": problem["msg"].removeprefix("Value error, ")},
-            ),
-            loc=(key, *problem["loc"]),
-            input=problem["input"],
-        )
+        {
+            **problem_at(key, problem["msg"].removeprefix("Value error, "), problem["input"]),
+            "loc": (key, *problem["loc"]),
+        }
         for problem in error.errors()
     ]
 
