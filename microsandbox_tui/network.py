@@ -92,7 +92,6 @@ class DestGroup(StrEnum):
 _GROUP_NAMES: Final = (*(group.value for group in DestGroup), "public")
 #: A policy preset, by the name it is stored under.
 PresetName = Literal["none", "public_only", "allow_all"]
-PRESETS: Final[tuple[PresetName, ...]] = ("public_only", "none", "allow_all")
 #: The names the SDK takes for each preset.
 _PRESET_SPELLINGS: Final[dict[str, PresetName]] = {
     "none": "none",
@@ -109,11 +108,11 @@ PRESET_SHORT_NAMES: Final[dict[str, PresetName]] = {
 }
 #: What :attr:`Network.policy_name` says of a policy that is not a preset.
 CUSTOM_POLICY = "custom"
-#: The address the guest's name ``host.msb.internal`` resolves to is the gateway's.
-HOST_ALIAS = "host.msb.internal"
 DEFAULT_HOST_ADDRESS = "127.0.0.1"
 
 MIN_PORT, MAX_PORT = 1, 65535
+#: What the supervisor waits for one nameserver when ``query_timeout_ms`` is ``None``.
+DEFAULT_QUERY_TIMEOUT_MS = 5000
 #: The supervisor adds the timeout to a monotonic clock reading, which a value near 2**64
 #: ms would overflow; no DNS answer is worth waiting an hour for.
 MAX_QUERY_TIMEOUT_MS = 3_600_000
@@ -204,6 +203,14 @@ def check_domain(text: str) -> str:
     return text
 
 
+def check_zone(text: str) -> str:
+    """``text`` if it is a zone: a domain name, with or without a leading dot."""
+    problem = _domain_problem(text.removeprefix("."))
+    if problem is not None:
+        raise ValueError(f"{text!r} is not a valid domain: {problem}")
+    return text
+
+
 def _check_cidr(text: str) -> None:
     match = _CIDR.fullmatch(text)
     address = _ip_address(match["address"]) if match else None
@@ -234,8 +241,7 @@ def check_destination(text: str) -> str:
     if _WORD.fullmatch(text):
         groups = ", ".join(_GROUP_NAMES)
         raise ValueError(f"unknown group {text!r}, not one of {groups} (a domain has a dot)")
-    check_domain(text.removeprefix("."))
-    return text
+    return check_zone(text)
 
 
 def check_port(value: object) -> int:
@@ -293,18 +299,10 @@ def _not_a_text(value: object) -> object:
     return value
 
 
-def _check_deny_suffix(text: str) -> str:
-    """A zone, with or without its leading dot."""
-    check_domain(text.removeprefix("."))
-    return text
-
-
 _NOT_A_TEXT = BeforeValidator(_not_a_text)
 Nameservers = Annotated[tuple[Annotated[str, AfterValidator(check_nameserver)], ...], _NOT_A_TEXT]
 DomainNames = Annotated[tuple[Annotated[str, AfterValidator(check_domain)], ...], _NOT_A_TEXT]
-DomainSuffixes = Annotated[
-    tuple[Annotated[str, AfterValidator(_check_deny_suffix)], ...], _NOT_A_TEXT
-]
+DomainSuffixes = Annotated[tuple[Annotated[str, AfterValidator(check_zone)], ...], _NOT_A_TEXT]
 
 # -- the models --------------------------------------------------------------------------------
 
