@@ -44,6 +44,7 @@ from .errors import (
     MicrosandboxError,
     PatchFailedError,
     PathNotFoundError,
+    PortInUseError,
     PullCancelledError,
     RegistryAuthError,
     RuntimeNotInstalledError,
@@ -92,6 +93,18 @@ from .images import (
 )
 from .logs import LogSource, read_logs
 from .metrics import MetricsStream, SandboxMetrics, all_sandbox_metrics
+from .network import (
+    Action,
+    DestGroup,
+    Direction,
+    DnsConfig,
+    Network,
+    NetworkPolicy,
+    PortProtocol,
+    Protocol,
+    PublishedPort,
+    Rule,
+)
 from .patches import Patch
 from .pull import (
     LayerDownloadComplete,
@@ -122,7 +135,7 @@ from .runtime import (
     version,
 )
 from .sandbox import PullSession, Sandbox, SandboxHandle, SandboxOptions, SessionInfo
-from .sandbox_info import SandboxInfo
+from .sandbox_info import NetworkInfo, SandboxInfo
 from .types import (
     DiskImageFormat,
     ExecOutput,
@@ -143,6 +156,7 @@ __version__ = version()
 __all__ = [
     "DEFAULT_IMAGE",
     "AcceleratorError",
+    "Action",
     "AgentProtocolError",
     "AppendPatch",
     "AttachOptions",
@@ -152,9 +166,12 @@ __all__ = [
     "CommandNotFoundError",
     "CopyDirPatch",
     "CopyFilePatch",
+    "DestGroup",
+    "Direction",
     "DiskImage",
     "DiskImageFormat",
     "DiskMount",
+    "DnsConfig",
     "DoctorCheck",
     "ExecError",
     "ExecEvent",
@@ -202,11 +219,18 @@ __all__ = [
     "MkdirPatch",
     "MountConfig",
     "NamedMount",
+    "Network",
+    "NetworkInfo",
+    "NetworkPolicy",
     "OciImage",
     "Patch",
     "PatchConfig",
     "PatchFailedError",
     "PathNotFoundError",
+    "PortInUseError",
+    "PortProtocol",
+    "Protocol",
+    "PublishedPort",
     "PullCancelledError",
     "PullComplete",
     "PullPolicy",
@@ -220,6 +244,7 @@ __all__ = [
     "Resolving",
     "Rlimit",
     "RlimitResource",
+    "Rule",
     "RuntimeNotInstalledError",
     "Sandbox",
     "SandboxAlreadyExistsError",

@@ -10,24 +10,23 @@ import os
 import posixpath
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from .errors import InvalidConfigError
 from .fs import MAX_MODE
+from .network import Network
 from .pull import PullPolicy
 from .types import DiskImageFormat, LogLevel
+from .validation import Frozen, validated
 
 #: The image a sandbox gets when none is given; built locally by ``install()``.
 DEFAULT_IMAGE = "msb-base"
@@ -38,12 +37,7 @@ MIN_MEMORY_MIB = 64
 MAX_MEMORY_MIB = 64 * 1024
 MAX_CPUS = 64
 
-_M = TypeVar("_M", bound=BaseModel)
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def _absolute_host_path(value: str) -> str:
@@ -75,7 +69,7 @@ HostFile = Annotated[str, _existing_host_path("file")]
 HostDirectory = Annotated[str, _existing_host_path("directory")]
 
 
-class _DiskFile(_Frozen):
+class _DiskFile(Frozen):
     """A host disk image file: its format and the file system in it."""
 
     format: DiskImageFormat
@@ -99,7 +93,7 @@ class DiskImage(_DiskFile):
     path: HostFile
 
 
-class BindImage(_Frozen):
+class BindImage(Frozen):
     """A host directory used, live, as the guest's root filesystem (shared via virtio-fs)."""
 
     kind: Literal["bind"] = "bind"
@@ -114,14 +108,14 @@ class BindImage(_Frozen):
         return str(path)
 
 
-class LocalImage(_Frozen):
+class LocalImage(Frozen):
     """An image in the runtime's local image store, by name."""
 
     kind: Literal["local"] = "local"
     name: str = Field(min_length=1, max_length=255)
 
 
-class OciImage(_Frozen):
+class OciImage(Frozen):
     """An OCI image from a registry, by reference (``alpine``, ``python:3.12``,
     ``ghcr.io/org/app@sha256:...``), pulled into the local store as the policy says."""
 
@@ -139,7 +133,7 @@ def _env_from_list(value: Any) -> Any:
     return value
 
 
-class ImageDefaults(_Frozen):
+class ImageDefaults(Frozen):
     """What an OCI image's config says about running it, applied to every exec unless the
     sandbox or the exec says otherwise.
 
@@ -224,7 +218,7 @@ def _absolute_guest_path(value: str) -> str:
     return value
 
 
-class NamedMount(_Frozen):
+class NamedMount(Frozen):
     """A named volume (:meth:`Volume.create`), mounted read-write by one running sandbox at a
     time or read-only by any number."""
 
@@ -233,7 +227,7 @@ class NamedMount(_Frozen):
     readonly: bool = False
 
 
-class BindMount(_Frozen):
+class BindMount(Frozen):
     """A live host directory (virtio-fs). Read-only is enforced on the host."""
 
     kind: Literal["bind"] = "bind"
@@ -244,7 +238,7 @@ class BindMount(_Frozen):
     _absolute = field_validator("path")(_absolute_host_path)
 
 
-class TmpfsMount(_Frozen):
+class TmpfsMount(Frozen):
     """A fresh, empty tmpfs in guest memory of at most ``size_mib`` (default: the guest
     kernel's, half its RAM)."""
 
@@ -284,7 +278,7 @@ GuestPath = Annotated[str, AfterValidator(_absolute_guest_path)]
 Mode = Annotated[int, Field(ge=0, le=MAX_MODE)]
 
 
-class TextPatch(_Frozen):
+class TextPatch(Frozen):
     """Writes a guest file with ``content``, replacing what was there."""
 
     kind: Literal["text"] = "text"
@@ -293,7 +287,7 @@ class TextPatch(_Frozen):
     mode: Mode | None = None
 
 
-class MkdirPatch(_Frozen):
+class MkdirPatch(Frozen):
     """Creates a guest directory and its missing parents."""
 
     kind: Literal["mkdir"] = "mkdir"
@@ -301,7 +295,7 @@ class MkdirPatch(_Frozen):
     mode: Mode | None = None
 
 
-class CopyFilePatch(_Frozen):
+class CopyFilePatch(Frozen):
     """Copies a host file into the guest (with its mode, unless ``mode`` is given)."""
 
     kind: Literal["copy_file"] = "copy_file"
@@ -310,7 +304,7 @@ class CopyFilePatch(_Frozen):
     mode: Mode | None = None
 
 
-class CopyDirPatch(_Frozen):
+class CopyDirPatch(Frozen):
     """Copies a host directory tree into the guest, keeping modes and symlinks."""
 
     kind: Literal["copy_dir"] = "copy_dir"
@@ -318,7 +312,7 @@ class CopyDirPatch(_Frozen):
     dst: GuestPath
 
 
-class AppendPatch(_Frozen):
+class AppendPatch(Frozen):
     """Appends ``content`` to a guest file (an image's file too), creating it if missing."""
 
     kind: Literal["append"] = "append"
@@ -326,7 +320,7 @@ class AppendPatch(_Frozen):
     content: str
 
 
-class SymlinkPatch(_Frozen):
+class SymlinkPatch(Frozen):
     """Creates the guest symlink ``link`` pointing to ``target``."""
 
     kind: Literal["symlink"] = "symlink"
@@ -334,7 +328,7 @@ class SymlinkPatch(_Frozen):
     link: GuestPath
 
 
-class RemovePatch(_Frozen):
+class RemovePatch(Frozen):
     """Removes a guest path (a whole tree for a directory), an image's file too."""
 
     kind: Literal["remove"] = "remove"
@@ -353,7 +347,7 @@ PatchConfig = Annotated[
 ]
 
 
-class SandboxConfig(_Frozen):
+class SandboxConfig(Frozen):
     """Everything needed to (re)start a sandbox. Stored with the sandbox in the database."""
 
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
@@ -371,6 +365,8 @@ class SandboxConfig(_Frozen):
     #: How much the sandbox's supervisor logs (to its ``supervisor.log``); ``None``: as much
     #: as the process that starts it.
     log_level: LogLevel | None = None
+    #: Its policy, DNS settings and published ports (default: public internet only).
+    network: Network = Field(default_factory=Network)
 
     @field_validator("name")
     @classmethod
@@ -380,6 +376,12 @@ class SandboxConfig(_Frozen):
                 "must start with a letter or digit and contain only letters, digits, '_', '.', '-'"
             )
         return value
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _default_network(cls, value: object) -> object:
+        """``null``, like an absent network, is the default one."""
+        return Network() if value is None else value
 
     @field_validator("env")
     @classmethod
@@ -399,24 +401,6 @@ class SandboxConfig(_Frozen):
                 raise ValueError(f"two volumes are mounted at {guest}")
             volumes[guest] = mount
         return volumes
-
-
-def validated(model: type[_M], **values: object) -> _M:
-    """``model(**values)``, raising :class:`InvalidConfigError` on bad input."""
-    try:
-        return model(**values)
-    except ValidationError as error:
-        raise InvalidConfigError(describe_validation_error(error)) from None
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """One readable line per problem: ``field: message``."""
-    parts = []
-    for problem in error.errors():
-        location = ".".join(str(part) for part in problem["loc"]) or "value"
-        message = problem["msg"].removeprefix("Value error, ")
-        parts.append(f"{location}: {message}")
-    return "; ".join(parts)
 
 
 def sandbox_config(**values: object) -> SandboxConfig:

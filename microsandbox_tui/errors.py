@@ -35,6 +35,11 @@ class SandboxStartError(MicrosandboxError):
     """The microVM could not be started or its guest agent did not come up."""
 
 
+class PortInUseError(MicrosandboxError):
+    """A host port of the sandbox is already bound by another process; the sandbox was not
+    created. The message names the port."""
+
+
 class ImageNotFoundError(MicrosandboxError, LookupError):
     """The image is neither a local image nor an existing host directory."""
 

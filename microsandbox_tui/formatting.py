@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from .fs import FsEntry, FsEntryKind
-from .sandbox_info import SandboxInfo
+from .network import DEFAULT_QUERY_TIMEOUT_MS, Network
+from .sandbox_info import NetworkInfo, SandboxInfo
 from .types import MiB, SandboxStatus
 
 #: File type bits of each kind, for ``ls -l`` style modes (``?`` for other kinds).
@@ -104,3 +105,39 @@ def format_timestamp(moment: datetime | None, now: datetime) -> str:
         return "-"
     stamp = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"{stamp} ({format_age(moment, now)})"
+
+
+def format_policy(network: Network) -> str:
+    """The preset's name, or ``custom`` with the rules' count and the defaults."""
+    policy = network.policy
+    if isinstance(policy, str):
+        return policy
+    rules = f"{len(policy.rules)} rule{'' if len(policy.rules) == 1 else 's'}"
+    defaults = f"egress {policy.default_egress}, ingress {policy.default_ingress} otherwise"
+    return f"{network.policy_name} ({rules}; {defaults})"
+
+
+def network_rows(network: Network, addresses: NetworkInfo | None) -> list[tuple[str, str]]:
+    """What a sandbox's network is at a glance: policy, addresses, published ports."""
+    return [
+        ("network", format_policy(network)),
+        (
+            "address",
+            "-" if addresses is None else f"{addresses.guest_address}/{addresses.prefix_len}",
+        ),
+        ("gateway", "-" if addresses is None else f"{addresses.gateway} ({addresses.host_alias})"),
+        ("ports", ", ".join(str(port) for port in network.ports) or "-"),
+    ]
+
+
+def dns_rows(network: Network) -> list[tuple[str, str]]:
+    """How the sandbox's names are resolved: nameservers, timeout, rebinding, deny lists."""
+    dns = network.dns
+    timeout = dns.query_timeout_ms or DEFAULT_QUERY_TIMEOUT_MS
+    denied = [*network.deny_domains, *network.deny_domain_suffixes]
+    return [
+        ("nameservers", ", ".join(dns.nameservers) or "the host's"),
+        ("dns timeout", f"{timeout} ms per nameserver"),
+        ("rebind protection", "on" if dns.rebind_protection else "off"),
+        ("denied names", ", ".join(denied) or "-"),
+    ]

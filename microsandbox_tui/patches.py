@@ -25,10 +25,10 @@ from .config import (
     RemovePatch,
     SymlinkPatch,
     TextPatch,
-    validated,
 )
 from .errors import MicrosandboxError, PatchFailedError
 from .fs import SandboxFs
+from .validation import validated
 
 __all__ = ["Patch", "PatchConfig", "apply_patches"]
 

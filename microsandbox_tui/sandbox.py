@@ -29,6 +29,7 @@ from .fs import SandboxFs
 from .images import ImageDetail, inspect_image, pull_plan, resolve_oci_image
 from .logs import LogSource, read_logs
 from .metrics import MetricsStream, SandboxMetrics, sandbox_metrics
+from .network import Network
 from .patches import apply_patches
 from .pull import PullProgress, PullStream, RegistryAuth, pull_stream
 from .sandbox_info import SandboxInfo, decode_sandbox_info, sandbox_info, sandbox_infos
@@ -61,6 +62,10 @@ class SandboxOptions(TypedDict, total=False):
     patches: Sequence[PatchConfig] | None
     #: How much the sandbox's supervisor logs (default: as much as this process).
     log_level: LogLevel | str | None
+    #: Its network: policy, DNS settings, published ports (default: :meth:`Network.public_only`).
+    network: Network | None
+    #: Host port -> guest port, TCP on 127.0.0.1, published besides the network's own ports.
+    ports: Mapping[int, int] | None
     #: Replace a sandbox of the same name instead of failing.
     replace: bool
     #: Let the sandbox outlive the process that created it.
@@ -83,6 +88,9 @@ class _Creation:
         """Validates everything, before any pull. Raises :class:`InvalidConfigError`."""
         memory, env = options.get("memory"), options.get("env")
         volumes, patches = options.get("volumes"), options.get("patches")
+        network, ports = options.get("network"), options.get("ports")
+        if ports is not None:
+            network = (network or Network()).with_ports(ports)
         given: dict[str, object] = {
             "cpus": options.get("cpus"),
             "memory_mib": None if memory is None else mib_of(memory, "memory"),
@@ -91,6 +99,7 @@ class _Creation:
             "volumes": None if volumes is None else dict(volumes),
             "patches": None if patches is None else list(patches),
             "log_level": options.get("log_level"),
+            "network": network,
         }
         values = {key: value for key, value in given.items() if value is not None}
         return cls(
@@ -216,7 +225,9 @@ class Sandbox:
         :class:`Size` or MiB). An OCI image (``"alpine"``, :meth:`Image.oci`) is pulled first
         as its pull policy says; its env, working directory and user become the defaults of
         every exec. ``volumes`` maps guest paths to :class:`Volume` mounts; ``patches`` (see
-        :class:`Patch`) are applied to the root filesystem before this returns.
+        :class:`Patch`) are applied to the root filesystem before this returns. ``network``
+        (a :class:`Network`) sets what the sandbox may reach, its DNS and its published
+        ports; ``ports`` (``{8080: 80}``) publishes more, TCP on 127.0.0.1.
 
         A sandbox dies with the process that created it unless ``detached``. Raises
         :class:`SandboxAlreadyExistsError` when the name is taken (unless ``replace``),
@@ -225,8 +236,9 @@ class Sandbox:
         or image that does not exist, too many volume devices), :class:`VolumeNotFoundError`
         for an unknown named volume, :class:`VolumeBusyError` when another running sandbox
         holds a named volume, :class:`SandboxStartError` when the VM does not come up or a
-        volume cannot be mounted in it,
-        :class:`PatchFailedError` when a patch fails (the sandbox is then removed).
+        volume cannot be mounted in it, :class:`PortInUseError` when another process holds
+        one of its host ports (``network``'s or ``ports``), :class:`PatchFailedError` when a
+        patch fails (the sandbox is then removed).
         """
         creation = _Creation.of(name, image, options)
         source = creation.config.image

@@ -17,6 +17,18 @@ from .types import SandboxStatus
 
 @record
 @dataclass(frozen=True, slots=True)
+class NetworkInfo:
+    """A sandbox's addresses on its own link: the guest's, and the gateway's (which also
+    answers DNS and is what ``host_alias`` names in the guest)."""
+
+    guest_address: str
+    gateway: str
+    prefix_len: int
+    host_alias: str
+
+
+@record
+@dataclass(frozen=True, slots=True)
 class SandboxInfo:
     """A sandbox as the runtime's database records it (its ``config`` is decoded as a stored
     one: host files it named may be gone since)."""
@@ -34,6 +46,8 @@ class SandboxInfo:
     #: Processes of a live sandbox: its supervisor and its VM (QEMU).
     supervisor_pid: int | None = None
     vmm_pid: int | None = None
+    #: ``None`` for a sandbox that has no network interface (or none assigned yet).
+    network: NetworkInfo | None = None
 
     @property
     def image(self) -> str:

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from . import _native
 from ._blocking import run_blocking
 from ._wire import Timestamp, decode, record
-from .config import BindMount, DiskMount, NamedMount, TmpfsMount, validated
+from .config import BindMount, DiskMount, NamedMount, TmpfsMount
 from .types import DiskImageFormat, SizeLike, mib_of
+from .validation import validated
 
 __all__ = ["DiskImageFormat", "Volume", "VolumeHandle"]
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from microsandbox_tui import (
     AttachOptions,
+    DnsConfig,
     Image,
     InvalidConfigError,
     LayerDownloadComplete,
@@ -18,6 +19,7 @@ from microsandbox_tui import (
     LayerIndexComplete,
     LogSource,
     MountConfig,
+    Network,
     OciImage,
     PullComplete,
     RegistryAuth,
@@ -36,6 +38,7 @@ from microsandbox_tui import install as run_install
 from microsandbox_tui import version as sdk_version
 
 from ..formatting import format_size
+from ..network import PRESET_SHORT_NAMES
 from . import output
 from .locations import GuestPath
 
@@ -54,6 +57,17 @@ def _volumes(args: argparse.Namespace) -> dict[str, MountConfig]:
     return volumes
 
 
+def network_of(args: argparse.Namespace) -> Network:
+    """``--net``, ``-p``, ``--deny-domain`` and ``--dns-nameserver`` as one network."""
+    return Network(
+        PRESET_SHORT_NAMES[args.net],
+        args.ports,
+        [name for name in args.deny_domains if not name.startswith(".")],
+        [name for name in args.deny_domains if name.startswith(".")],
+        DnsConfig(nameservers=args.nameservers),
+    )
+
+
 async def create(args: argparse.Namespace) -> int:
     await Sandbox.create(
         args.name,
@@ -61,6 +75,7 @@ async def create(args: argparse.Namespace) -> int:
         cpus=args.cpus,
         memory=args.memory,
         volumes=_volumes(args),
+        network=network_of(args),
         detached=True,
     )
     print(args.name)
@@ -71,7 +86,12 @@ async def run(args: argparse.Namespace) -> int:
     name = args.name or f"run-{secrets.token_hex(4)}"
     volumes = _volumes(args)
     async with await Sandbox.create(
-        name, image=_image(args), cpus=args.cpus, memory=args.memory, volumes=volumes
+        name,
+        image=_image(args),
+        cpus=args.cpus,
+        memory=args.memory,
+        volumes=volumes,
+        network=network_of(args),
     ) as sandbox:
         result = await sandbox.exec(args.argv[0], args.argv[1:])
         if volumes:
@@ -265,6 +285,13 @@ async def images(args: argparse.Namespace) -> int:
         size = format_size(image.size_bytes)
         rows.append([image.name, image.kind, str(image.layer_count), size, created, used])
     print(output.table(rows))
+    return 0
+
+
+async def inspect(args: argparse.Namespace) -> int:
+    """The sandbox's record and configuration, its network included, one field a line."""
+    info = await Sandbox.get_info(args.name)
+    print(output.table(output.inspect_rows(info, datetime.now(UTC))))
     return 0
 
 

@@ -15,7 +15,15 @@ from microsandbox_tui import (
     SandboxMetrics,
     VolumeHandle,
 )
-from microsandbox_tui.formatting import format_duration, format_mode, format_size, uptime_seconds
+from microsandbox_tui.formatting import (
+    dns_rows,
+    format_duration,
+    format_mode,
+    format_size,
+    format_timestamp,
+    network_rows,
+    uptime_seconds,
+)
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
@@ -70,6 +78,26 @@ def sandbox_json(info: SandboxInfo, now: datetime) -> dict[str, Any]:
         "boot_ms": info.boot_ms,
         "exit_reason": info.exit_reason,
     }
+
+
+def inspect_rows(info: SandboxInfo, now: datetime) -> list[list[str]]:
+    """``msb inspect``: label and value pairs, the network's after the sandbox's own."""
+    config = info.config
+    up = uptime_seconds(info, now)
+    rows = [
+        ("name", info.name),
+        ("status", str(info.status)),
+        ("image", info.image),
+        ("cpus", str(config.cpus)),
+        ("memory", f"{config.memory_mib} MiB"),
+        ("volumes", ", ".join(sorted(config.volumes)) or "-"),
+        ("detached", "yes" if info.detached else "no"),
+        ("uptime", "-" if up is None else format_duration(up)),
+        ("created", format_timestamp(info.created_at, now)),
+        *network_rows(config.network, info.network),
+        *dns_rows(config.network),
+    ]
+    return [[label, value] for label, value in rows]
 
 
 def volume_row(volume: VolumeHandle) -> list[str]:

@@ -8,13 +8,17 @@ from collections.abc import Sequence
 
 from microsandbox_tui import (
     DEFAULT_IMAGE,
+    DnsConfig,
     InvalidConfigError,
     LogLevel,
     MountConfig,
+    Network,
+    PublishedPort,
     Size,
     Volume,
     __version__,
 )
+from microsandbox_tui.network import PRESET_SHORT_NAMES, parse_published_port
 from microsandbox_tui.terminal import DEFAULT_DETACH_KEYS
 
 from . import commands
@@ -59,6 +63,75 @@ def tmpfs_flag(text: str) -> tuple[str, MountConfig]:
         raise argparse.ArgumentTypeError(f"expected GUEST_PATH[:SIZE], not {text!r}") from None
 
 
+def publish_flag(text: str) -> PublishedPort:
+    """``-p HOST:GUEST[/udp]`` or ``-p ADDR:HOST:GUEST[/tcp|udp]``."""
+    try:
+        return parse_published_port(text)
+    except InvalidConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def deny_domain_flag(text: str) -> str:
+    """``--deny-domain NAME``; a leading dot denies the zone (``.evil.com``)."""
+    try:
+        if text.startswith("."):
+            Network(deny_domain_suffixes=[text])
+        else:
+            Network(deny_domains=[text])
+    except InvalidConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
+    return text
+
+
+def nameserver_flag(text: str) -> str:
+    """``--dns-nameserver ADDR``: an IP, ``IP:PORT`` or ``[IPv6]:PORT``."""
+    try:
+        DnsConfig(nameservers=[text])
+    except InvalidConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
+    return text
+
+
+def _add_network(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--net",
+        choices=list(PRESET_SHORT_NAMES),
+        default="public",
+        help="what the sandbox may reach: public (the internet, nothing private or of the "
+        "host; the default), none (nothing, DNS included), all (everything)",
+    )
+    parser.add_argument(
+        "-p",
+        "--publish",
+        dest="ports",
+        action="append",
+        default=[],
+        type=publish_flag,
+        metavar="[ADDR:]HOST:GUEST[/udp]",
+        help="forward host port HOST (on 127.0.0.1 unless ADDR) to guest port GUEST, TCP "
+        "unless /udp; repeatable",
+    )
+    parser.add_argument(
+        "--deny-domain",
+        dest="deny_domains",
+        action="append",
+        default=[],
+        type=deny_domain_flag,
+        metavar="NAME",
+        help="answer NXDOMAIN for NAME; .NAME for the whole zone; repeatable",
+    )
+    parser.add_argument(
+        "--dns-nameserver",
+        dest="nameservers",
+        action="append",
+        default=[],
+        type=nameserver_flag,
+        metavar="ADDR",
+        help="forward DNS to ADDR (IP, IP:PORT or [IPv6]:PORT) instead of the host's "
+        "resolvers; repeatable, tried in order",
+    )
+
+
 def _add_resources(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image",
@@ -98,6 +171,7 @@ def _add_resources(parser: argparse.ArgumentParser) -> None:
         help="mount a fresh tmpfs of at most SIZE (MiB, or 64M, 1G; default: half the "
         "guest's memory); repeatable",
     )
+    _add_network(parser)
 
 
 def _add_detach_keys(parser: argparse.ArgumentParser) -> None:
@@ -261,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     pull.set_defaults(handler=commands.pull)
 
     sub.add_parser("images", help="list local images").set_defaults(handler=commands.images)
+
+    inspect_sandbox = sub.add_parser(
+        "inspect", help="a sandbox's configuration, state and network (addresses, ports, DNS)"
+    )
+    inspect_sandbox.add_argument("name")
+    inspect_sandbox.set_defaults(handler=commands.inspect)
 
     inspect = sub.add_parser("inspect-image", help="an image's layers, sizes and config")
     inspect.add_argument("name")

@@ -31,7 +31,7 @@ from pydantic import (
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
-from microsandbox_tui.config import describe_validation_error
+from microsandbox_tui.validation import describe_validation_error
 
 CONFIG_DIR_ENV = "MSB_TUI_CONFIG_DIR"
 KEYS_FILE = "keys.toml"

@@ -79,6 +79,21 @@ def test_invalid_create_is_refused_before_anything_is_recorded(
     assert json.loads(msb("ls", "--json").stdout) == []
 
 
+def test_a_host_port_published_twice_is_refused_before_anything_is_recorded(
+    msb_home: Path, msb: MsbRunner
+) -> None:
+    result = msb("create", "twice", "-p", "8080:80", "-p", "0.0.0.0:8080:81")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: InvalidConfigError: network.ports[8080]: ")
+    assert json.loads(msb("ls", "--json").stdout) == []
+
+
+def test_inspect_of_an_unknown_sandbox(msb_home: Path, msb: MsbRunner) -> None:
+    result = msb("inspect", "no-such-sandbox")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: SandboxNotFoundError: ")
+
+
 def test_doctor_prints_every_check(msb_home: Path, msb: MsbRunner) -> None:
     checks = doctor()
     result = msb("doctor")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +69,43 @@ def test_create_ls_exec_stop_rm(clean_home: Path, sandbox_name: str, msb: MsbRun
     removed = msb("rm", sandbox_name)
     assert removed.returncode == 0, removed.stderr
     assert sandbox_name not in listing(msb)
+
+
+def test_create_with_network_flags_and_inspect(
+    clean_home: Path, sandbox_name: str, msb: MsbRunner
+) -> None:
+    host_port = free_port()
+    created = msb(
+        "create",
+        sandbox_name,
+        "--net",
+        "none",
+        "-p",
+        f"{host_port}:80",
+        "--deny-domain",
+        ".evil.example",
+        "--dns-nameserver",
+        "198.51.100.53",
+    )
+    assert created.returncode == 0, created.stderr
+    inspected = msb("inspect", sandbox_name)
+    assert inspected.returncode == 0, inspected.stderr
+    # Labels may hold one space; the value starts after two or more.
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in inspected.stdout.splitlines())
+    assert rows["status"] == "running"
+    assert rows["network"] == "none"
+    assert rows["ports"] == f"127.0.0.1:{host_port} -> 80/tcp"
+    assert rows["nameservers"] == "198.51.100.53"
+    assert rows["denied names"] == ".evil.example"
+    assert msb("rm", "--force", sandbox_name).returncode == 0
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def test_cp_and_ls_between_the_host_and_a_sandbox(

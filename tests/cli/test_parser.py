@@ -9,7 +9,10 @@ import pytest
 from microsandbox_tui import (
     DEFAULT_IMAGE,
     BindMount,
+    DnsConfig,
     NamedMount,
+    Network,
+    PublishedPort,
     Size,
     TmpfsMount,
     __version__,
@@ -205,3 +208,66 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
         parse_args(argv)
     assert exited.value.code == 2
     assert "usage: msb" in capsys.readouterr().err
+
+
+def test_network_flags_on_create_and_run() -> None:
+    args = parse_args(
+        [
+            "create",
+            "web",
+            "--net",
+            "all",
+            "-p",
+            "8080:80",
+            "--publish",
+            "127.0.0.2:5353:53/udp",
+            "--deny-domain",
+            "ads.example",
+            "--deny-domain",
+            ".evil.com",
+            "--dns-nameserver",
+            "198.51.100.53",
+            "--dns-nameserver",
+            "[2001:db8::53]:5353",
+        ]
+    )
+    assert commands.network_of(args) == Network(
+        "allow_all",
+        [PublishedPort(8080, 80), PublishedPort(5353, 53, "udp", "127.0.0.2")],
+        deny_domains=["ads.example"],
+        deny_domain_suffixes=[".evil.com"],
+        dns=DnsConfig(nameservers=["198.51.100.53", "[2001:db8::53]:5353"]),
+    )
+    run = parse_args(["run", "--net", "none", "-p", "9000:90", "--", "true"])
+    assert commands.network_of(run) == Network("none", {9000: 90})
+    assert commands.network_of(parse_args(["create", "web"])) == Network.public_only()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--net", "public_only"], "argument --net: invalid choice"),
+        (["-p", "8080"], "argument -p/--publish: port '8080': expected HOST:GUEST"),
+        (["-p", "8080:0"], "port '8080:0': guest_port: 0 is outside 1..65535"),
+        (["-p", "8080:80/sctp"], "port '8080:80/sctp': expected HOST:GUEST"),
+        (["-p", "host:8080:80"], "host_address: 'host' is not an IP address"),
+        (["--deny-domain", "a..b"], "argument --deny-domain: 'a..b' is not a valid domain"),
+        (["--deny-domain", "."], "argument --deny-domain: '.' is not a valid domain"),
+        (["--dns-nameserver", "dns.example"], "'dns.example' is not an IP address"),
+    ],
+)
+def test_bad_network_flags_exit_2_naming_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["create", "x"], ["run"]):
+        with pytest.raises(SystemExit) as exited:
+            parse_args([*command, *argv, "--", "true"] if command == ["run"] else [*command, *argv])
+        assert exited.value.code == 2
+        error = capsys.readouterr().err
+        assert "usage: msb" in error
+        assert message in error
+
+
+def test_inspect_takes_a_sandbox_name() -> None:
+    args = parse_args(["inspect", "web"])
+    assert (args.handler, args.name) == (commands.inspect, "web")

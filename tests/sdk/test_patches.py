@@ -144,7 +144,7 @@ def test_patches_are_a_tagged_union_and_host_sources_become_absolute(
         name="p", patches=[patch, {"kind": "symlink", "target": "a", "link": "/b"}]
     )
     assert config.patches[1] == SymlinkPatch(target="a", link="/b")
-    with pytest.raises(InvalidConfigError, match=r"patches\.0"):
+    with pytest.raises(InvalidConfigError, match=r"^patches\[0\]: "):
         sandbox_config(name="p", patches=[{"kind": "chown", "path": "/a"}])
     # A stored configuration reads back even when the host source is gone.
     (tmp_path / "local").rmdir()

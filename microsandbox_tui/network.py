@@ -1,0 +1,655 @@
+"""A sandbox's network: its policy (a preset or rules), its DNS settings and its published
+ports, as :class:`Network` and the types it is made of.
+
+Every value is checked here, on construction, as the sandbox's supervisor will read it
+(``native/net``: the policy's destinations, port ranges and groups, and the DNS settings), so
+that a network this accepts is never refused when the sandbox starts. Where a check here is
+stricter, its comment says why. A bad value raises :class:`InvalidConfigError` naming the
+field: ``network.policy.rules[2].destination: '10.0.0.0/33' is not a valid CIDR ...``.
+
+The configuration is stored as JSON of the supervisor's shape, in which a preset is its name
+and the deny lists sit in ``dns`` beside the nameservers::
+
+    {"policy": "public_only",
+     "dns": {"nameservers": [], "query_timeout_ms": null, "rebind_protection": true,
+             "deny_domains": [], "deny_domain_suffixes": []},
+     "ports": [{"host_address": "127.0.0.1", "host_port": 8080, "guest_port": 80,
+                "protocol": "tcp"}],
+     "max_connections": null}
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SerializerFunctionWrapHandler,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
+
+from .errors import InvalidConfigError
+from .validation import Checked, problem_at, raise_problems, relocated
+
+# -- vocabulary ------------------------------------------------------------------------------
+
+
+class Action(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class Direction(StrEnum):
+    """Which flows a rule covers: opened by the sandbox, towards it (through a published
+    port), or both."""
+
+    EGRESS = "egress"
+    INGRESS = "ingress"
+    ANY = "any"
+
+
+class Protocol(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+    ICMPV4 = "icmpv4"
+    ICMPV6 = "icmpv6"
+
+
+class PortProtocol(StrEnum):
+    """What a published port carries."""
+
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class DestGroup(StrEnum):
+    """Named sets of destinations; every address is in exactly one of them or in ``public``
+    (which a rule may name as the string ``"public"``). ``metadata`` (169.254.169.254) wins
+    over ``link-local``; ``host`` is the gateway, ``host.msb.internal``, and the host's own
+    addresses."""
+
+    LOOPBACK = "loopback"
+    PRIVATE = "private"
+    LINK_LOCAL = "link-local"
+    METADATA = "metadata"
+    MULTICAST = "multicast"
+    HOST = "host"
+
+
+#: What a rule's destination may name as a group.
+_GROUP_NAMES: Final = (*(group.value for group in DestGroup), "public")
+#: A policy preset, by the name it is stored under.
+PresetName = Literal["none", "public_only", "allow_all"]
+#: The names the SDK takes for each preset.
+_PRESET_SPELLINGS: Final[dict[str, PresetName]] = {
+    "none": "none",
+    "public_only": "public_only",
+    "public-only": "public_only",
+    "allow_all": "allow_all",
+    "allow-all": "allow_all",
+}
+#: The one-word names ``msb --net`` and the dashboard offer.
+PRESET_SHORT_NAMES: Final[dict[str, PresetName]] = {
+    "public": "public_only",
+    "none": "none",
+    "all": "allow_all",
+}
+#: What :attr:`Network.policy_name` says of a policy that is not a preset.
+CUSTOM_POLICY = "custom"
+DEFAULT_HOST_ADDRESS = "127.0.0.1"
+
+MIN_PORT, MAX_PORT = 1, 65535
+#: What the supervisor waits for one nameserver when ``query_timeout_ms`` is ``None``.
+DEFAULT_QUERY_TIMEOUT_MS = 5000
+#: The supervisor adds the timeout to a monotonic clock reading, which a value near 2**64
+#: ms would overflow; no DNS answer is worth waiting an hour for.
+MAX_QUERY_TIMEOUT_MS = 3_600_000
+#: The supervisor's limit is a machine word; this bound fits every integer type it may use.
+MAX_CONNECTIONS_LIMIT = 2**32 - 1
+
+StrictInt = Annotated[int, Strict()]
+StrictBool = Annotated[bool, Strict()]
+
+# -- checks shared by the models ---------------------------------------------------------------
+
+#: One label of a domain name: letters, digits and hyphens, not at either end (the policy's
+#: own rule; DNS would take more, but a rule or a deny entry never needs it).
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
+_DIGITS = re.compile(r"[0-9]+")
+#: What a misspelt group looks like: one word, no dot.
+_WORD = re.compile(r"[A-Za-z0-9_-]+")
+#: ``address/prefix`` with the prefix's digit counts of the supervisor's CIDR parser.
+_CIDR = re.compile(r"(?P<address>[^/]+)/(?P<prefix>[0-9]{1,3})")
+_BRACKETED_SOCKET = re.compile(r"\[(?P<address>[^\]]+)\]:(?P<port>[0-9]+)")
+MAX_NAME_LENGTH = 253
+MAX_LABEL_LENGTH = 63
+
+
+def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``text`` as an IP address, or ``None``. A zone (``fe80::1%eth0``) is not taken: the
+    supervisor's parser has no zones."""
+    if "%" in text:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _domain_problem(name: str) -> str | None:
+    """Why ``name`` (without a leading dot) is not a domain name, or ``None``."""
+    name = name.removesuffix(".")
+    if not name:
+        return "it has no labels"
+    if len(name.encode()) > MAX_NAME_LENGTH:
+        return f"it is longer than {MAX_NAME_LENGTH} characters"
+    labels = name.split(".")
+    for label in labels:
+        if not label:
+            return "it has an empty label"
+        if len(label) > MAX_LABEL_LENGTH:
+            return f"a label is longer than {MAX_LABEL_LENGTH} characters"
+        if _LABEL.fullmatch(label) is None:
+            return f"label {label!r} is not letters, digits and inner hyphens"
+        if _is_bad_punycode(label):
+            return f"label {label!r} is not valid punycode"
+    if labels[-1].isdigit():
+        # A mistyped address such as 10.0.0.256 would otherwise be a name that never matches.
+        return "its last label is numeric, so it looks like a mistyped IP address"
+    return None
+
+
+def _is_bad_punycode(label: str) -> bool:
+    """Whether an ``xn--`` label is not one the DNS deny list's IDNA parser takes back.
+    Its full rules (UTS 46) are large; this takes a subset of them: the label must decode and
+    encode back to itself, to letters and digits of left-to-right scripts that NFKC case
+    folding leaves as they are, not starting with a combining mark."""
+    if not label.lower().startswith("xn--"):
+        return False
+    encoded = label[4:].lower()
+    try:
+        decoded = encoded.encode("ascii").decode("punycode")
+    except UnicodeError:
+        return True
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", decoded).casefold())
+    return (
+        decoded.isascii()
+        or decoded.encode("punycode").decode("ascii") != encoded
+        or folded != decoded
+        or not all(char.isalnum() or char == "-" for char in decoded)
+        or unicodedata.category(decoded[0]).startswith("M")
+        # Right-to-left letters bring the bidi rules, which also constrain the other labels.
+        or any(unicodedata.bidirectional(char) in ("R", "AL", "AN") for char in decoded)
+    )
+
+
+def check_domain(text: str) -> str:
+    """``text`` if it is a domain name (a trailing dot allowed), else ``ValueError``."""
+    problem = _domain_problem(text)
+    if problem is not None:
+        raise ValueError(f"{text!r} is not a valid domain: {problem}")
+    return text
+
+
+def check_zone(text: str) -> str:
+    """``text`` if it is a zone: a domain name, with or without a leading dot."""
+    problem = _domain_problem(text.removeprefix("."))
+    if problem is not None:
+        raise ValueError(f"{text!r} is not a valid domain: {problem}")
+    return text
+
+
+def _check_cidr(text: str) -> None:
+    match = _CIDR.fullmatch(text)
+    address = _ip_address(match["address"]) if match else None
+    if match is None or address is None:
+        raise ValueError(f"{text!r} is not a valid CIDR: expected ADDRESS/PREFIX")
+    # The supervisor's parser reads at most 2 prefix digits for IPv4 and 3 for IPv6.
+    longest, digits = (32, 2) if address.version == 4 else (128, 3)
+    if len(match["prefix"]) > digits or int(match["prefix"]) > longest:
+        raise ValueError(
+            f"{text!r} is not a valid CIDR: an IPv{address.version} prefix is 0..{longest}"
+        )
+
+
+def check_destination(text: str) -> str:
+    """A rule's destination: ``*``, a group, a CIDR (it has a ``/``), an IP address,
+    ``.suffix`` or a domain. A word without a dot is taken for a group, since a one-label
+    name in a rule is far more often a misspelt group than a name (write ``localhost.`` to
+    mean the name)."""
+    if not text:
+        raise ValueError("the destination is empty")
+    if text == "*" or (text.isascii() and text.lower() in _GROUP_NAMES):
+        return text
+    if "/" in text:
+        _check_cidr(text)
+        return text
+    if _ip_address(text) is not None:
+        return text
+    if _WORD.fullmatch(text):
+        groups = ", ".join(_GROUP_NAMES)
+        raise ValueError(f"unknown group {text!r}, not one of {groups} (a domain has a dot)")
+    return check_zone(text)
+
+
+def check_port(value: object) -> int:
+    """A port number, 1 to 65535."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"a port is a whole number, not {value!r}")
+    if not MIN_PORT <= value <= MAX_PORT:
+        raise ValueError(f"{value} is outside {MIN_PORT}..{MAX_PORT}")
+    return value
+
+
+def _port_text(text: str, whole: str) -> int:
+    if _DIGITS.fullmatch(text) is None:
+        raise ValueError(f"{whole!r} is neither a number nor a lo-hi range")
+    number = int(text)
+    if not MIN_PORT <= number <= MAX_PORT:
+        raise ValueError(f"{whole!r}: {number} is outside {MIN_PORT}..{MAX_PORT}")
+    return number
+
+
+def check_port_range(value: object) -> int | str | None:
+    """A rule's port: a number, a ``"443"`` text, or an inclusive ``"lo-hi"`` range."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return check_port(value)
+    first, dash, last = value.partition("-")
+    low = _port_text(first, value)
+    high = _port_text(last, value) if dash else low
+    if low > high:
+        raise ValueError(f"range {value} is reversed")
+    return value
+
+
+def check_nameserver(text: str) -> str:
+    """An IP address (port 53), ``address:port`` or ``[v6-address]:port``."""
+    bracketed = _BRACKETED_SOCKET.fullmatch(text)
+    if bracketed is not None:
+        address, port = bracketed["address"], bracketed["port"]
+        valid = isinstance(_ip_address(address), ipaddress.IPv6Address)
+    elif text.count(":") == 1:
+        address, port = text.split(":")
+        valid = isinstance(_ip_address(address), ipaddress.IPv4Address)
+    else:
+        address, port, valid = text, "53", _ip_address(text) is not None
+    if not valid or _DIGITS.fullmatch(port) is None or not MIN_PORT <= int(port) <= MAX_PORT:
+        raise ValueError(f"{text!r} is not an IP address or address:port with a port 1..65535")
+    return text
+
+
+def _not_a_text(value: object) -> object:
+    """A list field given one text would otherwise read as a list of its characters."""
+    if isinstance(value, str):
+        raise ValueError(f"expected a list of texts, not the text {value!r}")
+    return value
+
+
+_NOT_A_TEXT = BeforeValidator(_not_a_text)
+Nameservers = Annotated[tuple[Annotated[str, AfterValidator(check_nameserver)], ...], _NOT_A_TEXT]
+DomainNames = Annotated[tuple[Annotated[str, AfterValidator(check_domain)], ...], _NOT_A_TEXT]
+DomainSuffixes = Annotated[tuple[Annotated[str, AfterValidator(check_zone)], ...], _NOT_A_TEXT]
+
+# -- the models --------------------------------------------------------------------------------
+
+
+class Rule(Checked):
+    """One rule of a :class:`NetworkPolicy`; the first rule matching a flow decides it. A
+    destination, protocol or port left ``None`` matches any.
+
+    ``destination``: ``"*"``, a :class:`DestGroup` (or ``"public"``), a CIDR
+    (``"10.0.0.0/8"``), an IP address, a suffix (``".example.com"``: the name and every name
+    below it) or a domain (``"api.example.com"``), matched through the names the sandbox
+    resolved. ``port``: a number or an inclusive ``"lo-hi"`` range.
+    """
+
+    positional = ("action", "direction", "destination", "protocol", "port")
+
+    action: Action
+    direction: Direction = Direction.EGRESS
+    destination: str | None = None
+    protocol: Protocol | None = None
+    port: StrictInt | str | None = None
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            action: Action | str,
+            direction: Direction | str = Direction.EGRESS,
+            destination: str | None = None,
+            protocol: Protocol | str | None = None,
+            port: int | str | None = None,
+        ) -> None: ...
+
+    @field_validator("destination", mode="before")
+    @classmethod
+    def _destination(cls, value: object) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"expected a text, not {value!r}")
+        # A DestGroup is stored as its plain name.
+        return check_destination(str(value))
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, value: object) -> int | str | None:
+        return check_port_range(value)
+
+    @classmethod
+    def allow(
+        cls,
+        *,
+        direction: Direction | str = Direction.EGRESS,
+        protocol: Protocol | str | None = None,
+        port: int | str | None = None,
+        destination: str | None = None,
+    ) -> Rule:
+        return cls(Action.ALLOW, direction, destination, protocol, port)
+
+    @classmethod
+    def deny(
+        cls,
+        *,
+        direction: Direction | str = Direction.EGRESS,
+        protocol: Protocol | str | None = None,
+        port: int | str | None = None,
+        destination: str | None = None,
+    ) -> Rule:
+        return cls(Action.DENY, direction, destination, protocol, port)
+
+
+class NetworkPolicy(Checked):
+    """Rules in order, and what happens to a flow no rule matches. DNS is egress to the
+    gateway (group ``host``, UDP and TCP port 53) like any other flow: a policy whose
+    default denies egress resolves nothing unless a rule allows it."""
+
+    positional = ("default_egress", "default_ingress", "rules")
+
+    default_egress: Action = Action.DENY
+    default_ingress: Action = Action.ALLOW
+    rules: tuple[Rule, ...] = ()
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            default_egress: Action | str = Action.DENY,
+            default_ingress: Action | str = Action.ALLOW,
+            rules: Iterable[Rule] = (),
+        ) -> None: ...
+
+
+class DnsConfig(Checked):
+    """How the gateway resolves the guest's names. ``nameservers`` (an IP, ``ip:port`` or
+    ``[v6]:port``) are tried in order; none means the host's resolvers. ``query_timeout_ms``
+    is per nameserver tried (``None``: 5000). ``rebind_protection`` drops answers that point a
+    public name at a private, loopback or link-local address, unless a rule allows it."""
+
+    positional = ("rebind_protection", "nameservers", "query_timeout_ms")
+
+    rebind_protection: StrictBool = True
+    nameservers: Nameservers = ()
+    query_timeout_ms: Annotated[StrictInt, Field(ge=1, le=MAX_QUERY_TIMEOUT_MS)] | None = None
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            rebind_protection: bool = True,
+            nameservers: Iterable[str] = (),
+            query_timeout_ms: int | None = None,
+        ) -> None: ...
+
+
+class PublishedPort(Checked):
+    """A host port forwarded to a guest port, bound on ``host_address`` (default: only the
+    host's loopback)."""
+
+    positional = ("host_port", "guest_port", "protocol", "host_address")
+
+    host_port: StrictInt
+    guest_port: StrictInt
+    protocol: PortProtocol = PortProtocol.TCP
+    host_address: str = DEFAULT_HOST_ADDRESS
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            host_port: int,
+            guest_port: int,
+            protocol: PortProtocol | str = PortProtocol.TCP,
+            host_address: str = DEFAULT_HOST_ADDRESS,
+        ) -> None: ...
+
+    _ports = field_validator("host_port", "guest_port")(check_port)
+
+    @field_validator("host_address")
+    @classmethod
+    def _normalized_address(cls, value: str) -> str:
+        address = _ip_address(value)
+        if address is None:
+            raise ValueError(f"{value!r} is not an IP address")
+        return str(address)
+
+    def overlaps(self, other: PublishedPort) -> bool:
+        """Whether binding both would collide: the same port and protocol on the same
+        address, or on any address of the family when one is the wildcard (``::`` takes IPv4
+        too, as a Linux dual-stack socket does)."""
+        if (self.host_port, self.protocol) != (other.host_port, other.protocol):
+            return False
+        mine = ipaddress.ip_address(self.host_address)
+        theirs = ipaddress.ip_address(other.host_address)
+        if mine == theirs or any(a.version == 6 and a.is_unspecified for a in (mine, theirs)):
+            return True
+        return mine.version == theirs.version and (mine.is_unspecified or theirs.is_unspecified)
+
+    def __str__(self) -> str:
+        """``127.0.0.1:8080 -> 80/tcp``."""
+        address = self.host_address
+        host = f"[{address}]" if ":" in address else address
+        return f"{host}:{self.host_port} -> {self.guest_port}/{self.protocol}"
+
+
+def _policy(value: object) -> PresetName | NetworkPolicy:
+    if value is None:
+        return "public_only"
+    if isinstance(value, str):
+        if value not in _PRESET_SPELLINGS:
+            presets = ", ".join(_PRESET_SPELLINGS)
+            raise ValueError(f"unknown preset {value!r} (one of {presets}), or a NetworkPolicy")
+        return _PRESET_SPELLINGS[value]
+    if isinstance(value, NetworkPolicy):
+        return value
+    if isinstance(value, Mapping):
+        return NetworkPolicy.model_validate(value)
+    raise ValueError(f"expected a preset name or a NetworkPolicy, not {value!r}")
+
+
+def _published_ports(value: object) -> tuple[PublishedPort, ...]:
+    """``{host_port: guest_port}`` or published ports (or their stored dicts); a problem is
+    placed under the entry's host port, ``ports[8080]``."""
+    if isinstance(value, str) or not isinstance(value, Mapping | Iterable):
+        raise ValueError(f"expected {{host_port: guest_port}} or PublishedPorts, not {value!r}")
+    entries: Iterable[object] = (
+        ({"host_port": host, "guest_port": guest} for host, guest in value.items())
+        if isinstance(value, Mapping)
+        else value
+    )
+    ports: list[PublishedPort] = []
+    problems: list[InitErrorDetails] = []
+    for index, entry in enumerate(entries):
+        host_port = entry.get("host_port") if isinstance(entry, Mapping) else None
+        key = host_port if isinstance(host_port, int) else index
+        try:
+            port = PublishedPort.model_validate(entry)
+        except ValidationError as error:
+            problems += relocated(error, key)
+            continue
+        earlier = next((other for other in ports if port.overlaps(other)), None)
+        if earlier is not None:
+            problems.append(problem_at(port.host_port, f"{port} collides with {earlier}", entry))
+        ports.append(port)
+    raise_problems("ports", problems)
+    return tuple(ports)
+
+
+#: Fields of :class:`Network` stored inside ``dns``.
+_DENY_LISTS: Final = ("deny_domains", "deny_domain_suffixes")
+
+
+class Network(Checked):
+    """A sandbox's network. ``policy``: a preset (``"public_only"``, the default; ``"none"``;
+    ``"allow_all"``) or a :class:`NetworkPolicy`. ``ports``: ``{host_port: guest_port}`` (TCP
+    on 127.0.0.1) or :class:`PublishedPort` entries. ``deny_domains`` (exact names) and
+    ``deny_domain_suffixes`` (zones, apex included) are answered NXDOMAIN. Without a
+    ``policy``, deny lists narrow ``public_only``; they never widen the default to
+    everything (upstream 0.4.5 turned such a network into allow-all).
+
+    Presets: ``public_only`` reaches the public internet and DNS at the gateway, nothing
+    private, link-local, metadata, loopback, multicast or of the host (not even its own
+    public addresses); ``none`` reaches nothing, DNS included, and takes no published-port
+    connections; ``allow_all`` reaches everything, the host's loopback services included
+    (through ``host.msb.internal``).
+    """
+
+    error_location = "network"
+    positional = (
+        "policy",
+        "ports",
+        "deny_domains",
+        "deny_domain_suffixes",
+        "dns",
+        "max_connections",
+    )
+
+    policy: PresetName | NetworkPolicy = "public_only"
+    ports: tuple[PublishedPort, ...] = ()
+    deny_domains: DomainNames = ()
+    deny_domain_suffixes: DomainSuffixes = ()
+    dns: DnsConfig = Field(default_factory=DnsConfig)
+    max_connections: Annotated[StrictInt, Field(ge=1, le=MAX_CONNECTIONS_LIMIT)] | None = None
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            policy: str | NetworkPolicy | None = None,
+            ports: Mapping[int, int] | Iterable[PublishedPort] = (),
+            deny_domains: Iterable[str] = (),
+            deny_domain_suffixes: Iterable[str] = (),
+            dns: DnsConfig | None = None,
+            max_connections: int | None = None,
+        ) -> None: ...
+
+    @classmethod
+    def none(cls) -> Network:
+        return cls(policy="none")
+
+    @classmethod
+    def public_only(cls) -> Network:
+        return cls(policy="public_only")
+
+    @classmethod
+    def allow_all(cls) -> Network:
+        return cls(policy="allow_all")
+
+    @property
+    def policy_name(self) -> str:
+        """The preset's name, or ``custom`` for a :class:`NetworkPolicy`."""
+        return self.policy if isinstance(self.policy, str) else CUSTOM_POLICY
+
+    def with_ports(self, ports: Mapping[int, int]) -> Network:
+        """This network with ``ports`` (TCP on 127.0.0.1) published too; a host port that
+        is already published is refused."""
+        return Network(
+            self.policy,
+            [*self.ports, *Network(ports=ports).ports],
+            self.deny_domains,
+            self.deny_domain_suffixes,
+            self.dns,
+            self.max_connections,
+        )
+
+    _policy = field_validator("policy", mode="before")(_policy)
+    _ports = field_validator("ports", mode="before")(_published_ports)
+
+    @field_validator("dns", mode="before")
+    @classmethod
+    def _default_dns(cls, value: object) -> object:
+        return DnsConfig() if value is None else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deny_lists_from_dns(cls, values: Any) -> Any:
+        """The stored shape keeps the deny lists in ``dns``, beside the nameservers."""
+        if not isinstance(values, Mapping) or not isinstance(values.get("dns"), Mapping):
+            return values
+        dns = dict(values["dns"])
+        lifted = {key: dns.pop(key) for key in _DENY_LISTS if key in dns}
+        for key in lifted:
+            if values.get(key):
+                raise ValueError(f"{key} is given both in dns and beside it")
+        return {**values, "dns": dns, **lifted}
+
+    @model_serializer(mode="wrap")
+    def _deny_lists_in_dns(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        for key in _DENY_LISTS:
+            data["dns"][key] = data.pop(key)
+        return data
+
+
+def parse_published_port(text: str) -> PublishedPort:
+    """``HOST:GUEST[/tcp|udp]`` or ``ADDR:HOST:GUEST[/tcp|udp]`` (an IPv6 ADDR in brackets),
+    as ``msb -p`` and the dashboard's ports field take it."""
+    spec, slash, protocol = text.strip().partition("/")
+    address, ports = _split_address(spec)
+    parts = ports.split(":")
+    usage = f"port {text.strip()!r}: expected HOST:GUEST[/udp] or ADDR:HOST:GUEST[/tcp|udp]"
+    if len(parts) != 2 or not all(_DIGITS.fullmatch(part) for part in parts):
+        raise InvalidConfigError(usage)
+    if slash and protocol not in tuple(PortProtocol):
+        raise InvalidConfigError(usage)
+    try:
+        return PublishedPort(
+            int(parts[0]),
+            int(parts[1]),
+            protocol or PortProtocol.TCP,
+            address or DEFAULT_HOST_ADDRESS,
+        )
+    except InvalidConfigError as error:
+        raise InvalidConfigError(f"port {text.strip()!r}: {error}") from None
+
+
+def _split_address(spec: str) -> tuple[str | None, str]:
+    """``[::1]:8080:80`` → (``::1``, ``8080:80``); ``1.2.3.4:8080:80`` → (``1.2.3.4``, ...);
+    ``8080:80`` → (``None``, ``8080:80``)."""
+    if spec.startswith("["):
+        address, bracket, rest = spec[1:].partition("]")
+        return (address, rest[1:]) if bracket and rest.startswith(":") else (None, spec)
+    if spec.count(":") == 2:
+        address, _, rest = spec.partition(":")
+        return address, rest
+    return None, spec
+
+
+def parse_published_ports(text: str) -> tuple[PublishedPort, ...]:
+    """Ports separated by commas, spaces or lines: ``8080:80, 5353:53/udp``."""
+    return tuple(parse_published_port(item) for item in re.split(r"[,\s]+", text) if item)
