@@ -40,6 +40,8 @@ HTTP_HOST = "198.51.100.10"
 SECOND_HTTP_HOST = "203.0.113.10"
 """A second public test host in the other documentation range, HTTP on port 80."""
 DNS_HOST = "198.51.100.53"
+DEAD_DNS_HOST = "198.51.100.54"
+"""A host of ours that runs no server: a nameserver that never answers."""
 """The test DNS server, UDP and TCP port 53."""
 PRIVATE_HTTP_HOST = "10.77.0.10"
 """A "private network" host, HTTP on port 80: the default policy must deny it."""
@@ -224,7 +226,7 @@ class FakeInternet:
 
     @property
     def test_hosts(self) -> tuple[str, ...]:
-        return (HTTP_HOST, SECOND_HTTP_HOST, DNS_HOST, PRIVATE_HTTP_HOST)
+        return (HTTP_HOST, SECOND_HTTP_HOST, DNS_HOST, DEAD_DNS_HOST, PRIVATE_HTTP_HOST)
 
     @property
     def records(self) -> dict[str, list[str]]:

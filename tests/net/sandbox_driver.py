@@ -1,0 +1,155 @@
+"""One sandbox, driven from inside the fake internet's host namespace.
+
+``python -m net.sandbox_driver`` (run by :class:`net.sessions.GuestSession` through
+:meth:`FakeInternet.popen_in_host`) reads one JSON command per line on stdin and answers each
+with one JSON line on stdout. Because this process, the sandbox's supervisor and QEMU all run
+in the host namespace, everything the guest reaches is the fake internet, and the host-side
+helpers here (servers on the "host", clients of published ports) see the same network the
+supervisor does.
+
+Commands (``op``): ``create`` (``name``, ``image``: a pulled OCI reference or null,
+``network``: the SDK's stored network JSON or null,
+``ports``: ``{"8080": 80}`` or null), ``sh`` (``script``, ``timeout_s``), ``serve`` (a TCP
+server on the host: ``address``, ``mode`` ``hello`` or ``count``), ``tcp`` (a client:
+``address``, ``port``, ``send``, ``half_close``), ``udp`` (``address``, ``port``, ``send``),
+``metrics``, ``stop``. A failure answers ``{"error": CLASS, "message": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import threading
+from typing import Any
+
+from microsandbox_tui import Image, Network, PullPolicy, Sandbox
+
+CLIENT_TIMEOUT_S = 20.0
+
+
+class Driver:
+    def __init__(self) -> None:
+        self.sandbox: Sandbox | None = None
+        self.servers: list[socket.socket] = []
+
+    async def create(
+        self,
+        name: str,
+        image: str | None,
+        network: dict[str, Any] | None,
+        ports: dict[str, int] | None,
+    ) -> dict[str, Any]:
+        options: dict[str, Any] = {"replace": True}
+        if image is not None:
+            # Pulled beforehand by the test, outside this namespace: never pulled here.
+            options["image"] = Image.oci(image, insecure=True, pull_policy=PullPolicy.NEVER)
+        if network is not None:
+            options["network"] = Network.model_validate(network)
+        if ports is not None:
+            options["ports"] = {int(host): guest for host, guest in ports.items()}
+        self.sandbox = await Sandbox.create(name, **options)
+        info = await self.sandbox.info()
+        return {"network": None if info.network is None else info.network.guest_address}
+
+    async def sh(self, script: str, timeout_s: float) -> dict[str, Any]:
+        assert self.sandbox is not None, "create first"
+        output = await self.sandbox.exec(
+            "sh", {"args": ["-c", script], "timeout": int(timeout_s * 1000)}
+        )
+        return {
+            "exit_code": output.exit_code,
+            "stdout": output.stdout_text,
+            "stderr": output.stderr_text,
+        }
+
+    def serve(self, address: str, mode: str) -> dict[str, Any]:
+        """A host service: ``hello`` greets and closes; ``count`` reads to EOF, then answers
+        with the number of bytes (which only arrives if the client's half-close did)."""
+        listener = socket.create_server((address, 0))
+        self.servers.append(listener)
+        threading.Thread(target=_serve, args=(listener, mode), daemon=True).start()
+        return {"port": listener.getsockname()[1]}
+
+    def tcp(self, address: str, port: int, send: str, half_close: bool) -> dict[str, Any]:
+        with socket.create_connection((address, port), timeout=CLIENT_TIMEOUT_S) as client:
+            client.sendall(send.encode())
+            if half_close:
+                client.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := client.recv(65536):
+                reply += chunk
+        return {"reply": reply.decode(errors="replace")}
+
+    def udp(self, address: str, port: int, send: str) -> dict[str, Any]:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(CLIENT_TIMEOUT_S)
+            client.sendto(send.encode(), (address, port))
+            reply, _ = client.recvfrom(65535)
+        return {"reply": reply.decode(errors="replace")}
+
+    async def metrics(self) -> dict[str, Any]:
+        assert self.sandbox is not None, "create first"
+        sample = await self.sandbox.metrics()
+        return {"net_rx_bytes": sample.net_rx_bytes, "net_tx_bytes": sample.net_tx_bytes}
+
+    async def stop(self) -> dict[str, Any]:
+        if self.sandbox is not None:
+            await self.sandbox.stop_and_wait()
+            await Sandbox.remove(self.sandbox.name)
+            self.sandbox = None
+        return {}
+
+
+def _serve(listener: socket.socket, mode: str) -> None:
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            return
+        with connection:
+            connection.settimeout(CLIENT_TIMEOUT_S)
+            if mode == "hello":
+                connection.sendall(b"hello from the host\n")
+                continue
+            received = 0
+            while chunk := connection.recv(65536):
+                received += len(chunk)
+            connection.sendall(f"{received}\n".encode())
+
+
+async def handle(driver: Driver, command: dict[str, Any]) -> dict[str, Any]:
+    op = command.pop("op")
+    if op == "create":
+        return await driver.create(**command)
+    if op == "sh":
+        return await driver.sh(**command)
+    if op == "metrics":
+        return await driver.metrics()
+    if op == "stop":
+        return await driver.stop()
+    if op == "serve":
+        return driver.serve(**command)
+    if op == "tcp":
+        return await asyncio.to_thread(driver.tcp, **command)
+    if op == "udp":
+        return await asyncio.to_thread(driver.udp, **command)
+    raise ValueError(f"unknown op {op!r}")
+
+
+async def main() -> None:
+    driver = Driver()
+    try:
+        for line in sys.stdin:
+            try:
+                reply = await handle(driver, json.loads(line))
+            except Exception as error:  # every failure goes back to the test, typed
+                reply = {"error": type(error).__name__, "message": str(error)}
+            print(json.dumps(reply), flush=True)
+    finally:
+        await driver.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
