@@ -119,8 +119,8 @@ MAX_QUERY_TIMEOUT_MS = 3_600_000
 #: The supervisor's limit is a machine word; this bound fits every integer type it may use.
 MAX_CONNECTIONS_LIMIT = 2**32 - 1
 
-StrictInt = Annotated[int, Strict()]
-StrictBool = Annotated[bool, Strict()]
+_StrictInt = Annotated[int, Strict()]
+_StrictBool = Annotated[bool, Strict()]
 
 # -- checks shared by the models ---------------------------------------------------------------
 
@@ -323,7 +323,7 @@ class Rule(Checked):
     direction: Direction = Direction.EGRESS
     destination: str | None = None
     protocol: Protocol | None = None
-    port: StrictInt | str | None = None
+    port: _StrictInt | str | None = None
 
     if TYPE_CHECKING:
 
@@ -398,14 +398,15 @@ class NetworkPolicy(Checked):
 class DnsConfig(Checked):
     """How the gateway resolves the guest's names. ``nameservers`` (an IP, ``ip:port`` or
     ``[v6]:port``) are tried in order; none means the host's resolvers. ``query_timeout_ms``
-    is per nameserver tried (``None``: 5000). ``rebind_protection`` drops answers that point a
-    public name at a private, loopback or link-local address, unless a rule allows it."""
+    is per nameserver tried (``None``: 5000). ``rebind_protection`` drops the address records
+    that point a name at an internal address (loopback, private, link-local, multicast,
+    unspecified), unless the policy allows that address for that name."""
 
     positional = ("rebind_protection", "nameservers", "query_timeout_ms")
 
-    rebind_protection: StrictBool = True
+    rebind_protection: _StrictBool = True
     nameservers: Nameservers = ()
-    query_timeout_ms: Annotated[StrictInt, Field(ge=1, le=MAX_QUERY_TIMEOUT_MS)] | None = None
+    query_timeout_ms: Annotated[_StrictInt, Field(ge=1, le=MAX_QUERY_TIMEOUT_MS)] | None = None
 
     if TYPE_CHECKING:
 
@@ -423,8 +424,8 @@ class PublishedPort(Checked):
 
     positional = ("host_port", "guest_port", "protocol", "host_address")
 
-    host_port: StrictInt
-    guest_port: StrictInt
+    host_port: _StrictInt
+    guest_port: _StrictInt
     protocol: PortProtocol = PortProtocol.TCP
     host_address: str = DEFAULT_HOST_ADDRESS
 
@@ -544,7 +545,7 @@ class Network(Checked):
     deny_domains: DomainNames = ()
     deny_domain_suffixes: DomainSuffixes = ()
     dns: DnsConfig = Field(default_factory=DnsConfig)
-    max_connections: Annotated[StrictInt, Field(ge=1, le=MAX_CONNECTIONS_LIMIT)] | None = None
+    max_connections: Annotated[_StrictInt, Field(ge=1, le=MAX_CONNECTIONS_LIMIT)] | None = None
 
     if TYPE_CHECKING:
 

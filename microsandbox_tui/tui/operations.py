@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from microsandbox_tui import (
     ExecError,
     FsEntry,
+    Network,
     Sandbox,
     SandboxStatus,
     doctor,
@@ -34,6 +35,8 @@ class CreateRequest:
     env: Mapping[str, str] = field(default_factory=dict)
     #: A detached sandbox outlives the dashboard; an attached one stops when it quits.
     detached: bool = True
+    #: Its preset and published ports.
+    network: Network = field(default_factory=Network)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,7 @@ async def create_sandbox(request: CreateRequest) -> None:
         memory=request.memory_mib,
         env=dict(request.env) or None,
         detached=request.detached,
+        network=request.network,
     )
     # Closing the handle leaves the VM alone; an attached one stops with this process.
     await sandbox.close()

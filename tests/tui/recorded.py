@@ -14,6 +14,9 @@ from microsandbox_tui import (
     FsEntryKind,
     ImageInfo,
     MiB,
+    Network,
+    NetworkInfo,
+    PublishedPort,
     SandboxConfig,
     SandboxInfo,
     SandboxMetrics,
@@ -37,12 +40,17 @@ def recorded_info(
     env: dict[str, str] | None = None,
     started_ago: timedelta | None = timedelta(minutes=3, seconds=5),
     exit_reason: str | None = None,
+    network: Network | None = None,
+    addresses: NetworkInfo | None = None,
 ) -> SandboxInfo:
     running = status.is_live
+    config = SandboxConfig(
+        name=name, cpus=cpus, memory_mib=memory_mib, env=env or {}, network=network or Network()
+    )
     return SandboxInfo(
         name=name,
         status=status,
-        config=SandboxConfig(name=name, cpus=cpus, memory_mib=memory_mib, env=env or {}),
+        config=config,
         detached=True,
         created_at=NOW - timedelta(hours=2),
         started_at=NOW - started_ago if started_ago is not None else None,
@@ -50,6 +58,7 @@ def recorded_info(
         accelerator="kvm",
         boot_ms=812,
         exit_reason=exit_reason,
+        network=addresses,
     )
 
 
@@ -69,7 +78,14 @@ def recorded_sample(second: int, cpu: float, memory_mib: int, limit_mib: int) ->
 
 
 RECORDED_SANDBOXES = (
-    recorded_info("web", cpus=2, memory_mib=1024, env={"PORT": "8080", "MODE": "prod"}),
+    recorded_info(
+        "web",
+        cpus=2,
+        memory_mib=1024,
+        env={"PORT": "8080", "MODE": "prod"},
+        network=Network(ports=[PublishedPort(8080, 8080), PublishedPort(5353, 53, "udp")]),
+        addresses=NetworkInfo("172.16.0.6", "172.16.0.5", 30, "host.msb.internal"),
+    ),
     recorded_info("worker", started_ago=timedelta(hours=1, minutes=2)),
     recorded_info("batch", SandboxStatus.STOPPED, started_ago=None),
     recorded_info("flaky", SandboxStatus.CRASHED, started_ago=None, exit_reason="vmm exited 137"),

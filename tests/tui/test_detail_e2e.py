@@ -1,13 +1,15 @@
-"""The detail screen on a real microVM: made through the form, its CPU chart follows a busy
-loop in the guest, its processes show the loop, and the sandbox is deleted with confirm."""
+"""The detail screen on a real microVM: made through the form (its network preset and ports
+too), its CPU chart follows a busy loop in the guest, its processes show the loop, and the
+sandbox is deleted with confirm."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, TextArea
+from textual.widgets import Input, Select, TextArea
 
 from microsandbox_tui import Sandbox, SandboxNotFoundError, SandboxStatus
 from microsandbox_tui.tui.app import MsbApp
@@ -32,6 +34,11 @@ async def test_metrics_follow_a_busy_guest_then_delete(
         dialog.query_one("#name", Input).value = name
         dialog.query_one("#memory", Input).value = "256"
         dialog.query_one("#env", TextArea).text = "GREETING=hello, SHADE=blue"
+        dialog.query_one("#network", Select).value = "none"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            host_port = probe.getsockname()[1]
+        dialog.query_one("#ports", Input).value = f"{host_port}:80"
         await pilot.click("#create")
         assert isinstance(app.screen, SandboxesScreen)
 
@@ -49,6 +56,8 @@ async def test_metrics_follow_a_busy_guest_then_delete(
         overview = dict(detail.overview)
         assert overview["env"] == "GREETING=hello\nSHADE=blue"
         assert overview["detached"] == "yes"
+        assert overview["network"] == "none"
+        assert overview["ports"] == f"127.0.0.1:{host_port} -> 80/tcp"
 
         await pilot.press("right_square_bracket")
         assert detail.active_tab == "metrics"

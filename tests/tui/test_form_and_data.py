@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from recorded import NOW, recorded_app, recorded_sample, wait_for_listing
-from textual.widgets import Input, Switch, TextArea
+from textual.widgets import Input, Select, Switch, TextArea
 
-from microsandbox_tui import InvalidConfigError, MiB
+from microsandbox_tui import InvalidConfigError, MiB, Network, PublishedPort
 from microsandbox_tui.formatting import format_memory_usage, format_rate, sparkline
 from microsandbox_tui.tui.data import MetricsHistory
 from microsandbox_tui.tui.dialogs import CreateSandboxDialog, FormError, build_request, parse_env
@@ -42,13 +42,28 @@ def test_env_takes_lines_or_commas_and_values_may_hold_commas() -> None:
 
 def test_build_request_reports_every_bad_field() -> None:
     with pytest.raises(FormError) as problem:
-        build_request("a/b", "msb-base", "two", "1", "oops")
+        build_request("a/b", "msb-base", "two", "1", "oops", ports="8080")
     fields = problem.value.fields
-    assert set(fields) == {"name", "cpus", "memory", "env"}
+    assert set(fields) == {"name", "cpus", "memory", "ports", "env"}
     assert fields["name"].startswith("name:")
     assert fields["cpus"] == "cpus: must be a whole number"
     assert fields["memory"].startswith("memory_mib:")
+    assert fields["ports"].startswith("port '8080': expected HOST:GUEST")
     assert fields["env"].startswith("env:")
+
+
+def test_build_request_takes_the_preset_and_the_ports_of_the_shared_parser() -> None:
+    request = build_request("ok", "", "", "", preset="none", ports="8080:80, 5353:53/udp")
+    assert request.network == Network(
+        "none", [PublishedPort(8080, 80), PublishedPort(5353, 53, "udp")]
+    )
+    assert build_request("ok", "", "", "").network == Network.public_only()
+    with pytest.raises(FormError) as problem:
+        build_request("ok", "", "", "", ports="8080:80 0.0.0.0:8080:81")
+    assert problem.value.fields == {
+        "ports": "network.ports[8080]: 0.0.0.0:8080 -> 81/tcp collides with "
+        "127.0.0.1:8080 -> 80/tcp"
+    }
 
 
 def test_build_request_carries_env_and_detached() -> None:
@@ -87,6 +102,16 @@ async def test_form_shows_errors_next_to_their_fields_and_submits_env_and_detach
         dialog.query_one("#image", Input).value = "python-3.12"
         dialog.query_one("#env", TextArea).text = "GOOD=1\nALSO=2"
         dialog.query_one("#detached", Switch).value = False
+        dialog.query_one("#ports", Input).value = "8080:80/sctp"
+        await pilot.click("#create")
+        assert dialog.is_current
+        assert dialog.field_error("ports").startswith("port '8080:80/sctp': expected")
+        assert dialog.query_one("#ports-error").has_class("visible")
+
+        dialog.query_one("#ports", Input).value = "8080:80, 5353:53/udp"
+        assert dialog.query_one("#network", Select).value == "public_only"
+        dialog.query_one("#network", Select).focus()
+        await pilot.press("enter", "down", "enter")  # opens the list, picks the next: none
         await pilot.click("#create")
         await pilot.pause()
         assert not dialog.is_current
@@ -98,6 +123,7 @@ async def test_form_shows_errors_next_to_their_fields_and_submits_env_and_detach
             memory_mib=None,
             env={"GOOD": "1", "ALSO": "2"},
             detached=False,
+            network=Network("none", [PublishedPort(8080, 80), PublishedPort(5353, 53, "udp")]),
         )
     ]
 

@@ -201,6 +201,10 @@ async def test_detail_tabs_metrics_and_processes(wait_until: Waiter) -> None:
         assert overview["status"] == "running"
         assert overview["env"] == "MODE=prod\nPORT=8080"
         assert overview["memory"] == "1024 MiB (in use 330/980 MiB)"
+        assert overview["network"] == "public_only"
+        assert overview["address"] == "172.16.0.6/30"
+        assert overview["gateway"] == "172.16.0.5 (host.msb.internal)"
+        assert overview["ports"] == "127.0.0.1:8080 -> 8080/tcp, 127.0.0.1:5353 -> 53/udp"
 
         await pilot.press("right_square_bracket")
         assert detail.active_tab == "metrics"

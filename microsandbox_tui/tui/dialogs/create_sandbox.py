@@ -11,15 +11,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.suggester import SuggestFromList
-from textual.widgets import Button, Input, Label, Static, Switch, TextArea
+from textual.widgets import Button, Input, Label, Select, Static, Switch, TextArea
 
-from microsandbox_tui import DEFAULT_IMAGE, InvalidConfigError
+from microsandbox_tui import DEFAULT_IMAGE, InvalidConfigError, Network
 from microsandbox_tui.config import (
     DEFAULT_CPUS,
     DEFAULT_MEMORY_MIB,
     image_from_user,
     sandbox_config,
 )
+from microsandbox_tui.network import PRESET_SHORT_NAMES, PresetName, parse_published_ports
 
 from ..operations import CreateRequest
 from .form import FormDialog
@@ -28,10 +29,12 @@ if TYPE_CHECKING:
     from ..app import MsbApp
 
 #: Form fields, in order; each has an error line under it.
-FIELDS = ("name", "image", "cpus", "memory", "env")
+FIELDS = ("name", "image", "cpus", "memory", "ports", "env")
 #: The first part of an error location (as the SDK names it) → the form field.
 _FIELD_OF = {"name": "name", "image": "image", "path": "image", "cpus": "cpus"}
-_FIELD_OF |= {"memory_mib": "memory", "env": "env"}
+_FIELD_OF |= {"memory_mib": "memory", "env": "env", "network": "ports"}
+#: What each preset of the network selector means, by its short name.
+_PRESET_MEANINGS = {"public": "internet", "none": "no network", "all": "everything"}
 #: A comma starts a new variable only when ``NAME=`` follows it, so values may hold commas.
 _ENV_SPLIT = re.compile(r",(?=\s*[^\s=,]+=)")
 
@@ -86,6 +89,8 @@ def build_request(
     memory: str,
     env: str = "",
     detached: bool = True,
+    preset: PresetName = "public_only",
+    ports: str = "",
 ) -> CreateRequest:
     """Turns the form's text into a request, raising :class:`FormError` (an
     :class:`InvalidConfigError`) as ``Sandbox.create`` would, before anything is booted."""
@@ -96,6 +101,7 @@ def build_request(
         ("image", lambda: image_from_user(image.strip() or DEFAULT_IMAGE)),
         ("cpus", lambda: _optional_int("cpus", cpus)),
         ("memory", lambda: _optional_int("memory_mib", memory)),
+        ("ports", lambda: Network(preset, parse_published_ports(ports))),
         ("env", lambda: parse_env(env)),
     )
     for field, step in steps:
@@ -103,7 +109,8 @@ def build_request(
             parsed[field] = step()
         except InvalidConfigError as error:
             errors |= _field_errors(error, field)
-    for field, key in (("image", "image"), ("cpus", "cpus"), ("memory", "memory_mib")):
+    fields = (("image", "image"), ("cpus", "cpus"), ("memory", "memory_mib"), ("ports", "network"))
+    for field, key in fields:
         if parsed.get(field) is not None:
             values[key] = parsed[field]
     if parsed.get("env"):
@@ -121,6 +128,7 @@ def build_request(
         memory_mib=cast("int | None", parsed["memory"]),
         env=cast("dict[str, str]", parsed["env"]),
         detached=detached,
+        network=cast("Network", parsed["ports"]),
     )
 
 
@@ -153,6 +161,26 @@ class CreateSandboxDialog(FormDialog[CreateRequest]):
                     yield Label("Memory (MiB)", classes="field-label")
                     yield Input(placeholder=str(DEFAULT_MEMORY_MIB), id="memory", type="integer")
                     yield Static("", id="memory-error", classes="field-error", markup=False)
+            with Horizontal(id="network-row"):
+                with Vertical():
+                    yield Label("Network", classes="field-label")
+                    yield Select(
+                        [
+                            (f"{short} ({_PRESET_MEANINGS[short]})", preset)
+                            for short, preset in PRESET_SHORT_NAMES.items()
+                        ],
+                        value="public_only",
+                        allow_blank=False,
+                        id="network",
+                    )
+                with Vertical():
+                    yield Label(
+                        "Ports (HOST:GUEST[/udp])",
+                        classes="field-label",
+                        markup=False,
+                    )
+                    yield Input(placeholder="8080:80, 5353:53/udp", id="ports")
+                    yield Static("", id="ports-error", classes="field-error", markup=False)
             yield Label(
                 "Environment (KEY=VALUE, one a line or comma-separated)", classes="field-label"
             )
@@ -205,6 +233,8 @@ class CreateSandboxDialog(FormDialog[CreateRequest]):
                 self._value("memory"),
                 self.query_one("#env", TextArea).text,
                 self.query_one("#detached", Switch).value,
+                cast("PresetName", self.query_one("#network", Select).value),
+                self._value("ports"),
             )
         except FormError as problem:
             self._show_errors(problem.fields)

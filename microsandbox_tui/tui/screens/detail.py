@@ -22,6 +22,7 @@ from microsandbox_tui.formatting import (
     format_size,
     format_timestamp,
     format_uptime,
+    network_rows,
 )
 
 from ..data import SandboxesSnapshot
@@ -77,6 +78,7 @@ def overview_rows(
         ("memory", memory),
         ("env", env),
         ("workdir", config.workdir or "-"),
+        *network_rows(config.network, info.network),
         ("detached", "yes" if info.detached else "no (stops with the process that made it)"),
         ("accelerator", info.accelerator or "-"),
         ("boot", "-" if info.boot_ms is None else f"{info.boot_ms} ms"),
