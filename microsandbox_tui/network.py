@@ -116,8 +116,9 @@ DEFAULT_QUERY_TIMEOUT_MS = 5000
 #: The supervisor adds the timeout to a monotonic clock reading, which a value near 2**64
 #: ms would overflow; no DNS answer is worth waiting an hour for.
 MAX_QUERY_TIMEOUT_MS = 3_600_000
-#: The supervisor's limit is a machine word; this bound fits every integer type it may use.
-MAX_CONNECTIONS_LIMIT = 2**32 - 1
+#: The most connections the supervisor gives one sandbox (each holds up to two 256 KiB
+#: buffers); the same bound as its own ``MAX_CONNECTIONS_LIMIT``.
+MAX_CONNECTIONS_LIMIT = 16384
 
 _StrictInt = Annotated[int, Strict()]
 _StrictBool = Annotated[bool, Strict()]

@@ -18,6 +18,7 @@ use crate::spec::SandboxSpec;
 /// policy that allows the `host` group, `host.msb.internal:PORT` reaches a service the host
 /// runs on its loopback.
 pub const HOST_ALIAS: &str = "host.msb.internal";
+const ETHERNET_MTU: usize = 1500;
 
 /// A started network, until the VM is gone.
 pub struct Network {
@@ -42,7 +43,26 @@ impl Network {
 
 /// The link of the sandbox holding network slot `slot`.
 pub fn link(slot: u32) -> Result<NetConfig> {
-    NetConfig::for_slot(slot).map_err(|error| SupervisorError::InvalidConfig(error.to_string()))
+    let mut link = NetConfig::for_slot(slot)
+        .map_err(|error| SupervisorError::InvalidConfig(error.to_string()))?;
+    if let Some(mtu) = mtu_override()? {
+        link.mtu = mtu;
+        link.validate()
+            .map_err(|error| SupervisorError::InvalidConfig(format!("{MTU_ENV}: {error}")))?;
+    }
+    Ok(link)
+}
+
+/// Overrides the guest's MTU, for benchmarks that compare link sizes.
+const MTU_ENV: &str = "MSB_NET_MTU";
+
+fn mtu_override() -> Result<Option<usize>> {
+    match std::env::var(MTU_ENV) {
+        Err(_) => Ok(None),
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+            SupervisorError::InvalidConfig(format!("{MTU_ENV}={text:?} is not a number"))
+        }),
+    }
 }
 
 /// Binds the published ports and starts the gateway of `spec` on slot `slot`'s link.
@@ -59,10 +79,11 @@ pub fn start(spec: &SandboxSpec, slot: u32) -> Result<Network> {
     };
     let gateway = Gateway::start(config, ours).map_err(gateway_error)?;
     let qemu_end = OwnedFd::from(qemus);
+    // QEMU offers the MTU to the guest driver only when it differs from Ethernet's.
     let device = NetDevice {
         fd: qemu_end.as_raw_fd(),
         mac: link.guest_mac().0,
-        mtu: None,
+        mtu: (link.mtu != ETHERNET_MTU).then_some(link.mtu as u16),
     };
     let guest = GuestNetwork {
         mac: link.guest_mac().0,

@@ -27,6 +27,10 @@ use super::filter::{DenyList, DenyListError};
 /// How long one nameserver is given to answer when the SDK does not say.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_millis(5000);
 
+/// The longest `query_timeout_ms` accepted: no answer is worth an hour, and the bound keeps
+/// deadlines far from the clock's limits.
+pub const MAX_QUERY_TIMEOUT_MS: u64 = 3_600_000;
+
 /// The standard DNS port, used for a nameserver given without one.
 const DNS_PORT: u16 = 53;
 
@@ -73,6 +77,9 @@ pub enum DnsConfigError {
     /// `query_timeout_ms` is 0.
     #[error("query_timeout_ms must be at least 1")]
     ZeroQueryTimeout,
+    /// `query_timeout_ms` is above [`MAX_QUERY_TIMEOUT_MS`].
+    #[error("query_timeout_ms {0} is above {MAX_QUERY_TIMEOUT_MS}")]
+    QueryTimeoutTooLong(u64),
     /// An entry of `deny_domains` or `deny_domain_suffixes` is not a domain name.
     #[error(transparent)]
     DenyList(#[from] DenyListError),
@@ -114,6 +121,9 @@ impl DnsConfig {
         let query_timeout = match self.query_timeout_ms {
             None => DEFAULT_QUERY_TIMEOUT,
             Some(0) => return Err(DnsConfigError::ZeroQueryTimeout),
+            Some(ms) if ms > MAX_QUERY_TIMEOUT_MS => {
+                return Err(DnsConfigError::QueryTimeoutTooLong(ms))
+            }
             Some(ms) => Duration::from_millis(ms),
         };
         Ok(ValidDnsConfig {
@@ -207,6 +217,10 @@ mod tests {
         assert_eq!(
             with(|c| c.query_timeout_ms = Some(0)),
             DnsConfigError::ZeroQueryTimeout
+        );
+        assert_eq!(
+            with(|c| c.query_timeout_ms = Some(u64::MAX)),
+            DnsConfigError::QueryTimeoutTooLong(u64::MAX)
         );
         assert!(matches!(
             with(|c| c.deny_domains = vec!["".into()]),
