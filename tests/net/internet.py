@@ -211,6 +211,9 @@ class FakeInternet:
 
     zone: dict[str, list[str]] = field(default_factory=dict)
     truncate: set[str] = field(default_factory=set)
+    #: Give the host namespace a resolv.conf naming the test DNS server (``ip netns exec``
+    #: mounts ``/etc/netns/NAME/resolv.conf``), for networks that read the host's resolvers.
+    pin_resolver: bool = False
     run_id: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(3)}")
     workdir: Path | None = None
     servers: dict[str, Server] = field(default_factory=dict)
@@ -262,7 +265,14 @@ class FakeInternet:
         ip(*f"route add default via {INET_LINK_ADDRESS} dev {HOST_VETH}".split(), namespace=host)
         for address in self.test_hosts:
             ip("addr", "add", f"{address}/32", "dev", "lo", namespace=self.inet_ns)
+        if self.pin_resolver:
+            self._netns_etc.mkdir(parents=True, exist_ok=True)
+            (self._netns_etc / "resolv.conf").write_text(f"nameserver {DNS_HOST}\n")
         self._verify_isolation()
+
+    @property
+    def _netns_etc(self) -> Path:
+        return Path("/etc/netns") / self.host_ns
 
     def _verify_isolation(self) -> None:
         """The host namespace has exactly ``lo`` and our veth, and the test hosts route in."""
@@ -430,6 +440,7 @@ class FakeInternet:
         created, self._created = self._created, []
         for namespace in reversed(created):
             _kill_namespace(namespace)
+        shutil.rmtree(self._netns_etc, ignore_errors=True)
         workdir, self.workdir = self.workdir, None
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -12,6 +12,7 @@ Commands (``op``): ``create`` (``name``, ``image``: a pulled OCI reference or nu
 ``ports``: ``{"8080": 80}`` or null), ``sh`` (``script``, ``timeout_s``), ``serve`` (a TCP
 server on the host: ``address``, ``mode`` ``hello`` or ``count``), ``tcp`` (a client:
 ``address``, ``port``, ``send``, ``half_close``), ``udp`` (``address``, ``port``, ``send``),
+``push`` (``address``, ``port``, ``size``: that many bytes, then a half-close),
 ``metrics``, ``stop``. A failure answers ``{"error": CLASS, "message": ...}``.
 """
 
@@ -82,6 +83,19 @@ class Driver:
                 reply += chunk
         return {"reply": reply.decode(errors="replace")}
 
+    def push(self, address: str, port: int, size: int) -> dict[str, Any]:
+        """Sends ``size`` bytes, half-closes, and waits for the peer to close: the bytes have
+        all been taken when this returns."""
+        chunk = bytes(64 * 1024)
+        sent = 0
+        with socket.create_connection((address, port), timeout=CLIENT_TIMEOUT_S) as client:
+            while sent < size:
+                sent += client.send(chunk[: min(len(chunk), size - sent)])
+            client.shutdown(socket.SHUT_WR)
+            while client.recv(65536):
+                pass
+        return {"sent": sent}
+
     def udp(self, address: str, port: int, send: str) -> dict[str, Any]:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
             client.settimeout(CLIENT_TIMEOUT_S)
@@ -135,6 +149,8 @@ async def handle(driver: Driver, command: dict[str, Any]) -> dict[str, Any]:
         return await asyncio.to_thread(driver.tcp, **command)
     if op == "udp":
         return await asyncio.to_thread(driver.udp, **command)
+    if op == "push":
+        return await asyncio.to_thread(driver.push, **command)
     raise ValueError(f"unknown op {op!r}")
 
 

@@ -29,10 +29,12 @@ class GuestSession:
         image: str | None = None,
         network: dict[str, Any] | None = None,
         ports: dict[int, int] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self._process = internet.popen_in_host(
             [sys.executable, "-m", "net.sandbox_driver"],
             reaches=internet.test_hosts,
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -42,7 +44,7 @@ class GuestSession:
         self._selector.register(self._process.stdout, selectors.EVENT_READ)
         self._buffer = b""
         try:
-            self.created = self.call(
+            self.created = self.ok(
                 "create",
                 CREATE_TIMEOUT_S,
                 name=name,

@@ -117,27 +117,69 @@ impl RootDisk {
     }
 }
 
-/// The guest's network interface: a virtio-net device on QEMU's `-netdev stream` over a
-/// socket descriptor QEMU inherits (one end of a socketpair whose other end the supervisor's
-/// network loop holds; QEMU 7.2 cannot reconnect, so it is never a path it dials).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The guest's network interface: a virtio-net device and the backend QEMU feeds it from.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetDevice {
-    /// The descriptor, open and without close-on-exec in QEMU.
-    pub fd: i32,
+    pub backend: NetBackend,
     pub mac: [u8; 6],
     /// The MTU offered to the guest driver (`host_mtu`); `None` leaves it at 1500.
     pub mtu: Option<u16>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetBackend {
+    /// `-netdev stream` over a socket descriptor QEMU inherits: one end of a socketpair whose
+    /// other end a user-space network holds (ours, or passt as a benchmark baseline). QEMU 7.2
+    /// cannot reconnect, so it is never a path it dials.
+    Socket { fd: i32 },
+    /// QEMU's own slirp (`-netdev user`), only as a benchmark baseline: guest `10.0.2.15/24`,
+    /// DNS at `10.0.2.2` (the guest's gateway and resolver, as with our network; slirp routes
+    /// any address it answers ARP for), slirp's host alias at `10.0.2.3` (QEMU refuses the
+    /// DNS and host addresses being one), and `host_forwards` as `hostfwd` rules.
+    Slirp { host_forwards: Vec<SlirpForward> },
+}
+
+/// One `hostfwd` rule of a slirp baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlirpForward {
+    pub udp: bool,
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
 impl NetDevice {
+    /// The descriptor QEMU must inherit, if the backend has one.
+    pub fn inherited_fd(&self) -> Option<i32> {
+        match self.backend {
+            NetBackend::Socket { fd } => Some(fd),
+            NetBackend::Slirp { .. } => None,
+        }
+    }
+
     fn arguments(&self) -> [String; 2] {
         let mac = self.mac.map(|byte| format!("{byte:02x}")).join(":");
         let mtu = self
             .mtu
             .map(|mtu| format!(",host_mtu={mtu}"))
             .unwrap_or_default();
+        let netdev = match &self.backend {
+            NetBackend::Socket { fd } => format!("stream,id=n0,addr.type=fd,addr.str={fd}"),
+            NetBackend::Slirp { host_forwards } => {
+                let forwards: String = host_forwards
+                    .iter()
+                    .map(|rule| {
+                        let protocol = if rule.udp { "udp" } else { "tcp" };
+                        format!(
+                            ",hostfwd={protocol}:127.0.0.1:{}-:{}",
+                            rule.host_port, rule.guest_port
+                        )
+                    })
+                    .collect();
+                format!("user,id=n0,net=10.0.2.0/24,host=10.0.2.3,dns=10.0.2.2{forwards}")
+            }
+        };
         [
-            format!("stream,id=n0,addr.type=fd,addr.str={}", self.fd),
+            netdev,
             format!("virtio-net-device,netdev=n0,mac={mac}{mtu}"),
         ]
     }
@@ -805,7 +847,7 @@ mod tests {
     fn extra_disks_and_network() {
         let mut cfg = config(overlay(), Accelerator::Tcg);
         cfg.net = Some(NetDevice {
-            fd: 7,
+            backend: NetBackend::Socket { fd: 7 },
             mac: [2, 0x6d, 0x73, 0x67, 0, 2],
             mtu: None,
         });
@@ -842,6 +884,28 @@ mod tests {
         assert!(devices.contains(&"virtio-net-device,netdev=n0,mac=02:6d:73:67:00:02"));
     }
 
+    #[test]
+    fn slirp_baseline_forwards_its_ports() {
+        let mut cfg = config(overlay(), Accelerator::Tcg);
+        let forward = |udp, host_port, guest_port| SlirpForward {
+            udp,
+            host_port,
+            guest_port,
+        };
+        cfg.net = Some(NetDevice {
+            backend: NetBackend::Slirp {
+                host_forwards: vec![forward(false, 8080, 80), forward(true, 53, 5353)],
+            },
+            mac: [2, 0, 0, 0, 0, 2],
+            mtu: None,
+        });
+        assert_eq!(
+            values(&arguments(&cfg), "-netdev"),
+            ["user,id=n0,net=10.0.2.0/24,host=10.0.2.3,dns=10.0.2.2\
+              ,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:127.0.0.1:53-:5353"]
+        );
+    }
+
     fn share(socket: &str, tag: &str) -> Share {
         Share {
             vhost_socket: socket.into(),
@@ -857,7 +921,7 @@ mod tests {
         ] {
             let mut cfg = config(root.clone(), Accelerator::Tcg);
             cfg.net = Some(NetDevice {
-                fd: 7,
+                backend: NetBackend::Socket { fd: 7 },
                 mac: [2, 0, 0, 0, 0, 2],
                 mtu: Some(65520),
             });

@@ -113,7 +113,7 @@ pub fn run(options: &Options) -> Result<()> {
     });
     ready.send(&Outcome::Ready);
     let exit = qemu.wait();
-    network.gateway.stop();
+    network.stop();
     let recorded = record_exit(&mut db, name, &lifecycle, &exit);
     lifecycle.mark_exited();
     lifecycle.wait_replies();

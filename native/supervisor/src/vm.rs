@@ -106,11 +106,13 @@ pub fn start(
     );
     config.extra_disks = volumes.disks;
     config.shares = volumes.shares;
-    config.net = Some(network.device);
+    config.net = Some(network.device.clone());
     let launched = Instant::now();
     let mut command = qemu::command(&artifacts.qemu, &config);
     log::debug!("starting {command:?}");
-    process::inherit_fd(&mut command, network.device.fd);
+    if let Some(fd) = network.device.inherited_fd() {
+        process::inherit_fd(&mut command, fd);
+    }
     let spawned = process::kill_with_parent(command.stdin(Stdio::null())).spawn();
     network.qemu_spawned();
     let mut qemu = spawned.map_err(SupervisorError::io(format!(
