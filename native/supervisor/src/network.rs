@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use msb_engine::qemu::NetDevice;
 use msb_net::gateway::{Counters, Gateway, GatewayConfig, GatewayError, HostFacts};
-use msb_net::stack::NetConfig;
-use msb_protocol::guest::GuestNetwork;
+use msb_net::stack::{NetConfig, IPV6_PREFIX};
+use msb_protocol::guest::{GuestIpv6, GuestNetwork};
 
 use crate::error::{Result, SupervisorError};
 use crate::spec::SandboxSpec;
@@ -41,10 +41,14 @@ impl Network {
     }
 }
 
-/// The link of the sandbox holding network slot `slot`.
-pub fn link(slot: u32) -> Result<NetConfig> {
+/// The link of the sandbox holding network slot `slot`; with IPv6 only when the host has an
+/// IPv6 route, so the guest never prefers an address family that leads nowhere.
+pub fn link(slot: u32, host_has_ipv6_route: bool) -> Result<NetConfig> {
     let mut link = NetConfig::for_slot(slot)
         .map_err(|error| SupervisorError::InvalidConfig(error.to_string()))?;
+    if !host_has_ipv6_route {
+        link = link.without_ipv6();
+    }
     if let Some(mtu) = mtu_override()? {
         link.mtu = mtu;
         link.validate()
@@ -67,14 +71,15 @@ fn mtu_override() -> Result<Option<usize>> {
 
 /// Binds the published ports and starts the gateway of `spec` on slot `slot`'s link.
 pub fn start(spec: &SandboxSpec, slot: u32) -> Result<Network> {
-    let link = link(slot)?;
+    let host = HostFacts::read();
+    let link = link(slot, host.has_ipv6_route)?;
     let (ours, qemus) =
         UnixStream::pair().map_err(SupervisorError::io("creating the network socketpair"))?;
     let config = GatewayConfig {
         link,
         guest_mac: link.guest_mac(),
         spec: spec.network.clone(),
-        host: HostFacts::read(),
+        host,
         random_seed: random_seed(),
     };
     let gateway = Gateway::start(config, ours).map_err(gateway_error)?;
@@ -93,6 +98,11 @@ pub fn start(spec: &SandboxSpec, slot: u32) -> Result<Network> {
         mtu: link.mtu as u16,
         hostname: spec.name.clone(),
         host_alias: HOST_ALIAS.to_string(),
+        ipv6: link.ipv6.map(|ipv6| GuestIpv6 {
+            address: ipv6.guest,
+            prefix_len: IPV6_PREFIX,
+            gateway: ipv6.gateway,
+        }),
     };
     Ok(Network {
         gateway,
@@ -127,4 +137,19 @@ fn random_seed() -> u64 {
             .unwrap_or(0);
     }
     u64::from_ne_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_has_ipv6_only_when_the_host_has_an_ipv6_route() {
+        let ipv6 = link(3, true).unwrap().ipv6.expect("an IPv6 link");
+        assert_eq!(
+            ipv6.guest,
+            "fd6d:7362:0:3::2".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(link(3, false).unwrap().ipv6, None);
+    }
 }
