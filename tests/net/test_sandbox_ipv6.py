@@ -97,6 +97,32 @@ def test_a_private_ipv6_host_is_refused_at_once_by_default(
     assert internet.servers["private-http-v6"].events() == []
 
 
+def _ipv6_gateway(session: GuestSession) -> str:
+    """The gateway's IPv6 address: ``::1`` on the guest's /64."""
+    guest = ipaddress.ip_address(probe(session, "ipv6_addresses"))
+    return str(guest - 1)
+
+
+def test_the_host_behind_the_ipv6_gateway_is_refused_by_default(
+    dual_stack: GuestSession,
+) -> None:
+    on_loopback = dual_stack.ok("serve", address="::1", mode="hello")["port"]
+    assert probe(dual_stack, "connect", _ipv6_gateway(dual_stack), on_loopback) == "refused"
+
+
+def test_allow_all_reaches_a_host_service_on_ipv6_loopback_through_the_gateway(
+    internet: FakeInternet, tools_image: str
+) -> None:
+    network = {**_public_only(), "policy": "allow_all"}
+    session = GuestSession(internet, "net-v6-open", image=tools_image, network=network)
+    try:
+        port = session.ok("serve", address="::1", mode="hello")["port"]
+        assert probe(session, "connect", _ipv6_gateway(session), port) == "connected"
+        assert probe(session, "connect", PRIVATE_HTTP_HOST_V6, 80) == "connected"
+    finally:
+        session.close()
+
+
 def test_without_an_ipv6_route_the_guest_has_no_ipv6_and_aaaa_answers_are_empty(
     tools_image: str,
 ) -> None:
