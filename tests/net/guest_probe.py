@@ -6,7 +6,7 @@ from __future__ import annotations
 from .sessions import GuestSession
 
 GUEST_PROBE = """
-import ipaddress, os, socket, sys
+import ipaddress, os, socket, sys, time
 def connect(host, port):
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
@@ -36,6 +36,20 @@ def udp(host, port, payload):
         s.settimeout(5)
         s.sendto(payload.encode(), (host, int(port)))
         return s.recvfrom(65535)[0].decode()
+def bound(port, protocol="tcp"):
+    # Waits (up to 30 s) until a socket of the guest is bound to the port, listening if TCP: a
+    # cold python3 takes seconds under TCG before it binds.
+    suffix = f":{int(port):04X}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for table in (f"/proc/net/{protocol}", f"/proc/net/{protocol}6"):
+            with open(table) as rows:
+                for row in list(rows)[1:]:
+                    local, state = row.split()[1], row.split()[3]
+                    if local.endswith(suffix) and (protocol == "udp" or state == "0A"):
+                        return "bound"
+        time.sleep(0.1)
+    return "not bound"
 def get(host, path="/"):
     with socket.create_connection((host, 80), timeout=10) as s:
         s.sendall(f"GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n".encode())

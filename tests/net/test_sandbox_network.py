@@ -262,7 +262,7 @@ def test_a_published_guest_http_server_answers_on_the_host(
     public: GuestSession, published: dict[str, int]
 ) -> None:
     assert probe(public, "daemon", "-m", "http.server", HTTP_PORT_IN_GUEST) == "started"
-    public.sh("sleep 3")
+    assert probe(public, "bound", HTTP_PORT_IN_GUEST) == "bound"
     reply = public.ok(
         "tcp",
         address="127.0.0.1",
@@ -286,7 +286,7 @@ def test_a_published_guest_udp_echo_answers_on_the_host(
     )
     public.sh(f"cat > /tmp/echo.py <<'EOF'\n{echo}EOF")
     assert probe(public, "daemon", "/tmp/echo.py") == "started"
-    public.sh("sleep 2")
+    assert probe(public, "bound", UDP_PORT_IN_GUEST, "udp") == "bound"
     reply = public.ok("udp", address="127.0.0.1", port=published["udp"], send="ping me")
     assert reply["reply"] == "PING ME", reply
 
@@ -308,7 +308,7 @@ def test_host_to_guest_half_close_delivers_the_reply(
     )
     public.sh(f"cat > /tmp/count.py <<'EOF'\n{counter}EOF")
     assert probe(public, "daemon", "/tmp/count.py") == "started"
-    public.sh("sleep 2")
+    assert probe(public, "bound", COUNTER_PORT_IN_GUEST) == "bound"
     reply = public.ok(
         "tcp", address="127.0.0.1", port=published["counter"], send="x" * 5000, half_close=True
     )
