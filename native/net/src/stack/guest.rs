@@ -68,6 +68,14 @@ impl Harness {
         harness
     }
 
+    /// A harness around a stack whose guest has not yet announced itself.
+    pub fn from_stack(stack: Stack) -> Self {
+        Self {
+            stack,
+            now: Duration::ZERO,
+        }
+    }
+
     pub fn send(&mut self, frame: &[u8]) -> bool {
         matches!(
             self.stack.receive_frame(self.now, frame, &NoResolvedNames),

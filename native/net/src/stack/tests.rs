@@ -4,7 +4,11 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::time::Duration;
 
-use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, TcpControl};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, Icmpv6Packet, Icmpv6Repr, Ipv6Packet,
+    NdiscRepr, TcpControl,
+};
 
 use super::guest::{config, GuestConnection, Harness, Segment, PUBLIC};
 use super::{
@@ -13,7 +17,7 @@ use super::{
 };
 use crate::policy::{Evaluator, HostAddresses, Policy};
 use crate::wire::classified::Classified;
-use crate::wire::test_frames::{self, GATEWAY_V4, GATEWAY_V6, GUEST_V4, PUBLIC_V6};
+use crate::wire::test_frames::{self, GATEWAY_V4, GATEWAY_V6, GUEST_V4, GUEST_V6, PUBLIC_V6};
 
 const TICK: Duration = Duration::from_millis(20);
 
@@ -527,4 +531,64 @@ fn a_link_without_ipv6_terminates_no_ipv6() {
     ));
     assert_eq!(stack.next_action(), None);
     assert!(stack.to_guest().is_empty());
+}
+
+/// Whether `frame` is the gateway's neighbour solicitation for the guest's IPv6 address.
+fn is_solicitation_for_the_guest(frame: &[u8]) -> bool {
+    let Ok(ethernet) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    let Ok(ip) = Ipv6Packet::new_checked(ethernet.payload()) else {
+        return false;
+    };
+    let Ok(icmp) = Icmpv6Packet::new_checked(ip.payload()) else {
+        return false;
+    };
+    let repr = Icmpv6Repr::parse(
+        &ip.src_addr(),
+        &ip.dst_addr(),
+        &icmp,
+        &ChecksumCapabilities::default(),
+    );
+    matches!(
+        repr,
+        Ok(Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr, .. })) if target_addr == GUEST_V6
+    )
+}
+
+#[test]
+fn the_guests_neighbour_advertisement_lets_the_stack_answer_over_ipv6() {
+    // No solicitation from the guest first: the stack does not know the guest's MAC, so it
+    // must ask and learn it from the answer, as it does once its neighbour entry expires.
+    let evaluator = Evaluator::new(Policy::allow_all(), HostAddresses::new([]));
+    let mut stack = Stack::new(config(), options(), evaluator, Duration::ZERO).expect("config");
+    let conn = GuestConnection::new(40024, public_v6_dst(443));
+    let syn = conn.syn();
+    let handled = stack.receive_frame(Duration::ZERO, &syn, &NoResolvedNames);
+    assert_eq!(handled, Received::Handled);
+    let Some(Action::Dial { flow_id, .. }) = stack.next_action() else {
+        panic!("expected a dial");
+    };
+    let dialed = Event::Dialed {
+        flow_id,
+        result: Ok(()),
+    };
+    stack.handle(Duration::ZERO, dialed).expect("dialed");
+    let mut harness = Harness::from_stack(stack);
+    let frames = harness.take_frames();
+    assert!(
+        frames
+            .iter()
+            .any(|frame| is_solicitation_for_the_guest(frame)),
+        "the stack asks for the guest's MAC"
+    );
+    assert!(harness.send(&test_frames::neighbor_advertisement(GATEWAY_V6)));
+    harness.advance(TICK);
+    let segments = harness.take_segments();
+    assert!(
+        segments
+            .iter()
+            .any(|segment| segment.control == TcpControl::Syn && segment.dst == conn.guest_addr()),
+        "a SYN-ACK once the guest's MAC is known: {segments:?}"
+    );
 }
