@@ -127,6 +127,7 @@ class HttpHost(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], name: str, log: EventLog) -> None:
         self.name = name
         self.log = log
+        self.address_family = _family(address[0])
         super().__init__(address, HttpHandler)
 
 
@@ -198,8 +199,12 @@ def serve_udp_echo(sock: socket.socket, log: EventLog) -> None:
         sock.sendto(data, client)
 
 
+def _family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
 def _udp_socket(address: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket.socket(_family(address), socket.SOCK_DGRAM)
     sock.bind((address, port))
     return sock
 

@@ -6,6 +6,10 @@
 a private one in 10.77.0.0/16) on its loopback, has no route onwards and does not forward,
 so whatever leaves the host namespace ends there.
 
+With ``ipv6`` (the default) the veth has IPv6 addresses too and the host namespace an IPv6
+default route through it, so sandboxes there get IPv6; the IPv6 test hosts are in the
+documentation range 2001:db8::/32 (public) and in fd00::/8 (private, inside fc00::/7).
+
 Before anything is sent, :meth:`FakeInternet.check_route` asks ``ip route get`` in the
 sending namespace where the address leads, and refuses unless it is a host of ours. The
 documentation range TEST-NET-1 is never used: on these machines it is the real local network.
@@ -45,6 +49,10 @@ DEAD_DNS_HOST = "198.51.100.54"
 """The test DNS server, UDP and TCP port 53."""
 PRIVATE_HTTP_HOST = "10.77.0.10"
 """A "private network" host, HTTP on port 80: the default policy must deny it."""
+HTTP_HOST_V6 = "2001:db8:6::10"
+"""A public IPv6 test host, HTTP on port 80 and UDP echo on port 7."""
+PRIVATE_HTTP_HOST_V6 = "fd00:77::10"
+"""A "private network" IPv6 host (fc00::/7), HTTP on port 80: the default policy denies it."""
 HTTP_PORT = 80
 UDP_ECHO_PORT = 7
 DNS_PORT = 53
@@ -53,6 +61,9 @@ DNS_PORT = 53
 HOST_LINK_ADDRESS = "198.51.100.249"
 INET_LINK_ADDRESS = "198.51.100.250"
 LINK_PREFIX = 30
+HOST_LINK_ADDRESS_V6 = "2001:db8:ffff::1"
+INET_LINK_ADDRESS_V6 = "2001:db8:ffff::2"
+LINK_PREFIX_V6 = 64
 HOST_VETH = "inet0"
 """The host namespace's end of the veth (named inside the namespace, so never clashing)."""
 INET_VETH = "host0"
@@ -214,6 +225,7 @@ class FakeInternet:
     #: Give the host namespace a resolv.conf naming the test DNS server (``ip netns exec``
     #: mounts ``/etc/netns/NAME/resolv.conf``), for networks that read the host's resolvers.
     pin_resolver: bool = False
+    ipv6: bool = True
     run_id: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(3)}")
     workdir: Path | None = None
     servers: dict[str, Server] = field(default_factory=dict)
@@ -229,7 +241,12 @@ class FakeInternet:
 
     @property
     def test_hosts(self) -> tuple[str, ...]:
-        return (HTTP_HOST, SECOND_HTTP_HOST, DNS_HOST, DEAD_DNS_HOST, PRIVATE_HTTP_HOST)
+        v4 = (HTTP_HOST, SECOND_HTTP_HOST, DNS_HOST, DEAD_DNS_HOST, PRIVATE_HTTP_HOST)
+        return v4 + self.test_hosts_v6
+
+    @property
+    def test_hosts_v6(self) -> tuple[str, ...]:
+        return (HTTP_HOST_V6, PRIVATE_HTTP_HOST_V6) if self.ipv6 else ()
 
     @property
     def records(self) -> dict[str, list[str]]:
@@ -263,8 +280,13 @@ class FakeInternet:
         ip("link", "set", HOST_VETH, "up", namespace=host)
         ip("link", "set", INET_VETH, "up", namespace=inet)
         ip(*f"route add default via {INET_LINK_ADDRESS} dev {HOST_VETH}".split(), namespace=host)
+        if self.ipv6:
+            self._add_ipv6_link()
         for address in self.test_hosts:
-            ip("addr", "add", f"{address}/32", "dev", "lo", namespace=self.inet_ns)
+            length = 128 if ":" in address else 32
+            # `nodad`: usable at once rather than after duplicate address detection.
+            nodad = ["nodad"] if length == 128 else []
+            ip("addr", "add", f"{address}/{length}", "dev", "lo", *nodad, namespace=self.inet_ns)
         if self.pin_resolver:
             self._netns_etc.mkdir(parents=True, exist_ok=True)
             (self._netns_etc / "resolv.conf").write_text(f"nameserver {DNS_HOST}\n")
@@ -273,6 +295,33 @@ class FakeInternet:
     @property
     def _netns_etc(self) -> Path:
         return Path("/etc/netns") / self.host_ns
+
+    def _add_ipv6_link(self) -> None:
+        host, inet = self.host_ns, self.inet_ns
+        for namespace, device, address in (
+            (host, HOST_VETH, HOST_LINK_ADDRESS_V6),
+            (inet, INET_VETH, INET_LINK_ADDRESS_V6),
+        ):
+            ip(
+                "addr",
+                "add",
+                f"{address}/{LINK_PREFIX_V6}",
+                "dev",
+                device,
+                "nodad",
+                namespace=namespace,
+            )
+        ip(
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            INET_LINK_ADDRESS_V6,
+            "dev",
+            HOST_VETH,
+            namespace=host,
+        )
 
     def _verify_isolation(self) -> None:
         """The host namespace has exactly ``lo`` and our veth, and the test hosts route in."""
@@ -320,6 +369,10 @@ class FakeInternet:
         self._start_server("private-http", "http", PRIVATE_HTTP_HOST, HTTP_PORT)
         self._start_server("dns", "dns", DNS_HOST, DNS_PORT)
         self._start_server("udp-echo", "udp-echo", HTTP_HOST, UDP_ECHO_PORT)
+        if self.ipv6:
+            self._start_server("http-v6", "http", HTTP_HOST_V6, HTTP_PORT)
+            self._start_server("private-http-v6", "http", PRIVATE_HTTP_HOST_V6, HTTP_PORT)
+            self._start_server("udp-echo-v6", "udp-echo", HTTP_HOST_V6, UDP_ECHO_PORT)
         self._wait_ready()
 
     def _wait_ready(self) -> None:

@@ -51,7 +51,8 @@ def dns_query(server: str, name: str, *, tcp: bool) -> dnswire.Reply:
 
 def udp_echo(address: str, port: int, payload: bytes) -> bytes:
     """What the echo host sends back for ``payload``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(TIMEOUT_S)
         sock.sendto(payload, (address, port))
         data, _ = sock.recvfrom(65535)

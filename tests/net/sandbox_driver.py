@@ -68,7 +68,8 @@ class Driver:
     def serve(self, address: str, mode: str) -> dict[str, Any]:
         """A host service: ``hello`` greets and closes; ``count`` reads to EOF, then answers
         with the number of bytes (which only arrives if the client's half-close did)."""
-        listener = socket.create_server((address, 0))
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        listener = socket.create_server((address, 0), family=family)
         self.servers.append(listener)
         threading.Thread(target=_serve, args=(listener, mode), daemon=True).start()
         return {"port": listener.getsockname()[1]}

@@ -16,8 +16,10 @@ from .internet import (
     HOST_LINK_ADDRESS,
     HOST_VETH,
     HTTP_HOST,
+    HTTP_HOST_V6,
     INET_NS_PREFIX,
     PRIVATE_HTTP_HOST,
+    PRIVATE_HTTP_HOST_V6,
     SECOND_HTTP_HOST,
     UDP_ECHO_PORT,
     FakeInternet,
@@ -54,6 +56,29 @@ def test_curl_in_the_host_namespace_reaches_each_http_host(
     result = _curl(fake_internet, address, f"http://{address}/")
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"hello from {address}\n"
+
+
+@pytest.mark.parametrize("address", [HTTP_HOST_V6, PRIVATE_HTTP_HOST_V6])
+def test_curl_in_the_host_namespace_reaches_each_ipv6_http_host(
+    fake_internet: FakeInternet, address: str
+) -> None:
+    result = _curl(fake_internet, address, f"http://[{address}]/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"hello from {address}\n"
+
+
+def test_udp_echo_answers_over_ipv6(fake_internet: FakeInternet) -> None:
+    reply = fake_internet.probe(
+        "udp-echo", HTTP_HOST_V6, str(UDP_ECHO_PORT), "ping-v6", reaches=HTTP_HOST_V6
+    )
+    assert reply == {"echo": "ping-v6"}
+
+
+def test_without_ipv6_the_host_namespace_has_no_ipv6_route() -> None:
+    with FakeInternet(ipv6=False) as internet:
+        assert internet.test_hosts_v6 == ()
+        with pytest.raises(RouteError):
+            internet.check_route(internet.host_ns, HTTP_HOST_V6)
 
 
 def test_python_in_the_host_namespace_reaches_the_http_hosts(fake_internet: FakeInternet) -> None:
@@ -151,7 +176,10 @@ def test_udp_echo_sends_the_datagram_back(fake_internet: FakeInternet) -> None:
 def test_check_route_accepts_only_our_hosts(fake_internet: FakeInternet) -> None:
     for address in [HTTP_HOST, SECOND_HTTP_HOST, DNS_HOST, PRIVATE_HTTP_HOST, "127.0.0.1"]:
         fake_internet.check_route(fake_internet.host_ns, address)
+    for address in [HTTP_HOST_V6, PRIVATE_HTTP_HOST_V6, "::1"]:
+        fake_internet.check_route(fake_internet.host_ns, address)
     fake_internet.check_route(None, "127.0.0.1")
+    fake_internet.check_route(None, "::1")
 
 
 @pytest.mark.parametrize(
@@ -161,6 +189,8 @@ def test_check_route_accepts_only_our_hosts(fake_internet: FakeInternet) -> None
         (True, "203.0.113.99"),
         (False, HTTP_HOST),  # from the root namespace it would go to the real network
         (False, PRIVATE_HTTP_HOST),
+        (True, "2001:db8:6::99"),  # the IPv6 veth leads there, but no host of ours has it
+        (False, HTTP_HOST_V6),
     ],
 )
 def test_check_route_refuses_an_address_that_leaves_our_namespaces(
@@ -186,6 +216,9 @@ def test_the_host_namespace_has_only_lo_and_the_veth(fake_internet: FakeInternet
     routes = json.loads(ip("-j", "route", "show", namespace=fake_internet.host_ns))
     default = [route for route in routes if route["dst"] == "default"]
     assert [route["dev"] for route in default] == [HOST_VETH]
+    routes_v6 = json.loads(ip("-j", "-6", "route", "show", namespace=fake_internet.host_ns))
+    default_v6 = [route for route in routes_v6 if route["dst"] == "default"]
+    assert [route["dev"] for route in default_v6] == [HOST_VETH]
 
 
 def test_teardown_leaves_nothing_behind_even_when_the_body_raises() -> None:

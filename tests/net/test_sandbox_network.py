@@ -20,6 +20,7 @@ import pytest
 
 from microsandbox_tui import pull
 
+from .guest_probe import probe
 from .internet import (
     DEAD_DNS_HOST,
     DNS_HOST,
@@ -147,49 +148,6 @@ def open_sandbox(internet: FakeInternet, tools_image: str) -> Iterator[GuestSess
         session.close()
 
 
-GUEST_PROBE = """
-import os, socket, sys
-def connect(host, port):
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-        return "connected"
-    except ConnectionRefusedError:
-        return "refused"
-    except socket.timeout:
-        return "timeout"
-def resolve(name):
-    try:
-        return " ".join(sorted({a[4][0] for a in socket.getaddrinfo(name, 80, socket.AF_INET)}))
-    except socket.gaierror as error:
-        return "nxdomain" if error.errno == socket.EAI_NONAME else f"error {error}"
-def get(host, path="/"):
-    with socket.create_connection((host, 80), timeout=10) as s:
-        s.sendall(f"GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n".encode())
-        return b"".join(iter(lambda: s.recv(65536), b"")).decode(errors="replace")
-def daemon(*argv):
-    # A server that outlives this exec: its own session, no terminal, no pipes.
-    if os.fork():
-        return "started"
-    os.setsid()
-    null = os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.execvp("python3", ["python3", *argv])
-print(globals()[sys.argv[1]](*sys.argv[2:]))
-"""
-"""What the debian-tools guests run for their checks (they have python3, not nc)."""
-
-
-def probe(session: GuestSession, *arguments: object) -> str:
-    """Runs :data:`GUEST_PROBE` in the guest with ``arguments``; its one line of output."""
-    if not session.created.get("probe"):
-        session.sh(f"cat > /tmp/probe.py <<'EOF'\n{GUEST_PROBE}\nEOF")
-        session.created["probe"] = True
-    reply = session.sh("python3 /tmp/probe.py " + " ".join(str(a) for a in arguments))
-    assert reply["exit_code"] == 0, reply
-    return str(reply["stdout"]).strip()
-
-
 def busybox_connect(session: GuestSession, host: str, port: int) -> dict[str, Any]:
     """A bare TCP connect with busybox nc: exit code 0 when it was accepted."""
     return session.sh(f"nc -w 3 {host} {port} </dev/null")
@@ -304,7 +262,7 @@ def test_a_published_guest_http_server_answers_on_the_host(
     public: GuestSession, published: dict[str, int]
 ) -> None:
     assert probe(public, "daemon", "-m", "http.server", HTTP_PORT_IN_GUEST) == "started"
-    public.sh("sleep 3")
+    assert probe(public, "bound", HTTP_PORT_IN_GUEST) == "bound"
     reply = public.ok(
         "tcp",
         address="127.0.0.1",
@@ -328,7 +286,7 @@ def test_a_published_guest_udp_echo_answers_on_the_host(
     )
     public.sh(f"cat > /tmp/echo.py <<'EOF'\n{echo}EOF")
     assert probe(public, "daemon", "/tmp/echo.py") == "started"
-    public.sh("sleep 2")
+    assert probe(public, "bound", UDP_PORT_IN_GUEST, "udp") == "bound"
     reply = public.ok("udp", address="127.0.0.1", port=published["udp"], send="ping me")
     assert reply["reply"] == "PING ME", reply
 
@@ -350,7 +308,7 @@ def test_host_to_guest_half_close_delivers_the_reply(
     )
     public.sh(f"cat > /tmp/count.py <<'EOF'\n{counter}EOF")
     assert probe(public, "daemon", "/tmp/count.py") == "started"
-    public.sh("sleep 2")
+    assert probe(public, "bound", COUNTER_PORT_IN_GUEST) == "bound"
     reply = public.ok(
         "tcp", address="127.0.0.1", port=published["counter"], send="x" * 5000, half_close=True
     )

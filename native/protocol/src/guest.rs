@@ -4,7 +4,7 @@
 //! id; the last one carries [`crate::FLAG_END`]. Id 0 is reserved for the hello handshake.
 
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Request id of the hello handshake, the first frame in each direction.
 pub const HELLO_ID: u32 = 0;
@@ -82,6 +82,23 @@ pub struct GuestNetwork {
     pub hostname: String,
     /// The name `/etc/hosts` gives the gateway, e.g. `host.msb.internal`.
     pub host_alias: String,
+    /// The guest's IPv6 address and default route, present only when the host has an IPv6
+    /// route (absent from the hellos of older supervisors).
+    #[serde(default)]
+    pub ipv6: Option<GuestIpv6>,
+}
+
+/// The IPv6 side of the guest's interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestIpv6 {
+    /// The guest's address, e.g. `fd6d:7362:0:1::2`.
+    #[serde(with = "ipv6_octets")]
+    pub address: Ipv6Addr,
+    /// The prefix length of the link, e.g. 64.
+    pub prefix_len: u8,
+    /// The default route's next hop, e.g. `fd6d:7362:0:1::1`.
+    #[serde(with = "ipv6_octets")]
+    pub gateway: Ipv6Addr,
 }
 
 /// An IPv4 address as its four octets. Serde's own encoding depends on the format's
@@ -98,6 +115,20 @@ mod ipv4_octets {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Ipv4Addr, D::Error> {
         <[u8; 4]>::deserialize(deserializer).map(Ipv4Addr::from)
+    }
+}
+
+/// An IPv6 address as its sixteen octets, for the reason of [`ipv4_octets`].
+mod ipv6_octets {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::net::Ipv6Addr;
+
+    pub fn serialize<S: Serializer>(address: &Ipv6Addr, serializer: S) -> Result<S::Ok, S::Error> {
+        address.octets().serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Ipv6Addr, D::Error> {
+        <[u8; 16]>::deserialize(deserializer).map(Ipv6Addr::from)
     }
 }
 
@@ -402,7 +433,69 @@ mod tests {
             mtu: 1500,
             hostname: "web".into(),
             host_alias: "host.msb.internal".into(),
+            ipv6: None,
         }
+    }
+
+    fn guest_network_with_ipv6() -> GuestNetwork {
+        GuestNetwork {
+            ipv6: Some(GuestIpv6 {
+                address: "fd6d:7362:0:1::2".parse().unwrap(),
+                prefix_len: 64,
+                gateway: "fd6d:7362:0:1::1".parse().unwrap(),
+            }),
+            ..guest_network()
+        }
+    }
+
+    /// The hello's network as it was before it carried IPv6.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum HelloWithIpv4Network {
+        Hello {
+            version: u32,
+            unix_time_ns: u64,
+            network: Option<Ipv4Network>,
+        },
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Ipv4Network {
+        mac: [u8; 6],
+        #[serde(with = "super::ipv4_octets")]
+        address: Ipv4Addr,
+        prefix_len: u8,
+        #[serde(with = "super::ipv4_octets")]
+        gateway: Ipv4Addr,
+        mtu: u16,
+        hostname: String,
+        host_alias: String,
+    }
+
+    #[test]
+    fn a_network_without_the_ipv6_field_decodes_as_ipv4_only() {
+        let old = HelloWithIpv4Network::Hello {
+            version: 2,
+            unix_time_ns: 42,
+            network: Some(Ipv4Network {
+                mac: [0x02, 0x6d, 0x73, 0x62, 0x00, 0x01],
+                address: Ipv4Addr::new(172, 16, 0, 2),
+                prefix_len: 30,
+                gateway: Ipv4Addr::new(172, 16, 0, 1),
+                mtu: 1500,
+                hostname: "web".into(),
+                host_alias: "host.msb.internal".into(),
+            }),
+        };
+        let frame = Frame::new(HELLO_ID, crate::FLAG_END, &old).unwrap();
+        assert_eq!(
+            frame.decode::<HostMessage>().unwrap(),
+            HostMessage::Hello {
+                version: 2,
+                unix_time_ns: 42,
+                network: Some(guest_network())
+            }
+        );
     }
 
     /// The hello as it was before it carried a network.
@@ -414,7 +507,7 @@ mod tests {
 
     #[test]
     fn a_hello_with_a_network_round_trips() {
-        for network in [Some(guest_network()), None] {
+        for network in [Some(guest_network()), Some(guest_network_with_ipv6()), None] {
             let hello = HostMessage::Hello {
                 version: crate::PROTOCOL_VERSION,
                 unix_time_ns: 1_700_000_000_000_000_000,

@@ -45,7 +45,8 @@ struct NetworkInfo {
 
 impl NetworkInfo {
     fn of(record: &SandboxRecord) -> Option<Self> {
-        let link = network::link(record.net_slot).ok()?;
+        // The IPv4 side, which every sandbox has.
+        let link = network::link(record.net_slot, false).ok()?;
         Some(Self {
             guest_address: link.guest_v4.to_string(),
             gateway: link.gateway_v4.to_string(),

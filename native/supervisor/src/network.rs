@@ -13,8 +13,8 @@ use std::sync::Arc;
 use msb_engine::qemu::{NetBackend, NetDevice, SlirpForward};
 use msb_net::gateway::{Counters, Gateway, GatewayConfig, GatewayError, HostFacts};
 use msb_net::gateway::{PortProtocol, PublishedPort};
-use msb_net::stack::NetConfig;
-use msb_protocol::guest::GuestNetwork;
+use msb_net::stack::{NetConfig, IPV6_PREFIX};
+use msb_protocol::guest::{GuestIpv6, GuestNetwork};
 
 use crate::error::{Result, SupervisorError};
 use crate::spec::SandboxSpec;
@@ -66,10 +66,14 @@ impl Network {
     }
 }
 
-/// The link of the sandbox holding network slot `slot`.
-pub fn link(slot: u32) -> Result<NetConfig> {
+/// The link of the sandbox holding network slot `slot`; with IPv6 only when the host has an
+/// IPv6 route, so the guest never prefers an address family that leads nowhere.
+pub fn link(slot: u32, host_has_ipv6_route: bool) -> Result<NetConfig> {
     let mut link = NetConfig::for_slot(slot)
         .map_err(|error| SupervisorError::InvalidConfig(error.to_string()))?;
+    if !host_has_ipv6_route {
+        link = link.without_ipv6();
+    }
     if let Some(mtu) = mtu_override()? {
         link.mtu = mtu;
         link.validate()
@@ -92,10 +96,11 @@ fn mtu_override() -> Result<Option<usize>> {
 
 /// Binds the published ports and starts the gateway of `spec` on slot `slot`'s link.
 pub fn start(spec: &SandboxSpec, slot: u32) -> Result<Network> {
-    let link = link(slot)?;
+    let host = HostFacts::read();
+    let link = link(slot, host.has_ipv6_route)?;
     let guest = guest_network(spec, &link);
     match std::env::var(BASELINE_ENV).as_deref() {
-        Err(_) | Ok("") => start_ours(spec, link, guest),
+        Err(_) | Ok("") => start_ours(spec, link, guest, host),
         Ok("slirp") => Ok(slirp(spec, guest)),
         Ok("passt") => start_passt(spec, link, guest),
         Ok(other) => Err(SupervisorError::InvalidConfig(format!(
@@ -113,6 +118,11 @@ fn guest_network(spec: &SandboxSpec, link: &NetConfig) -> GuestNetwork {
         mtu: link.mtu as u16,
         hostname: spec.name.clone(),
         host_alias: HOST_ALIAS.to_string(),
+        ipv6: link.ipv6.map(|ipv6| GuestIpv6 {
+            address: ipv6.guest,
+            prefix_len: IPV6_PREFIX,
+            gateway: ipv6.gateway,
+        }),
     }
 }
 
@@ -121,14 +131,19 @@ fn offered_mtu(link: &NetConfig) -> Option<u16> {
     (link.mtu != ETHERNET_MTU).then_some(link.mtu as u16)
 }
 
-fn start_ours(spec: &SandboxSpec, link: NetConfig, guest: GuestNetwork) -> Result<Network> {
+fn start_ours(
+    spec: &SandboxSpec,
+    link: NetConfig,
+    guest: GuestNetwork,
+    host: HostFacts,
+) -> Result<Network> {
     let (ours, qemus) =
         UnixStream::pair().map_err(SupervisorError::io("creating the network socketpair"))?;
     let config = GatewayConfig {
         link,
         guest_mac: link.guest_mac(),
         spec: spec.network.clone(),
-        host: HostFacts::read(),
+        host,
         random_seed: random_seed(),
     };
     let gateway = Gateway::start(config, ours).map_err(gateway_error)?;
@@ -155,6 +170,7 @@ fn slirp(spec: &SandboxSpec, mut guest: GuestNetwork) -> Network {
     guest.prefix_len = 24;
     guest.gateway = std::net::Ipv4Addr::new(10, 0, 2, 2);
     guest.mtu = ETHERNET_MTU as u16;
+    guest.ipv6 = None;
     let host_forwards = spec
         .network
         .ports
@@ -179,7 +195,9 @@ fn slirp(spec: &SandboxSpec, mut guest: GuestNetwork) -> Network {
 }
 
 /// passt on one end of the socketpair, told the guest's addresses and the published ports.
-fn start_passt(spec: &SandboxSpec, link: NetConfig, guest: GuestNetwork) -> Result<Network> {
+fn start_passt(spec: &SandboxSpec, link: NetConfig, mut guest: GuestNetwork) -> Result<Network> {
+    // Run IPv4-only, like the slirp baseline, so all three compare the same traffic.
+    guest.ipv6 = None;
     let (passts, qemus) =
         UnixStream::pair().map_err(SupervisorError::io("creating the network socketpair"))?;
     let passt_end = OwnedFd::from(passts);
@@ -256,4 +274,19 @@ fn random_seed() -> u64 {
             .unwrap_or(0);
     }
     u64::from_ne_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_has_ipv6_only_when_the_host_has_an_ipv6_route() {
+        let ipv6 = link(3, true).unwrap().ipv6.expect("an IPv6 link");
+        assert_eq!(
+            ipv6.guest,
+            "fd6d:7362:0:3::2".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(link(3, false).unwrap().ipv6, None);
+    }
 }

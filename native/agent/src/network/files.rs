@@ -83,6 +83,7 @@ mod tests {
             mtu: 1500,
             hostname: "web".into(),
             host_alias: "host.msb.internal".into(),
+            ipv6: None,
         }
     }
 

@@ -1,11 +1,12 @@
 //! Network interfaces: finding one by its MAC in sysfs, and setting it up with the classic
 //! interface and routing ioctls (`SIOCSIFMTU`, `SIOCSIFADDR`, `SIOCSIFNETMASK`,
-//! `SIOCSIFFLAGS`, `SIOCADDRT`) on a datagram socket. One IPv4 address and one route need no
-//! more, and netlink would mean building and parsing its messages by hand.
+//! `SIOCSIFFLAGS`, `SIOCADDRT`) on a datagram socket, and their IPv6 forms (`SIOCSIFADDR` with
+//! an `in6_ifreq`, `SIOCADDRT` with an `in6_rtmsg`) on an IPv6 one. One address and one route
+//! per family need no more, and netlink would mean building and parsing its messages by hand.
 
 use crate::sys;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
@@ -102,6 +103,94 @@ pub fn add_default_route(name: &str, gateway: Ipv4Addr) -> io::Result<()> {
     sys::check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCADDRT, &route) }).map(drop)
 }
 
+/// Turns duplicate address detection off for the interface's IPv6 addresses: the link has
+/// only the gateway and the guest, and a tentative address would be unusable for the second
+/// DAD takes (the first connections would fail with `EADDRNOTAVAIL`).
+pub fn disable_ipv6_dad(name: &str) -> io::Result<()> {
+    if name.contains('/') || name.starts_with('.') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} cannot be an interface name"),
+        ));
+    }
+    std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/accept_dad"), "0")
+}
+
+/// `ip -6 addr add ADDRESS/PREFIX_LEN dev NAME`.
+pub fn add_ipv6(name: &str, address: Ipv6Addr, prefix_len: u8) -> io::Result<()> {
+    if prefix_len > 128 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("prefix length {prefix_len} is over 128"),
+        ));
+    }
+    let request = libc::in6_ifreq {
+        ifr6_addr: in6_addr(address),
+        ifr6_prefixlen: u32::from(prefix_len),
+        ifr6_ifindex: interface_index(name)?,
+    };
+    let socket = control_socket_v6()?;
+    // SAFETY: SIOCSIFADDR on an IPv6 socket reads a valid in6_ifreq.
+    sys::check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFADDR, &request) }).map(drop)
+}
+
+/// The kernel's `struct in6_rtmsg` (linux/ipv6_route.h), which `libc` declares with private
+/// fields.
+#[repr(C)]
+struct In6Rtmsg {
+    dst: libc::in6_addr,
+    src: libc::in6_addr,
+    gateway: libc::in6_addr,
+    route_type: u32,
+    dst_len: u16,
+    src_len: u16,
+    metric: u32,
+    info: libc::c_ulong,
+    flags: u32,
+    ifindex: libc::c_int,
+}
+
+/// The metric `ip -6 route add` gives a route without one (IP6_RT_PRIO_USER).
+const IPV6_USER_ROUTE_METRIC: u32 = 1024;
+
+/// `ip -6 route add default via GATEWAY dev NAME`. The gateway must be on a link the
+/// interface has an address in.
+pub fn add_ipv6_default_route(name: &str, gateway: Ipv6Addr) -> io::Result<()> {
+    let route = In6Rtmsg {
+        dst: in6_addr(Ipv6Addr::UNSPECIFIED),
+        src: in6_addr(Ipv6Addr::UNSPECIFIED),
+        gateway: in6_addr(gateway),
+        route_type: 0,
+        dst_len: 0,
+        src_len: 0,
+        metric: IPV6_USER_ROUTE_METRIC,
+        info: 0,
+        flags: (libc::RTF_UP | libc::RTF_GATEWAY) as u32,
+        ifindex: interface_index(name)?,
+    };
+    let socket = control_socket_v6()?;
+    // SAFETY: SIOCADDRT on an IPv6 socket reads a valid in6_rtmsg.
+    sys::check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCADDRT, &route) }).map(drop)
+}
+
+fn in6_addr(address: Ipv6Addr) -> libc::in6_addr {
+    libc::in6_addr {
+        s6_addr: address.octets(),
+    }
+}
+
+/// The kernel's index of the interface `name`.
+fn interface_index(name: &str) -> io::Result<libc::c_int> {
+    let c_name = sys::cstring(name)?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    libc::c_int::try_from(index)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "interface index out of range"))
+}
+
 /// The mask of a prefix length: 30 → 255.255.255.252. `None` over 32.
 pub fn netmask(prefix_len: u8) -> Option<Ipv4Addr> {
     let host_bits = 32u32.checked_sub(u32::from(prefix_len))?;
@@ -147,10 +236,18 @@ fn set(command: libc::Ioctl, request: &libc::ifreq) -> io::Result<()> {
 
 /// A datagram socket used only to carry interface and route ioctls.
 fn control_socket() -> io::Result<OwnedFd> {
+    datagram_socket(libc::AF_INET)
+}
+
+/// The same for IPv6: the kernel routes SIOCSIFADDR and SIOCADDRT by the socket's family.
+fn control_socket_v6() -> io::Result<OwnedFd> {
+    datagram_socket(libc::AF_INET6)
+}
+
+fn datagram_socket(family: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) has no memory-safety preconditions.
-    let socket = sys::check(unsafe {
-        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
-    })?;
+    let socket =
+        sys::check(unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: just created, owned here.
     Ok(unsafe { OwnedFd::from_raw_fd(socket) })
 }
@@ -274,6 +371,27 @@ mod tests {
                 set_mtu("nosuch0", 1500).unwrap_err().raw_os_error(),
                 Some(libc::ENODEV)
             );
+
+            disable_ipv6_dad("v0").unwrap();
+            let v6: Ipv6Addr = "fd6d:7362:0:1::2".parse().unwrap();
+            add_ipv6("v0", v6, 64).unwrap();
+            add_ipv6_default_route("v0", "fd6d:7362:0:1::1".parse().unwrap()).unwrap();
+            let addresses = ip(&["-o", "-6", "addr", "show", "v0", "scope", "global"]);
+            assert!(
+                addresses.contains("inet6 fd6d:7362:0:1::2/64"),
+                "{addresses}"
+            );
+            assert!(
+                !addresses.contains("tentative"),
+                "usable at once, without DAD: {addresses}"
+            );
+            let routes = ip(&["-6", "route", "show"]);
+            assert!(
+                routes.contains("default via fd6d:7362:0:1::1 dev v0"),
+                "{routes}"
+            );
+            assert!(add_ipv6("v0", v6, 129).is_err());
+            assert!(disable_ipv6_dad("../all").is_err());
         })
         .join()
         .unwrap();

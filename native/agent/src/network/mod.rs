@@ -2,7 +2,7 @@
 //! network is up when the sandbox is reported ready.
 //!
 //! The interface whose MAC the hello names gets its MTU, IPv4 address and the default route
-//! via the gateway ([`interface`]); the kernel hostname becomes the sandbox's name;
+//! via the gateway, and the same for IPv6 when the hello has it ([`interface`]); the kernel hostname becomes the sandbox's name;
 //! `/etc/resolv.conf` names the gateway as the only nameserver and `/etc/hosts` gives the
 //! sandbox's name and the gateway's alias ([`files`]), put in place without ever writing a
 //! live host root ([`placement`]). A failure is logged and the rest still done: the sandbox
@@ -109,11 +109,15 @@ fn configure(network: &GuestNetwork, root: Root) -> Vec<NetworkError> {
     let mut failures = Vec::new();
     match set_up_interface(network) {
         Ok(name) => log!(
-            "network: {name} ({}) is {}/{} via {}, MTU {}",
+            "network: {name} ({}) is {}/{} via {}{}, MTU {}",
             interface::format_mac(network.mac),
             network.address,
             network.prefix_len,
             network.gateway,
+            network.ipv6.map_or(String::new(), |ipv6| format!(
+                " and {}/{} via {}",
+                ipv6.address, ipv6.prefix_len, ipv6.gateway
+            )),
             network.mtu
         ),
         Err(failure) => failures.push(failure),
@@ -152,6 +156,19 @@ fn set_up_interface(network: &GuestNetwork) -> Result<String, NetworkError> {
         "adding the default route via {}",
         network.gateway
     )))?;
+    if let Some(ipv6) = &network.ipv6 {
+        interface::disable_ipv6_dad(&name).map_err(failed(
+            "turning IPv6 duplicate address detection off".into(),
+        ))?;
+        interface::add_ipv6(&name, ipv6.address, ipv6.prefix_len).map_err(failed(format!(
+            "adding the address {}/{}",
+            ipv6.address, ipv6.prefix_len
+        )))?;
+        interface::add_ipv6_default_route(&name, ipv6.gateway).map_err(failed(format!(
+            "adding the IPv6 default route via {}",
+            ipv6.gateway
+        )))?;
+    }
     Ok(name)
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UdpSocket};
@@ -36,7 +36,7 @@ const GUEST_TCP_INBOX: usize = 4 * (MAX_MESSAGE + 2);
 /// Who asked a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Client {
-    Udp(SocketAddrV4),
+    Udp(SocketAddr),
     Tcp(FlowId),
 }
 
@@ -116,9 +116,7 @@ impl EventLoop {
     }
 
     pub(super) fn dns_guest_query_udp(&mut self, datagram: UdpDatagram<'_>, frame: &[u8]) {
-        let std::net::SocketAddr::V4(guest) = datagram.tuple.src else {
-            return;
-        };
+        let guest = datagram.tuple.src;
         if !self.dns_allowed(Protocol::Udp) {
             log::debug!("DNS query from {guest} refused by the policy");
             self.refuse(frame);
@@ -291,7 +289,15 @@ impl EventLoop {
     fn dns_reply(&mut self, client: Client, bytes: &[u8]) {
         match client {
             Client::Udp(guest) => {
-                let gateway = SocketAddrV4::new(self.link.gateway_v4, 53);
+                // From the gateway address of the guest's family, which it asked.
+                let gateway_ip = match guest.ip() {
+                    IpAddr::V6(_) => self.link.ipv6.map(|ipv6| IpAddr::V6(ipv6.gateway)),
+                    IpAddr::V4(_) => Some(IpAddr::V4(self.link.gateway_v4)),
+                };
+                let Some(gateway_ip) = gateway_ip else {
+                    return;
+                };
+                let gateway = SocketAddr::new(gateway_ip, 53);
                 let id = self.ip_id();
                 let frames = emit::udp_frames(self.macs, gateway, guest, bytes, self.link.mtu, id);
                 self.send_frames(frames);

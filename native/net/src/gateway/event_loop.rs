@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,6 +127,7 @@ impl EventLoop {
             .copied()
             .filter(|ip| !ip.is_loopback())
             .chain([IpAddr::V4(link.gateway_v4)])
+            .chain(link.ipv6.map(|ipv6| IpAddr::V6(ipv6.gateway)))
             .collect();
         let evaluator = Evaluator::new(config.spec.policy(), host_addresses);
         let options = StackOptions {
@@ -140,9 +141,10 @@ impl EventLoop {
             &config.spec.dns,
             &HostDns {
                 nameservers: config.host.nameservers.clone(),
-                // The guest has IPv4 only: an AAAA answer would send it to an address it has
-                // no route to.
-                has_ipv6_route: false,
+                // AAAA answers only reach a guest with an IPv6 address (the supervisor gives it
+                // one only when the host has an IPv6 route); an IPv4-only guest would try an
+                // address it has no route to.
+                has_ipv6_route: link.ipv6.is_some(),
                 max_pending: DEFAULT_MAX_PENDING,
                 id_seed: config.random_seed.rotate_left(17),
             },
@@ -152,7 +154,7 @@ impl EventLoop {
         let gateway_addresses = GatewayAddresses {
             mac: link.gateway_mac,
             ipv4: link.gateway_v4,
-            ipv6: None,
+            ipv6: link.ipv6.map(|ipv6| ipv6.gateway),
         };
         Ok(Self {
             poll,
@@ -402,13 +404,22 @@ impl EventLoop {
             == Verdict::Allow
     }
 
-    /// Where a guest flow to `dst` is opened from the host: the gateway address stands for the
-    /// host itself, whose services listen on loopback.
+    /// Whether `ip` is one of the gateway's own addresses.
+    pub(super) fn is_gateway(&self, ip: IpAddr) -> bool {
+        self.reassembled.gateway().owns(ip)
+    }
+
+    /// Where a guest flow to `dst` is opened from the host: a gateway address stands for the
+    /// host itself, whose services listen on loopback of the same family.
     pub(super) fn host_destination(&self, dst: SocketAddr) -> SocketAddr {
-        if dst.ip() == IpAddr::V4(self.link.gateway_v4) {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), dst.port())
-        } else {
-            dst
+        match dst.ip() {
+            IpAddr::V4(_) if self.is_gateway(dst.ip()) => {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), dst.port())
+            }
+            IpAddr::V6(_) if self.is_gateway(dst.ip()) => {
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), dst.port())
+            }
+            _ => dst,
         }
     }
 
@@ -433,7 +444,8 @@ impl EventLoop {
         let ip = frame
             .get(crate::wire::framing::ETHERNET_HEADER_LEN..)
             .unwrap_or(&[]);
-        if let Some(reply) = emit::prohibited(self.macs, self.link.gateway_v4, ip) {
+        let gateway_v6 = self.link.ipv6.map(|ipv6| ipv6.gateway);
+        if let Some(reply) = emit::prohibited(self.macs, self.link.gateway_v4, gateway_v6, ip) {
             self.send_frames(vec![reply]);
         }
     }

@@ -93,6 +93,9 @@ fn parse_echo_reply(message: &[u8]) -> Option<(u16, &[u8])> {
 impl EventLoop {
     pub(super) fn guest_echo(&mut self, echo: EchoRequest<'_>, frame: &[u8]) {
         let IpAddr::V4(dst) = echo.dst else {
+            // No ICMPv6 ping sockets are relayed: the guest learns at once that it may not.
+            log::debug!("ping to {} refused: ICMPv6 echo is not relayed", echo.dst);
+            self.refuse(frame);
             return;
         };
         if !self.allows_egress(Protocol::Icmpv4, echo.dst, None) {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UdpSocket};
@@ -225,8 +225,8 @@ impl EventLoop {
                 continue;
             }
             let gateway_port = self.published.gateway_port(index, client, Instant::now());
-            let src = SocketAddrV4::new(self.link.gateway_v4, gateway_port);
-            let dst = SocketAddrV4::new(self.link.guest_v4, guest_port);
+            let src = SocketAddr::new(self.link.gateway_v4.into(), gateway_port);
+            let dst = SocketAddr::new(self.link.guest_v4.into(), guest_port);
             let payload = self.scratch[..count].to_vec();
             let id = self.ip_id();
             let frames = emit::udp_frames(self.macs, src, dst, &payload, self.link.mtu, id);

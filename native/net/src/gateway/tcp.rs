@@ -85,7 +85,7 @@ impl EventLoop {
     }
 
     fn dial(&mut self, now: Duration, flow_id: FlowId, dst: SocketAddr) {
-        if dst.ip() == std::net::IpAddr::V4(self.link.gateway_v4) && dst.port() == DNS_PORT {
+        if self.is_gateway(dst.ip()) && dst.port() == DNS_PORT {
             self.dns_open_tcp(now, flow_id);
             return;
         }

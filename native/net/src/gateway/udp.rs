@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
@@ -27,9 +27,9 @@ const MAX_UDP_FLOWS: usize = 256;
 
 #[derive(Debug)]
 struct UdpFlow {
-    guest: SocketAddrV4,
+    guest: SocketAddr,
     /// The destination as the guest addressed it (replies come from it).
-    dst: SocketAddrV4,
+    dst: SocketAddr,
     socket: UdpSocket,
     token: Token,
     last_used: Instant,
@@ -38,7 +38,7 @@ struct UdpFlow {
 #[derive(Debug, Default)]
 pub struct UdpState {
     flows: BTreeMap<u64, UdpFlow>,
-    by_tuple: HashMap<(SocketAddrV4, SocketAddrV4), u64>,
+    by_tuple: HashMap<(SocketAddr, SocketAddr), u64>,
     next_id: u64,
 }
 
@@ -51,16 +51,14 @@ impl UdpState {
 impl EventLoop {
     /// A datagram from the guest that is not a DNS query to the gateway.
     pub(super) fn guest_udp(&mut self, datagram: UdpDatagram<'_>, frame: &[u8]) {
-        let (SocketAddr::V4(guest), SocketAddr::V4(dst)) = (datagram.tuple.src, datagram.tuple.dst)
-        else {
-            return;
-        };
-        if *dst.ip() == self.link.gateway_v4
+        let (guest, dst) = (datagram.tuple.src, datagram.tuple.dst);
+        // Published UDP ports reach the guest from the gateway's IPv4 address only.
+        if dst.ip() == self.link.gateway_v4
             && self.published_udp_reply(dst.port(), datagram.payload)
         {
             return;
         }
-        if !self.allows_egress(Protocol::Udp, IpAddr::V4(*dst.ip()), Some(dst.port())) {
+        if !self.allows_egress(Protocol::Udp, dst.ip(), Some(dst.port())) {
             log::debug!("UDP {guest} -> {dst} denied by the policy");
             self.refuse(frame);
             return;
@@ -77,7 +75,7 @@ impl EventLoop {
     }
 
     /// The flow of (guest, dst), opened if needed.
-    fn udp_flow(&mut self, guest: SocketAddrV4, dst: SocketAddrV4) -> Option<u64> {
+    fn udp_flow(&mut self, guest: SocketAddr, dst: SocketAddr) -> Option<u64> {
         if let Some(&id) = self.udp.by_tuple.get(&(guest, dst)) {
             return Some(id);
         }
@@ -90,8 +88,11 @@ impl EventLoop {
                 .map(|(&id, _)| id)?;
             self.udp_close(oldest);
         }
-        let target = self.host_destination(SocketAddr::V4(dst));
-        let local: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, 0).into();
+        let target = self.host_destination(dst);
+        let local: SocketAddr = match target {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
         let mut socket = match UdpSocket::bind(local).and_then(|socket| {
             socket.connect(target)?;
             Ok(socket)

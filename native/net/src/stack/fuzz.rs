@@ -3,7 +3,7 @@
 //! EOFs and resets, data both ways, and a QEMU reader that drains the queue only now and then.
 //! Nothing may panic, the flows stay within the cap and the queue within its capacity.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use smoltcp::wire::TcpControl;
@@ -63,9 +63,10 @@ fn answer_like_a_guest(rng: &mut XorShift, harness: &mut Harness, conns: &mut [G
         let Some(segment) = parse_segment(&frame) else {
             continue;
         };
-        let Some(conn) = conns.iter_mut().find(|conn| {
-            conn.guest_addr() == segment.dst && SocketAddr::from(conn.dst) == segment.src
-        }) else {
+        let Some(conn) = conns
+            .iter_mut()
+            .find(|conn| conn.guest_addr() == segment.dst && conn.dst == segment.src)
+        else {
             continue;
         };
         let occupied = segment.payload.len() as u32

@@ -1,19 +1,21 @@
 //! A scripted guest for the tests: builds its TCP segments with smoltcp's `wire` emitters (via
 //! the wire module's test frames) and parses what the stack sends it.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, TcpControl,
-    TcpPacket, TcpRepr, TcpSeqNumber,
+    ArpOperation, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet,
+    TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
-use super::{Action, FlowId, NetConfig, NoResolvedNames, Received, Stack, StackOptions};
+use super::{Action, FlowId, Ipv6Link, NetConfig, NoResolvedNames, Received, Stack, StackOptions};
 use crate::policy::{Evaluator, HostAddresses, Policy};
 use crate::wire::framing::FrameDecoder;
-use crate::wire::test_frames::{self, GATEWAY_MAC, GATEWAY_V4, GUEST_MAC, GUEST_V4};
+use crate::wire::test_frames::{
+    self, GATEWAY_MAC, GATEWAY_V4, GATEWAY_V6, GUEST_MAC, GUEST_V4, GUEST_V6,
+};
 
 pub const PUBLIC: Ipv4Addr = test_frames::PUBLIC_V4;
 
@@ -34,12 +36,16 @@ pub fn config() -> NetConfig {
         gateway_v4: GATEWAY_V4,
         guest_v4: GUEST_V4,
         gateway_mac: GATEWAY_MAC,
+        ipv6: Some(Ipv6Link {
+            gateway: GATEWAY_V6,
+            guest: GUEST_V6,
+        }),
         ..NetConfig::default()
     }
 }
 
-/// A stack with `policy`, a clock, and the guest's ARP for the gateway already answered (as
-/// a booting guest does before its first SYN).
+/// A stack with `policy`, a clock, and the guest's ARP and neighbour solicitation for the
+/// gateway already answered (as a booting guest does before its first SYN).
 pub struct Harness {
     pub stack: Stack,
     pub now: Duration,
@@ -56,7 +62,18 @@ impl Harness {
         harness.send(&test_frames::arp(ArpOperation::Request, GATEWAY_V4));
         let replies = harness.take_frames();
         assert_eq!(replies.len(), 1, "one ARP reply");
+        harness.send(&test_frames::neighbor_solicitation(GATEWAY_V6, 255));
+        let replies = harness.take_frames();
+        assert_eq!(replies.len(), 1, "one neighbour advertisement");
         harness
+    }
+
+    /// A harness around a stack whose guest has not yet announced itself.
+    pub fn from_stack(stack: Stack) -> Self {
+        Self {
+            stack,
+            now: Duration::ZERO,
+        }
     }
 
     pub fn send(&mut self, frame: &[u8]) -> bool {
@@ -117,21 +134,30 @@ impl Harness {
     }
 }
 
-/// The TCP segment in `frame`, checksums verified, or `None` for anything else.
+/// The TCP segment in `frame` (IPv4 or IPv6), checksums verified, or `None` for anything else.
 pub fn parse_segment(frame: &[u8]) -> Option<Segment> {
     let ethernet = EthernetFrame::new_checked(frame).ok()?;
-    if ethernet.ethertype() != EthernetProtocol::Ipv4
-        || ethernet.dst_addr() != GUEST_MAC
-        || ethernet.src_addr() != GATEWAY_MAC
-    {
+    if ethernet.dst_addr() != GUEST_MAC || ethernet.src_addr() != GATEWAY_MAC {
         return None;
     }
-    let ip = Ipv4Packet::new_checked(ethernet.payload()).ok()?;
-    if ip.next_header() != IpProtocol::Tcp || !ip.verify_checksum() {
-        return None;
-    }
-    let (src_ip, dst_ip) = (ip.src_addr(), ip.dst_addr());
-    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    let (src_ip, dst_ip, payload): (IpAddr, IpAddr, &[u8]) = match ethernet.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(ethernet.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp || !ip.verify_checksum() {
+                return None;
+            }
+            (ip.src_addr().into(), ip.dst_addr().into(), ip.payload())
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(ethernet.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            (ip.src_addr().into(), ip.dst_addr().into(), ip.payload())
+        }
+        _ => return None,
+    };
+    let tcp = TcpPacket::new_checked(payload).ok()?;
     let repr = TcpRepr::parse(
         &tcp,
         &src_ip.into(),
@@ -140,8 +166,8 @@ pub fn parse_segment(frame: &[u8]) -> Option<Segment> {
     )
     .ok()?;
     Some(Segment {
-        src: SocketAddrV4::new(src_ip, repr.src_port).into(),
-        dst: SocketAddrV4::new(dst_ip, repr.dst_port).into(),
+        src: SocketAddr::new(src_ip, repr.src_port),
+        dst: SocketAddr::new(dst_ip, repr.dst_port),
         control: repr.control,
         seq: repr.seq_number.0 as u32,
         ack: repr.ack_number.map(|ack| ack.0 as u32),
@@ -154,7 +180,7 @@ pub fn parse_segment(frame: &[u8]) -> Option<Segment> {
 #[derive(Debug, Clone, Copy)]
 pub struct GuestConnection {
     pub src_port: u16,
-    pub dst: SocketAddrV4,
+    pub dst: SocketAddr,
     /// Next sequence number the guest sends.
     pub seq: u32,
     /// Next sequence number the guest expects (what it acknowledges).
@@ -162,10 +188,10 @@ pub struct GuestConnection {
 }
 
 impl GuestConnection {
-    pub fn new(src_port: u16, dst: SocketAddrV4) -> Self {
+    pub fn new(src_port: u16, dst: impl Into<SocketAddr>) -> Self {
         Self {
             src_port,
-            dst,
+            dst: dst.into(),
             seq: 1000,
             ack: 0,
         }
@@ -190,10 +216,15 @@ impl GuestConnection {
             seq_number: TcpSeqNumber(self.seq as i32),
             ..test_frames::tcp_repr(self.dst.port(), control, ack, payload)
         };
-        test_frames::tcp(IpAddress::Ipv4(*self.dst.ip()), &repr)
+        test_frames::tcp(IpAddress::from(self.dst.ip()), &repr)
     }
 
+    /// The guest's end: its address of the destination's family.
     pub fn guest_addr(&self) -> SocketAddr {
-        SocketAddrV4::new(GUEST_V4, self.src_port).into()
+        let guest: IpAddr = match self.dst {
+            SocketAddr::V4(_) => GUEST_V4.into(),
+            SocketAddr::V6(_) => GUEST_V6.into(),
+        };
+        SocketAddr::new(guest, self.src_port)
     }
 }

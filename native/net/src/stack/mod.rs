@@ -9,7 +9,10 @@
 //! signal both ways. The supervisor's single event loop drives it:
 //! `receive_frame`/`handle` → drain `next_action` → move data → `poll` → arm `poll_delay`.
 //!
-//! UDP, fragments and IPv6 are not terminated here: [`Received::NotHandled`] gives their
+//! TCP over IPv6 is terminated the same way when the link has IPv6; smoltcp answers the
+//! guest's neighbour solicitations for the gateway as it answers ARP.
+//!
+//! UDP and fragments are not terminated here: [`Received::NotHandled`] gives their
 //! classification back to the caller (DNS, the reassembler).
 
 mod config;
@@ -18,7 +21,7 @@ mod flow;
 mod reset;
 mod tcp;
 
-pub use config::{ConfigError, NetConfig, StackOptions, MAX_SLOTS};
+pub use config::{ConfigError, Ipv6Link, NetConfig, StackOptions, IPV6_PREFIX, MAX_SLOTS};
 pub use flow::{Action, DialError, Event, FlowError, FlowId, IngressError};
 pub use tcp::{NoResolvedNames, Received, ResolvedNames, Stack};
 

@@ -2,20 +2,18 @@
 //! denied, refused or over-the-cap flow no smoltcp socket ever exists, and the guest must learn
 //! at once (`ECONNREFUSED`) rather than retransmit its SYN for a minute.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+use smoltcp::wire::{IpAddress, IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
 
 use crate::wire::classified::TcpSegment;
-use crate::wire::emit::{ipv4_frame, Ipv4Route, LinkAddresses};
+use crate::wire::emit::{ip_frame, LinkAddresses};
 
-/// The Ethernet frame of a RST+ACK answering `syn`, or `None` for a non-IPv4 segment (the
-/// gateway has no IPv6 address to answer from).
+/// The Ethernet frame of a RST+ACK answering `syn`, from the address the guest dialled, or
+/// `None` for a segment whose addresses mix IPv4 and IPv6 (no guest sends one).
 pub fn reset_for_syn(link: LinkAddresses, syn: &TcpSegment) -> Option<Vec<u8>> {
-    let (IpAddr::V4(remote), IpAddr::V4(guest)) = (syn.tuple.dst.ip(), syn.tuple.src.ip()) else {
-        return None;
-    };
+    let (remote, guest) = (syn.tuple.dst.ip(), syn.tuple.src.ip());
     // RFC 9293 3.10.7.1: a RST to a segment without ACK carries seq 0 and acknowledges
     // everything the segment occupied, the SYN flag included.
     let occupied = syn.payload_len as u32 + 1;
@@ -33,17 +31,23 @@ pub fn reset_for_syn(link: LinkAddresses, syn: &TcpSegment) -> Option<Vec<u8>> {
         timestamp: None,
         payload: &[],
     };
-    Some(emit_ipv4_tcp(link, remote, guest, &tcp))
+    emit_tcp(link, remote, guest, &tcp)
 }
 
-fn emit_ipv4_tcp(link: LinkAddresses, src: Ipv4Addr, dst: Ipv4Addr, tcp: &TcpRepr<'_>) -> Vec<u8> {
-    let route = Ipv4Route { src, dst };
-    ipv4_frame(link, route, IpProtocol::Tcp, tcp.buffer_len(), |buffer| {
-        tcp.emit(
-            &mut TcpPacket::new_unchecked(buffer),
-            &src.into(),
-            &dst.into(),
-            &ChecksumCapabilities::default(),
-        )
-    })
+fn emit_tcp(link: LinkAddresses, src: IpAddr, dst: IpAddr, tcp: &TcpRepr<'_>) -> Option<Vec<u8>> {
+    ip_frame(
+        link,
+        src,
+        dst,
+        IpProtocol::Tcp,
+        tcp.buffer_len(),
+        |buffer| {
+            tcp.emit(
+                &mut TcpPacket::new_unchecked(buffer),
+                &IpAddress::from(src),
+                &IpAddress::from(dst),
+                &ChecksumCapabilities::default(),
+            )
+        },
+    )
 }

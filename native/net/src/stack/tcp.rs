@@ -7,7 +7,7 @@
 //! that did not take it is dropped at once and the guest gets a RST.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -17,7 +17,7 @@ use smoltcp::wire::{
     EthernetAddress, EthernetFrame, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint,
 };
 
-use super::config::{ConfigError, NetConfig, StackOptions};
+use super::config::{ConfigError, NetConfig, StackOptions, IPV6_PREFIX};
 use super::device::FrameDevice;
 use super::flow::{Action, DialError, Event, FlowError, FlowId, IngressError};
 use super::reset::reset_for_syn;
@@ -87,6 +87,12 @@ pub struct Stack {
 /// would pick them.
 const INGRESS_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 
+/// The gateway's link-local address. The guest never addresses it, but Linux sends its
+/// reachability probes of the gateway (unicast neighbour solicitations) from its own
+/// link-local address, and smoltcp only answers a source on a prefix it has.
+const GATEWAY_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+const LINK_LOCAL_PREFIX: u8 = 64;
+
 fn instant(since_origin: Duration) -> Instant {
     Instant::from_micros(i64::try_from(since_origin.as_micros()).unwrap_or(i64::MAX))
 }
@@ -106,15 +112,20 @@ impl Stack {
         interface_config.random_seed = options.random_seed;
         let mut interface = Interface::new(interface_config, &mut device, instant(now));
         interface.update_ip_addrs(|addresses| {
-            // A fresh interface has no addresses and room for several: this cannot fail.
+            // A fresh interface has no addresses and room for three (the crate's
+            // `iface-max-addr-count-3`): these pushes cannot fail.
             let _ = addresses.push(IpCidr::new(config.gateway_v4.into(), config.prefix));
+            if let Some(ipv6) = config.ipv6 {
+                let _ = addresses.push(IpCidr::new(ipv6.gateway.into(), IPV6_PREFIX));
+                let _ = addresses.push(IpCidr::new(GATEWAY_LINK_LOCAL.into(), LINK_LOCAL_PREFIX));
+            }
         });
         // Every destination the guest routes to the gateway is terminated here.
         interface.set_any_ip(true);
         let classifier = Classifier::new(Gateway {
             mac: config.gateway_mac,
             ipv4: config.gateway_v4,
-            ipv6: None,
+            ipv6: config.ipv6.map(|ipv6| ipv6.gateway),
         });
         Ok(Self {
             config,
@@ -140,22 +151,30 @@ impl Stack {
         names: &dyn ResolvedNames,
     ) -> Received<'a> {
         match self.classifier.classify(frame) {
-            Classified::Tcp(segment) if segment.tuple.dst.is_ipv4() => {
+            Classified::Tcp(segment) if self.carries(segment.tuple.dst.ip()) => {
                 self.receive_tcp(now, frame, segment, names);
                 Received::Handled
             }
-            Classified::ArpRequestForGateway { .. } | Classified::ArpReplyForGateway { .. } => {
+            Classified::ArpRequestForGateway { .. }
+            | Classified::ArpReplyForGateway { .. }
+            | Classified::NeighborSolicitationForGateway { .. }
+            | Classified::NeighborAdvertisementForGateway { .. } => {
                 self.deliver(now, frame);
                 Received::Handled
             }
             // Only pings to the gateway itself: smoltcp would answer any address under AnyIP,
             // faking reachability of hosts nobody pinged.
-            Classified::EchoRequest(echo) if echo.dst == IpAddr::V4(self.config.gateway_v4) => {
+            Classified::EchoRequest(echo) if self.classifier.gateway().owns(echo.dst) => {
                 self.deliver(now, frame);
                 Received::Handled
             }
             other => Received::NotHandled(other),
         }
+    }
+
+    /// Whether the link carries `ip`'s family: IPv6 only when the guest was given an address.
+    fn carries(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() || self.config.ipv6.is_some()
     }
 
     /// Takes one event from the host side.

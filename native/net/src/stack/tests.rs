@@ -1,20 +1,32 @@
 //! The stack against a scripted guest: connect-first decisions, data both ways with
 //! backpressure, half-close both ways and the connection cap.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::time::Duration;
 
-use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, TcpControl};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, Icmpv6Packet, Icmpv6Repr, Ipv6Packet,
+    NdiscRepr, TcpControl,
+};
 
-use super::guest::{GuestConnection, Harness, Segment, PUBLIC};
-use super::{Action, ConfigError, DialError, Event, FlowError, FlowId, NetConfig, StackOptions};
-use crate::policy::Policy;
-use crate::wire::test_frames::{self, GATEWAY_V4, GUEST_V4};
+use super::guest::{config, GuestConnection, Harness, Segment, PUBLIC};
+use super::{
+    Action, ConfigError, DialError, Event, FlowError, FlowId, NetConfig, NoResolvedNames, Received,
+    Stack, StackOptions,
+};
+use crate::policy::{Evaluator, HostAddresses, Policy};
+use crate::wire::classified::Classified;
+use crate::wire::test_frames::{self, GATEWAY_V4, GATEWAY_V6, GUEST_V4, GUEST_V6, PUBLIC_V6};
 
 const TICK: Duration = Duration::from_millis(20);
 
 fn public_dst(port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(PUBLIC, port)
+}
+
+fn public_v6_dst(port: u16) -> SocketAddrV6 {
+    SocketAddrV6::new(PUBLIC_V6, port, 0, 0)
 }
 
 fn options() -> StackOptions {
@@ -29,7 +41,7 @@ fn syn_to_dial(harness: &mut Harness, conn: &GuestConnection) -> FlowId {
     assert!(harness.send(&conn.syn()));
     match harness.actions().as_slice() {
         [Action::Dial { flow_id, dst }] => {
-            assert_eq!(*dst, conn.dst.into());
+            assert_eq!(*dst, conn.dst);
             *flow_id
         }
         other => panic!("expected one dial, got {other:?}"),
@@ -53,7 +65,7 @@ fn establish(harness: &mut Harness, conn: &mut GuestConnection) -> FlowId {
         panic!("expected one SYN-ACK, got {segments:?}");
     };
     assert_eq!(syn_ack.control, TcpControl::Syn);
-    assert_eq!(syn_ack.src, conn.dst.into());
+    assert_eq!(syn_ack.src, conn.dst);
     assert_eq!(syn_ack.dst, conn.guest_addr());
     assert_eq!(syn_ack.ack, Some(conn.seq + 1));
     conn.seq += 1;
@@ -67,7 +79,7 @@ fn assert_reset_for_syn(segments: &[Segment], conn: &GuestConnection) {
         panic!("expected one RST, got {segments:?}");
     };
     assert_eq!(reset.control, TcpControl::Rst);
-    assert_eq!(reset.src, conn.dst.into());
+    assert_eq!(reset.src, conn.dst);
     assert_eq!(reset.dst, conn.guest_addr());
     assert_eq!(reset.ack, Some(conn.seq + 1));
 }
@@ -454,5 +466,129 @@ fn configs_that_cannot_work_are_refused() {
     assert_eq!(
         no_connections.validate(&base),
         Err(ConfigError::NoConnections)
+    );
+}
+
+#[test]
+fn ipv6_syn_is_dialed_and_carries_data_once_the_dial_succeeds() {
+    let mut harness = Harness::new(Policy::public_only(), options());
+    let mut conn = GuestConnection::new(40020, public_v6_dst(443));
+    let flow_id = establish(&mut harness, &mut conn);
+    assert!(harness.send(&conn.send(TcpControl::Psh, b"over v6")));
+    assert_eq!(harness.take_guest_data(flow_id), b"over v6");
+}
+
+#[test]
+fn denied_ipv6_syn_gets_an_ipv6_reset_at_once() {
+    let mut harness = Harness::new(Policy::public_only(), options());
+    let private = SocketAddrV6::new(Ipv6Addr::new(0xfd00, 0, 0, 9, 0, 0, 0, 5), 80, 0, 0);
+    let conn = GuestConnection::new(40021, private);
+    assert!(harness.send(&conn.syn()));
+    assert_eq!(harness.actions(), []);
+    let segments = harness.take_segments();
+    assert!(segments.iter().all(|segment| segment.dst.is_ipv6()));
+    assert_reset_for_syn(&segments, &conn);
+}
+
+#[test]
+fn refused_ipv6_dial_resets_the_guest() {
+    let mut harness = Harness::new(Policy::allow_all(), options());
+    let conn = GuestConnection::new(40022, public_v6_dst(81));
+    let flow_id = syn_to_dial(&mut harness, &conn);
+    let event = Event::Dialed {
+        flow_id,
+        result: Err(DialError::Refused),
+    };
+    harness.stack.handle(harness.now, event).expect("dialed");
+    assert_reset_for_syn(&harness.take_segments(), &conn);
+}
+
+#[test]
+fn pings_to_the_gateway_are_answered_and_others_are_left_to_the_caller() {
+    let mut harness = Harness::new(Policy::allow_all(), options());
+    assert!(harness.send(&test_frames::icmpv4_echo(GATEWAY_V4, b"hi")));
+    assert_eq!(harness.take_frames().len(), 1, "one echo reply over IPv4");
+    assert!(harness.send(&test_frames::icmpv6_echo(GATEWAY_V6, b"hi")));
+    assert_eq!(harness.take_frames().len(), 1, "one echo reply over IPv6");
+    assert!(!harness.send(&test_frames::icmpv6_echo(PUBLIC_V6, b"hi")));
+    assert!(harness.take_frames().is_empty());
+}
+
+#[test]
+fn a_link_without_ipv6_terminates_no_ipv6() {
+    let evaluator = Evaluator::new(Policy::allow_all(), HostAddresses::new([]));
+    let link = config().without_ipv6();
+    let mut stack = Stack::new(link, options(), evaluator, Duration::ZERO).expect("config");
+    let solicitation = test_frames::neighbor_solicitation(GATEWAY_V6, 255);
+    assert!(matches!(
+        stack.receive_frame(Duration::ZERO, &solicitation, &NoResolvedNames),
+        Received::NotHandled(Classified::Ignored(_))
+    ));
+    let syn = GuestConnection::new(40023, public_v6_dst(443)).syn();
+    assert!(matches!(
+        stack.receive_frame(Duration::ZERO, &syn, &NoResolvedNames),
+        Received::NotHandled(Classified::Tcp(_))
+    ));
+    assert_eq!(stack.next_action(), None);
+    assert!(stack.to_guest().is_empty());
+}
+
+/// Whether `frame` is the gateway's neighbour solicitation for the guest's IPv6 address.
+fn is_solicitation_for_the_guest(frame: &[u8]) -> bool {
+    let Ok(ethernet) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    let Ok(ip) = Ipv6Packet::new_checked(ethernet.payload()) else {
+        return false;
+    };
+    let Ok(icmp) = Icmpv6Packet::new_checked(ip.payload()) else {
+        return false;
+    };
+    let repr = Icmpv6Repr::parse(
+        &ip.src_addr(),
+        &ip.dst_addr(),
+        &icmp,
+        &ChecksumCapabilities::default(),
+    );
+    matches!(
+        repr,
+        Ok(Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr, .. })) if target_addr == GUEST_V6
+    )
+}
+
+#[test]
+fn the_guests_neighbour_advertisement_lets_the_stack_answer_over_ipv6() {
+    // No solicitation from the guest first: the stack does not know the guest's MAC, so it
+    // must ask and learn it from the answer, as it does once its neighbour entry expires.
+    let evaluator = Evaluator::new(Policy::allow_all(), HostAddresses::new([]));
+    let mut stack = Stack::new(config(), options(), evaluator, Duration::ZERO).expect("config");
+    let conn = GuestConnection::new(40024, public_v6_dst(443));
+    let syn = conn.syn();
+    let handled = stack.receive_frame(Duration::ZERO, &syn, &NoResolvedNames);
+    assert_eq!(handled, Received::Handled);
+    let Some(Action::Dial { flow_id, .. }) = stack.next_action() else {
+        panic!("expected a dial");
+    };
+    let dialed = Event::Dialed {
+        flow_id,
+        result: Ok(()),
+    };
+    stack.handle(Duration::ZERO, dialed).expect("dialed");
+    let mut harness = Harness::from_stack(stack);
+    let frames = harness.take_frames();
+    assert!(
+        frames
+            .iter()
+            .any(|frame| is_solicitation_for_the_guest(frame)),
+        "the stack asks for the guest's MAC"
+    );
+    assert!(harness.send(&test_frames::neighbor_advertisement(GATEWAY_V6)));
+    harness.advance(TICK);
+    let segments = harness.take_segments();
+    assert!(
+        segments
+            .iter()
+            .any(|segment| segment.control == TcpControl::Syn && segment.dst == conn.guest_addr()),
+        "a SYN-ACK once the guest's MAC is known: {segments:?}"
     );
 }

@@ -101,6 +101,12 @@ pub enum Classified<'a> {
         sender_ip: Ipv6Addr,
         sender_mac: Option<EthernetAddress>,
     },
+    /// The guest's answer to the gateway's own solicitation (its neighbour entry for the
+    /// guest expired): the stack must learn the MAC from it, as from an ARP reply.
+    NeighborAdvertisementForGateway {
+        target_ip: Ipv6Addr,
+        target_mac: Option<EthernetAddress>,
+    },
     Tcp(TcpSegment),
     Udp(UdpDatagram<'a>),
     EchoRequest(EchoRequest<'a>),
@@ -130,7 +136,7 @@ pub enum Ignored {
     Icmpv4Message(u8),
     #[error("ICMPv6 message type {0}")]
     Icmpv6Message(u8),
-    #[error("neighbour discovery that is not a solicitation for the gateway")]
+    #[error("neighbour discovery that is neither a solicitation for the gateway nor an advertisement to it")]
     NeighborDiscoveryNotForGateway,
 }
 

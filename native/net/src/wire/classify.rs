@@ -382,6 +382,21 @@ mod tests {
     }
 
     #[test]
+    fn a_neighbour_advertisement_to_the_gateway_is_learnt_from() {
+        assert_eq!(
+            classify(&neighbor_advertisement(GATEWAY_V6)),
+            Classified::NeighborAdvertisementForGateway {
+                target_ip: GUEST_V6,
+                target_mac: Some(GUEST_MAC)
+            }
+        );
+        assert_eq!(
+            classify(&neighbor_advertisement(PUBLIC_V6)),
+            Classified::Ignored(Ignored::NeighborDiscoveryNotForGateway)
+        );
+    }
+
+    #[test]
     fn other_icmpv6_is_ignored() {
         let router_solicit = Icmpv6Repr::Ndisc(NdiscRepr::RouterSolicit { lladdr: None });
         let frame = icmpv6(GATEWAY_MAC, GATEWAY_V6, 255, &router_solicit);

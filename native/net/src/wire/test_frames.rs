@@ -6,8 +6,8 @@ use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     EthernetRepr, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol,
-    Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NdiscRepr, RawHardwareAddress, TcpControl,
-    TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
+    Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress,
+    TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
 };
 
 use super::classify::Gateway;
@@ -266,6 +266,16 @@ pub fn neighbor_solicitation(target: Ipv6Addr, hop_limit: u8) -> Vec<u8> {
         lladdr: Some(RawHardwareAddress::from_bytes(GUEST_MAC.as_bytes())),
     });
     icmpv6(group_mac, group, hop_limit, &repr)
+}
+
+/// The guest's neighbour advertisement of its own address, answering a solicitation from `to`.
+pub fn neighbor_advertisement(to: Ipv6Addr) -> Vec<u8> {
+    let repr = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+        flags: NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE,
+        target_addr: GUEST_V6,
+        lladdr: Some(RawHardwareAddress::from_bytes(GUEST_MAC.as_bytes())),
+    });
+    icmpv6(GATEWAY_MAC, to, 255, &repr)
 }
 
 /// One IPv4 fragment (to a public address) carrying `piece` at byte `offset` of datagram `id`.

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetAddress, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol,
-    NdiscRepr, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
+    NdiscRepr, RawHardwareAddress, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
 };
 
 use super::classified::{
@@ -207,21 +207,44 @@ fn classify_icmpv6<'a>(
             if Some(target_addr) != state.gateway.ipv6 {
                 return Classified::Ignored(Ignored::NeighborDiscoveryNotForGateway);
             }
-            let sender_mac = match lladdr {
-                None => None,
-                Some(address) if address.len() == ETHERNET_ADDRESS_LEN => {
-                    Some(EthernetAddress::from_bytes(address.as_bytes()))
-                }
-                Some(_) => return Classified::Malformed(Malformed::Icmpv6),
+            let Ok(sender_mac) = ethernet_option(lladdr) else {
+                return Classified::Malformed(Malformed::Icmpv6);
             };
             Classified::NeighborSolicitationForGateway {
                 sender_ip: src,
                 sender_mac,
             }
         }
+        Ok(Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+            target_addr,
+            lladdr,
+            ..
+        })) => {
+            if !state.gateway.owns(IpAddr::V6(dst)) {
+                return Classified::Ignored(Ignored::NeighborDiscoveryNotForGateway);
+            }
+            let Ok(target_mac) = ethernet_option(lladdr) else {
+                return Classified::Malformed(Malformed::Icmpv6);
+            };
+            Classified::NeighborAdvertisementForGateway {
+                target_ip: target_addr,
+                target_mac,
+            }
+        }
         Ok(Icmpv6Repr::Ndisc(_)) => Classified::Ignored(Ignored::NeighborDiscoveryNotForGateway),
         Ok(_) => Classified::Ignored(Ignored::Icmpv6Message(u8::from(message))),
         Err(_) if message.is_ndisc() => Classified::Malformed(Malformed::Icmpv6),
         Err(_) => Classified::Ignored(Ignored::Icmpv6Message(u8::from(message))),
+    }
+}
+
+/// The MAC of a neighbour discovery link-layer option; `Err` for one of another length.
+fn ethernet_option(lladdr: Option<RawHardwareAddress>) -> Result<Option<EthernetAddress>, ()> {
+    match lladdr {
+        None => Ok(None),
+        Some(address) if address.len() == ETHERNET_ADDRESS_LEN => {
+            Ok(Some(EthernetAddress::from_bytes(address.as_bytes())))
+        }
+        Some(_) => Err(()),
     }
 }
