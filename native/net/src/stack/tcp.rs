@@ -205,7 +205,7 @@ impl Stack {
         guest_port: u16,
         peer: SocketAddr,
     ) -> Result<FlowId, IngressError> {
-        if self.flows.len() >= self.options.max_connections {
+        if !self.has_room_for_a_flow() {
             return Err(IngressError::TooManyConnections(self.flows.len()));
         }
         let verdict = self.evaluator.decide(&PolicyFlow {
@@ -378,7 +378,7 @@ impl Stack {
 
     fn open_flow(&mut self, frame: &[u8], syn: TcpSegment, names: &dyn ResolvedNames) {
         let guest_mac = EthernetFrame::new_unchecked(frame).src_addr();
-        if self.flows.len() >= self.options.max_connections {
+        if !self.has_room_for_a_flow() {
             self.reset(guest_mac, &syn);
             return;
         }
@@ -517,6 +517,35 @@ impl Stack {
             self.forget_flow(flow_id);
             self.actions.push_back(Action::Close { flow_id });
         }
+    }
+
+    /// Whether a new flow fits under `max_connections`, making room by ending a flow in
+    /// TIME-WAIT if need be: such a flow carries nothing any more, and where the host closed
+    /// first (as HTTP servers do) its 2 MSL would otherwise hold the slots of a busy guest's
+    /// last minute of connections. The guest picks a fresh port for its next connection, so
+    /// no old segment can be taken for a new flow's.
+    fn has_room_for_a_flow(&mut self) -> bool {
+        if self.flows.len() < self.options.max_connections {
+            return true;
+        }
+        let waiting = self
+            .flows
+            .iter()
+            .find_map(|(&flow_id, flow)| match flow.state {
+                FlowState::Open { socket, .. }
+                    if self.sockets.get::<TcpSocket>(socket).state() == State::TimeWait =>
+                {
+                    Some((flow_id, socket))
+                }
+                _ => None,
+            });
+        let Some((flow_id, socket)) = waiting else {
+            return false;
+        };
+        self.sockets.remove(socket);
+        self.forget_flow(flow_id);
+        self.actions.push_back(Action::Close { flow_id });
+        true
     }
 
     /// A gateway port no live flow into the guest uses, searched round-robin so a port is

@@ -12,8 +12,8 @@ use smoltcp::wire::{
 
 use super::guest::{config, GuestConnection, Harness, Segment, PUBLIC};
 use super::{
-    Action, ConfigError, DialError, Event, FlowError, FlowId, NetConfig, NoResolvedNames, Received,
-    Stack, StackOptions,
+    Action, ConfigError, DialError, Event, FlowError, FlowId, IngressError, NetConfig,
+    NoResolvedNames, Received, Stack, StackOptions,
 };
 use crate::policy::{Evaluator, HostAddresses, Policy};
 use crate::wire::classified::Classified;
@@ -195,6 +195,100 @@ fn syn_beyond_max_connections_gets_a_reset() {
     assert!(harness.send(&second.syn()));
     assert_eq!(harness.actions(), []);
     assert_reset_for_syn(&harness.take_segments(), &second);
+}
+
+#[test]
+fn a_flow_in_time_wait_gives_its_slot_to_a_new_syn_at_the_cap() {
+    let options = StackOptions {
+        max_connections: 1,
+        ..options()
+    };
+    let mut harness = Harness::new(Policy::allow_all(), options);
+    let mut first = GuestConnection::new(40010, public_dst(80));
+    let first_flow = establish(&mut harness, &mut first);
+    // The host closes first, as an HTTP/1.0 server does: the gateway's side ends in TIME-WAIT.
+    let event = Event::HostEof {
+        flow_id: first_flow,
+    };
+    harness.stack.handle(harness.now, event).expect("open");
+    let fin = harness.take_segments();
+    let [fin] = fin.as_slice() else {
+        panic!("expected the gateway's FIN, got {fin:?}");
+    };
+    assert_eq!(fin.control, TcpControl::Fin);
+    first.ack = fin.seq.wrapping_add(1);
+    assert!(harness.send(&first.send(TcpControl::Fin, &[])));
+    harness.advance(TICK);
+    assert!(harness.actions().contains(&Action::ShutdownWrite {
+        flow_id: first_flow
+    }));
+    let second = GuestConnection::new(40011, public_dst(80));
+    assert!(harness.send(&second.syn()));
+    let actions = harness.actions();
+    assert!(
+        actions.contains(&Action::Close {
+            flow_id: first_flow
+        }),
+        "{actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Dial { dst, .. } if *dst == second.dst)),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_published_port_client_is_connected_to_the_guest_port_both_ways() {
+    let mut harness = Harness::new(Policy::public_only(), options());
+    let peer = "127.0.0.1:40000".parse().expect("an address");
+    let flow_id = harness
+        .stack
+        .connect_to_guest(harness.now, 8080, peer)
+        .expect("public_only lets published ports in");
+    let segments = harness.take_segments();
+    let [syn] = segments.as_slice() else {
+        panic!("expected one SYN, got {segments:?}");
+    };
+    assert_eq!(syn.control, TcpControl::Syn);
+    assert_eq!(
+        syn.dst,
+        std::net::SocketAddr::from(SocketAddrV4::new(GUEST_V4, 8080))
+    );
+    assert_eq!(
+        harness.stack.guest_send_capacity(flow_id),
+        Ok(0),
+        "nothing before the handshake"
+    );
+    // The guest's server answers from 8080 to the gateway's port.
+    let mut server = GuestConnection::new(8080, syn.src);
+    server.ack = syn.seq.wrapping_add(1);
+    assert!(harness.send(&server.frame(TcpControl::Syn, Some(server.ack), &[])));
+    server.seq += 1;
+    harness.take_segments();
+    assert_eq!(harness.stack.send_to_guest(flow_id, b"request"), Ok(7));
+    harness.advance(TICK);
+    let sent: Vec<u8> = harness
+        .take_segments()
+        .into_iter()
+        .flat_map(|s| s.payload)
+        .collect();
+    assert_eq!(sent, b"request");
+    server.ack = server.ack.wrapping_add(7);
+    assert!(harness.send(&server.send(TcpControl::Psh, b"reply")));
+    assert_eq!(harness.take_guest_data(flow_id), b"reply");
+}
+
+#[test]
+fn none_refuses_published_port_clients() {
+    let mut harness = Harness::new(Policy::none(), options());
+    let peer: std::net::SocketAddr = "127.0.0.1:40001".parse().expect("an address");
+    assert_eq!(
+        harness.stack.connect_to_guest(harness.now, 8080, peer),
+        Err(IngressError::Denied(peer.ip()))
+    );
+    assert_eq!(harness.stack.flow_count(), 0);
 }
 
 #[test]
