@@ -6,7 +6,7 @@ from __future__ import annotations
 from .sessions import GuestSession
 
 GUEST_PROBE = """
-import ipaddress, os, socket, sys, time
+import ipaddress, os, socket, struct, sys, time
 def connect(host, port):
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
@@ -54,6 +54,29 @@ def get(host, path="/"):
     with socket.create_connection((host, 80), timeout=10) as s:
         s.sendall(f"GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n".encode())
         return b"".join(iter(lambda: s.recv(65536), b"")).decode(errors="replace")
+def ping(host):
+    # One echo request from a raw socket (the guest is root): "reply", "unreachable CODE"
+    # (the ICMP error the gateway answered with) or "timeout".
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as s:
+        s.settimeout(1)
+        ident = os.getpid() & 0xFFFF
+        body = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"msb-ping"
+        total = sum(struct.unpack(f"!{len(body) // 2}H", body))
+        total = (total & 0xFFFF) + (total >> 16)
+        checksum = ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF
+        s.sendto(body[:2] + struct.pack("!H", checksum) + body[4:], (host, 0))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                data = s.recv(2048)
+            except socket.timeout:
+                continue
+            icmp = data[(data[0] & 15) * 4:]
+            if icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
+                return "reply"
+            if icmp[0] == 3:
+                return f"unreachable {icmp[1]}"
+        return "timeout"
 def daemon(*argv):
     # A server that outlives this exec: its own session, no terminal, no pipes.
     if os.fork():

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -313,6 +315,26 @@ def test_host_to_guest_half_close_delivers_the_reply(
         "tcp", address="127.0.0.1", port=published["counter"], send="x" * 5000, half_close=True
     )
     assert reply["reply"] == "5000", reply
+
+
+def test_ping_is_refused_with_a_reason_where_the_host_gives_no_ping_sockets(
+    public: GuestSession,
+) -> None:
+    # The host namespace keeps Linux's default `ping_group_range` of `1 0`: nobody may ping.
+    assert probe(public, "ping", HTTP_HOST) == "unreachable 13"
+    log = Path(os.environ["MSB_HOME"]) / "sandboxes" / "net-public" / "supervisor.log"
+    assert "ping from the sandbox refused" in log.read_text()
+
+
+def test_ping_is_relayed_where_the_host_gives_ping_sockets(
+    public: GuestSession, internet: FakeInternet
+) -> None:
+    allow = ["sysctl", "-w", "net.ipv4.ping_group_range=0 2147483647"]
+    assert internet.run_in_host(allow).returncode == 0
+    try:
+        assert probe(public, "ping", HTTP_HOST) == "reply"
+    finally:
+        internet.run_in_host(["sysctl", "-w", "net.ipv4.ping_group_range=1 0"])
 
 
 def test_a_busy_host_port_is_a_typed_error_and_leaves_nothing(internet: FakeInternet) -> None:
