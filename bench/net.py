@@ -31,13 +31,16 @@ from pathlib import Path
 os.environ.setdefault("MSB_HOME", tempfile.mkdtemp(prefix="msb-bench-home-"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from net.internet import DNS_HOST, HTTP_HOST, FakeInternet, unavailable_reason  # noqa: E402
-from net.sessions import GuestSession  # noqa: E402
+from net.internet import DNS_HOST, HTTP_HOST, FakeInternet, unavailable_reason
+from net.sessions import GuestSession
 
 GUEST_SINK_PORT = 9000
 LATENCY_SAMPLES = 20
 STEP_TIMEOUT_S = 300.0
-"""Bound of one measured step: 256 MiB under TCG take about a minute."""
+"""Bound of one measured step: 256 MiB under TCG take about a minute; a network that moves
+less than 1 MiB/s is reported as stalled."""
+TIMEOUT_EXIT = 143
+"""busybox ``timeout`` kills with SIGTERM."""
 
 
 def free_port() -> int:
@@ -56,13 +59,25 @@ def networks(mtus: list[int]) -> dict[str, dict[str, str]]:
     return chosen
 
 
+class Stalled(RuntimeError):
+    """A step did not finish within its bound: the network stalled."""
+
+
 def timed(session: GuestSession, script: str) -> float:
     started = time.perf_counter()
-    reply = session.sh(script, timeout_s=STEP_TIMEOUT_S)
+    reply = session.sh(
+        f"timeout {int(STEP_TIMEOUT_S)} sh -c {shell_quote(script)}", timeout_s=STEP_TIMEOUT_S + 30
+    )
     elapsed = time.perf_counter() - started
+    if reply["exit_code"] == TIMEOUT_EXIT:
+        raise Stalled(f"{script[:60]!r} did not finish within {STEP_TIMEOUT_S:.0f} s")
     if reply["exit_code"] != 0:
         raise RuntimeError(f"{script!r} failed: {reply}")
     return elapsed
+
+
+def shell_quote(script: str) -> str:
+    return "'" + script.replace("'", "'\\''") + "'"
 
 
 def measure(session: GuestSession, size: int, host_port: int) -> dict[str, float]:
@@ -100,7 +115,7 @@ def publish_into(session: GuestSession, size: int, host_port: int) -> float:
         "mv /tmp/sink.part /tmp/sink' >/dev/null 2>&1 </dev/null & sleep 1"
     )
     started = time.perf_counter()
-    reply = session.ok("push", STEP_TIMEOUT_S, address="127.0.0.1", port=host_port, size=size)
+    reply = session.ok("push", STEP_TIMEOUT_S + 30, address="127.0.0.1", port=host_port, size=size)
     counted = session.sh(
         "while [ ! -e /tmp/sink ]; do sleep 0.05; done; cat /tmp/sink", timeout_s=STEP_TIMEOUT_S
     )
@@ -118,9 +133,7 @@ def boot(internet: FakeInternet, name: str, env: dict[str, str], host_port: int)
             {"host_address": "127.0.0.1", "host_port": host_port, "guest_port": GUEST_SINK_PORT}
         ],
     }
-    return GuestSession(
-        internet, f"bench-{name}", network=network, env={**os.environ, **env}
-    )
+    return GuestSession(internet, f"bench-{name}", network=network, env={**os.environ, **env})
 
 
 def main() -> None:
@@ -138,17 +151,26 @@ def main() -> None:
     if options.only:
         chosen = {name: env for name, env in chosen.items() if name in options.only.split(",")}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in chosen}
+    stalled: dict[str, str] = {}
     with FakeInternet(pin_resolver=True) as internet:
         for round_number in range(options.rounds):
             for name, env in chosen.items():
+                if name in stalled:
+                    continue
                 host_port = free_port()
                 session = boot(internet, name, env, host_port)
                 try:
                     results[name].append(measure(session, size, host_port))
+                except Stalled as error:
+                    stalled[name] = str(error)
+                    print(f"round {round_number + 1} {name}: stalled: {error}", flush=True)
+                    continue
                 finally:
                     session.close()
                 print(f"round {round_number + 1} {name}: {results[name][-1]}", flush=True)
-    report(results)
+    report({name: runs for name, runs in results.items() if name not in stalled})
+    for name, reason in stalled.items():
+        print(f"{name}: stalled ({reason}); no figures")
 
 
 def report(results: dict[str, list[dict[str, float]]]) -> None:
