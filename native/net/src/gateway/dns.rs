@@ -361,16 +361,10 @@ impl EventLoop {
         };
         let id = self.dns.next_upstream;
         self.dns.next_upstream += 1;
-        let token = self.tokens.allocate(Owner::DnsTcp(id));
-        if self
-            .poll
-            .registry()
-            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-            .is_err()
-        {
-            self.tokens.release(token);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let Some(token) = self.register(&mut stream, Owner::DnsTcp(id), interest) else {
             return;
-        }
+        };
         self.dns.upstream_tcp.insert(
             id,
             UpstreamTcp {

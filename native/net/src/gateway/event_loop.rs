@@ -423,6 +423,25 @@ impl EventLoop {
         }
     }
 
+    /// Registers a socket of `owner` with the poller under a fresh token; `None` (and the
+    /// token released) if the poller refuses it.
+    pub(super) fn register(
+        &mut self,
+        source: &mut impl mio::event::Source,
+        owner: Owner,
+        interest: Interest,
+    ) -> Option<Token> {
+        let token = self.tokens.allocate(owner);
+        match self.poll.registry().register(source, token, interest) {
+            Ok(()) => Some(token),
+            Err(error) => {
+                log::warn!("network loop: registering {owner:?}: {error}");
+                self.tokens.release(token);
+                None
+            }
+        }
+    }
+
     /// Queues frames for the guest; a full queue drops them (UDP and ICMP tolerate loss).
     pub(super) fn send_frames(&mut self, frames: Vec<Vec<u8>>) {
         for frame in frames {

@@ -142,16 +142,7 @@ impl EventLoop {
         };
         let id = self.pings.next_id;
         self.pings.next_id += 1;
-        let token = self.tokens.allocate(Owner::Ping(id));
-        if self
-            .poll
-            .registry()
-            .register(&mut socket, token, Interest::READABLE)
-            .is_err()
-        {
-            self.tokens.release(token);
-            return None;
-        }
+        let token = self.register(&mut socket, Owner::Ping(id), Interest::READABLE)?;
         self.pings.by_key.insert((dst, guest_ident), id);
         self.pings.flows.insert(
             id,

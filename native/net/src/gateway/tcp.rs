@@ -119,16 +119,10 @@ impl EventLoop {
     }
 
     fn adopt(&mut self, flow_id: FlowId, mut stream: TcpStream, phase: Phase) {
-        let token = self.tokens.allocate(Owner::Tcp(flow_id));
-        if let Err(error) = self.poll.registry().register(
-            &mut stream,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            log::warn!("registering the host connection of flow {flow_id:?}: {error}");
-            self.tokens.release(token);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let Some(token) = self.register(&mut stream, Owner::Tcp(flow_id), interest) else {
             return;
-        }
+        };
         let _ = stream.set_nodelay(true);
         self.host_tcp.connections.insert(
             flow_id,

@@ -105,16 +105,7 @@ impl EventLoop {
         };
         let id = self.udp.next_id;
         self.udp.next_id += 1;
-        let token = self.tokens.allocate(Owner::Udp(id));
-        if self
-            .poll
-            .registry()
-            .register(&mut socket, token, Interest::READABLE)
-            .is_err()
-        {
-            self.tokens.release(token);
-            return None;
-        }
+        let token = self.register(&mut socket, Owner::Udp(id), Interest::READABLE)?;
         self.udp.by_tuple.insert((guest, dst), id);
         self.udp.flows.insert(
             id,
