@@ -80,30 +80,27 @@ def shell_quote(script: str) -> str:
     return "'" + script.replace("'", "'\\''") + "'"
 
 
-def measure(session: GuestSession, size: int, host_port: int) -> dict[str, float]:
+def measure(session: GuestSession, size: int, host_port: int, figures: dict[str, float]) -> None:
+    """Fills ``figures`` step by step, so a network that stalls keeps what it did."""
+    mib = size / (1 << 20)
     request = f"printf 'GET /bytes/{size} HTTP/1.0\\r\\n\\r\\n'"
-    download = timed(session, f"{request} | nc {HTTP_HOST} 80 | wc -c")
+    figures["download MiB/s"] = mib / timed(session, f"{request} | nc {HTTP_HOST} 80 | wc -c")
     post = f"printf 'POST /upload HTTP/1.0\\r\\nContent-Length: {size}\\r\\n\\r\\n'"
     upload = timed(session, f"({post}; head -c {size} /dev/zero) | nc {HTTP_HOST} 80 | wc -c")
+    figures["upload MiB/s"] = mib / upload
     get = "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
     connects = timed(
         session,
         f"for i in $(seq {LATENCY_SAMPLES}); do {get} | nc {HTTP_HOST} 80 | head -c 1 "
         ">/dev/null; done",
     )
+    figures["connect ms"] = connects / LATENCY_SAMPLES * 1000
     lookups = timed(
         session,
         f"for i in $(seq {LATENCY_SAMPLES}); do nslookup public.test >/dev/null; done",
     )
-    published = publish_into(session, size // 4, host_port)
-    mib = size / (1 << 20)
-    return {
-        "download MiB/s": mib / download,
-        "upload MiB/s": mib / upload,
-        "connect ms": connects / LATENCY_SAMPLES * 1000,
-        "dns ms": lookups / LATENCY_SAMPLES * 1000,
-        "published MiB/s": mib / 4 / published,
-    }
+    figures["dns ms"] = lookups / LATENCY_SAMPLES * 1000
+    figures["published MiB/s"] = mib / 4 / publish_into(session, size // 4, host_port)
 
 
 def publish_into(session: GuestSession, size: int, host_port: int) -> float:
@@ -159,35 +156,40 @@ def main() -> None:
                     continue
                 host_port = free_port()
                 session = boot(internet, name, env, host_port)
+                figures: dict[str, float] = {}
+                results[name].append(figures)
                 try:
-                    results[name].append(measure(session, size, host_port))
+                    measure(session, size, host_port, figures)
                 except Stalled as error:
                     stalled[name] = str(error)
-                    print(f"round {round_number + 1} {name}: stalled: {error}", flush=True)
+                    print(f"round {round_number + 1} {name}: {figures}, then stalled: {error}")
                     continue
                 finally:
                     session.close()
                 print(f"round {round_number + 1} {name}: {results[name][-1]}", flush=True)
-    report({name: runs for name, runs in results.items() if name not in stalled})
+    report(results)
     for name, reason in stalled.items():
-        print(f"{name}: stalled ({reason}); no figures")
+        print(f"{name}: stalled ({reason}); the figures before the stall are shown")
 
 
 def report(results: dict[str, list[dict[str, float]]]) -> None:
-    medians: dict[str, dict[str, float]] = {
-        name: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    medians = {
+        name: {key: statistics.median(run[key] for run in runs if key in run) for key in runs[0]}
         for name, runs in results.items()
+        if runs and runs[0]
     }
     keys = list(next(iter(medians.values())))
     print(f"\n{'network':<14}" + "".join(f"{key:>17}" for key in keys))
     for name, figures in medians.items():
-        print(f"{name:<14}" + "".join(f"{figures[key]:>17.2f}" for key in keys))
+        cells = (f"{figures[key]:>17.2f}" if key in figures else f"{'-':>17}" for key in keys)
+        print(f"{name:<14}" + "".join(cells))
     ours = [name for name in medians if name.startswith("ours-")]
     for baseline in ("slirp", "passt"):
         if baseline not in medians:
             continue
         for name in ours:
-            ratios = {key: medians[name][key] / medians[baseline][key] for key in keys}
+            shared = [key for key in keys if key in medians[baseline] and key in medians[name]]
+            ratios = {key: medians[name][key] / medians[baseline][key] for key in shared}
             text = "  ".join(f"{key} {value:.2f}" for key, value in ratios.items())
             print(f"ratio {name} / {baseline}: {text}")
 

@@ -52,7 +52,10 @@ class Driver:
             options["ports"] = {int(host): guest for host, guest in ports.items()}
         self.sandbox = await Sandbox.create(name, **options)
         info = await self.sandbox.info()
-        return {"network": None if info.network is None else info.network.guest_address}
+        return {
+            "network": None if info.network is None else info.network.guest_address,
+            "supervisor_pid": info.supervisor_pid,
+        }
 
     async def sh(self, script: str, timeout_s: float) -> dict[str, Any]:
         assert self.sandbox is not None, "create first"

@@ -14,6 +14,7 @@ import hashlib
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,38 @@ def test_64_mib_each_way_arrive_whole(public: GuestSession) -> None:
     )
     local_digest = up["stdout"].split()[0]
     assert f'"sha256": "{local_digest}"' in up["stdout"], up
+
+
+def _rss_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+    return int(kib) * 1024
+
+
+def test_a_slow_guest_reader_loses_nothing_and_the_supervisor_holds_little(
+    public: GuestSession,
+) -> None:
+    # The guest takes nothing for 10 s while the host offers 64 MiB as fast as it can: what
+    # waits must wait in bounded buffers (256 KiB per flow), not in the supervisor's memory.
+    pid = public.created["supervisor_pid"]
+    baseline = _rss_bytes(pid)
+    expected = hashlib.sha256(bytes(i % 251 for i in range(BIG))).hexdigest()
+    pipeline = f"curl -sS http://{HTTP_HOST}/bytes/{BIG} | (sleep 10; sha256sum) > /tmp/slow"
+    script = f"import subprocess\nsubprocess.run({pipeline!r}, shell=True)\n"
+    public.sh(f"cat > /tmp/slow.py <<'EOF'\n{script}EOF")
+    assert probe(public, "daemon", "/tmp/slow.py") == "started"
+    peak = baseline
+    for _ in range(16):
+        time.sleep(0.5)
+        peak = max(peak, _rss_bytes(pid))
+    done = public.sh("while [ ! -s /tmp/slow ]; do sleep 0.2; done; cat /tmp/slow", timeout_s=150)
+    assert done["stdout"].split()[0] == expected, done
+    assert peak - baseline < 16 << 20, (baseline, peak)
+
+
+def test_a_large_udp_datagram_makes_the_round_trip(public: GuestSession) -> None:
+    payload = "u" * 4000
+    assert probe(public, "udp", HTTP_HOST, 7, payload) == payload
 
 
 def test_2000_sequential_connections_then_one_more(public: GuestSession) -> None:
