@@ -12,7 +12,7 @@ use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4DstUnreachable,
     Icmpv4Packet, Icmpv4Repr, Icmpv6DstUnreachable, Icmpv6Packet, Icmpv6Repr, IpAddress,
-    IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, UdpPacket, UdpRepr,
+    IpProtocol, IpRepr, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, UdpPacket, UdpRepr,
 };
 
 use super::framing::ETHERNET_HEADER_LEN;
@@ -60,20 +60,14 @@ pub fn ipv4_frame(
     payload_len: usize,
     fill: impl FnOnce(&mut [u8]),
 ) -> Vec<u8> {
-    let ip = Ipv4Repr {
+    let ip = IpRepr::Ipv4(Ipv4Repr {
         src_addr: route.src,
         dst_addr: route.dst,
         next_header: protocol,
         payload_len,
         hop_limit: HOP_LIMIT,
-    };
-    let mut frame = vec![0; ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + payload_len];
-    let mut ethernet = EthernetFrame::new_unchecked(&mut frame[..]);
-    ethernet_header(link, EthernetProtocol::Ipv4).emit(&mut ethernet);
-    let mut packet = Ipv4Packet::new_unchecked(ethernet.payload_mut());
-    ip.emit(&mut packet, &ChecksumCapabilities::default());
-    fill(packet.payload_mut());
-    frame
+    });
+    frame_of(link, &ip, fill)
 }
 
 /// One Ethernet frame holding an IPv6 packet (no extension headers) whose payload `fill`
@@ -85,19 +79,28 @@ pub fn ipv6_frame(
     payload_len: usize,
     fill: impl FnOnce(&mut [u8]),
 ) -> Vec<u8> {
-    let ip = Ipv6Repr {
+    let ip = IpRepr::Ipv6(Ipv6Repr {
         src_addr: route.src,
         dst_addr: route.dst,
         next_header: protocol,
         payload_len,
         hop_limit: HOP_LIMIT,
+    });
+    frame_of(link, &ip, fill)
+}
+
+/// The Ethernet frame of the IP packet `ip`, its payload written by `fill`.
+fn frame_of(link: LinkAddresses, ip: &IpRepr, fill: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    let ethertype = match ip {
+        IpRepr::Ipv4(_) => EthernetProtocol::Ipv4,
+        IpRepr::Ipv6(_) => EthernetProtocol::Ipv6,
     };
-    let mut frame = vec![0; ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + payload_len];
+    let mut frame = vec![0; ETHERNET_HEADER_LEN + ip.buffer_len()];
     let mut ethernet = EthernetFrame::new_unchecked(&mut frame[..]);
-    ethernet_header(link, EthernetProtocol::Ipv6).emit(&mut ethernet);
-    let mut packet = Ipv6Packet::new_unchecked(ethernet.payload_mut());
-    ip.emit(&mut packet);
-    fill(packet.payload_mut());
+    ethernet_header(link, ethertype).emit(&mut ethernet);
+    let packet = ethernet.payload_mut();
+    ip.emit(&mut *packet, &ChecksumCapabilities::default());
+    fill(&mut packet[ip.header_len()..]);
     frame
 }
 
