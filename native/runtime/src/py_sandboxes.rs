@@ -202,6 +202,16 @@ mod tests {
         assert_eq!(json["status"], "starting");
         assert_eq!(json["created_at"], record.created_at);
         assert_eq!(json["started_at"], serde_json::Value::Null);
+        // The first sandbox holds network slot 0: the first link.
+        assert_eq!(
+            json["network"],
+            serde_json::json!({
+                "guest_address": "172.16.0.2",
+                "gateway": "172.16.0.1",
+                "prefix_len": 30,
+                "host_alias": "host.msb.internal",
+            })
+        );
         let mut fields: Vec<&str> = json
             .as_object()
             .unwrap()
@@ -219,6 +229,7 @@ mod tests {
                 "detached",
                 "exit_reason",
                 "name",
+                "network",
                 "started_at",
                 "status",
                 "stopped_at",
