@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Token};
 
-use super::event_loop::EventLoop;
 use super::tokens::{self, Owner};
+use super::EventLoop;
 use crate::dns::{Action, ResolvedAddress, Resolver, Transport};
 use crate::policy::{Action as Verdict, Flow, FlowDirection, Protocol};
 use crate::stack::{Event, FlowId};

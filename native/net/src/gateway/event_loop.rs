@@ -21,10 +21,10 @@ use super::ports::Published;
 use super::tcp::HostTcp;
 use super::tokens::{self, Owner, Tokens};
 use super::udp::UdpState;
-use super::{Counters, GatewayConfig, GatewayError};
+use super::{Counters, EventLoop, GatewayConfig, GatewayError};
 use crate::dns::{HostDns, Resolver, DEFAULT_MAX_PENDING};
 use crate::policy::{Action as Verdict, Evaluator, Flow, FlowDirection, HostAddresses, Protocol};
-use crate::stack::{NetConfig, Received, ResolvedNames, Stack, StackOptions};
+use crate::stack::{Received, ResolvedNames, Stack, StackOptions};
 use crate::wire::classified::{Classified, Gateway as GatewayAddresses};
 use crate::wire::classify::Classifier;
 use crate::wire::emit::{self, LinkAddresses};
@@ -65,36 +65,6 @@ impl ResolvedNames for Pins {
     fn names_for(&self, ip: IpAddr) -> &[String] {
         self.names.get(&ip).map_or(&[], Vec::as_slice)
     }
-}
-
-pub struct EventLoop {
-    pub(super) poll: Poll,
-    waker: Arc<Waker>,
-    origin: Instant,
-    pub(super) link: NetConfig,
-    pub(super) macs: LinkAddresses,
-    qemu: UnixStream,
-    qemu_readable: bool,
-    qemu_writable: bool,
-    decoder: FrameDecoder,
-    /// A copy of the frame being handled, so the handlers may borrow the loop mutably.
-    frame: Vec<u8>,
-    pub(super) stack: Stack,
-    reassembled: Classifier,
-    reassembler: Reassembler,
-    pub(super) tokens: Tokens,
-    pub(super) host_tcp: HostTcp,
-    pub(super) dns: DnsState,
-    pub(super) udp: UdpState,
-    pub(super) pings: PingState,
-    pub(super) published: Published,
-    pub(super) pins: Pins,
-    next_ip_id: u16,
-    /// Set when an iteration stopped with work left, so the next wait does not sleep.
-    pub(super) busy: bool,
-    counters: Arc<Counters>,
-    /// Scratch space for host reads.
-    pub(super) scratch: Box<[u8]>,
 }
 
 impl EventLoop {

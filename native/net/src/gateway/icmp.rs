@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Interest, Token};
 
-use super::event_loop::EventLoop;
 use super::tokens::Owner;
+use super::EventLoop;
 use crate::policy::Protocol;
 use crate::wire::classified::EchoRequest;
 use crate::wire::emit::{self, Ipv4Route};

@@ -26,12 +26,27 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
+use mio::net::UnixStream as MioUnixStream;
+use mio::{Poll, Waker};
 use smoltcp::wire::EthernetAddress;
 use thiserror::Error;
 
+use dns::DnsState;
+use event_loop::Pins;
+use icmp::PingState;
+use ports::Published;
+use tcp::HostTcp;
+use tokens::Tokens;
+use udp::UdpState;
+
 use crate::dns::ResolverError;
-use crate::stack::{ConfigError, NetConfig};
+use crate::stack::{ConfigError, NetConfig, Stack};
+use crate::wire::classify::Classifier;
+use crate::wire::emit::LinkAddresses;
+use crate::wire::framing::FrameDecoder;
+use crate::wire::reassembly::Reassembler;
 pub use host::HostFacts;
 pub use spec::{NetworkSpec, PolicySpec, PortProtocol, Preset, PublishedPort, SpecError};
 
@@ -105,6 +120,39 @@ impl Counters {
     }
 }
 
+/// The loop's state: QEMU's socket, the stack, and the host side of every flow. Its methods
+/// are split by concern, one module each (`event_loop`, `tcp`, `udp`, `dns`, `icmp`,
+/// `ports`); the struct lives here so those modules name only their parent, never each other.
+struct EventLoop {
+    poll: Poll,
+    waker: Arc<Waker>,
+    origin: Instant,
+    link: NetConfig,
+    macs: LinkAddresses,
+    qemu: MioUnixStream,
+    qemu_readable: bool,
+    qemu_writable: bool,
+    decoder: FrameDecoder,
+    /// A copy of the frame being handled, so the handlers may borrow the loop mutably.
+    frame: Vec<u8>,
+    stack: Stack,
+    reassembled: Classifier,
+    reassembler: Reassembler,
+    tokens: Tokens,
+    host_tcp: HostTcp,
+    dns: DnsState,
+    udp: UdpState,
+    pings: PingState,
+    published: Published,
+    pins: Pins,
+    next_ip_id: u16,
+    /// Set when an iteration stopped with work left, so the next wait does not sleep.
+    busy: bool,
+    counters: Arc<Counters>,
+    /// Scratch space for host reads.
+    scratch: Box<[u8]>,
+}
+
 /// A running gateway.
 pub struct Gateway {
     thread: Option<JoinHandle<()>>,
@@ -118,7 +166,7 @@ impl Gateway {
     /// first) is reported here, before QEMU starts.
     pub fn start(config: GatewayConfig, qemu: UnixStream) -> Result<Self, GatewayError> {
         let counters = Arc::new(Counters::default());
-        let event_loop = event_loop::EventLoop::new(config, qemu, counters.clone())?;
+        let event_loop = EventLoop::new(config, qemu, counters.clone())?;
         let waker = event_loop.waker();
         let thread = std::thread::Builder::new()
             .name("msb-net".into())

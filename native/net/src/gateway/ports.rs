@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Interest, Registry};
 
-use super::event_loop::EventLoop;
 use super::spec::{PortProtocol, PublishedPort};
 use super::tokens::{Owner, Tokens};
+use super::EventLoop;
 use super::GatewayError;
 use crate::policy::{Action as Verdict, Flow, FlowDirection, Protocol};
 use crate::wire::emit;

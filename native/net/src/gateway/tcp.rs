@@ -13,8 +13,8 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::event_loop::EventLoop;
 use super::tokens::Owner;
+use super::EventLoop;
 use crate::stack::{Action, DialError, Event, FlowId};
 
 /// How long a host connect may take. The guest's own connect gives up after about two minutes
