@@ -30,8 +30,9 @@ const IPV6_SLOT_BASE: [u16; 3] = [0xfd6d, 0x7362, 0];
 
 /// The MTU of a sandbox's link: the largest virtio-net takes. A `-netdev stream` link has no
 /// segmentation offload, so every packet costs the guest a full trip through its stack and,
-/// under TCG, through emulation: `./dev bench net` measured 64 KiB packets 1.7x faster for
-/// downloads, 3.7x for uploads and 2.5x for published ports than 1500-byte ones.
+/// under TCG, through emulation: `./dev bench net` (256 MiB) measured 64 KiB packets 1.2x
+/// faster for downloads, 2.1x for uploads and 1.3x through a published port than 1500-byte
+/// ones.
 pub const SANDBOX_MTU: usize = 65520;
 
 /// How many sandboxes' links `172.16.0.0/16` holds: one /30 each, slot `n` at `4n`.
