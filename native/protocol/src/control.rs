@@ -26,6 +26,10 @@ pub enum ControlRequest {
     /// under this request's id, and stdin, resize and signal frames sent under this id reach
     /// it. A session has one client at a time; attaching moves it.
     Attach { session: u32 },
+    /// Replaces the running sandbox's network policy: `policy` is the JSON of the network
+    /// spec's policy (a preset name or a custom policy). New flows and DNS queries are decided
+    /// by it at once, and open flows it denies are closed.
+    SetNetworkPolicy { policy: String },
 }
 
 /// Supervisor → client.

@@ -407,6 +407,9 @@ impl Relay {
                 self.lifecycle.kill_vm("killed");
                 return self.reply_when_exited(client, frame.id, KILL_WAIT);
             }
+            Ok(ControlRequest::SetNetworkPolicy { .. }) => {
+                Err("this supervisor cannot change a network policy yet".to_owned())
+            }
             Err(error) => Err(format!("bad control request: {error}")),
         };
         let response = outcome.unwrap_or_else(|message| ControlResponse::Error { message });
