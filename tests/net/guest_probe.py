@@ -54,6 +54,43 @@ def get(host, path="/"):
     with socket.create_connection((host, 80), timeout=10) as s:
         s.sendall(f"GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n".encode())
         return b"".join(iter(lambda: s.recv(65536), b"")).decode(errors="replace")
+def get_as(address, port, host_header):
+    # A GET to ADDRESS:PORT naming another host: the status line, or "reset" if the gateway
+    # cut the connection.
+    try:
+        with socket.create_connection((address, int(port)), timeout=10) as s:
+            s.sendall(f"GET / HTTP/1.0\\r\\nHost: {host_header}\\r\\n\\r\\n".encode())
+            reply = b"".join(iter(lambda: s.recv(65536), b""))
+    except ConnectionRefusedError:
+        return "refused"
+    except (ConnectionResetError, BrokenPipeError):
+        return "reset"
+    return reply.split(b"\\r\\n", 1)[0].decode(errors="replace") or "reset"
+def tls(address, port, sni):
+    # A real TLS ClientHello naming SNI (built by Python's ssl in memory) sent to ADDRESS:PORT,
+    # a plain HTTP server, followed by an empty line so that the server answers at once:
+    # "passed" when the hello reached it, "reset" when the gateway cut the connection,
+    # "refused" when it refused the SYN.
+    import ssl
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    outgoing = ssl.MemoryBIO()
+    client = context.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=sni)
+    try:
+        client.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = outgoing.read()
+    try:
+        with socket.create_connection((address, int(port)), timeout=10) as s:
+            s.sendall(hello + b"\\r\\n\\r\\n")
+            reply = b"".join(iter(lambda: s.recv(65536), b""))
+    except ConnectionRefusedError:
+        return "refused"
+    except (ConnectionResetError, BrokenPipeError):
+        return "reset"
+    return "passed" if reply else "closed"
 def ping(host):
     # One echo request from a raw socket (the guest is root): "reply", "unreachable CODE"
     # (the ICMP error the gateway answered with) or "timeout".

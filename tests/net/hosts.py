@@ -77,7 +77,12 @@ class HttpHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        self.server.log.write(method="GET", path=self.path, client=self.client_address[0])
+        self.server.log.write(
+            method="GET",
+            path=self.path,
+            client=self.client_address[0],
+            host=self.headers.get("Host"),
+        )
         if self.path == "/":
             self._reply(200, f"hello from {self.server.name}\n".encode())
         elif self.path.startswith("/bytes/") and self.path[7:].isdigit():

@@ -217,7 +217,8 @@ class FakeInternet:
     """The two namespaces, their veth and the test hosts, torn down on exit.
 
     ``zone`` adds DNS records to :data:`DEFAULT_ZONE`; names in ``truncate`` get a truncated
-    (TC) answer over UDP and the full answer over TCP.
+    (TC) answer over UDP and the full answer over TCP. The HTTP servers log each request's
+    ``Host`` header.
     """
 
     zone: dict[str, list[str]] = field(default_factory=dict)
@@ -226,6 +227,8 @@ class FakeInternet:
     #: mounts ``/etc/netns/NAME/resolv.conf``), for networks that read the host's resolvers.
     pin_resolver: bool = False
     ipv6: bool = True
+    #: More ports the first public test host serves HTTP on (server ``http-PORT``).
+    http_ports: tuple[int, ...] = ()
     run_id: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(3)}")
     workdir: Path | None = None
     servers: dict[str, Server] = field(default_factory=dict)
@@ -369,6 +372,8 @@ class FakeInternet:
         self._start_server("private-http", "http", PRIVATE_HTTP_HOST, HTTP_PORT)
         self._start_server("dns", "dns", DNS_HOST, DNS_PORT)
         self._start_server("udp-echo", "udp-echo", HTTP_HOST, UDP_ECHO_PORT)
+        for port in self.http_ports:
+            self._start_server(f"http-{port}", "http", HTTP_HOST, port)
         if self.ipv6:
             self._start_server("http-v6", "http", HTTP_HOST_V6, HTTP_PORT)
             self._start_server("private-http-v6", "http", PRIVATE_HTTP_HOST_V6, HTTP_PORT)

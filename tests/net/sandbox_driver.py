@@ -13,7 +13,10 @@ Commands (``op``): ``create`` (``name``, ``image``: a pulled OCI reference or nu
 server on the host: ``address``, ``mode`` ``hello`` or ``count``), ``tcp`` (a client:
 ``address``, ``port``, ``send``, ``half_close``), ``udp`` (``address``, ``port``, ``send``),
 ``push`` (``address``, ``port``, ``size``: that many bytes, then a half-close),
-``metrics``, ``stop``. A failure answers ``{"error": CLASS, "message": ...}``.
+``metrics``, ``set_policy`` (``policy``: a preset name or the JSON of a ``NetworkPolicy``;
+answers ``applied_in_s``), ``flow_log`` (every record so far), ``restart`` (stop, then start
+again from the stored configuration), ``stop``. A failure answers
+``{"error": CLASS, "message": ...}``.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import json
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
-from microsandbox_tui import Image, Network, PullPolicy, Sandbox
+from microsandbox_tui import Image, Network, NetworkPolicy, PullPolicy, Sandbox
 
 CLIENT_TIMEOUT_S = 20.0
 
@@ -112,6 +116,25 @@ class Driver:
         sample = await self.sandbox.metrics()
         return {"net_rx_bytes": sample.net_rx_bytes, "net_tx_bytes": sample.net_tx_bytes}
 
+    async def set_policy(self, policy: str | dict[str, Any]) -> dict[str, Any]:
+        assert self.sandbox is not None, "create first"
+        started = time.monotonic()
+        chosen = policy if isinstance(policy, str) else NetworkPolicy.model_validate(policy)
+        await self.sandbox.set_network_policy(chosen)
+        return {"applied_in_s": time.monotonic() - started}
+
+    async def flow_log(self) -> dict[str, Any]:
+        assert self.sandbox is not None, "create first"
+        entries = [entry.model_dump(mode="json") async for entry in self.sandbox.network_log()]
+        return {"entries": entries}
+
+    async def restart(self) -> dict[str, Any]:
+        assert self.sandbox is not None, "create first"
+        name = self.sandbox.name
+        await self.sandbox.stop_and_wait()
+        self.sandbox = await (await Sandbox.get(name)).start()
+        return {}
+
     async def stop(self) -> dict[str, Any]:
         if self.sandbox is not None:
             await self.sandbox.stop_and_wait()
@@ -147,6 +170,12 @@ async def handle(driver: Driver, command: dict[str, Any]) -> dict[str, Any]:
         return await driver.metrics()
     if op == "stop":
         return await driver.stop()
+    if op == "set_policy":
+        return await driver.set_policy(**command)
+    if op == "flow_log":
+        return await driver.flow_log()
+    if op == "restart":
+        return await driver.restart()
     if op == "serve":
         return driver.serve(**command)
     if op == "tcp":
