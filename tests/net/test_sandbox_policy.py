@@ -136,6 +136,24 @@ def test_a_spoofed_sni_is_denied_and_the_true_one_passes(guest: GuestSession) ->
     assert probe(guest, "tls", HTTP_HOST, 80, "allowed.test") == "passed"
 
 
+def test_a_denied_name_claimed_to_an_allowed_address_is_cut(guest: GuestSession) -> None:
+    set_policy(
+        guest,
+        {
+            "default_egress": "deny",
+            "rules": [
+                {"action": "deny", "destination": "other.test"},
+                {"action": "allow", "destination": "public"},
+            ],
+        },
+    )
+    # The name was never resolved: the address alone is allowed, but the hello names a
+    # denied host, and a claim is enough to deny.
+    assert probe(guest, "tls", SECOND_HTTP_HOST, 80, "other.test") == "reset"
+    assert probe(guest, "get_as", SECOND_HTTP_HOST, 80, "other.test") == "reset"
+    assert probe(guest, "get_as", SECOND_HTTP_HOST, 80, "second.test") == "HTTP/1.0 200 OK"
+
+
 # --- address rules ----------------------------------------------------------------------------
 
 
