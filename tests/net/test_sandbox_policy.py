@@ -10,6 +10,7 @@ the same address, ``other.test`` from another one.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,7 @@ ZONE = {
     "other.test": [SECOND_HTTP_HOST],
 }
 IN_RANGE_PORT, PAST_RANGE_PORT = 8500, 9001
+PUBLISHED_GUEST_PORT = 8080
 ONLY_ALLOWED_TEST: dict[str, Any] = {
     "default_egress": "deny",
     "rules": [{"action": "allow", "destination": "allowed.test", "protocol": "tcp"}],
@@ -45,12 +47,28 @@ def internet() -> Iterator[FakeInternet]:
 
 
 @pytest.fixture(scope="module")
-def guest(internet: FakeInternet, debian_tools_ref: str) -> Iterator[GuestSession]:
+def host_port() -> int:
+    """A port free on this machine's loopback now, published to the guest's 8080."""
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port: int = probe_socket.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def guest(internet: FakeInternet, debian_tools_ref: str, host_port: int) -> Iterator[GuestSession]:
     asyncio.run(pull(debian_tools_ref, insecure=True))
     network = {
         "policy": ONLY_ALLOWED_TEST,
         "dns": {"nameservers": [DNS_HOST], "rebind_protection": True},
-        "ports": [],
+        "ports": [
+            {
+                "host_address": "127.0.0.1",
+                "host_port": host_port,
+                "guest_port": PUBLISHED_GUEST_PORT,
+                "protocol": "tcp",
+            }
+        ],
         "max_connections": None,
     }
     session = GuestSession(internet, "net-policy", image=debian_tools_ref, network=network)
@@ -195,6 +213,26 @@ def test_a_port_range_holds_its_ports_and_nothing_past_them(guest: GuestSession)
     assert connect(guest, HTTP_HOST, IN_RANGE_PORT) == "connected"
     assert connect(guest, HTTP_HOST, PAST_RANGE_PORT) == "refused"
     assert connect(guest, HTTP_HOST, 80) == "refused"
+
+
+def test_ingress_rules_decide_published_port_clients(guest: GuestSession, host_port: int) -> None:
+    assert probe(guest, "daemon", "-m", "http.server", PUBLISHED_GUEST_PORT) == "started"
+    assert probe(guest, "bound", PUBLISHED_GUEST_PORT) == "bound"
+    request = {"address": "127.0.0.1", "port": host_port, "send": "GET / HTTP/1.0\r\n\r\n"}
+    loopback_only = {
+        "default_egress": "deny",
+        "default_ingress": "deny",
+        "rules": [
+            {"action": "allow", "direction": "ingress", "destination": "loopback", "port": 8080}
+        ],
+    }
+    set_policy(guest, loopback_only)
+    assert guest.ok("tcp", **request, half_close=False)["reply"].startswith("HTTP/1.0 200")
+    set_policy(guest, {"default_egress": "deny", "default_ingress": "deny", "rules": []})
+    refused = guest.call("tcp", 30, **request, half_close=False)
+    assert refused.get("reply", "") == "", refused
+    denied = [e for e in flow_log(guest) if e["kind"] == "flow" and e["direction"] == "ingress"]
+    assert (denied[-1]["action"], denied[-1]["rule_text"]) == ("deny", "default")
 
 
 # --- the flow log ---------------------------------------------------------------------------
