@@ -241,6 +241,46 @@ impl Gateway {
     /// then on every new flow and DNS query is decided by it, and the open flows it denies
     /// are closed.
     pub fn set_policy(&self, policy: Policy) -> Result<(), GatewayError> {
+        self.policy_handle().set_policy(policy)
+    }
+
+    /// A handle that changes the policy from another thread, for as long as the loop runs.
+    pub fn policy_handle(&self) -> PolicyHandle {
+        PolicyHandle {
+            waker: self.waker.clone(),
+            control: self.control.clone(),
+        }
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Ends the loop and waits for its thread.
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.control.lock().stop = true;
+        let _ = self.waker.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Changes the policy of a running gateway ([`Gateway::set_policy`]); a loop that has ended
+/// no longer takes one.
+#[derive(Clone)]
+pub struct PolicyHandle {
+    waker: Arc<Waker>,
+    control: Arc<Control>,
+}
+
+impl PolicyHandle {
+    /// See [`Gateway::set_policy`].
+    pub fn set_policy(&self, policy: Policy) -> Result<(), GatewayError> {
         let mut requests = self.control.lock();
         requests.policy = Some(policy);
         requests.policies_sent += 1;
@@ -259,23 +299,6 @@ impl Gateway {
             return Err(GatewayError::PolicyNotTaken(POLICY_CHANGE_WAIT));
         }
         Ok(())
-    }
-
-    pub fn counters(&self) -> Arc<Counters> {
-        self.counters.clone()
-    }
-
-    /// Ends the loop and waits for its thread.
-    pub fn stop(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        self.control.lock().stop = true;
-        let _ = self.waker.wake();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
