@@ -5,4 +5,5 @@ pub mod dns;
 pub mod gateway;
 pub mod policy;
 pub mod stack;
+pub mod utc;
 pub mod wire;

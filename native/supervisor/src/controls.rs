@@ -1,7 +1,9 @@
 //! What the relay does with the VM on a client's behalf beyond the agent channel (pause,
-//! resume, detach, recording a drain), and the QMP connection the sampler reads disks with.
+//! resume, detach, recording a drain, a new network policy), and the QMP connection the
+//! sampler reads disks with.
 
 use crate::lifecycle::Lifecycle;
+use crate::network::PolicyControl;
 use crate::relay;
 use msb_engine::qmp::{Qmp, QmpError};
 use msb_state::{SandboxStatus, StatusChange};
@@ -15,17 +17,24 @@ pub struct VmControls {
     /// One QMP connection, opened on first use (QEMU serves one QMP client at a time).
     qmp: Mutex<Option<Qmp>>,
     lifecycle: Arc<Lifecycle>,
+    network: PolicyControl,
 }
 
 const QMP_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl VmControls {
-    pub fn new(name: &str, qmp_socket: std::path::PathBuf, lifecycle: Arc<Lifecycle>) -> Self {
+    pub fn new(
+        name: &str,
+        qmp_socket: std::path::PathBuf,
+        lifecycle: Arc<Lifecycle>,
+        network: PolicyControl,
+    ) -> Self {
         Self {
             name: name.to_string(),
             qmp_socket,
             qmp: Mutex::new(None),
             lifecycle,
+            network,
         }
     }
 
@@ -89,6 +98,10 @@ impl relay::VmControl for VmControls {
         self.with_qmp(Qmp::cont)?;
         log::info!("VM resumed");
         self.record(SandboxStatus::Running)
+    }
+
+    fn set_network_policy(&self, policy: &str) -> std::result::Result<(), String> {
+        self.network.set(policy)
     }
 
     fn detach(&self) -> std::result::Result<(), String> {

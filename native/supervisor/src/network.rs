@@ -4,19 +4,25 @@
 //!
 //! `MSB_NET_BASELINE=slirp|passt` replaces our network with QEMU's slirp or with passt, for
 //! `./dev bench net` only: the same kernel, image and guest set-up, another network.
+//!
+//! The gateway's flow log goes to the sandbox's `network.log`, one JSON line per record, and
+//! a client's `SetNetworkPolicy` reaches the running gateway through [`PolicyControl`].
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use msb_engine::qemu::{NetBackend, NetDevice, SlirpForward};
 use msb_net::gateway::{Counters, Gateway, GatewayConfig, GatewayError, HostFacts};
+use msb_net::gateway::{FlowLogSink, FlowRecord, PolicyHandle, PolicySpec};
 use msb_net::gateway::{PortProtocol, PublishedPort};
 use msb_net::stack::{NetConfig, IPV6_PREFIX};
 use msb_protocol::guest::{GuestIpv6, GuestNetwork};
 
 use crate::error::{Result, SupervisorError};
+use crate::logs::{RotatingLog, MAX_LOG_BYTES};
 use crate::spec::SandboxSpec;
 
 /// The name the guest's `/etc/hosts` gives the gateway, which stands for the host: under a
@@ -48,6 +54,14 @@ impl Network {
             .map_or_else(Arc::default, Gateway::counters)
     }
 
+    /// What changes the running network's policy.
+    pub fn policy_control(&self) -> PolicyControl {
+        match &self.gateway {
+            Some(gateway) => PolicyControl::Gateway(gateway.policy_handle()),
+            None => PolicyControl::Baseline,
+        }
+    }
+
     /// Ends the network once QEMU is gone.
     pub fn stop(self) {
         if let Some(gateway) = self.gateway {
@@ -63,6 +77,54 @@ impl Network {
     /// the loop then sees EOF when QEMU exits.
     pub fn qemu_spawned(&mut self) {
         self.qemu_end = None;
+    }
+}
+
+/// How a client's new policy reaches the network.
+#[derive(Clone)]
+pub enum PolicyControl {
+    Gateway(PolicyHandle),
+    /// A benchmark baseline (slirp, passt): no policy at all.
+    Baseline,
+}
+
+impl PolicyControl {
+    /// Parses `policy`, the JSON of a `PolicySpec`, and swaps it into the running gateway.
+    /// The error names what was wrong, as the SDK shows it.
+    pub fn set(&self, policy: &str) -> std::result::Result<(), String> {
+        let PolicyControl::Gateway(handle) = self else {
+            return Err(format!(
+                "this sandbox's network cannot change its policy: it runs the \
+                 {BASELINE_ENV} baseline, which has no policy"
+            ));
+        };
+        let policy = parse_policy(policy)?;
+        handle
+            .set_policy(policy)
+            .map_err(|error| format!("this sandbox's network cannot change its policy: {error}"))?;
+        log::info!("network policy replaced");
+        Ok(())
+    }
+}
+
+/// The policy of a `PolicySpec`'s JSON (a preset's name or a policy object).
+fn parse_policy(json: &str) -> std::result::Result<msb_net::policy::Policy, String> {
+    serde_json::from_str::<PolicySpec>(json)
+        .map(|spec| spec.policy())
+        .map_err(|error| format!("network.policy: {error}"))
+}
+
+/// Writes each flow record as one JSON line of the sandbox's `network.log`.
+struct NetworkLog(RotatingLog);
+
+impl FlowLogSink for NetworkLog {
+    fn record(&mut self, record: &FlowRecord) {
+        let Ok(mut line) = serde_json::to_string(record) else {
+            return;
+        };
+        line.push('\n');
+        // The log is informative; a full disk must not break the sandbox's network.
+        let _ = self.0.append(line.as_bytes());
     }
 }
 
@@ -94,13 +156,18 @@ fn mtu_override() -> Result<Option<usize>> {
     }
 }
 
-/// Binds the published ports and starts the gateway of `spec` on slot `slot`'s link.
-pub fn start(spec: &SandboxSpec, slot: u32) -> Result<Network> {
+/// Binds the published ports and starts the gateway of `spec` on slot `slot`'s link, its
+/// flow log written to `network_log`.
+pub fn start(spec: &SandboxSpec, slot: u32, network_log: &Path) -> Result<Network> {
     let host = HostFacts::read();
     let link = link(slot, host.has_ipv6_route)?;
     let guest = guest_network(spec, &link);
     match std::env::var(BASELINE_ENV).as_deref() {
-        Err(_) | Ok("") => start_ours(spec, link, guest, host),
+        Err(_) | Ok("") => {
+            let log = RotatingLog::open(network_log, MAX_LOG_BYTES)
+                .map_err(SupervisorError::io("opening the network log"))?;
+            start_ours(spec, link, guest, host, log)
+        }
         Ok("slirp") => Ok(slirp(spec, guest)),
         Ok("passt") => start_passt(spec, link, guest),
         Ok(other) => Err(SupervisorError::InvalidConfig(format!(
@@ -136,6 +203,7 @@ fn start_ours(
     link: NetConfig,
     guest: GuestNetwork,
     host: HostFacts,
+    network_log: RotatingLog,
 ) -> Result<Network> {
     let (ours, qemus) =
         UnixStream::pair().map_err(SupervisorError::io("creating the network socketpair"))?;
@@ -145,6 +213,7 @@ fn start_ours(
         spec: spec.network.clone(),
         host,
         random_seed: random_seed(),
+        flow_log: Some(Box::new(NetworkLog(network_log))),
     };
     let gateway = Gateway::start(config, ours).map_err(gateway_error)?;
     let qemu_end = OwnedFd::from(qemus);
@@ -279,6 +348,66 @@ fn random_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_is_a_preset_name_or_a_policy_object_and_errors_name_the_field() {
+        assert_eq!(
+            parse_policy(r#""none""#),
+            Ok(msb_net::policy::Policy::none())
+        );
+        let custom = parse_policy(
+            r#"{"default_egress": "deny", "rules": [
+                {"action": "allow", "destination": "api.example.com", "port": 443}]}"#,
+        )
+        .unwrap();
+        assert_eq!(custom.rules.len(), 1);
+        for bad in [
+            r#""public""#,
+            r#"{"rules": [{"action": "allow", "port": "9-1"}]}"#,
+            "not json",
+        ] {
+            let error = parse_policy(bad).unwrap_err();
+            assert!(error.starts_with("network.policy: "), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_baseline_network_says_it_cannot_change_its_policy() {
+        let error = PolicyControl::Baseline.set(r#""none""#).unwrap_err();
+        assert!(
+            error.starts_with("this sandbox's network cannot change its policy: "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_flow_log_sink_writes_one_json_line_per_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("network.log");
+        let mut sink = NetworkLog(RotatingLog::open(&path, MAX_LOG_BYTES).unwrap());
+        let record = FlowRecord::Close(msb_net::gateway::flow_log::FlowClose {
+            time: std::time::UNIX_EPOCH,
+            direction: msb_net::policy::FlowDirection::Egress,
+            protocol: msb_net::policy::Protocol::Tcp,
+            src: "172.16.0.2:40000".into(),
+            dst: "203.0.113.7:443".into(),
+            domain: None,
+            sni: Some("api.example.com".into()),
+            bytes_sent: 1,
+            bytes_received: 2,
+            duration_ms: 3,
+            reason: "closed",
+        });
+        sink.record(&record);
+        sink.record(&record);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let value: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(value["kind"], "close");
+        assert_eq!(value["sni"], "api.example.com");
+        assert!(text.ends_with('\n'));
+    }
 
     #[test]
     fn the_link_has_ipv6_only_when_the_host_has_an_ipv6_route() {

@@ -142,6 +142,11 @@ impl SandboxFiles {
     pub fn supervisor_log(&self) -> PathBuf {
         self.dir.join("supervisor.log")
     }
+
+    /// The gateway's flow log: one JSON record per line (see `msb_net::gateway::flow_log`).
+    pub fn network_log(&self) -> PathBuf {
+        self.dir.join("network.log")
+    }
 }
 
 #[cfg(test)]

@@ -62,6 +62,8 @@ pub trait VmControl: Send + Sync {
     fn detach(&self) -> std::result::Result<(), String>;
     /// Records that a graceful stop is under way.
     fn draining(&self) -> std::result::Result<(), String>;
+    /// Swaps `policy` (a `PolicySpec`'s JSON) into the running network.
+    fn set_network_policy(&self, policy: &str) -> std::result::Result<(), String>;
 }
 
 pub struct Relay {
@@ -407,9 +409,10 @@ impl Relay {
                 self.lifecycle.kill_vm("killed");
                 return self.reply_when_exited(client, frame.id, KILL_WAIT);
             }
-            Ok(ControlRequest::SetNetworkPolicy { .. }) => {
-                Err("this supervisor cannot change a network policy yet".to_owned())
-            }
+            Ok(ControlRequest::SetNetworkPolicy { policy }) => self
+                .vm
+                .set_network_policy(&policy)
+                .map(|()| ControlResponse::Done),
             Err(error) => Err(format!("bad control request: {error}")),
         };
         let response = outcome.unwrap_or_else(|message| ControlResponse::Error { message });
@@ -463,6 +466,9 @@ mod tests {
         }
         fn draining(&self) -> std::result::Result<(), String> {
             Ok(())
+        }
+        fn set_network_policy(&self, policy: &str) -> std::result::Result<(), String> {
+            Err(format!("no network here to take {policy}"))
         }
     }
 

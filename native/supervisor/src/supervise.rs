@@ -76,7 +76,12 @@ pub fn run(options: &Options) -> Result<()> {
         status.agent_version
     );
     let lifecycle = Arc::new(Lifecycle::new(status.vmm_pid));
-    let controls = Arc::new(VmControls::new(name, files.qmp_socket(), lifecycle.clone()));
+    let controls = Arc::new(VmControls::new(
+        name,
+        files.qmp_socket(),
+        lifecycle.clone(),
+        network.policy_control(),
+    ));
     let exec_log = RotatingLog::open(&files.exec_log(), MAX_LOG_BYTES)
         .map_err(SupervisorError::io("opening the exec log"))?;
     let vmm_pid = status.vmm_pid;

@@ -87,7 +87,7 @@ pub fn start(
         .map_err(SupervisorError::io("opening the console log"))?;
     // Before QEMU: a busy published port fails the start here, and QEMU's socket already
     // has its reader when QEMU comes up.
-    let mut network = match network::start(spec, net_slot) {
+    let mut network = match network::start(spec, net_slot, &files.network_log()) {
         Ok(network) => network,
         Err(error) => {
             helpers.into_iter().for_each(Helper::stop);

@@ -20,5 +20,7 @@ mod tests;
 pub use config::{DnsConfig, DnsConfigError, DEFAULT_QUERY_TIMEOUT};
 pub use filter::{DenyList, DenyListError};
 pub use forward::{Action, Transport};
-pub use rebind::{is_internal, ResolvedAddress};
-pub use resolver::{HostDns, Resolver, ResolverError, DEFAULT_MAX_PENDING, MAX_PENDING_LIMIT};
+pub use rebind::{is_internal, plain_name, ResolvedAddress};
+pub use resolver::{
+    question, HostDns, Question, Resolver, ResolverError, DEFAULT_MAX_PENDING, MAX_PENDING_LIMIT,
+};

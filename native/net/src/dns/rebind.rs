@@ -15,6 +15,10 @@ use crate::policy::groups::{DestGroup, HostAddresses};
 use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RData, Record};
 
+/// How many CNAME links of an answer are followed from the query name; resolvers stop at
+/// far fewer (BIND at 16), and the bound keeps a hostile answer from costing more.
+const MAX_CHAIN: usize = 16;
+
 /// One address of an answer, with the names it is known by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedAddress {
@@ -22,8 +26,65 @@ pub struct ResolvedAddress {
     pub query_name: Name,
     /// The owner name of the address record: the query name, or the end of a CNAME chain.
     pub record_name: Name,
+    /// The CNAME targets between the two, in chain order (the query name and the record's
+    /// owner excluded); empty when the record does not sit on the query's chain.
+    pub aliases: Vec<Name>,
     /// The address itself.
     pub address: IpAddr,
+    /// Seconds the answer may be used: the least TTL of the record and the CNAMEs leading
+    /// to it.
+    pub ttl: u32,
+}
+
+impl ResolvedAddress {
+    /// Every name this address is known by, lower case without the trailing dot: the query
+    /// name first, then the chain, then the record's owner; each once.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::with_capacity(2 + self.aliases.len());
+        let all = std::iter::once(&self.query_name)
+            .chain(&self.aliases)
+            .chain(std::iter::once(&self.record_name));
+        for name in all {
+            let text = plain_name(name);
+            if !names.contains(&text) {
+                names.push(text);
+            }
+        }
+        names
+    }
+}
+
+/// `name` as rules and logs write it: lower case, no trailing dot.
+pub fn plain_name(name: &Name) -> String {
+    let text = name.to_ascii().to_ascii_lowercase();
+    match text.strip_suffix('.') {
+        Some(stripped) if !stripped.is_empty() => stripped.to_owned(),
+        _ => text,
+    }
+}
+
+/// The CNAME chain of `answers` from `query_name`: each target with the least TTL of the
+/// links up to it.
+fn cname_chain(answers: &[Record], query_name: &Name) -> Vec<(Name, u32)> {
+    let mut chain: Vec<(Name, u32)> = Vec::new();
+    let mut current = query_name.clone();
+    let mut ttl = u32::MAX;
+    for _ in 0..MAX_CHAIN {
+        let next = answers.iter().find_map(|record| match &record.data {
+            RData::CNAME(target) if record.name == current => Some((target.0.clone(), record.ttl)),
+            _ => None,
+        });
+        let Some((target, link_ttl)) = next else {
+            break;
+        };
+        if target == *query_name || chain.iter().any(|(name, _)| *name == target) {
+            break;
+        }
+        ttl = ttl.min(link_ttl);
+        chain.push((target.clone(), ttl));
+        current = target;
+    }
+    chain
 }
 
 /// What may stay in an answer.
@@ -47,11 +108,12 @@ impl AddressScreen<'_> {
     /// exist" for every record type, breaking e.g. its MX or TXT lookups.
     pub(crate) fn apply(&self, answer: &mut Message, query_name: &Name) -> Vec<ResolvedAddress> {
         let mut kept = Vec::new();
+        let chain = cname_chain(&answer.answers, query_name);
         answer
             .answers
-            .retain(|record| match self.screen(record, query_name) {
+            .retain(|record| match self.screen(record, query_name, &chain) {
                 Screened::Kept(address) => {
-                    kept.push(address);
+                    kept.push(*address);
                     true
                 }
                 Screened::NotAnAddress => true,
@@ -60,33 +122,48 @@ impl AddressScreen<'_> {
         // Authority and additional records (glue) are filtered the same way: a resolver may
         // cache them, but they are not what the guest asked for, so they are not reported.
         for section in [&mut answer.authorities, &mut answer.additionals] {
-            section.retain(|record| !matches!(self.screen(record, query_name), Screened::Dropped));
+            section.retain(|record| {
+                !matches!(self.screen(record, query_name, &[]), Screened::Dropped)
+            });
         }
         kept
     }
 
-    fn screen(&self, record: &Record, query_name: &Name) -> Screened {
+    fn screen(&self, record: &Record, query_name: &Name, chain: &[(Name, u32)]) -> Screened {
         let address = match &record.data {
             RData::A(a) => IpAddr::V4(a.0),
             RData::AAAA(_) if !self.host_has_ipv6 => return Screened::Dropped,
             RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
             _ => return Screened::NotAnAddress,
         };
+        let on_chain = chain.iter().position(|(name, _)| *name == record.name);
+        let (aliases, chain_ttl) = match on_chain {
+            Some(index) => (
+                chain[..index]
+                    .iter()
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+                chain[index].1,
+            ),
+            None => (Vec::new(), u32::MAX),
+        };
         let resolved = ResolvedAddress {
             query_name: query_name.clone(),
             record_name: record.name.clone(),
+            aliases,
             address,
+            ttl: record.ttl.min(chain_ttl),
         };
         if self.rebind_protection && is_internal(address) && !(self.allow_internal)(&resolved) {
             Screened::Dropped
         } else {
-            Screened::Kept(resolved)
+            Screened::Kept(Box::new(resolved))
         }
     }
 }
 
 enum Screened {
-    Kept(ResolvedAddress),
+    Kept(Box<ResolvedAddress>),
     NotAnAddress,
     Dropped,
 }
@@ -218,6 +295,42 @@ mod tests {
         };
         let kept = screen(&allow, true).apply(&mut answer, &name("db.corp.example."));
         assert_eq!(addresses(&kept), ["10.9.8.7"]);
+    }
+
+    #[test]
+    fn an_address_at_the_end_of_a_chain_is_known_by_every_name_and_the_least_ttl() {
+        let link = |owner: &str, target: &str, ttl: u32| {
+            Record::from_rdata(name(owner), ttl, RData::CNAME(CNAME(name(target))))
+        };
+        let mut answer = answer_with(vec![
+            link("App.Example.com.", "edge.example.net.", 300),
+            link("edge.example.net.", "cdn.example.org.", 20),
+            Record::from_rdata(
+                name("cdn.example.org."),
+                120,
+                RData::A(A("198.51.100.7".parse().expect("v4"))),
+            ),
+            a("stray.example.", "198.51.100.8"),
+        ]);
+        let kept = screen(&|_| false, true).apply(&mut answer, &name("app.example.com."));
+        assert_eq!(
+            kept[0].names(),
+            ["app.example.com", "edge.example.net", "cdn.example.org"]
+        );
+        assert_eq!(kept[0].ttl, 20);
+        assert_eq!(kept[1].names(), ["app.example.com", "stray.example"]);
+        assert_eq!(kept[1].ttl, 60);
+    }
+
+    #[test]
+    fn a_cname_loop_ends_the_chain() {
+        let mut answer = answer_with(vec![
+            cname("a.example.", "b.example."),
+            cname("b.example.", "a.example."),
+            a("b.example.", "198.51.100.9"),
+        ]);
+        let kept = screen(&|_| false, true).apply(&mut answer, &name("a.example."));
+        assert_eq!(kept[0].names(), ["a.example", "b.example"]);
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! The gateway's resolver: the deny lists, local AAAA answers, the forwarder and the answer
-//! screen, applied in that order to what the guest asks and what the nameservers answer.
+//! The gateway's resolver: the deny lists, the policy's verdict on the name (the caller's),
+//! local AAAA answers, the forwarder and the answer screen, applied in that order to what
+//! the guest asks and what the nameservers answer.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use hickory_proto::op::{Header, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{Name, RecordType};
 use hickory_proto::serialize::binary::BinDecodable;
 use thiserror::Error;
 
@@ -25,6 +26,26 @@ pub const MAX_PENDING_LIMIT: usize = 4096;
 /// The longest guest query accepted. One question with EDNS options is a few hundred bytes;
 /// the cap bounds what each pending query holds.
 const MAX_GUEST_QUERY: usize = 4096;
+
+/// The one question of a guest query, read before the query is handed to the resolver so
+/// the caller can decide the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    pub name: Name,
+    pub query_type: RecordType,
+}
+
+/// The question of the DNS message `bytes`, if it is a query with exactly one.
+pub fn question(bytes: &[u8]) -> Option<Question> {
+    let message = Message::from_vec(bytes).ok()?;
+    match message.queries.as_slice() {
+        [query] if message.metadata.message_type == MessageType::Query => Some(Question {
+            name: query.name.clone(),
+            query_type: query.query_type,
+        }),
+        _ => None,
+    }
+}
 
 /// What the supervisor knows about the host, and its limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,13 +105,42 @@ impl<C> Resolver<C> {
         })
     }
 
-    /// Handles one query from the guest (a bare message; over TCP, without its length).
+    /// Handles one query from the guest (a bare message; over TCP, without its length) whose
+    /// name the policy lets it resolve.
     pub fn on_guest_query(
         &mut self,
         client: C,
         transport: Transport,
         bytes: &[u8],
         now: Instant,
+    ) -> Action<C> {
+        self.guest_query(client, transport, bytes, now, NameVerdict::Allowed)
+    }
+
+    /// Handles one query whose name the policy denies: answered NXDOMAIN here, never
+    /// forwarded (a malformed one gets the answer any malformed query gets).
+    pub fn on_denied_guest_query(
+        &mut self,
+        client: C,
+        transport: Transport,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Action<C> {
+        self.guest_query(client, transport, bytes, now, NameVerdict::Denied)
+    }
+
+    /// Whether the configured deny lists answer `name` NXDOMAIN.
+    pub fn deny_list_denies(&self, name: &Name) -> bool {
+        self.config.deny_list.denies(name)
+    }
+
+    fn guest_query(
+        &mut self,
+        client: C,
+        transport: Transport,
+        bytes: &[u8],
+        now: Instant,
+        verdict: NameVerdict,
     ) -> Action<C> {
         let Ok(header) = Header::from_bytes(bytes) else {
             return Action::Drop;
@@ -103,7 +153,7 @@ impl<C> Resolver<C> {
             Ok(query) if bytes.len() <= MAX_GUEST_QUERY => query,
             _ => return reply(client, transport, &format_error(&header.metadata), 512),
         };
-        let local_code = self.local_answer(&query);
+        let local_code = self.local_answer(&query, verdict);
         let finished = Finished {
             client,
             guest_query: query,
@@ -151,7 +201,7 @@ impl<C> Resolver<C> {
     }
 
     /// The code the gateway answers `query` with itself, or `None` to forward it.
-    fn local_answer(&self, query: &Message) -> Option<ResponseCode> {
+    fn local_answer(&self, query: &Message, verdict: NameVerdict) -> Option<ResponseCode> {
         if query.op_code != OpCode::Query {
             return Some(ResponseCode::NotImp);
         }
@@ -159,7 +209,7 @@ impl<C> Resolver<C> {
         let [question] = query.queries.as_slice() else {
             return Some(ResponseCode::FormErr);
         };
-        if self.config.deny_list.denies(&question.name) {
+        if self.config.deny_list.denies(&question.name) || verdict == NameVerdict::Denied {
             return Some(ResponseCode::NXDomain);
         }
         if question.query_type == RecordType::AAAA && !self.host_has_ipv6 {
@@ -215,6 +265,13 @@ impl<C> Resolver<C> {
             None => Action::Drop,
         }
     }
+}
+
+/// The policy's verdict on a query's name, the caller's to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameVerdict {
+    Allowed,
+    Denied,
 }
 
 /// A reply the gateway makes itself, with `code` and no records.

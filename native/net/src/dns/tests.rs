@@ -287,6 +287,36 @@ fn denied_names_get_nxdomain_without_a_query_leaving() {
 }
 
 #[test]
+fn a_name_the_policy_denies_gets_nxdomain_without_a_query_leaving_even_for_aaaa() {
+    let mut resolver = resolver_with(DnsConfig::default(), false, DEFAULT_MAX_PENDING);
+    for qtype in [RecordType::A, RecordType::AAAA, RecordType::TXT] {
+        let action = resolver.on_denied_guest_query(
+            GUEST,
+            Transport::Udp,
+            &query(9, "other.example.", qtype),
+            t0(),
+        );
+        let (reply, resolved) = reply_of(action);
+        assert_eq!(reply.response_code, ResponseCode::NXDomain, "{qtype}");
+        assert!(resolved.is_empty());
+    }
+    assert_eq!(resolver.pending_count(), 0);
+    let malformed = resolver.on_denied_guest_query(GUEST, Transport::Udp, &[0, 1, 0], t0());
+    assert_eq!(malformed, Action::Drop);
+}
+
+#[test]
+fn the_question_of_a_query_is_read_and_an_answer_has_none() {
+    let bytes = query(5, "API.example.", RecordType::AAAA);
+    let read = question(&bytes).expect("a question");
+    assert_eq!(read.query_type, RecordType::AAAA);
+    assert_eq!(crate::dns::plain_name(&read.name), "api.example");
+    let reply = answer(&bytes, ResponseCode::NoError, vec![]);
+    assert_eq!(question(&reply), None);
+    assert_eq!(question(b"junk"), None);
+}
+
+#[test]
 fn aaaa_on_an_ipv4_only_host_is_answered_empty_locally_and_stripped_from_answers() {
     let mut resolver = resolver_with(DnsConfig::default(), false, DEFAULT_MAX_PENDING);
     let action = resolver.on_guest_query(

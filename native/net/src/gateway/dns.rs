@@ -3,8 +3,12 @@
 //! sockets to the nameservers: one UDP socket per address family and one TCP connection per
 //! retry over TCP. The resolver (`crate::dns`) decides everything else.
 //!
-//! DNS is egress like any flow: the policy decides a guest query before the resolver sees
-//! it, so under `Network.none()` no query leaves the sandbox.
+//! The gateway's DNS service is always reachable (its transport is no policy flow); each
+//! query is decided by its name (`Evaluator::decide_query`) before the resolver sees it, and
+//! a denied name is answered NXDOMAIN without leaving the sandbox, so under `Network.none()`,
+//! or a default-deny policy allowing one name, no other query reaches a nameserver. Every
+//! answer and refusal is a `dns` record of the flow log, and every address an answer gives
+//! is pinned to its names for as long as its TTL says.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -14,10 +18,15 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Token};
 
+use hickory_proto::op::{Header, ResponseCode};
+use hickory_proto::rr::RecordType;
+use hickory_proto::serialize::binary::BinDecodable;
+
+use super::flow_log::{self, reason, DnsDecision, FlowRecord};
 use super::tokens::{self, Owner};
 use super::EventLoop;
-use crate::dns::{Action, ResolvedAddress, Resolver, Transport};
-use crate::policy::{Action as Verdict, Flow, FlowDirection, Protocol};
+use crate::dns::{plain_name, question, Action, Question, ResolvedAddress, Resolver, Transport};
+use crate::policy::{Action as Decision, Flow, FlowDirection, Protocol, Verdict};
 use crate::stack::{Event, FlowId};
 use crate::wire::classified::UdpDatagram;
 use crate::wire::emit;
@@ -38,6 +47,17 @@ const GUEST_TCP_INBOX: usize = 4 * (MAX_MESSAGE + 2);
 pub enum Client {
     Udp(SocketAddr),
     Tcp(FlowId),
+}
+
+/// A guest query as the resolver carries it to its answer: who asked, what, and how the
+/// policy decided the name when it was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asker {
+    client: Client,
+    /// The guest's address and port.
+    src: SocketAddr,
+    question: Option<Question>,
+    verdict: Option<Verdict>,
 }
 
 /// One guest DNS-over-TCP connection.
@@ -65,7 +85,7 @@ struct UpstreamTcp {
 }
 
 pub struct DnsState {
-    pub resolver: Resolver<Client>,
+    pub resolver: Resolver<Asker>,
     udp_v4: Option<UdpSocket>,
     udp_v6: Option<UdpSocket>,
     guest_tcp: BTreeMap<FlowId, GuestTcp>,
@@ -74,7 +94,7 @@ pub struct DnsState {
 }
 
 impl DnsState {
-    pub fn new(resolver: Resolver<Client>) -> Self {
+    pub fn new(resolver: Resolver<Asker>) -> Self {
         Self {
             resolver,
             udp_v4: None,
@@ -109,25 +129,64 @@ fn take_framed(buffer: &mut Vec<u8>) -> Option<Vec<u8>> {
     Some(message)
 }
 
+/// A query type as the flow log writes it: its mnemonic, or its number.
+fn qtype_text(query_type: RecordType) -> String {
+    match query_type {
+        RecordType::Unknown(number) => number.to_string(),
+        known => known.to_string(),
+    }
+}
+
+/// A response code as DNS tools write it.
+fn rcode_text(code: ResponseCode) -> String {
+    match code {
+        ResponseCode::NoError => "NOERROR".to_owned(),
+        ResponseCode::FormErr => "FORMERR".to_owned(),
+        ResponseCode::ServFail => "SERVFAIL".to_owned(),
+        ResponseCode::NXDomain => "NXDOMAIN".to_owned(),
+        ResponseCode::NotImp => "NOTIMP".to_owned(),
+        ResponseCode::Refused => "REFUSED".to_owned(),
+        other => u16::from(other).to_string(),
+    }
+}
+
 impl EventLoop {
-    /// Whether the policy lets the guest query the gateway's DNS over `protocol`.
-    fn dns_allowed(&self, protocol: Protocol) -> bool {
-        self.allows_egress(protocol, IpAddr::V4(self.link.gateway_v4), Some(53))
+    pub(super) fn dns_guest_query_udp(&mut self, datagram: UdpDatagram<'_>) {
+        let guest = datagram.tuple.src;
+        self.dns_guest_query(Client::Udp(guest), guest, Transport::Udp, datagram.payload);
     }
 
-    pub(super) fn dns_guest_query_udp(&mut self, datagram: UdpDatagram<'_>, frame: &[u8]) {
-        let guest = datagram.tuple.src;
-        if !self.dns_allowed(Protocol::Udp) {
-            log::debug!("DNS query from {guest} refused by the policy");
-            self.refuse(frame);
-            return;
-        }
-        let action = self.dns.resolver.on_guest_query(
-            Client::Udp(guest),
-            Transport::Udp,
-            datagram.payload,
-            Instant::now(),
-        );
+    /// Decides a guest query by its name and hands it to the resolver.
+    fn dns_guest_query(
+        &mut self,
+        client: Client,
+        src: SocketAddr,
+        transport: Transport,
+        bytes: &[u8],
+    ) {
+        let question = question(bytes);
+        let verdict = question.as_ref().map(|question| {
+            self.stack
+                .evaluator()
+                .decide_query(&plain_name(&question.name))
+        });
+        let denied = verdict.is_some_and(|verdict| verdict.action == Decision::Deny);
+        let asker = Asker {
+            client,
+            src,
+            question,
+            verdict,
+        };
+        let now = Instant::now();
+        let action = if denied {
+            self.dns
+                .resolver
+                .on_denied_guest_query(asker, transport, bytes, now)
+        } else {
+            self.dns
+                .resolver
+                .on_guest_query(asker, transport, bytes, now)
+        };
         self.dns_act(action);
     }
 
@@ -174,19 +233,16 @@ impl EventLoop {
             inbox.extend_from_slice(&bytes[..count]);
             count
         });
+        let Some(src) = self.stack.flow_source(flow_id) else {
+            return;
+        };
         while let Some(query) = self
             .dns
             .guest_tcp
             .get_mut(&flow_id)
             .and_then(|connection| take_framed(&mut connection.inbox))
         {
-            let action = self.dns.resolver.on_guest_query(
-                Client::Tcp(flow_id),
-                Transport::Tcp,
-                &query,
-                Instant::now(),
-            );
-            self.dns_act(action);
+            self.dns_guest_query(Client::Tcp(flow_id), src, Transport::Tcp, &query);
         }
     }
 
@@ -239,10 +295,7 @@ impl EventLoop {
         // An internal address survives rebinding protection only where a rule lets the guest
         // reach it: the rules decide, as they will for the flow itself.
         let allow_internal = |resolved: &ResolvedAddress| {
-            let names = [
-                resolved.query_name.to_ascii(),
-                resolved.record_name.to_ascii(),
-            ];
+            let names = resolved.names();
             evaluator
                 .decide(&Flow {
                     direction: FlowDirection::Egress,
@@ -252,7 +305,7 @@ impl EventLoop {
                     resolved_domains: &names,
                 })
                 .action
-                == Verdict::Allow
+                == Decision::Allow
         };
         let action = self.dns.resolver.on_upstream_answer(
             server,
@@ -264,7 +317,7 @@ impl EventLoop {
         self.dns_act(action);
     }
 
-    fn dns_act(&mut self, action: Action<Client>) {
+    fn dns_act(&mut self, action: Action<Asker>) {
         match action {
             Action::SendUdp { server, bytes } => self.dns_send_udp(server, &bytes),
             Action::SendTcp { server, bytes } => self.dns_send_tcp(server, &bytes),
@@ -273,17 +326,58 @@ impl EventLoop {
                 bytes,
                 resolved,
             } => {
-                for address in resolved {
-                    let names = [
-                        address.query_name.to_ascii(),
-                        address.record_name.to_ascii(),
-                    ];
-                    self.pins.record(address.address, names);
+                let now = Instant::now();
+                for address in &resolved {
+                    self.pins
+                        .record(address.address, address.names(), address.ttl, now);
                 }
-                self.dns_reply(client, &bytes);
+                self.log_dns(&client, &bytes, &resolved);
+                self.dns_reply(client.client, &bytes);
             }
             Action::Drop => {}
         }
+    }
+
+    /// The `dns` record of an answer or a refusal.
+    fn log_dns(&mut self, asker: &Asker, reply: &[u8], resolved: &[ResolvedAddress]) {
+        if !self.flow_log.is_enabled() {
+            return;
+        }
+        let (Some(question), Some(verdict)) = (&asker.question, asker.verdict) else {
+            return;
+        };
+        let Ok(header) = Header::from_bytes(reply) else {
+            return;
+        };
+        let by_deny_list = self.dns.resolver.deny_list_denies(&question.name);
+        let (action, (rule, rule_text), why) = if by_deny_list {
+            (
+                Decision::Deny,
+                (None, "default".to_owned()),
+                Some(reason::DENY_DOMAINS),
+            )
+        } else {
+            let policy = self.stack.evaluator().policy();
+            let why = (verdict.action == Decision::Deny).then_some(reason::DENIED);
+            (verdict.action, flow_log::decided_by(policy, verdict), why)
+        };
+        let record = FlowRecord::Dns(DnsDecision {
+            time: std::time::SystemTime::now(),
+            protocol: match asker.client {
+                Client::Udp(_) => Protocol::Udp,
+                Client::Tcp(_) => Protocol::Tcp,
+            },
+            src: asker.src.to_string(),
+            name: plain_name(&question.name),
+            qtype: qtype_text(question.query_type),
+            action,
+            rule,
+            rule_text,
+            rcode: rcode_text(header.metadata.response_code),
+            answers: resolved.iter().map(|r| r.address.to_string()).collect(),
+            reason: why,
+        });
+        self.flow_log.record(record, Instant::now());
     }
 
     fn dns_reply(&mut self, client: Client, bytes: &[u8]) {
@@ -438,6 +532,17 @@ impl EventLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_types_and_response_codes_are_written_as_dns_tools_write_them() {
+        assert_eq!(qtype_text(RecordType::AAAA), "AAAA");
+        assert_eq!(qtype_text(RecordType::TXT), "TXT");
+        assert_eq!(qtype_text(RecordType::Unknown(65280)), "65280");
+        assert_eq!(rcode_text(ResponseCode::NXDomain), "NXDOMAIN");
+        assert_eq!(rcode_text(ResponseCode::NoError), "NOERROR");
+        assert_eq!(rcode_text(ResponseCode::ServFail), "SERVFAIL");
+        assert_eq!(rcode_text(ResponseCode::Refused), "REFUSED");
+    }
 
     #[test]
     fn framed_messages_are_taken_whole_and_in_order() {

@@ -16,14 +16,15 @@ use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::dns::DnsState;
+use super::flow_log::FlowLog;
 use super::icmp::PingState;
 use super::ports::Published;
 use super::tcp::HostTcp;
 use super::tokens::{self, Owner, Tokens};
 use super::udp::UdpState;
-use super::{Counters, EventLoop, GatewayConfig, GatewayError};
+use super::{Control, Counters, EventLoop, GatewayConfig, GatewayError};
 use crate::dns::{HostDns, Resolver, DEFAULT_MAX_PENDING};
-use crate::policy::{Action as Verdict, Evaluator, Flow, FlowDirection, HostAddresses, Protocol};
+use crate::policy::{Evaluator, Flow, FlowDirection, HostAddresses, Protocol, Verdict};
 use crate::stack::{Received, ResolvedNames, Stack, StackOptions};
 use crate::wire::classified::{Classified, Gateway as GatewayAddresses};
 use crate::wire::classify::Classifier;
@@ -38,32 +39,77 @@ const QEMU_READS_PER_ITERATION: usize = 8;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// The most addresses remembered with the names the guest resolved them from.
 const MAX_PINS: usize = 4096;
+/// The most names one address is remembered with (a CDN address serves many).
+const MAX_NAMES_PER_PIN: usize = 32;
+/// The shortest time a pin lives, whatever the answer's TTL. A TTL of 0 means "do not cache"
+/// to resolvers, yet the guest connects right after the answer, and applications keep
+/// addresses longer than the TTL: Java caches them 30 s by default, Chrome's host cache
+/// 60 s. One minute covers both, and a longer floor would keep an address open for a name
+/// after its owner moved it.
+pub const MIN_PIN_TTL: Duration = Duration::from_secs(60);
+/// The longest: TTLs may be up to 68 years (RFC 2181); a day bounds how long an address
+/// stays open for a name without the guest asking again.
+pub const MAX_PIN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// The names each address was resolved from through the gateway's DNS.
+/// The names each address was resolved from through the gateway's DNS, each until its
+/// answer's TTL (clamped to [`MIN_PIN_TTL`]..=[`MAX_PIN_TTL`]) runs out.
 #[derive(Debug, Default)]
 pub struct Pins {
-    names: HashMap<IpAddr, Vec<String>>,
+    by_address: HashMap<IpAddr, Vec<Pin>>,
+}
+
+#[derive(Debug, Clone)]
+struct Pin {
+    name: String,
+    expires: Instant,
 }
 
 impl Pins {
-    pub fn record(&mut self, address: IpAddr, names: impl IntoIterator<Item = String>) {
-        if self.names.len() >= MAX_PINS && !self.names.contains_key(&address) {
-            // Bounded memory over completeness: a forgotten pin only stops domain rules from
-            // matching that address until it is resolved again.
-            self.names.clear();
-        }
-        let entry = self.names.entry(address).or_default();
-        for name in names {
-            if !entry.contains(&name) {
-                entry.push(name);
+    /// Pins `address` to `names` (lower case, no trailing dot) for `ttl` seconds from `now`.
+    pub fn record(&mut self, address: IpAddr, names: Vec<String>, ttl: u32, now: Instant) {
+        let address = crate::policy::groups::canonical(address);
+        let lifetime = Duration::from_secs(u64::from(ttl)).clamp(MIN_PIN_TTL, MAX_PIN_TTL);
+        let expires = now + lifetime;
+        if self.by_address.len() >= MAX_PINS && !self.by_address.contains_key(&address) {
+            self.forget_expired(now);
+            if self.by_address.len() >= MAX_PINS {
+                // Bounded memory over completeness: a forgotten pin only stops domain rules
+                // from matching that address until it is resolved again.
+                self.by_address.clear();
             }
         }
+        let pins = self.by_address.entry(address).or_default();
+        pins.retain(|pin| pin.expires > now);
+        for name in names {
+            if let Some(pin) = pins.iter_mut().find(|pin| pin.name == name) {
+                pin.expires = pin.expires.max(expires);
+            } else if pins.len() < MAX_NAMES_PER_PIN {
+                pins.push(Pin { name, expires });
+            }
+        }
+    }
+
+    /// The names `address` is pinned to at `now`.
+    pub fn names_at(&self, address: IpAddr, now: Instant) -> Vec<String> {
+        self.by_address.get(&address).map_or_else(Vec::new, |pins| {
+            pins.iter()
+                .filter(|pin| pin.expires > now)
+                .map(|pin| pin.name.clone())
+                .collect()
+        })
+    }
+
+    fn forget_expired(&mut self, now: Instant) {
+        self.by_address.retain(|_, pins| {
+            pins.retain(|pin| pin.expires > now);
+            !pins.is_empty()
+        });
     }
 }
 
 impl ResolvedNames for Pins {
-    fn names_for(&self, ip: IpAddr) -> &[String] {
-        self.names.get(&ip).map_or(&[], Vec::as_slice)
+    fn names_for(&self, ip: IpAddr) -> Vec<String> {
+        self.names_at(crate::policy::groups::canonical(ip), Instant::now())
     }
 }
 
@@ -72,6 +118,7 @@ impl EventLoop {
         config: GatewayConfig,
         qemu: StdUnixStream,
         counters: Arc<Counters>,
+        control: Arc<Control>,
     ) -> Result<Self, GatewayError> {
         config.spec.validate()?;
         let poll = Poll::new().map_err(GatewayError::io("creating the network poller"))?;
@@ -150,6 +197,8 @@ impl EventLoop {
             pings: PingState::default(),
             published,
             pins: Pins::default(),
+            flow_log: FlowLog::new(config.flow_log),
+            control,
             next_ip_id: (config.random_seed & 0xffff) as u16,
             busy: false,
             counters,
@@ -180,8 +229,10 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     tokens::WAKER => {
-                        log::debug!("network loop: stopped");
-                        return;
+                        if !self.take_requests() {
+                            log::debug!("network loop: stopped");
+                            return;
+                        }
                     }
                     tokens::QEMU => {
                         self.qemu_readable |= event.is_readable() || event.is_read_closed();
@@ -195,6 +246,21 @@ impl EventLoop {
                 return;
             }
         }
+    }
+
+    /// Carries out what the supervisor asked; false once it asked the loop to stop.
+    fn take_requests(&mut self) -> bool {
+        let control = self.control.clone();
+        let mut requests = control.lock();
+        if requests.stop {
+            return false;
+        }
+        if let Some(policy) = requests.policy.take() {
+            self.change_policy(policy);
+            requests.policies_taken = requests.policies_sent;
+            control.taken.notify_all();
+        }
+        true
     }
 
     /// One round of work after the readiness events were noted; false once QEMU is gone.
@@ -331,7 +397,7 @@ impl EventLoop {
     fn handle_classified(&mut self, classified: Classified<'_>, frame: &[u8]) {
         match classified {
             Classified::Udp(datagram) if datagram.is_gateway_dns => {
-                self.dns_guest_query_udp(datagram, frame)
+                self.dns_guest_query_udp(datagram)
             }
             Classified::Udp(datagram) => self.guest_udp(datagram, frame),
             Classified::EchoRequest(echo) => self.guest_echo(echo, frame),
@@ -354,24 +420,38 @@ impl EventLoop {
         }
     }
 
-    /// Whether the policy lets the guest open a flow to `peer`.
-    pub(super) fn allows_egress(
+    /// The policy's verdict on a guest flow to `peer`, with the names pinned to it.
+    pub(super) fn decide_egress(
         &self,
         protocol: Protocol,
         peer: IpAddr,
         port: Option<u16>,
-    ) -> bool {
-        self.stack
-            .evaluator()
-            .decide(&Flow {
-                direction: FlowDirection::Egress,
-                protocol,
-                peer,
-                port,
-                resolved_domains: self.pins.names_for(peer),
-            })
-            .action
-            == Verdict::Allow
+    ) -> (Verdict, Vec<String>) {
+        let names = self.pins.names_for(peer);
+        let verdict = self.stack.evaluator().decide(&Flow {
+            direction: FlowDirection::Egress,
+            protocol,
+            peer,
+            port,
+            resolved_domains: &names,
+        });
+        (verdict, names)
+    }
+
+    /// The policy's verdict on a published port's client `peer` reaching `guest_port`.
+    pub(super) fn decide_ingress(
+        &self,
+        protocol: Protocol,
+        peer: IpAddr,
+        guest_port: u16,
+    ) -> Verdict {
+        self.stack.evaluator().decide(&Flow {
+            direction: FlowDirection::Ingress,
+            protocol,
+            peer,
+            port: Some(guest_port),
+            resolved_domains: &[],
+        })
     }
 
     /// Whether `ip` is one of the gateway's own addresses.
@@ -456,5 +536,73 @@ impl EventLoop {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("an address")
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_pin_lives_for_its_ttl_clamped_to_the_floor_and_the_ceiling() {
+        let t0 = Instant::now();
+        let mut pins = Pins::default();
+        pins.record(ip("198.51.100.7"), names(&["zero.test"]), 0, t0);
+        pins.record(ip("198.51.100.8"), names(&["long.test"]), 600, t0);
+        pins.record(ip("198.51.100.9"), names(&["huge.test"]), u32::MAX, t0);
+        let at = |address: &str, after: Duration| pins.names_at(ip(address), t0 + after);
+        assert_eq!(at("198.51.100.7", Duration::ZERO), ["zero.test"]);
+        assert_eq!(
+            at("198.51.100.7", MIN_PIN_TTL - Duration::from_millis(1)),
+            ["zero.test"]
+        );
+        assert!(at("198.51.100.7", MIN_PIN_TTL).is_empty());
+        assert_eq!(at("198.51.100.8", Duration::from_secs(599)), ["long.test"]);
+        assert!(at("198.51.100.8", Duration::from_secs(600)).is_empty());
+        assert!(at("198.51.100.9", MAX_PIN_TTL).is_empty());
+    }
+
+    #[test]
+    fn each_name_of_an_address_expires_on_its_own_and_a_new_answer_extends_it() {
+        let t0 = Instant::now();
+        let mut pins = Pins::default();
+        let address = ip("203.0.113.7");
+        pins.record(address, names(&["a.test", "cdn.test"]), 60, t0);
+        pins.record(address, names(&["b.test"]), 300, t0);
+        let later = t0 + Duration::from_secs(120);
+        assert_eq!(pins.names_at(address, later), ["b.test"]);
+        pins.record(address, names(&["a.test"]), 300, later);
+        assert_eq!(
+            pins.names_at(address, later + Duration::from_secs(150)),
+            ["b.test", "a.test"]
+        );
+        assert_eq!(
+            pins.names_at(address, later + Duration::from_secs(200)),
+            ["a.test"]
+        );
+        assert!(pins.names_at(ip("203.0.113.8"), t0).is_empty());
+    }
+
+    #[test]
+    fn memory_stays_bounded_by_addresses_and_by_names_per_address() {
+        let t0 = Instant::now();
+        let mut pins = Pins::default();
+        let address = ip("203.0.113.9");
+        let many: Vec<String> = (0..100).map(|i| format!("n{i}.test")).collect();
+        pins.record(address, many, 300, t0);
+        assert_eq!(pins.names_at(address, t0).len(), MAX_NAMES_PER_PIN);
+        for i in 0..=MAX_PINS as u32 {
+            let v4 = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            pins.record(IpAddr::V4(v4), names(&["x.test"]), 300, t0);
+        }
+        assert!(pins.by_address.len() <= MAX_PINS);
     }
 }

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Interest, Token};
 
+use super::flow_log::{endpoint, Decided};
 use super::tokens::Owner;
 use super::EventLoop;
-use crate::policy::Protocol;
+use crate::policy::{Action as Decision, FlowDirection, Protocol};
 use crate::wire::classified::EchoRequest;
 use crate::wire::emit::{self, Ipv4Route};
 
@@ -49,6 +50,14 @@ pub struct PingState {
 impl PingState {
     pub fn has_flows(&self) -> bool {
         !self.flows.is_empty()
+    }
+
+    /// Every ping flow and its destination.
+    pub fn open_flows(&self) -> Vec<(u64, Ipv4Addr)> {
+        self.flows
+            .iter()
+            .map(|(&id, flow)| (id, flow.dst))
+            .collect()
     }
 }
 
@@ -98,10 +107,24 @@ impl EventLoop {
             self.refuse(frame);
             return;
         };
-        if !self.allows_egress(Protocol::Icmpv4, echo.dst, None) {
-            log::debug!("ping to {dst} denied by the policy");
-            self.refuse(frame);
-            return;
+        let known = self.pings.by_key.contains_key(&(dst, echo.ident));
+        if !known {
+            let (verdict, names) = self.decide_egress(Protocol::Icmpv4, echo.dst, None);
+            self.log_decision(Decided {
+                direction: FlowDirection::Egress,
+                protocol: Protocol::Icmpv4,
+                src: endpoint(echo.src, None),
+                dst: endpoint(echo.dst, None),
+                verdict,
+                names: &names,
+                sni: None,
+                reason: None,
+            });
+            if verdict.action == Decision::Deny {
+                log::debug!("ping to {dst} denied by the policy");
+                self.refuse(frame);
+                return;
+            }
         }
         let Some(id) = self.ping_flow(dst, echo.ident) else {
             self.refuse(frame);
@@ -193,11 +216,15 @@ impl EventLoop {
             .map(|(&id, _)| id)
             .collect();
         for id in idle {
-            if let Some(mut flow) = self.pings.flows.remove(&id) {
-                self.pings.by_key.remove(&(flow.dst, flow.guest_ident));
-                let _ = self.poll.registry().deregister(&mut flow.socket);
-                self.tokens.release(flow.token);
-            }
+            self.ping_close(id);
+        }
+    }
+
+    pub(super) fn ping_close(&mut self, id: u64) {
+        if let Some(mut flow) = self.pings.flows.remove(&id) {
+            self.pings.by_key.remove(&(flow.dst, flow.guest_ident));
+            let _ = self.poll.registry().deregister(&mut flow.socket);
+            self.tokens.release(flow.token);
         }
     }
 }

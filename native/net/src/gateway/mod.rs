@@ -8,13 +8,17 @@
 //! only as fast as the host socket takes its bytes.
 //!
 //! The thread ends when QEMU closes its end of the socket (the VM is gone) or on
-//! [`Gateway::stop`].
+//! [`Gateway::stop`]. [`Gateway::set_policy`] swaps the policy while it runs: the loop takes
+//! it at its next wake-up, decides every open flow again and closes those now denied.
 
 mod dns;
 mod event_loop;
+pub mod flow_log;
 pub mod host;
 mod icmp;
+mod policy_change;
 mod ports;
+mod sni;
 pub mod spec;
 mod tcp;
 mod tokens;
@@ -24,9 +28,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::UnixStream as MioUnixStream;
 use mio::{Poll, Waker};
@@ -35,6 +39,7 @@ use thiserror::Error;
 
 use dns::DnsState;
 use event_loop::Pins;
+use flow_log::FlowLog;
 use icmp::PingState;
 use ports::Published;
 use tcp::HostTcp;
@@ -42,16 +47,21 @@ use tokens::Tokens;
 use udp::UdpState;
 
 use crate::dns::ResolverError;
+use crate::policy::Policy;
 use crate::stack::{ConfigError, NetConfig, Stack};
 use crate::wire::classify::Classifier;
 use crate::wire::emit::LinkAddresses;
 use crate::wire::framing::FrameDecoder;
 use crate::wire::reassembly::Reassembler;
+pub use flow_log::{FlowLogSink, FlowRecord};
 pub use host::HostFacts;
 pub use spec::{NetworkSpec, PolicySpec, PortProtocol, Preset, PublishedPort, SpecError};
 
+/// How long [`Gateway::set_policy`] waits for the loop to take the policy: an iteration
+/// takes microseconds, so only a loop that is gone or stuck misses it.
+const POLICY_CHANGE_WAIT: Duration = Duration::from_secs(2);
+
 /// Everything one sandbox's gateway is built from.
-#[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub link: NetConfig,
     /// The MAC QEMU gives the guest's virtio-net device.
@@ -60,6 +70,46 @@ pub struct GatewayConfig {
     pub host: HostFacts,
     /// Seeds TCP sequence numbers and DNS ids; random in the supervisor.
     pub random_seed: u64,
+    /// Where every flow decision is recorded; `None` records nothing.
+    pub flow_log: Option<Box<dyn FlowLogSink>>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("link", &self.link)
+            .field("guest_mac", &self.guest_mac)
+            .field("spec", &self.spec)
+            .field("host", &self.host)
+            .field("flow_log", &self.flow_log.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the supervisor's thread asks of the loop, behind the loop's waker.
+#[derive(Debug, Default)]
+struct Requests {
+    stop: bool,
+    policy: Option<Policy>,
+    /// Policies handed over so far, and how many the loop has taken.
+    policies_sent: u64,
+    policies_taken: u64,
+}
+
+/// The requests and the condition the loop signals when it took a policy.
+#[derive(Debug, Default)]
+struct Control {
+    requests: Mutex<Requests>,
+    taken: Condvar,
+}
+
+impl Control {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Requests> {
+        // A panic elsewhere cannot leave the requests half-written: each is one assignment.
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Why a gateway could not start.
@@ -83,6 +133,9 @@ pub enum GatewayError {
         protocol: PortProtocol,
         source: io::Error,
     },
+    /// The loop did not take a new policy in time (it has ended, or is stuck).
+    #[error("the network loop did not take the new policy within {0:?}")]
+    PolicyNotTaken(Duration),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -145,6 +198,8 @@ struct EventLoop {
     pings: PingState,
     published: Published,
     pins: Pins,
+    flow_log: FlowLog,
+    control: Arc<Control>,
     next_ip_id: u16,
     /// Set when an iteration stopped with work left, so the next wait does not sleep.
     busy: bool,
@@ -157,6 +212,7 @@ struct EventLoop {
 pub struct Gateway {
     thread: Option<JoinHandle<()>>,
     waker: Arc<mio::Waker>,
+    control: Arc<Control>,
     counters: Arc<Counters>,
 }
 
@@ -166,7 +222,8 @@ impl Gateway {
     /// first) is reported here, before QEMU starts.
     pub fn start(config: GatewayConfig, qemu: UnixStream) -> Result<Self, GatewayError> {
         let counters = Arc::new(Counters::default());
-        let event_loop = EventLoop::new(config, qemu, counters.clone())?;
+        let control = Arc::new(Control::default());
+        let event_loop = EventLoop::new(config, qemu, counters.clone(), control.clone())?;
         let waker = event_loop.waker();
         let thread = std::thread::Builder::new()
             .name("msb-net".into())
@@ -175,8 +232,24 @@ impl Gateway {
         Ok(Self {
             thread: Some(thread),
             waker,
+            control,
             counters,
         })
+    }
+
+    /// Replaces the policy of the running loop and returns once the loop has taken it: from
+    /// then on every new flow and DNS query is decided by it, and the open flows it denies
+    /// are closed.
+    pub fn set_policy(&self, policy: Policy) -> Result<(), GatewayError> {
+        self.policy_handle().set_policy(policy)
+    }
+
+    /// A handle that changes the policy from another thread, for as long as the loop runs.
+    pub fn policy_handle(&self) -> PolicyHandle {
+        PolicyHandle {
+            waker: self.waker.clone(),
+            control: self.control.clone(),
+        }
     }
 
     pub fn counters(&self) -> Arc<Counters> {
@@ -189,10 +262,43 @@ impl Gateway {
     }
 
     fn stop_and_join(&mut self) {
+        self.control.lock().stop = true;
         let _ = self.waker.wake();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Changes the policy of a running gateway ([`Gateway::set_policy`]); a loop that has ended
+/// no longer takes one.
+#[derive(Clone)]
+pub struct PolicyHandle {
+    waker: Arc<Waker>,
+    control: Arc<Control>,
+}
+
+impl PolicyHandle {
+    /// See [`Gateway::set_policy`].
+    pub fn set_policy(&self, policy: Policy) -> Result<(), GatewayError> {
+        let mut requests = self.control.lock();
+        requests.policy = Some(policy);
+        requests.policies_sent += 1;
+        let sent = requests.policies_sent;
+        self.waker
+            .wake()
+            .map_err(GatewayError::io("waking the network loop"))?;
+        let (requests, _) = self
+            .control
+            .taken
+            .wait_timeout_while(requests, POLICY_CHANGE_WAIT, |requests| {
+                requests.policies_taken < sent
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if requests.policies_taken < sent {
+            return Err(GatewayError::PolicyNotTaken(POLICY_CHANGE_WAIT));
+        }
+        Ok(())
     }
 }
 

@@ -5,17 +5,18 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Interest, Registry};
 
+use super::flow_log::{Decided, FlowFacts};
 use super::spec::{PortProtocol, PublishedPort};
 use super::tokens::{Owner, Tokens};
 use super::EventLoop;
 use super::GatewayError;
-use crate::policy::{Action as Verdict, Flow, FlowDirection, Protocol};
+use crate::policy::{Action as Decision, FlowDirection, Protocol};
 use crate::wire::emit;
 
 /// How long a UDP client's mapping lives without traffic.
@@ -113,6 +114,24 @@ impl Published {
         !self.clients.is_empty()
     }
 
+    /// Every UDP client mapping: its gateway port, the client and the guest port it reaches.
+    pub fn udp_clients(&self) -> Vec<(u16, SocketAddr, u16)> {
+        self.clients
+            .iter()
+            .filter_map(|(&port, client)| {
+                let entry = self.entries.get(client.entry)?;
+                Some((port, client.client, entry.port.guest_port.get()))
+            })
+            .collect()
+    }
+
+    /// Forgets the UDP client mapped to `gateway_port`.
+    pub fn drop_udp_client(&mut self, gateway_port: u16) {
+        if let Some(client) = self.clients.remove(&gateway_port) {
+            self.by_client.remove(&(client.entry, client.client));
+        }
+    }
+
     pub fn expire_udp_clients(&mut self, now: Instant) {
         let by_client = &mut self.by_client;
         self.clients.retain(|_, client| {
@@ -192,10 +211,18 @@ impl EventLoop {
                     return;
                 }
             };
+            let guest = SocketAddr::new(self.link.guest_v4.into(), guest_port);
+            if !self.ingress_allowed(Protocol::Tcp, peer, guest) {
+                // Dropping the stream closes the client's connection.
+                log::info!("published port client {peer} refused by the policy");
+                continue;
+            }
             let now = self.now();
             match self.stack.connect_to_guest(now, guest_port, peer) {
-                Ok(flow_id) => self.adopt_open(flow_id, stream),
-                // Dropping the stream closes the client's connection.
+                Ok(flow_id) => {
+                    let facts = FlowFacts::new(FlowDirection::Ingress, Protocol::Tcp, peer, guest);
+                    self.adopt_open(flow_id, stream, facts);
+                }
                 Err(error) => log::info!("published port client {peer} refused: {error}"),
             }
         }
@@ -220,7 +247,9 @@ impl EventLoop {
                     return;
                 }
             };
-            if !self.allows_ingress(client.ip(), guest_port) {
+            let guest = SocketAddr::new(self.link.guest_v4.into(), guest_port);
+            let known = self.published.by_client.contains_key(&(index, client));
+            if !known && !self.ingress_allowed(Protocol::Udp, client, guest) {
                 log::info!("published UDP port client {client} refused by the policy");
                 continue;
             }
@@ -234,18 +263,20 @@ impl EventLoop {
         }
     }
 
-    fn allows_ingress(&self, peer: IpAddr, guest_port: u16) -> bool {
-        self.stack
-            .evaluator()
-            .decide(&Flow {
-                direction: FlowDirection::Ingress,
-                protocol: Protocol::Udp,
-                peer,
-                port: Some(guest_port),
-                resolved_domains: &[],
-            })
-            .action
-            == Verdict::Allow
+    /// Decides and logs a published port's client `peer` reaching `guest`.
+    fn ingress_allowed(&mut self, protocol: Protocol, peer: SocketAddr, guest: SocketAddr) -> bool {
+        let verdict = self.decide_ingress(protocol, peer.ip(), guest.port());
+        self.log_decision(Decided {
+            direction: FlowDirection::Ingress,
+            protocol,
+            src: peer.to_string(),
+            dst: guest.to_string(),
+            verdict,
+            names: &[],
+            sni: None,
+            reason: None,
+        });
+        verdict.action == Decision::Allow
     }
 
     /// Sends a guest datagram to the gateway's `gateway_port` back to the published port's

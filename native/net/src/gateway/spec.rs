@@ -47,6 +47,18 @@ pub enum PolicySpec {
     Custom(Policy),
 }
 
+impl PolicySpec {
+    /// The policy the flows are decided by.
+    pub fn policy(&self) -> Policy {
+        match self {
+            PolicySpec::Preset(Preset::None) => Policy::none(),
+            PolicySpec::Preset(Preset::PublicOnly) => Policy::public_only(),
+            PolicySpec::Preset(Preset::AllowAll) => Policy::allow_all(),
+            PolicySpec::Custom(policy) => policy.clone(),
+        }
+    }
+}
+
 impl Default for PolicySpec {
     fn default() -> Self {
         Self::Preset(Preset::PublicOnly)
@@ -120,12 +132,7 @@ pub enum SpecError {
 impl NetworkSpec {
     /// The policy the flows are decided by.
     pub fn policy(&self) -> Policy {
-        match &self.policy {
-            PolicySpec::Preset(Preset::None) => Policy::none(),
-            PolicySpec::Preset(Preset::PublicOnly) => Policy::public_only(),
-            PolicySpec::Preset(Preset::AllowAll) => Policy::allow_all(),
-            PolicySpec::Custom(policy) => policy.clone(),
-        }
+        self.policy.policy()
     }
 
     pub fn max_connections(&self) -> usize {

@@ -4,7 +4,16 @@
 //!
 //! Flows to the gateway's port 53 are not dialed: they are DNS over TCP, answered by the
 //! gateway's resolver (see `dns`).
-
+//!
+//! SNI / Host agreement: the SYN of a flow to an address the guest resolved through our DNS
+//! is decided with every name pinned to that address (connect first: nothing else is known
+//! yet), so an allow rule for `a.test` lets a SYN to `a.test`'s address through even when
+//! the guest means `b.test` on the same address. The flow's first guest bytes are therefore
+//! held (not written to the host socket) until they show a TLS ClientHello or an HTTP
+//! request head (see `sni`), or show neither, or reach the bound: a named host `H` decides
+//! the flow again with `H` alone if `H` is pinned to the address, else with no name, and a
+//! denial resets the flow before a byte reached the peer. Protocols where the server speaks
+//! first are never held: their guest sends nothing until the peer did.
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -13,9 +22,12 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use super::flow_log::{reason, Decided, FlowFacts};
+use super::sni::{self, FirstBytes, NameSource};
 use super::tokens::Owner;
 use super::EventLoop;
-use crate::stack::{Action, DialError, Event, FlowId};
+use crate::policy::{Action as Decision, Flow, FlowDirection, Protocol, Verdict};
+use crate::stack::{Action, DialError, Event, FlowId, ResolvedNames, SynDecision, SynOutcome};
 
 /// How long a host connect may take. The guest's own connect gives up after about two minutes
 /// of SYN retries; a dial that outlives 30 s is reported as a timeout so the guest's next SYN
@@ -39,12 +51,25 @@ struct Connection {
     writable: bool,
     /// The host sent FIN; reported to the stack once.
     read_closed: bool,
+    facts: FlowFacts,
+    /// The guest's first bytes are held until they show the host they name.
+    held: bool,
 }
 
 /// The host connections of the stack's flows.
 #[derive(Debug, Default)]
 pub struct HostTcp {
     connections: BTreeMap<FlowId, Connection>,
+    /// How an allowed SYN was decided and the names pinned to its destination then, until
+    /// its dial starts.
+    decided: BTreeMap<FlowId, (Verdict, Vec<String>)>,
+}
+
+/// The open flows the loop decides again when the policy changes.
+#[derive(Debug, Clone)]
+pub struct OpenTcp {
+    pub flow_id: FlowId,
+    pub facts: FlowFacts,
 }
 
 impl HostTcp {
@@ -52,6 +77,24 @@ impl HostTcp {
         self.connections
             .values()
             .any(|connection| matches!(connection.phase, Phase::Dialing { .. }))
+    }
+
+    pub fn open_flows(&self) -> Vec<OpenTcp> {
+        self.connections
+            .iter()
+            .map(|(&flow_id, connection)| OpenTcp {
+                flow_id,
+                facts: connection.facts.clone(),
+            })
+            .collect()
+    }
+}
+
+fn dial_reason(error: DialError) -> &'static str {
+    match error {
+        DialError::Refused => "connection refused",
+        DialError::Unreachable => "unreachable",
+        DialError::TimedOut => "timed out",
     }
 }
 
@@ -66,6 +109,9 @@ fn dial_error(error: &io::Error) -> DialError {
 impl EventLoop {
     /// Carries out what the stack asked for, until it asks nothing more.
     pub(super) fn run_stack_actions(&mut self, now: Duration) {
+        while let Some(decision) = self.stack.next_decision() {
+            self.syn_decided(decision);
+        }
         while let Some(action) = self.stack.next_action() {
             match action {
                 Action::Dial { flow_id, dst } => self.dial(now, flow_id, dst),
@@ -77,10 +123,43 @@ impl EventLoop {
                     }
                 }
                 Action::Close { flow_id } => {
-                    self.close_host_connection(flow_id);
+                    self.close_host_connection(flow_id, reason::CLOSED);
                     self.dns_close(flow_id);
                 }
             }
+        }
+    }
+
+    fn syn_decided(&mut self, decision: SynDecision) {
+        let SynDecision {
+            tuple,
+            flow_id,
+            outcome,
+            names,
+        } = decision;
+        let verdict = match outcome {
+            SynOutcome::Decided(verdict) => verdict,
+            SynOutcome::ConnectionLimit => {
+                return self.log_refusal(
+                    Protocol::Tcp,
+                    tuple.src,
+                    tuple.dst,
+                    reason::CONNECTION_LIMIT,
+                );
+            }
+        };
+        self.log_decision(Decided {
+            direction: FlowDirection::Egress,
+            protocol: Protocol::Tcp,
+            src: tuple.src.to_string(),
+            dst: tuple.dst.to_string(),
+            verdict,
+            names: &names,
+            sni: None,
+            reason: None,
+        });
+        if let Some(flow_id) = flow_id {
+            self.host_tcp.decided.insert(flow_id, (verdict, names));
         }
     }
 
@@ -89,36 +168,52 @@ impl EventLoop {
             self.dns_open_tcp(now, flow_id);
             return;
         }
+        let Some(src) = self.stack.flow_source(flow_id) else {
+            return;
+        };
+        let mut facts = FlowFacts::new(FlowDirection::Egress, Protocol::Tcp, src, dst);
+        let mut held = false;
+        if let Some((verdict, names)) = self.host_tcp.decided.remove(&flow_id) {
+            let policy = self.stack.evaluator().policy();
+            facts.domain = super::flow_log::logged_domain(policy, verdict, &names);
+            held = !names.is_empty();
+        }
         let target = self.host_destination(dst);
         let stream = match TcpStream::connect(target) {
             Ok(stream) => stream,
             Err(error) => {
                 log::debug!("dial {target} for flow {flow_id:?}: {error}");
+                let error = dial_error(&error);
+                self.log_close(&facts, dial_reason(error));
                 self.report(
                     now,
                     Event::Dialed {
                         flow_id,
-                        result: Err(dial_error(&error)),
+                        result: Err(error),
                     },
                 );
                 return;
             }
         };
-        self.adopt(
-            flow_id,
-            stream,
-            Phase::Dialing {
-                deadline: now + DIAL_TIMEOUT,
-            },
-        );
+        let phase = Phase::Dialing {
+            deadline: now + DIAL_TIMEOUT,
+        };
+        self.adopt(flow_id, stream, phase, facts, held);
     }
 
-    /// Registers a host connection of `flow_id`.
-    pub(super) fn adopt_open(&mut self, flow_id: FlowId, stream: TcpStream) {
-        self.adopt(flow_id, stream, Phase::Open);
+    /// Registers the host connection of `flow_id`, a published port's client.
+    pub(super) fn adopt_open(&mut self, flow_id: FlowId, stream: TcpStream, facts: FlowFacts) {
+        self.adopt(flow_id, stream, Phase::Open, facts, false);
     }
 
-    fn adopt(&mut self, flow_id: FlowId, mut stream: TcpStream, phase: Phase) {
+    fn adopt(
+        &mut self,
+        flow_id: FlowId,
+        mut stream: TcpStream,
+        phase: Phase,
+        facts: FlowFacts,
+        held: bool,
+    ) {
         let interest = Interest::READABLE | Interest::WRITABLE;
         let Some(token) = self.register(&mut stream, Owner::Tcp(flow_id), interest) else {
             return;
@@ -133,6 +228,8 @@ impl EventLoop {
                 readable: false,
                 writable: false,
                 read_closed: false,
+                facts,
+                held,
             },
         );
     }
@@ -176,12 +273,13 @@ impl EventLoop {
             }
             Err(error) => {
                 log::debug!("dial for flow {flow_id:?}: {error}");
-                self.close_host_connection(flow_id);
+                let error = dial_error(&error);
+                self.close_host_connection(flow_id, dial_reason(error));
                 self.report(
                     now,
                     Event::Dialed {
                         flow_id,
-                        result: Err(dial_error(&error)),
+                        result: Err(error),
                     },
                 );
             }
@@ -197,7 +295,7 @@ impl EventLoop {
             .map(|(&flow_id, _)| flow_id)
             .collect();
         for flow_id in late {
-            self.close_host_connection(flow_id);
+            self.close_host_connection(flow_id, dial_reason(DialError::TimedOut));
             self.report(
                 now,
                 Event::Dialed {
@@ -225,6 +323,9 @@ impl EventLoop {
 
     /// Writes what the guest sent to the host socket; the stack frees only what was written.
     fn guest_to_host(&mut self, now: Duration, flow_id: FlowId) {
+        if !self.release_held_bytes(now, flow_id) {
+            return;
+        }
         let mut broken = None;
         loop {
             let Some(connection) = self.host_tcp.connections.get_mut(&flow_id) else {
@@ -249,8 +350,13 @@ impl EventLoop {
                         0
                     }
                 });
-            if !matches!(written, Ok(count) if count > 0) {
-                break;
+            match written {
+                Ok(count) if count > 0 => {
+                    if let Some(connection) = self.host_tcp.connections.get_mut(&flow_id) {
+                        connection.facts.bytes_sent += count as u64;
+                    }
+                }
+                _ => break,
             }
         }
         if let Some(error) = broken {
@@ -280,6 +386,7 @@ impl EventLoop {
                     return;
                 }
                 Ok(count) => {
+                    connection.facts.bytes_received += count as u64;
                     // The capacity was checked just above: it all fits.
                     let _ = self.stack.send_to_guest(flow_id, &self.scratch[..count]);
                 }
@@ -298,15 +405,115 @@ impl EventLoop {
     }
 
     fn reset_flow(&mut self, now: Duration, flow_id: FlowId) {
-        self.close_host_connection(flow_id);
-        self.report(now, Event::HostReset { flow_id });
+        self.abort_flow(now, flow_id, reason::RESET);
     }
 
-    fn close_host_connection(&mut self, flow_id: FlowId) {
+    /// Ends a flow on both sides: the host socket closed and a RST to the guest.
+    pub(super) fn abort_flow(&mut self, now: Duration, flow_id: FlowId, why: &'static str) {
+        let dialing = self
+            .host_tcp
+            .connections
+            .get(&flow_id)
+            .is_some_and(|connection| matches!(connection.phase, Phase::Dialing { .. }));
+        self.close_host_connection(flow_id, why);
+        let event = if dialing {
+            // A refused dial is how a flow still waiting for its handshake gets its RST.
+            Event::Dialed {
+                flow_id,
+                result: Err(DialError::Refused),
+            }
+        } else {
+            Event::HostReset { flow_id }
+        };
+        self.report(now, event);
+    }
+
+    fn close_host_connection(&mut self, flow_id: FlowId, why: &'static str) {
         if let Some(mut connection) = self.host_tcp.connections.remove(&flow_id) {
             let _ = self.poll.registry().deregister(&mut connection.stream);
             self.tokens.release(connection.token);
+            self.log_close(&connection.facts, why);
         }
+    }
+
+    /// Whether the guest's bytes of `flow_id` may go to the host now; decides the flow again
+    /// once its first bytes name a host (see the module doc).
+    fn release_held_bytes(&mut self, now: Duration, flow_id: FlowId) -> bool {
+        let Some(connection) = self.host_tcp.connections.get(&flow_id) else {
+            return false;
+        };
+        if !connection.held {
+            return true;
+        }
+        let mut first = Vec::new();
+        let _ = self.stack.write_guest_data(flow_id, |bytes| {
+            first.extend_from_slice(&bytes[..bytes.len().min(sni::TLS_LIMIT)]);
+            0
+        });
+        let inspected = match sni::inspect(&first) {
+            FirstBytes::NeedMore if self.stack.guest_may_send(flow_id) => return false,
+            FirstBytes::NeedMore => FirstBytes::Unnamed,
+            inspected => inspected,
+        };
+        if let Some(connection) = self.host_tcp.connections.get_mut(&flow_id) {
+            connection.held = false;
+        }
+        match inspected {
+            FirstBytes::Named(source, host) => self.decide_named_flow(now, flow_id, source, host),
+            _ => true,
+        }
+    }
+
+    /// Decides `flow_id` again with the host its first bytes named; false if that denies it.
+    fn decide_named_flow(
+        &mut self,
+        now: Duration,
+        flow_id: FlowId,
+        source: NameSource,
+        host: String,
+    ) -> bool {
+        let Some(connection) = self.host_tcp.connections.get_mut(&flow_id) else {
+            return false;
+        };
+        connection.facts.sni = Some(host.clone());
+        let facts = connection.facts.clone();
+        let verdict = self.decide_with_named_host(&facts, &host);
+        if verdict.action == Decision::Allow {
+            return true;
+        }
+        let why = match source {
+            NameSource::Sni => reason::SNI_MISMATCH,
+            NameSource::HttpHost => reason::HOST_MISMATCH,
+        };
+        log::info!("flow {} -> {} reset: {why} ({host})", facts.src, facts.dst);
+        let names = [host];
+        self.log_decision(Decided {
+            direction: facts.direction,
+            protocol: Protocol::Tcp,
+            src: facts.src.to_string(),
+            dst: facts.dst.to_string(),
+            verdict,
+            names: &names,
+            sni: facts.sni.clone(),
+            reason: Some(why),
+        });
+        self.abort_flow(now, flow_id, why);
+        false
+    }
+
+    /// The verdict on an egress flow whose bytes named `host`: decided with `host` alone if
+    /// it is pinned to the destination, else with no name, so domain rules match only a name
+    /// that both the DNS answer and the flow agree on.
+    pub(super) fn decide_with_named_host(&self, facts: &FlowFacts, host: &str) -> Verdict {
+        let pinned = self.pins.names_for(facts.dst.ip());
+        let names: Vec<String> = pinned.into_iter().filter(|name| name == host).collect();
+        self.stack.evaluator().decide(&Flow {
+            direction: FlowDirection::Egress,
+            protocol: Protocol::Tcp,
+            peer: facts.dst.ip(),
+            port: Some(facts.dst.port()),
+            resolved_domains: &names,
+        })
     }
 
     /// Hands a host event to the stack; an event for a flow the stack already ended is moot.

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Interest, Token};
 
+use super::flow_log::{reason, Decided, FlowFacts};
 use super::tokens::Owner;
 use super::EventLoop;
-use crate::policy::Protocol;
+use crate::policy::{Action as Decision, FlowDirection, Protocol};
 use crate::wire::classified::UdpDatagram;
 use crate::wire::emit;
 
@@ -33,6 +34,7 @@ struct UdpFlow {
     socket: UdpSocket,
     token: Token,
     last_used: Instant,
+    facts: FlowFacts,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +48,14 @@ impl UdpState {
     pub fn has_flows(&self) -> bool {
         !self.flows.is_empty()
     }
+
+    /// Every relayed flow: its id and its guest and destination addresses.
+    pub fn open_flows(&self) -> Vec<(u64, SocketAddr, SocketAddr)> {
+        self.flows
+            .iter()
+            .map(|(&id, flow)| (id, flow.guest, flow.dst))
+            .collect()
+    }
 }
 
 impl EventLoop {
@@ -58,27 +68,54 @@ impl EventLoop {
         {
             return;
         }
-        if !self.allows_egress(Protocol::Udp, dst.ip(), Some(dst.port())) {
-            log::debug!("UDP {guest} -> {dst} denied by the policy");
-            self.refuse(frame);
-            return;
-        }
-        let Some(id) = self.udp_flow(guest, dst) else {
-            return;
+        let id = match self.udp.by_tuple.get(&(guest, dst)) {
+            Some(&id) => id,
+            None => {
+                let (verdict, names) =
+                    self.decide_egress(Protocol::Udp, dst.ip(), Some(dst.port()));
+                self.log_decision(Decided {
+                    direction: FlowDirection::Egress,
+                    protocol: Protocol::Udp,
+                    src: guest.to_string(),
+                    dst: dst.to_string(),
+                    verdict,
+                    names: &names,
+                    sni: None,
+                    reason: None,
+                });
+                if verdict.action == Decision::Deny {
+                    log::debug!("UDP {guest} -> {dst} denied by the policy");
+                    self.refuse(frame);
+                    return;
+                }
+                let mut facts = FlowFacts::new(FlowDirection::Egress, Protocol::Udp, guest, dst);
+                facts.domain = super::flow_log::logged_domain(
+                    self.stack.evaluator().policy(),
+                    verdict,
+                    &names,
+                );
+                let Some(id) = self.open_udp_flow(guest, dst, facts) else {
+                    return;
+                };
+                id
+            }
         };
         if let Some(flow) = self.udp.flows.get_mut(&id) {
             flow.last_used = Instant::now();
-            if let Err(error) = flow.socket.send(datagram.payload) {
-                log::debug!("UDP {guest} -> {dst}: {error}");
+            match flow.socket.send(datagram.payload) {
+                Ok(count) => flow.facts.bytes_sent += count as u64,
+                Err(error) => log::debug!("UDP {guest} -> {dst}: {error}"),
             }
         }
     }
 
-    /// The flow of (guest, dst), opened if needed.
-    fn udp_flow(&mut self, guest: SocketAddr, dst: SocketAddr) -> Option<u64> {
-        if let Some(&id) = self.udp.by_tuple.get(&(guest, dst)) {
-            return Some(id);
-        }
+    /// Opens the flow of (guest, dst), which the policy allowed.
+    fn open_udp_flow(
+        &mut self,
+        guest: SocketAddr,
+        dst: SocketAddr,
+        facts: FlowFacts,
+    ) -> Option<u64> {
         if self.udp.flows.len() >= MAX_UDP_FLOWS {
             let oldest = self
                 .udp
@@ -86,7 +123,7 @@ impl EventLoop {
                 .iter()
                 .min_by_key(|(_, flow)| flow.last_used)
                 .map(|(&id, _)| id)?;
-            self.udp_close(oldest);
+            self.udp_close(oldest, reason::IDLE);
         }
         let target = self.host_destination(dst);
         let local: SocketAddr = match target {
@@ -115,6 +152,7 @@ impl EventLoop {
                 socket,
                 token,
                 last_used: Instant::now(),
+                facts,
             },
         );
         Some(id)
@@ -128,6 +166,7 @@ impl EventLoop {
             match flow.socket.recv(&mut self.scratch) {
                 Ok(count) => {
                     flow.last_used = Instant::now();
+                    flow.facts.bytes_received += count as u64;
                     let (src, guest) = (flow.dst, flow.guest);
                     let payload = self.scratch[..count].to_vec();
                     let ip_id = self.ip_id();
@@ -155,15 +194,16 @@ impl EventLoop {
             .map(|(&id, _)| id)
             .collect();
         for id in idle {
-            self.udp_close(id);
+            self.udp_close(id, reason::IDLE);
         }
     }
 
-    fn udp_close(&mut self, id: u64) {
+    pub(super) fn udp_close(&mut self, id: u64, why: &'static str) {
         if let Some(mut flow) = self.udp.flows.remove(&id) {
             self.udp.by_tuple.remove(&(flow.guest, flow.dst));
             let _ = self.poll.registry().deregister(&mut flow.socket);
             self.tokens.release(flow.token);
+            self.log_close(&flow.facts, why);
         }
     }
 }

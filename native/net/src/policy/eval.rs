@@ -6,8 +6,17 @@
 //! its port range is absent or holds the flow's port (a rule with ports never matches ICMP,
 //! which has none), and its destination is absent or matches the peer. No match leaves the
 //! direction's default. A policy changed while the sandbox runs is a new evaluator.
+//!
+//! DNS queries are decided by name ([`Evaluator::decide_query`]), before any address exists:
+//! the rules are walked in order, egress ones only, and a rule "speaks about" a name when its
+//! destination is absent, `*` or `public`, or a domain or suffix that matches the name. The
+//! first allow that speaks about it allows; the first deny that speaks about it and has
+//! neither protocol nor ports denies (a deny of one port of a name says nothing about
+//! resolving it); every other rule is skipped. No decision leaves the egress default. So
+//! under a default-deny policy allowing only `api.example.com`, no other name resolves.
 
-use super::destination::Peer;
+use super::destination::{Destination, Peer};
+use super::groups::DestGroup;
 use super::groups::{canonical, HostAddresses};
 use super::types::{Action, FlowDirection, Policy, Protocol, Rule};
 use std::net::IpAddr;
@@ -61,6 +70,25 @@ impl Evaluator {
         &self.policy
     }
 
+    /// Whether the guest may resolve `name` (any case, a trailing dot ignored).
+    pub fn decide_query(&self, name: &str) -> Verdict {
+        let decided = self.policy.rules.iter().position(|rule| {
+            rule.direction.covers(FlowDirection::Egress)
+                && speaks_about(rule.destination.as_ref(), name)
+                && (rule.action == Action::Allow
+                    || (rule.protocol.is_none() && rule.ports.is_none()))
+        });
+        self.verdict(decided, FlowDirection::Egress)
+    }
+
+    /// Replaces the policy, keeping the host's addresses.
+    pub fn with_policy(&self, policy: Policy) -> Self {
+        Self {
+            policy,
+            host: self.host.clone(),
+        }
+    }
+
     pub fn decide(&self, flow: &Flow<'_>) -> Verdict {
         let ip = canonical(flow.peer);
         let peer = Peer {
@@ -73,16 +101,31 @@ impl Evaluator {
             .rules
             .iter()
             .position(|rule| rule_matches(rule, flow, &peer));
+        self.verdict(decided, flow.direction)
+    }
+
+    fn verdict(&self, decided: Option<usize>, direction: FlowDirection) -> Verdict {
         match decided {
             Some(index) => Verdict {
                 action: self.policy.rules[index].action,
                 decided_by: DecidedBy::Rule(index),
             },
             None => Verdict {
-                action: self.policy.default_for(flow.direction),
+                action: self.policy.default_for(direction),
                 decided_by: DecidedBy::Default,
             },
         }
+    }
+}
+
+/// Whether a rule with `destination` says anything about resolving `name`: addresses and
+/// groups other than `public` do not (a name's addresses are not known before it resolves).
+fn speaks_about(destination: Option<&Destination>, name: &str) -> bool {
+    match destination {
+        None | Some(Destination::Any) | Some(Destination::Group(DestGroup::Public)) => true,
+        Some(Destination::Domain(domain)) => domain.is(name),
+        Some(Destination::Suffix(suffix)) => suffix.is_apex_or_parent_of(name),
+        Some(Destination::Group(_) | Destination::Cidr(_)) => false,
     }
 }
 

@@ -11,7 +11,7 @@
 //!   "default_ingress": "allow",
 //!   "rules": [
 //!     {"action": "allow", "direction": "egress", "destination": "host",
-//!      "protocol": "udp", "port": 53},
+//!      "protocol": "tcp", "port": 8080},
 //!     {"action": "deny", "direction": "any", "destination": "10.0.0.0/8"},
 //!     {"action": "allow", "destination": ".example.com", "protocol": "tcp",
 //!      "port": "443-444"}
@@ -35,6 +35,7 @@ pub mod eval;
 pub mod groups;
 pub mod ports;
 mod presets;
+mod rule_text;
 pub mod types;
 
 pub use destination::Destination;

@@ -23,7 +23,7 @@ mod tcp;
 
 pub use config::{ConfigError, Ipv6Link, NetConfig, StackOptions, IPV6_PREFIX, MAX_SLOTS};
 pub use flow::{Action, DialError, Event, FlowError, FlowId, IngressError};
-pub use tcp::{NoResolvedNames, Received, ResolvedNames, Stack};
+pub use tcp::{NoResolvedNames, Received, ResolvedNames, Stack, SynDecision, SynOutcome};
 
 #[cfg(test)]
 mod fuzz;

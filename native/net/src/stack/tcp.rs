@@ -21,7 +21,8 @@ use super::config::{ConfigError, NetConfig, StackOptions, IPV6_PREFIX};
 use super::device::FrameDevice;
 use super::flow::{Action, DialError, Event, FlowError, FlowId, IngressError};
 use super::reset::reset_for_syn;
-use crate::policy::{Action as Verdict, Evaluator, Flow as PolicyFlow, FlowDirection, Protocol};
+use crate::policy::Verdict;
+use crate::policy::{Action as Decision, Evaluator, Flow as PolicyFlow, FlowDirection, Protocol};
 use crate::wire::classified::{Classified, FlowTuple, Gateway, TcpSegment};
 use crate::wire::classify::Classifier;
 use crate::wire::emit::LinkAddresses;
@@ -29,16 +30,34 @@ use crate::wire::outbound::OutboundQueue;
 
 /// The names the guest resolved an address from, for the policy's domain rules.
 pub trait ResolvedNames {
-    fn names_for(&self, ip: IpAddr) -> &[String];
+    fn names_for(&self, ip: IpAddr) -> Vec<String>;
 }
 
 /// No DNS pins: domain rules match nothing.
 pub struct NoResolvedNames;
 
 impl ResolvedNames for NoResolvedNames {
-    fn names_for(&self, _ip: IpAddr) -> &[String] {
-        &[]
+    fn names_for(&self, _ip: IpAddr) -> Vec<String> {
+        Vec::new()
     }
+}
+
+/// How the policy decided one guest SYN, for the flow log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynDecision {
+    pub tuple: FlowTuple,
+    /// The flow it opened, if allowed.
+    pub flow_id: Option<FlowId>,
+    pub outcome: SynOutcome,
+    /// The names pinned to the destination when it was decided.
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynOutcome {
+    Decided(Verdict),
+    /// Refused before the policy was asked: `max_connections` flows are open.
+    ConnectionLimit,
 }
 
 /// What became of one guest frame.
@@ -78,6 +97,7 @@ pub struct Stack {
     flows: BTreeMap<FlowId, TcpFlow>,
     by_tuple: HashMap<FlowTuple, FlowId>,
     actions: VecDeque<Action>,
+    decisions: VecDeque<SynDecision>,
     next_flow_id: u64,
     /// Where the search for a free gateway port of the next ingress connection starts.
     next_ingress_port: u16,
@@ -86,6 +106,9 @@ pub struct Stack {
 /// The gateway ports connections into the guest come from: the IANA dynamic range, as a host
 /// would pick them.
 const INGRESS_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
+
+/// The port of the gateway's DNS service, whose TCP flows no policy decides.
+const GATEWAY_DNS_PORT: u16 = 53;
 
 /// The gateway's link-local address. The guest never addresses it, but Linux sends its
 /// reachability probes of the gateway (unicast neighbour solicitations) from its own
@@ -138,6 +161,7 @@ impl Stack {
             flows: BTreeMap::new(),
             by_tuple: HashMap::new(),
             actions: VecDeque::new(),
+            decisions: VecDeque::new(),
             next_flow_id: 0,
             next_ingress_port: *INGRESS_PORTS.start(),
         })
@@ -215,7 +239,7 @@ impl Stack {
             port: Some(guest_port),
             resolved_domains: &[],
         });
-        if verdict.action == Verdict::Deny {
+        if verdict.action == Decision::Deny {
             return Err(IngressError::Denied(peer.ip()));
         }
         let local_port = self.free_ingress_port()?;
@@ -258,6 +282,18 @@ impl Stack {
     /// The evaluator the stack decides flows with, for the caller's UDP and ICMP flows.
     pub fn evaluator(&self) -> &Evaluator {
         &self.evaluator
+    }
+
+    /// Decides every later SYN with `evaluator`; flows already open are the caller's to
+    /// decide again.
+    pub fn set_evaluator(&mut self, evaluator: Evaluator) {
+        self.evaluator = evaluator;
+    }
+
+    /// How the next guest SYN was decided, in the order they came (gateway DNS flows, which
+    /// no policy decides, are left out).
+    pub fn next_decision(&mut self) -> Option<SynDecision> {
+        self.decisions.pop_front()
     }
 
     /// The next piece of host work, in the order it arose.
@@ -311,6 +347,17 @@ impl Stack {
             .get_mut::<TcpSocket>(socket)
             .send_slice(data)
             .map_err(|_| FlowError::SendClosed(flow_id))
+    }
+
+    /// The guest's address and port on `flow_id`.
+    pub fn flow_source(&self, flow_id: FlowId) -> Option<SocketAddr> {
+        self.flows.get(&flow_id).map(|flow| flow.tuple.src)
+    }
+
+    /// Whether the guest may still send on `flow_id` (it has not sent FIN).
+    pub fn guest_may_send(&self, flow_id: FlowId) -> bool {
+        self.open_socket(flow_id)
+            .is_ok_and(|socket| self.sockets.get::<TcpSocket>(socket).may_recv())
     }
 
     /// Bytes from the guest waiting for the host.
@@ -378,19 +425,41 @@ impl Stack {
 
     fn open_flow(&mut self, frame: &[u8], syn: TcpSegment, names: &dyn ResolvedNames) {
         let guest_mac = EthernetFrame::new_unchecked(frame).src_addr();
+        let peer = syn.tuple.dst.ip();
+        // The gateway's DNS service is always reachable: its queries are decided by name.
+        let gateway_dns =
+            self.classifier.gateway().owns(peer) && syn.tuple.dst.port() == GATEWAY_DNS_PORT;
+        let names = if gateway_dns {
+            Vec::new()
+        } else {
+            names.names_for(peer)
+        };
+        let decided = |outcome| SynDecision {
+            tuple: syn.tuple,
+            flow_id: None,
+            outcome,
+            names: names.clone(),
+        };
         if !self.has_room_for_a_flow() {
+            if !gateway_dns {
+                self.decisions
+                    .push_back(decided(SynOutcome::ConnectionLimit));
+            }
             self.reset(guest_mac, &syn);
             return;
         }
-        let peer = syn.tuple.dst.ip();
-        let verdict = self.evaluator.decide(&PolicyFlow {
-            direction: FlowDirection::Egress,
-            protocol: Protocol::Tcp,
-            peer,
-            port: Some(syn.tuple.dst.port()),
-            resolved_domains: names.names_for(peer),
+        let verdict = (!gateway_dns).then(|| {
+            self.evaluator.decide(&PolicyFlow {
+                direction: FlowDirection::Egress,
+                protocol: Protocol::Tcp,
+                peer,
+                port: Some(syn.tuple.dst.port()),
+                resolved_domains: &names,
+            })
         });
-        if verdict.action == Verdict::Deny {
+        if let Some(verdict) = verdict.filter(|v| v.action == Decision::Deny) {
+            self.decisions
+                .push_back(decided(SynOutcome::Decided(verdict)));
             self.reset(guest_mac, &syn);
             return;
         }
@@ -408,6 +477,12 @@ impl Stack {
                 },
             },
         );
+        if let Some(verdict) = verdict {
+            self.decisions.push_back(SynDecision {
+                flow_id: Some(flow_id),
+                ..decided(SynOutcome::Decided(verdict))
+            });
+        }
         self.actions.push_back(Action::Dial {
             flow_id,
             dst: syn.tuple.dst,

@@ -1,7 +1,8 @@
 //! A fixed-budget randomized test: random policies and flows, decided by the evaluator and by
 //! a deliberately naive reference written here from the documented semantics (std's address
 //! predicates instead of the group tables, text matching instead of parsed destinations). The
-//! seeds are constants, so a failure repeats; the two must agree on every decision.
+//! seeds are constants, so a failure repeats; the two must agree on every decision, of flows
+//! and of DNS queries by name.
 
 use super::*;
 use serde_json::{json, Value};
@@ -9,6 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 const POLICIES: usize = 400;
 const FLOWS_PER_POLICY: usize = 30;
+const QUERIES_PER_POLICY: usize = 10;
 const MAX_RULES: u64 = 8;
 
 /// xorshift64*: small, fast, and enough to spread cases over the pools below.
@@ -373,6 +375,59 @@ fn reference_decide(spec: &SpecPolicy, flow: &SpecFlow, host: &[IpAddr]) -> (boo
     }
 }
 
+/// Whether a rule's destination text says anything about resolving `name`.
+fn reference_speaks_about(destination: Option<&str>, name: &str) -> bool {
+    let groups = [
+        "private",
+        "loopback",
+        "link-local",
+        "metadata",
+        "multicast",
+        "host",
+    ];
+    let name = normalised(name);
+    match destination {
+        None | Some("*") | Some("public") => true,
+        Some(text) if groups.contains(&text) => false,
+        Some(text) if text.contains('/') || text.parse::<IpAddr>().is_ok() => false,
+        Some(text) => match text.strip_prefix('.') {
+            Some(suffix) => {
+                let suffix = normalised(suffix);
+                name == suffix || name.ends_with(&format!(".{suffix}"))
+            }
+            None => name == normalised(text),
+        },
+    }
+}
+
+fn reference_decide_query(spec: &SpecPolicy, name: &str) -> (bool, Option<usize>) {
+    for (index, rule) in spec.rules.iter().enumerate() {
+        let egress = rule.direction != "ingress";
+        let decides = rule.allow || (rule.protocol.is_none() && rule.ports.is_none());
+        if egress && decides && reference_speaks_about(rule.destination, name) {
+            return (rule.allow, Some(index));
+        }
+    }
+    (spec.default_egress_allows, None)
+}
+
+fn check_queries(rng: &mut Xorshift, seed: u64, spec: &SpecPolicy, evaluator: &Evaluator) {
+    for _ in 0..QUERIES_PER_POLICY {
+        let name = rng.pick(NAMES);
+        let verdict = evaluator.decide_query(name);
+        let decided_by = match verdict.decided_by {
+            DecidedBy::Rule(index) => Some(index),
+            DecidedBy::Default => None,
+        };
+        assert_eq!(
+            (verdict.action == Action::Allow, decided_by),
+            reference_decide_query(spec, name),
+            "seed {seed:#x}\npolicy {}\nquery {name}",
+            to_json(spec)
+        );
+    }
+}
+
 fn protocol_of(text: &str) -> Protocol {
     serde_json::from_value(json!(text)).expect("a pool protocol")
 }
@@ -388,6 +443,7 @@ fn run(seed: u64) {
         let json = to_json(&spec);
         let policy: Policy = serde_json::from_value(json.clone()).expect("a valid policy");
         let evaluator = Evaluator::new(policy, HostAddresses::new(host.iter().copied()));
+        check_queries(&mut rng, seed, &spec, &evaluator);
         for _ in 0..FLOWS_PER_POLICY {
             let spec_flow = random_flow(&mut rng);
             let flow = Flow {
@@ -417,7 +473,7 @@ fn run(seed: u64) {
 }
 
 #[test]
-fn the_evaluator_agrees_with_a_naive_reference_on_random_policies_and_flows() {
+fn the_evaluator_agrees_with_a_naive_reference_on_random_policies_flows_and_queries() {
     for seed in [
         0x9e37_79b9_7f4a_7c15,
         0xd1b5_4a32_d192_ed03,

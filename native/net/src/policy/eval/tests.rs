@@ -100,14 +100,6 @@ fn presets_decide_each_group_as_documented() {
             Deny,
         ),
         (
-            "DNS over UDP",
-            egress(Protocol::Udp, GATEWAY, Some(53)),
-            Allow,
-            Allow,
-            Deny,
-        ),
-        ("DNS over TCP", tcp(GATEWAY, 53), Allow, Allow, Deny),
-        (
             "port 53 to a private peer",
             tcp("10.0.0.53", 53),
             Deny,
@@ -150,14 +142,9 @@ fn a_verdict_names_the_rule_that_decided_or_the_default() {
     let private = evaluator.decide(&tcp("10.0.0.1", 80));
     assert_eq!(private_rule.map(DecidedBy::Rule), Some(private.decided_by));
     assert_eq!(private.action, Action::Deny);
-    let dns = evaluator.decide(&egress(Protocol::Udp, GATEWAY, Some(53)));
-    assert_eq!(
-        dns,
-        Verdict {
-            action: Action::Allow,
-            decided_by: DecidedBy::Rule(0)
-        }
-    );
+    let host = evaluator.decide(&egress(Protocol::Udp, GATEWAY, Some(53)));
+    assert_eq!(host.action, Action::Deny);
+    assert!(matches!(host.decided_by, DecidedBy::Rule(_)));
     let public = evaluator.decide(&tcp("198.51.100.7", 443));
     assert_eq!(
         public,
@@ -388,5 +375,66 @@ fn json_fills_the_sdk_defaults_and_rejects_what_it_does_not_know() {
             .expect_err(json)
             .to_string();
         assert!(error.contains(named), "{json}: {error}");
+    }
+}
+
+#[test]
+fn presets_resolve_every_name_or_none() {
+    for (preset, expected) in [
+        (Policy::public_only(), Action::Allow),
+        (Policy::allow_all(), Action::Allow),
+        (Policy::none(), Action::Deny),
+    ] {
+        let evaluator = Evaluator::new(preset, host());
+        assert_eq!(
+            evaluator.decide_query("api.example.com"),
+            Verdict {
+                action: expected,
+                decided_by: DecidedBy::Default
+            }
+        );
+    }
+}
+
+#[test]
+fn a_query_is_decided_by_the_first_rule_that_speaks_about_its_name() {
+    let policy = policy(
+        r#"{"default_egress": "deny", "rules": [
+            {"action": "deny", "destination": "10.0.0.0/8"},
+            {"action": "allow", "direction": "ingress", "destination": "*"},
+            {"action": "deny", "destination": "blocked.example.com", "port": 443},
+            {"action": "allow", "destination": "api.example.com", "protocol": "tcp", "port": 443},
+            {"action": "deny", "destination": ".example.com"},
+            {"action": "allow", "destination": ".mirror.test"},
+            {"action": "allow", "destination": "private"}]}"#,
+    );
+    let evaluator = Evaluator::new(policy, host());
+    let cases = [
+        ("api.example.com", Action::Allow, DecidedBy::Rule(3)),
+        ("API.Example.com.", Action::Allow, DecidedBy::Rule(3)),
+        ("blocked.example.com", Action::Deny, DecidedBy::Rule(4)),
+        ("other.example.com", Action::Deny, DecidedBy::Rule(4)),
+        ("example.com", Action::Deny, DecidedBy::Rule(4)),
+        ("mirror.test", Action::Allow, DecidedBy::Rule(5)),
+        ("deb.mirror.test", Action::Allow, DecidedBy::Rule(5)),
+        ("othermirror.test", Action::Deny, DecidedBy::Default),
+    ];
+    for (name, action, decided_by) in cases {
+        assert_eq!(
+            evaluator.decide_query(name),
+            Verdict { action, decided_by },
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn an_allow_of_public_or_of_any_peer_lets_every_name_resolve() {
+    for destination in ["public", "*"] {
+        let policy = policy(&format!(
+            r#"{{"rules": [{{"action": "allow", "destination": "{destination}", "port": 443}}]}}"#
+        ));
+        let verdict = Evaluator::new(policy, host()).decide_query("anything.test");
+        assert_eq!(verdict.decided_by, DecidedBy::Rule(0), "{destination}");
     }
 }
