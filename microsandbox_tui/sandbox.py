@@ -516,8 +516,9 @@ class Sandbox:
 
 async def set_network_policy(name: str, policy: NetworkPolicy | str) -> Network:
     """Sets the policy of sandbox ``name`` (running or not); returns its network with it."""
+    checked = Network(policy=policy).policy
     info = await Sandbox.get_info(name)
-    network = info.config.network.model_copy(update={"policy": Network(policy=policy).policy})
+    network = info.config.network.model_copy(update={"policy": checked})
     policy_json = json.dumps(network.model_dump(mode="json")["policy"])
     await run_blocking(_native.set_network_policy, name, policy_json)
     return network

@@ -13,7 +13,10 @@ Commands (``op``): ``create`` (``name``, ``image``: a pulled OCI reference or nu
 server on the host: ``address``, ``mode`` ``hello`` or ``count``), ``tcp`` (a client:
 ``address``, ``port``, ``send``, ``half_close``), ``udp`` (``address``, ``port``, ``send``),
 ``push`` (``address``, ``port``, ``size``: that many bytes, then a half-close),
-``metrics``, ``stop``. A failure answers ``{"error": CLASS, "message": ...}``.
+``metrics``, ``set_policy`` (``policy``: a preset's name or the stored policy JSON; answers
+the seconds the call took), ``restart`` (stop, then start again; answers the stored policy),
+``network_log`` (the flow log's records as JSON), ``stop``. A failure answers
+``{"error": CLASS, "message": ...}``.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import json
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
-from microsandbox_tui import Image, Network, PullPolicy, Sandbox
+from microsandbox_tui import Image, Network, NetworkPolicy, PullPolicy, Sandbox
 
 CLIENT_TIMEOUT_S = 20.0
 
@@ -112,6 +116,24 @@ class Driver:
         sample = await self.sandbox.metrics()
         return {"net_rx_bytes": sample.net_rx_bytes, "net_tx_bytes": sample.net_tx_bytes}
 
+    async def set_policy(self, policy: str | dict[str, Any]) -> dict[str, Any]:
+        assert self.sandbox is not None, "create first"
+        started = time.monotonic()
+        chosen = policy if isinstance(policy, str) else NetworkPolicy.model_validate(policy)
+        await self.sandbox.set_network_policy(chosen)
+        return {"seconds": time.monotonic() - started}
+
+    async def restart(self) -> dict[str, Any]:
+        assert self.sandbox is not None, "create first"
+        await self.sandbox.stop_and_wait()
+        self.sandbox = await (await Sandbox.get(self.sandbox.name)).start()
+        return {"policy": self.sandbox.config.network.model_dump(mode="json")["policy"]}
+
+    async def network_log(self) -> dict[str, Any]:
+        assert self.sandbox is not None, "create first"
+        entries = [entry async for entry in self.sandbox.network_log()]
+        return {"entries": [entry.model_dump(mode="json") for entry in entries]}
+
     async def stop(self) -> dict[str, Any]:
         if self.sandbox is not None:
             await self.sandbox.stop_and_wait()
@@ -147,6 +169,12 @@ async def handle(driver: Driver, command: dict[str, Any]) -> dict[str, Any]:
         return await driver.metrics()
     if op == "stop":
         return await driver.stop()
+    if op == "set_policy":
+        return await driver.set_policy(**command)
+    if op == "restart":
+        return await driver.restart()
+    if op == "network_log":
+        return await driver.network_log()
     if op == "serve":
         return driver.serve(**command)
     if op == "tcp":
