@@ -382,9 +382,11 @@ class Rule(Checked):
 
 
 class NetworkPolicy(Checked):
-    """Rules in order, and what happens to a flow no rule matches. DNS is egress to the
-    gateway (group ``host``, UDP and TCP port 53) like any other flow: a policy whose
-    default denies egress resolves nothing unless a rule allows it."""
+    """Rules in order, and what happens to a flow no rule matches. The gateway's DNS is
+    always reachable, and each query is decided by its name: the first egress rule about
+    the name that allows it (a destination absent, ``*``, ``public``, or a domain or suffix
+    matching it), or denies it with no protocol and no port, decides; else the egress
+    default. A policy whose default denies egress resolves only the names a rule allows."""
 
     positional = ("default_egress", "default_ingress", "rules")
 
@@ -530,11 +532,11 @@ class Network(Checked):
     ``policy``, deny lists narrow ``public_only``; they never widen the default to
     everything (upstream 0.4.5 turned such a network into allow-all).
 
-    Presets: ``public_only`` reaches the public internet and DNS at the gateway, nothing
+    Presets: ``public_only`` reaches the public internet and resolves every name, nothing
     private, link-local, metadata, loopback, multicast or of the host (not even its own
-    public addresses); ``none`` reaches nothing, DNS included, and takes no published-port
-    connections; ``allow_all`` reaches everything, the host's loopback services included
-    (through ``host.msb.internal``).
+    public addresses); ``none`` reaches nothing, resolves no name, and takes no
+    published-port connections; ``allow_all`` reaches everything, the host's loopback
+    services included (through ``host.msb.internal``).
     """
 
     error_location = "network"
