@@ -42,6 +42,7 @@ from .errors import (
     InvalidConfigError,
     InvalidWorkingDirectoryError,
     MicrosandboxError,
+    NetworkChangeError,
     PatchFailedError,
     PathNotFoundError,
     PortInUseError,
@@ -91,7 +92,7 @@ from .images import (
     prune_images,
     remove_image,
 )
-from .logs import LogSource, read_logs
+from .logs import LogSource, read_logs, read_network_log
 from .metrics import MetricsStream, SandboxMetrics, all_sandbox_metrics
 from .network import (
     Action,
@@ -104,7 +105,9 @@ from .network import (
     Protocol,
     PublishedPort,
     Rule,
+    parse_rule,
 )
+from .network_log import FlowLogEntry
 from .patches import Patch
 from .pull import (
     LayerDownloadComplete,
@@ -183,6 +186,7 @@ __all__ = [
     "ExitStatus",
     "ExitedEvent",
     "FilesystemError",
+    "FlowLogEntry",
     "FsEntry",
     "FsEntryKind",
     "FsMetadata",
@@ -220,6 +224,7 @@ __all__ = [
     "MountConfig",
     "NamedMount",
     "Network",
+    "NetworkChangeError",
     "NetworkInfo",
     "NetworkPolicy",
     "OciImage",
@@ -285,10 +290,12 @@ __all__ = [
     "install",
     "is_installed",
     "list_images",
+    "parse_rule",
     "prune_images",
     "pull",
     "pull_stream",
     "read_logs",
+    "read_network_log",
     "remove_image",
     "sandbox_config",
     "set_log_level",

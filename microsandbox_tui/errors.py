@@ -40,6 +40,12 @@ class PortInUseError(MicrosandboxError):
     created. The message names the port."""
 
 
+class NetworkChangeError(MicrosandboxError):
+    """The running sandbox's network cannot take a new policy: it is not the gateway's
+    (``MSB_NET_BASELINE`` runs slirp or passt instead), or the gateway did not swap the
+    policy in. The stored policy is left as it was."""
+
+
 class ImageNotFoundError(MicrosandboxError, LookupError):
     """The image is neither a local image nor an existing host directory."""
 

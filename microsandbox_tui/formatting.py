@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from .fs import FsEntry, FsEntryKind
-from .network import DEFAULT_QUERY_TIMEOUT_MS, Network
+from .network import DEFAULT_QUERY_TIMEOUT_MS, Network, Rule
 from .sandbox_info import NetworkInfo, SandboxInfo
 from .types import MiB, SandboxStatus
 
@@ -115,6 +115,12 @@ def format_policy(network: Network) -> str:
     rules = f"{len(policy.rules)} rule{'' if len(policy.rules) == 1 else 's'}"
     defaults = f"egress {policy.default_egress}, ingress {policy.default_ingress} otherwise"
     return f"{network.policy_name} ({rules}; {defaults})"
+
+
+def policy_rules(network: Network) -> tuple[Rule, ...]:
+    """A custom policy's rules in order (their index is the one the flow log names); none
+    for a preset."""
+    return () if isinstance(network.policy, str) else network.policy.rules
 
 
 def network_rows(network: Network, addresses: NetworkInfo | None) -> list[tuple[str, str]]:

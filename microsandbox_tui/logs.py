@@ -1,4 +1,5 @@
-"""Reading a sandbox's logs: the guest console and the log of commands run in it."""
+"""Reading a sandbox's logs: the guest console, the log of commands run in it, and the
+network's flow log."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from . import _native
 from ._blocking import run_blocking
 from .errors import InvalidConfigError
+from .network_log import FlowLogEntry
 from .sandbox_info import sandbox_info
 
 #: How often a followed log is checked for new lines.
@@ -20,6 +22,8 @@ FOLLOW_POLL_S = 0.2
 class LogSource(StrEnum):
     CONSOLE = "console"
     EXEC = "exec"
+    #: The flow log; :func:`read_logs` gives its records as lines for people.
+    NETWORK = "network"
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -48,12 +52,36 @@ async def read_logs(
     follow: bool = False,
 ) -> AsyncIterator[str]:
     """Lines of a sandbox's log. With ``follow``, keeps yielding new lines until the sandbox
-    is no longer running (and across rotations)."""
+    is no longer running (and across rotations). The ``network`` log's records are given as
+    :class:`FlowLogEntry` lines (``str(entry)``); lines that are no record are left out."""
     try:
         source = LogSource(source)
     except ValueError:
         choices = ", ".join(LogSource)
         raise InvalidConfigError(f"unknown log {source!r}: expected one of {choices}") from None
+    if source is LogSource.NETWORK:
+        async for entry in read_network_log(name, tail=tail, follow=follow):
+            yield str(entry)
+        return
+    async for line in _log_lines(name, source, tail, follow):
+        yield line
+
+
+async def read_network_log(
+    name: str, *, tail: int | None = None, follow: bool = False
+) -> AsyncIterator[FlowLogEntry]:
+    """The records of a sandbox's flow log, from the last ``tail`` lines (all by default);
+    with ``follow``, then the new ones until the sandbox is no longer running. A line that
+    is no record (one a crash cut short) is skipped."""
+    async for line in _log_lines(name, LogSource.NETWORK, tail, follow):
+        entry = FlowLogEntry.parse(line)
+        if entry is not None:
+            yield entry
+
+
+async def _log_lines(
+    name: str, source: LogSource, tail: int | None, follow: bool
+) -> AsyncIterator[str]:
     path = Path(_native.log_path(name, str(source)))
     lines, offset = await run_blocking(_tail, path, tail)
     for line in lines:

@@ -20,12 +20,13 @@ and the deny lists sit in ``dns`` beside the nameservers::
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -352,6 +353,11 @@ class Rule(Checked):
     def _port(cls, value: object) -> int | str | None:
         return check_port_range(value)
 
+    def __str__(self) -> str:
+        """The rule in the ``--net-rule`` grammar (see :func:`parse_rule`), in its canonical
+        form: ``allow@.example.com:tcp:443``, ``deny:any@10.0.0.0/8``."""
+        return rule_text(self)
+
     @classmethod
     def allow(
         cls,
@@ -376,9 +382,11 @@ class Rule(Checked):
 
 
 class NetworkPolicy(Checked):
-    """Rules in order, and what happens to a flow no rule matches. DNS is egress to the
-    gateway (group ``host``, UDP and TCP port 53) like any other flow: a policy whose
-    default denies egress resolves nothing unless a rule allows it."""
+    """Rules in order, and what happens to a flow no rule matches. The gateway's DNS is
+    always reachable, and each query is decided by its name: the first egress rule about
+    the name that allows it (a destination absent, ``*``, ``public``, or a domain or suffix
+    matching it), or denies it with no protocol and no port, decides; else the egress
+    default. A policy whose default denies egress resolves only the names a rule allows."""
 
     positional = ("default_egress", "default_ingress", "rules")
 
@@ -524,11 +532,11 @@ class Network(Checked):
     ``policy``, deny lists narrow ``public_only``; they never widen the default to
     everything (upstream 0.4.5 turned such a network into allow-all).
 
-    Presets: ``public_only`` reaches the public internet and DNS at the gateway, nothing
+    Presets: ``public_only`` reaches the public internet and resolves every name, nothing
     private, link-local, metadata, loopback, multicast or of the host (not even its own
-    public addresses); ``none`` reaches nothing, DNS included, and takes no published-port
-    connections; ``allow_all`` reaches everything, the host's loopback services included
-    (through ``host.msb.internal``).
+    public addresses); ``none`` reaches nothing, resolves no name, and takes no
+    published-port connections; ``allow_all`` reaches everything, the host's loopback
+    services included (through ``host.msb.internal``).
     """
 
     error_location = "network"
@@ -655,3 +663,214 @@ def _split_address(spec: str) -> tuple[str | None, str]:
 def parse_published_ports(text: str) -> tuple[PublishedPort, ...]:
     """Ports separated by commas, spaces or lines: ``8080:80, 5353:53/udp``."""
     return tuple(parse_published_port(item) for item in re.split(r"[,\s]+", text) if item)
+
+
+# -- the --net-rule grammar -------------------------------------------------------------------
+#
+# Upstream microsandbox's ``--net-rule`` tokens, ``<action>[:<direction>]@<target>[:<protocol>
+# [:<ports>]]``, with our destinations as targets. From upstream: the keywords (exact, lower
+# case), ``any`` for any target, protocol or ports, ``meta`` for ``metadata``, ``*.name`` and
+# ``suffix=name`` for a suffix, ``domain=name`` for a one-label name, IPv6 in brackets, and
+# the refusal of a port in the protocol's place. Ours: ``*`` and ``.name`` as our Rule writes
+# them; no ``dns`` target, since the gateway's DNS is always reachable and each query is
+# decided by its name.
+
+#: The grammar, for error messages and help texts.
+RULE_GRAMMAR = "<action>[:<direction>]@<target>[:<protocol>[:<ports>]]"
+#: Written for a field that matches anything.
+_ANY = "any"
+_GROUP_ALIASES: Final = {"meta": DestGroup.METADATA.value}
+_SUFFIX_PREFIXES: Final = ("*.", "suffix=")
+_DOMAIN_PREFIX = "domain="
+#: Upstream's ``dns`` target: the gateway's port 53, which is no longer a policy flow.
+_DNS_TARGET = "dns"
+#: Builds the error for a problem of the token being parsed.
+_Problem = Callable[[str], InvalidConfigError]
+_Keyword = TypeVar("_Keyword", Action, Direction, Protocol)
+
+
+def rule_text(rule: Rule) -> str:
+    """``rule`` in the ``--net-rule`` grammar, as the supervisor writes it in the flow log:
+    the destination as it reads it (a group in lower case, a CIDR truncated to its network
+    and a one-address one as the address, a name in lower case without its trailing dot),
+    ``*`` for any destination, ``any`` for the protocol only when ports follow."""
+    direction = "" if rule.direction is Direction.EGRESS else f":{rule.direction}"
+    text = f"{rule.action}{direction}@{_target_text(rule.destination)}"
+    if rule.protocol is None and rule.port is None:
+        return text
+    text += f":{rule.protocol or _ANY}"
+    return text if rule.port is None else f"{text}:{_port_text_of(rule.port)}"
+
+
+def _target_text(destination: str | None) -> str:
+    if destination is None or destination == "*":
+        return "*"
+    if destination.lower() in _GROUP_NAMES:
+        return destination.lower()
+    network = _network_of(destination)
+    if network is not None:
+        single = network.prefixlen == network.max_prefixlen
+        text = str(network.network_address) if single else str(network)
+        return f"[{text}]" if network.version == 6 else text
+    name = destination.removesuffix(".").lower()
+    if name.startswith("."):
+        return name
+    # A one-label name would read back as a misspelt group.
+    return name if "." in name else f"{_DOMAIN_PREFIX}{name}"
+
+
+def _network_of(destination: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """A CIDR or an address destination as the network the supervisor matches: truncated,
+    an IPv4-mapped IPv6 one as IPv4; ``None`` for other destinations."""
+    if "/" in destination:
+        network = ipaddress.ip_network(destination, strict=False)
+    else:
+        address = _ip_address(destination)
+        if address is None:
+            return None
+        network = ipaddress.ip_network(address)
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
+
+
+def _port_text_of(port: int | str) -> str:
+    first, _, last = str(port).partition("-")
+    low, high = int(first), int(last or first)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def parse_rule(text: str) -> Rule:
+    """One ``--net-rule`` token as a :class:`Rule`::
+
+        <action>[:<direction>]@<target>[:<protocol>[:<ports>]]
+
+    ``action`` is ``allow`` or ``deny``; ``direction`` ``egress`` (the default), ``ingress``
+    or ``any``; ``target`` ``*`` or ``any``, a group (``public``, ``private``, ``loopback``,
+    ``link-local``, ``metadata`` or ``meta``, ``multicast``, ``host``), an IP address, a CIDR
+    (IPv6 ones in brackets: ``[2001:db8::/32]``), a domain (``api.example.com``;
+    ``domain=name`` for a one-label name) or a suffix (``.example.com``, ``*.example.com`` or
+    ``suffix=example.com``); ``protocol`` ``tcp``, ``udp``, ``icmpv4``, ``icmpv6`` or ``any``;
+    ``ports`` a number, ``lo-hi`` or ``any``. Raises :class:`InvalidConfigError` naming what
+    is wrong."""
+    token = text.strip()
+
+    def problem(message: str) -> InvalidConfigError:
+        return InvalidConfigError(f"rule {token!r}: {message}")
+
+    left, at, right = token.partition("@")
+    if not at:
+        raise problem(f"it has no '@'; expected {RULE_GRAMMAR}")
+    action_word, colon, direction_word = left.partition(":")
+    action = _keyword(Action, action_word, "action", problem)
+    direction = _keyword(Direction, direction_word, "direction", problem) if colon else None
+    target, fields = _split_target(right, problem)
+    if len(fields) > 2:
+        raise problem(
+            "it has fields after the ports (an IPv6 address goes in brackets: [2001:db8::1])"
+        )
+    if fields and _looks_like_ports(fields[0]):
+        raise problem(
+            f"{fields[0]!r} is a port, not a protocol; did you mean {target}:tcp:{fields[0]}?"
+        )
+    protocol = _protocol_of(fields[0], problem) if fields else None
+    port = _ports_of(fields[1], problem) if len(fields) == 2 else None
+    destination = _destination_of(target, problem)
+    try:
+        return Rule(action, direction or Direction.EGRESS, destination, protocol, port)
+    except InvalidConfigError as error:
+        raise problem(str(error)) from None
+
+
+def parse_rules(text: str) -> tuple[Rule, ...]:
+    """Rules separated by commas (``deny@10.0.0.0/8,allow@public``), in order, as one
+    ``--net-rule`` value may hold them upstream; empty items are skipped."""
+    return tuple(parse_rule(item) for item in text.split(",") if item.strip())
+
+
+def _keyword(kind: type[_Keyword], word: str, what: str, problem: _Problem) -> _Keyword:
+    try:
+        return kind(word)
+    except ValueError:
+        choices = [member.value for member in kind]
+        expected = f"{', '.join(choices[:-1])} or {choices[-1]}"
+        raise problem(
+            f"unknown {what} {word!r}, expected {expected}{_suggestion(word, choices)}"
+        ) from None
+
+
+def _suggestion(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _split_target(right: str, problem: _Problem) -> tuple[str, list[str]]:
+    """The target and the ``:`` fields after it; an IPv6 target sits in brackets."""
+    if not right.startswith("["):
+        target, *fields = right.split(":")
+        return target, fields
+    inner, bracket, rest = right[1:].partition("]")
+    if not bracket:
+        raise problem("its '[' is not closed; an IPv6 address is written [2001:db8::1]")
+    if rest and not rest.startswith(":"):
+        raise problem(f"{rest!r} follows ']'; expected ':<protocol>' or nothing")
+    if _network_of_text(inner) != 6:
+        raise problem(f"{inner!r} is not an IPv6 address or CIDR; only those go in brackets")
+    return inner, rest[1:].split(":") if rest else []
+
+
+def _network_of_text(text: str) -> int | None:
+    """The IP version of an address or CIDR text, or ``None``."""
+    try:
+        return ipaddress.ip_network(text, strict=False).version
+    except ValueError:
+        return None
+
+
+def _looks_like_ports(field: str) -> bool:
+    first, _, last = field.partition("-")
+    return all(_DIGITS.fullmatch(part) for part in (first, last) if part) and bool(first)
+
+
+def _protocol_of(word: str, problem: _Problem) -> Protocol | None:
+    return None if word == _ANY else _keyword(Protocol, word, "protocol", problem)
+
+
+def _ports_of(word: str, problem: _Problem) -> int | str | None:
+    if word == _ANY:
+        return None
+    try:
+        check_port_range(word)
+    except ValueError as error:
+        raise problem(f"ports {error}") from None
+    return int(word) if _DIGITS.fullmatch(word) else word
+
+
+def _destination_of(target: str, problem: _Problem) -> str | None:
+    if not target:
+        raise problem(f"the target is empty; expected {RULE_GRAMMAR}")
+    if target in ("*", _ANY):
+        return None
+    if target == _DNS_TARGET:
+        raise problem(
+            "there is no 'dns' target: the gateway's DNS is always reachable and each "
+            "query is decided by the rules about its name"
+        )
+    if target in _GROUP_ALIASES:
+        return _GROUP_ALIASES[target]
+    for prefix in _SUFFIX_PREFIXES:
+        if target.startswith(prefix):
+            return f".{target.removeprefix(prefix)}"
+    if target.startswith(_DOMAIN_PREFIX):
+        name = target.removeprefix(_DOMAIN_PREFIX)
+        # A trailing dot makes a one-label name a name, not a group, for Rule.
+        return name if "." in name.rstrip(".") else f"{name.rstrip('.')}."
+    if _WORD.fullmatch(target) and target.lower() not in _GROUP_NAMES:
+        raise problem(
+            f"unknown target {target!r}: not a group ({', '.join(_GROUP_NAMES)}), and a "
+            f"domain has a dot (domain={target} for a one-label name)"
+            f"{_suggestion(target, _GROUP_NAMES)}"
+        )
+    return target

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ from .errors import ExecTimeoutError
 from .exec import AttachOptions, ExecHandle, ExecOptions, NativeExecArgs, native_exec_args
 from .fs import SandboxFs
 from .images import ImageDetail, inspect_image, pull_plan, resolve_oci_image
-from .logs import LogSource, read_logs
+from .logs import LogSource, read_logs, read_network_log
 from .metrics import MetricsStream, SandboxMetrics, sandbox_metrics
-from .network import Network
+from .network import Network, NetworkPolicy
+from .network_log import FlowLogEntry
 from .patches import apply_patches
 from .pull import PullProgress, PullStream, RegistryAuth, pull_stream
 from .sandbox_info import SandboxInfo, decode_sandbox_info, sandbox_info, sandbox_infos
@@ -342,8 +344,27 @@ class Sandbox:
         tail: int | None = None,
         follow: bool = False,
     ) -> AsyncIterator[str]:
-        """Lines of the guest console (``console``) or of the commands run (``exec``)."""
+        """Lines of the guest console (``console``), of the commands run (``exec``) or of
+        the network's flow log (``network``, a :class:`FlowLogEntry` a line)."""
         return read_logs(self._name, source, tail=tail, follow=follow)
+
+    def network_log(
+        self, *, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[FlowLogEntry]:
+        """The flow log's records: every flow decision, flow close and DNS query, with the
+        rule that decided it (see :class:`FlowLogEntry`)."""
+        return read_network_log(self._name, tail=tail, follow=follow)
+
+    async def set_network_policy(self, policy: NetworkPolicy | str) -> None:
+        """Replaces the network policy (a :class:`NetworkPolicy` or a preset's name) while
+        the sandbox runs: new flows and DNS queries are decided by it at once, and open flows
+        it denies are closed. It is stored too, so the next start uses it.
+
+        Raises :class:`InvalidConfigError` for a bad policy and :class:`NetworkChangeError`
+        when this sandbox's network cannot change its policy (the stored one is then kept).
+        """
+        network = await set_network_policy(self._name, policy)
+        self._config = self._config.model_copy(update={"network": network})
 
     async def status(self) -> SandboxStatus:
         return (await self.info()).status
@@ -493,6 +514,16 @@ class Sandbox:
         return f"Sandbox(name={self._name!r})"
 
 
+async def set_network_policy(name: str, policy: NetworkPolicy | str) -> Network:
+    """Sets the policy of sandbox ``name`` (running or not); returns its network with it."""
+    checked = Network(policy=policy).policy
+    info = await Sandbox.get_info(name)
+    network = info.config.network.model_copy(update={"policy": checked})
+    policy_json = json.dumps(network.model_dump(mode="json")["policy"])
+    await run_blocking(_native.set_network_policy, name, policy_json)
+    return network
+
+
 async def wait_until_stopped(name: str, timeout: float | None = None) -> SandboxInfo:
     """Waits until the sandbox is no longer starting, running or paused."""
 
@@ -565,6 +596,18 @@ class SandboxHandle:
         follow: bool = False,
     ) -> AsyncIterator[str]:
         return read_logs(self.name, source, tail=tail, follow=follow)
+
+    def network_log(
+        self, *, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[FlowLogEntry]:
+        """The flow log's records (see :meth:`Sandbox.network_log`)."""
+        return read_network_log(self.name, tail=tail, follow=follow)
+
+    async def set_network_policy(self, policy: NetworkPolicy | str) -> None:
+        """Replaces the network policy, live if the sandbox runs, and for its next start
+        (see :meth:`Sandbox.set_network_policy`)."""
+        await set_network_policy(self.name, policy)
+        await self.refresh()
 
     def __repr__(self) -> str:
         return f"SandboxHandle(name={self.name!r}, status={self.status!s})"

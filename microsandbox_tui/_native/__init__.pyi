@@ -67,6 +67,7 @@ __all__ = [
     "remove_sandbox",
     "remove_volume",
     "sandbox_metrics",
+    "set_network_policy",
     "start_sandbox",
     "version",
 ]
@@ -164,8 +165,14 @@ def get_volume(name: str) -> str:
 def remove_volume(name: str) -> None:
     """Deletes the volume's record and image; ``VolumeInUseError`` while a sandbox mounts it."""
 
+def set_network_policy(name: str, policy_json: str) -> None:
+    """Replaces the network policy (a preset's name or a policy object, as JSON): first in the
+    running gateway, then in the stored config. ``InvalidConfigError`` for a bad policy,
+    ``NetworkChangeError`` when the running network cannot change its policy."""
+
 def log_path(name: str, source: str) -> str:
-    """The ``console`` or ``exec`` log of a sandbox; its previous generation has ``.1`` appended."""
+    """The ``console``, ``exec`` or ``network`` log of a sandbox; its previous generation has
+    ``.1`` appended."""
 
 @final
 class ExecResult:

@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime
 
 from microsandbox_tui import (
+    Action,
     AttachOptions,
     DnsConfig,
     Image,
@@ -20,6 +21,7 @@ from microsandbox_tui import (
     LogSource,
     MountConfig,
     Network,
+    NetworkPolicy,
     OciImage,
     PullComplete,
     RegistryAuth,
@@ -38,7 +40,7 @@ from microsandbox_tui import install as run_install
 from microsandbox_tui import version as sdk_version
 
 from ..formatting import format_size
-from ..network import PRESET_SHORT_NAMES
+from ..network import PRESET_SHORT_NAMES, PresetName
 from . import output
 from .locations import GuestPath
 
@@ -57,10 +59,28 @@ def _volumes(args: argparse.Namespace) -> dict[str, MountConfig]:
     return volumes
 
 
+def net_policy_given(args: argparse.Namespace) -> bool:
+    """Whether any flag of a custom policy was given."""
+    defaults = (args.net_default_egress, args.net_default_ingress)
+    return bool(args.net_rules) or any(default is not None for default in defaults)
+
+
+def policy_of(args: argparse.Namespace) -> NetworkPolicy | PresetName | None:
+    """The custom policy of ``--net-rule`` and ``--net-default-*`` (egress denied, ingress
+    allowed unless they say otherwise), else the ``--net`` preset; ``None`` for neither."""
+    if net_policy_given(args):
+        return NetworkPolicy(
+            args.net_default_egress or Action.DENY,
+            args.net_default_ingress or Action.ALLOW,
+            [rule for rules in args.net_rules for rule in rules],
+        )
+    return None if args.net is None else PRESET_SHORT_NAMES[args.net]
+
+
 def network_of(args: argparse.Namespace) -> Network:
-    """``--net``, ``-p``, ``--deny-domain`` and ``--dns-nameserver`` as one network."""
+    """The policy flags, ``-p``, ``--deny-domain`` and ``--dns-nameserver`` as one network."""
     return Network(
-        PRESET_SHORT_NAMES[args.net],
+        policy_of(args),
         args.ports,
         [name for name in args.deny_domains if not name.startswith(".")],
         [name for name in args.deny_domains if name.startswith(".")],
@@ -147,7 +167,9 @@ def _yes(flag: bool) -> str:
 
 
 async def logs(args: argparse.Namespace) -> int:
-    source = LogSource.EXEC if args.exec else LogSource.CONSOLE
+    source = (
+        LogSource.EXEC if args.exec else LogSource.NETWORK if args.network else LogSource.CONSOLE
+    )
     async for line in read_logs(args.name, source, tail=args.tail, follow=args.follow):
         print(line, flush=args.follow)
     return 0
@@ -292,6 +314,22 @@ async def inspect(args: argparse.Namespace) -> int:
     """The sandbox's record and configuration, its network included, one field a line."""
     info = await Sandbox.get_info(args.name)
     print(output.table(output.inspect_rows(info, datetime.now(UTC))))
+    return 0
+
+
+async def net_set(args: argparse.Namespace) -> int:
+    """Replaces the sandbox's policy, then prints it as ``net show`` does."""
+    policy = policy_of(args)
+    assert policy is not None, "parse_args refuses net set without a policy"
+    handle = await Sandbox.get(args.name)
+    await handle.set_network_policy(policy)
+    print("\n".join(output.policy_lines(handle.config.network)))
+    return 0
+
+
+async def net_show(args: argparse.Namespace) -> int:
+    info = await Sandbox.get_info(args.name)
+    print("\n".join(output.policy_lines(info.config.network)))
     return 0
 
 

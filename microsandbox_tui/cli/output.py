@@ -11,6 +11,7 @@ from microsandbox_tui import (
     ExecOutput,
     FsEntry,
     MiB,
+    Network,
     SandboxInfo,
     SandboxMetrics,
     VolumeHandle,
@@ -19,9 +20,11 @@ from microsandbox_tui.formatting import (
     dns_rows,
     format_duration,
     format_mode,
+    format_policy,
     format_size,
     format_timestamp,
     network_rows,
+    policy_rules,
     uptime_seconds,
 )
 
@@ -95,9 +98,17 @@ def inspect_rows(info: SandboxInfo, now: datetime) -> list[list[str]]:
         ("uptime", "-" if up is None else format_duration(up)),
         ("created", format_timestamp(info.created_at, now)),
         *network_rows(config.network, info.network),
+        *((f"rule {index}", str(rule)) for index, rule in enumerate(policy_rules(config.network))),
         *dns_rows(config.network),
     ]
     return [[label, value] for label, value in rows]
+
+
+def policy_lines(network: Network) -> list[str]:
+    """``msb net show``: the policy, then each rule with its index (the one the flow log
+    names)."""
+    rules = (f"{index}  {rule}" for index, rule in enumerate(policy_rules(network)))
+    return [format_policy(network), *rules]
 
 
 def volume_row(volume: VolumeHandle) -> list[str]:

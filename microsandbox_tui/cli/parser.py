@@ -8,17 +8,24 @@ from collections.abc import Sequence
 
 from microsandbox_tui import (
     DEFAULT_IMAGE,
+    Action,
     DnsConfig,
     InvalidConfigError,
     LogLevel,
     MountConfig,
     Network,
     PublishedPort,
+    Rule,
     Size,
     Volume,
     __version__,
 )
-from microsandbox_tui.network import PRESET_SHORT_NAMES, parse_published_port
+from microsandbox_tui.network import (
+    PRESET_SHORT_NAMES,
+    RULE_GRAMMAR,
+    parse_published_port,
+    parse_rules,
+)
 from microsandbox_tui.terminal import DEFAULT_DETACH_KEYS
 
 from . import commands
@@ -92,14 +99,62 @@ def nameserver_flag(text: str) -> str:
     return text
 
 
-def _add_network(parser: argparse.ArgumentParser) -> None:
+def rules_flag(text: str) -> tuple[Rule, ...]:
+    """``--net-rule RULE[,RULE...]`` in the grammar of :func:`parse_rule`."""
+    try:
+        return parse_rules(text)
+    except InvalidConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_policy(parser: argparse.ArgumentParser, preset_default: str | None) -> None:
+    """``--net PRESET``, or a custom policy from ``--net-rule`` and the defaults."""
+    default = f" (default: {preset_default})" if preset_default else ""
     parser.add_argument(
         "--net",
         choices=list(PRESET_SHORT_NAMES),
-        default="public",
-        help="what the sandbox may reach: public (the internet, nothing private or of the "
-        "host; the default), none (nothing, DNS included), all (everything)",
+        default=None,
+        help="a preset of what the sandbox may reach: public (the internet, nothing private "
+        f"or of the host), none (nothing, no name resolved), all (everything){default}; not "
+        "with --net-rule or --net-default-*, which build a custom policy instead",
     )
+    parser.add_argument(
+        "--net-rule",
+        dest="net_rules",
+        action="append",
+        default=[],
+        type=rules_flag,
+        metavar="RULE",
+        help=f"a rule of a custom policy, {RULE_GRAMMAR}, e.g. allow@api.example.com:tcp:443, "
+        "deny:any@10.0.0.0/8, allow@.example.com; repeatable (or RULE,RULE), the first "
+        "matching rule decides; a flow no rule matches gets the default of its direction",
+    )
+    for direction, fallback in (("egress", Action.DENY), ("ingress", Action.ALLOW)):
+        parser.add_argument(
+            f"--net-default-{direction}",
+            choices=[action.value for action in Action],
+            default=None,
+            help=f"what a custom policy does with {direction} no --net-rule matches "
+            f"(default: {fallback})",
+        )
+
+
+def check_policy_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A preset and a custom policy's flags exclude each other: a usage error naming them."""
+    if not hasattr(args, "net_rules"):
+        return
+    if args.net is not None and commands.net_policy_given(args):
+        parser.error("argument --net: not with --net-rule or --net-default-*: give one policy")
+    if (
+        args.handler is commands.net_set
+        and args.net is None
+        and not commands.net_policy_given(args)
+    ):
+        parser.error("net set: give --net PRESET, or --net-rule / --net-default-*")
+
+
+def _add_network(parser: argparse.ArgumentParser) -> None:
+    _add_policy(parser, preset_default="public")
     parser.add_argument(
         "-p",
         "--publish",
@@ -269,7 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("name")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-n", "--tail", type=int, default=None, metavar="N", help="last N lines")
-    logs.add_argument("--exec", action="store_true", help="the log of commands run instead")
+    log_source = logs.add_mutually_exclusive_group()
+    log_source.add_argument("--exec", action="store_true", help="the log of commands run instead")
+    log_source.add_argument(
+        "--network",
+        action="store_true",
+        help="the network's flow log instead: each flow and DNS query, allowed or denied, "
+        "and the rule that decided it",
+    )
     logs.set_defaults(handler=commands.logs)
 
     metrics = sub.add_parser("metrics", help="CPU, memory, disk and network of a sandbox")
@@ -354,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
         handler=commands.prune_images_command
     )
     _add_volume_commands(sub)
+    _add_net_commands(sub)
     sub.add_parser(
         "install", help="fetch the guest kernel, build the initramfs and the default image"
     ).set_defaults(handler=commands.install)
@@ -375,6 +438,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         words, tail = words[:cut], words[cut + 1 :]
     parser = build_parser()
     args = parser.parse_args(words)
+    check_policy_flags(parser, args)
     if not hasattr(args, "argv"):
         if tail is not None:
             parser.error(f"{args.subcommand} takes no command after --")
@@ -424,3 +488,26 @@ def _add_volume_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     rm = commands_.add_parser("rm", help="remove volumes (refused while a sandbox uses one)")
     rm.add_argument("names", nargs="+", metavar="NAME")
     rm.set_defaults(handler=commands.volume_rm)
+
+
+def _add_net_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    net = sub.add_parser("net", help="show or change a sandbox's network policy")
+    commands_ = net.add_subparsers(dest="net_command", required=True, metavar="COMMAND")
+
+    set_ = commands_.add_parser(
+        "set",
+        help="replace a sandbox's network policy, running or stopped",
+        description=(
+            "Replace the network policy of a sandbox: a running one decides new flows and "
+            "DNS queries by it at once and closes open flows it denies; the policy is stored "
+            "for the next start too. Give --net PRESET, or --net-rule and --net-default-* "
+            "for a custom policy (default egress deny, ingress allow)."
+        ),
+    )
+    set_.add_argument("name")
+    _add_policy(set_, preset_default=None)
+    set_.set_defaults(handler=commands.net_set)
+
+    show = commands_.add_parser("show", help="a sandbox's network policy, one rule a line")
+    show.add_argument("name")
+    show.set_defaults(handler=commands.net_show)

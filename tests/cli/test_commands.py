@@ -10,7 +10,7 @@ from pathlib import Path
 
 from registry.server import RegistryServer
 
-from microsandbox_tui import doctor, version
+from microsandbox_tui import _native, doctor, version
 
 MsbRunner = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -175,3 +175,31 @@ def test_volume_flags_are_checked_before_anything_is_recorded(
     assert missing.returncode == 1
     assert missing.stderr.startswith("error: InvalidConfigError: volume /data: ")
     assert json.loads(msb("ls", "--json").stdout) == []
+
+
+def test_logs_network_prints_the_flow_log_records_as_lines(msb_home: Path, msb: MsbRunner) -> None:
+    record = {
+        "kind": "flow",
+        "time": "2026-12-02T03:00:01.000Z",
+        "direction": "egress",
+        "protocol": "tcp",
+        "src": "172.16.0.2:40002",
+        "dst": "198.51.100.10:80",
+        "domain": None,
+        "sni": None,
+        "action": "deny",
+        "rule": None,
+        "rule_text": "default",
+        "reason": None,
+    }
+    by_rule = {**record, "rule": 0, "rule_text": "deny@198.51.100.0/24"}
+    log = Path(_native.log_path("web", "network"))
+    assert log.is_relative_to(msb_home)
+    log.parent.mkdir(parents=True)
+    log.write_text(f"{json.dumps(record)}\nnot a record\n{json.dumps(by_rule)}\n")
+    printed = msb("logs", "web", "--network", "--tail", "2")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.splitlines() == [
+        "03:00:01.000 deny  egress tcp 172.16.0.2:40002 -> 198.51.100.10:80 by rule 0 "
+        "deny@198.51.100.0/24"
+    ]

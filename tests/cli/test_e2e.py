@@ -100,6 +100,52 @@ def test_create_with_network_flags_and_inspect(
     assert msb("rm", "--force", sandbox_name).returncode == 0
 
 
+def test_a_custom_policy_from_net_rules_shown_and_replaced(
+    clean_home: Path, sandbox_name: str, msb: MsbRunner
+) -> None:
+    created = msb(
+        "create",
+        sandbox_name,
+        "--net-rule",
+        "deny@198.51.100.0/24",
+        "--net-rule",
+        "allow@*.example.com:tcp:443,allow@public",
+        "--net-default-ingress",
+        "deny",
+    )
+    assert created.returncode == 0, created.stderr
+    inspected = msb("inspect", sandbox_name).stdout.splitlines()
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in inspected)
+    assert rows["network"] == "custom (3 rules; egress deny, ingress deny otherwise)"
+    assert [rows[f"rule {index}"] for index in range(3)] == [
+        "deny@198.51.100.0/24",
+        "allow@.example.com:tcp:443",
+        "allow@public",
+    ]
+    shown = msb("net", "show", sandbox_name)
+    assert shown.stdout.splitlines()[1:] == [
+        "0  deny@198.51.100.0/24",
+        "1  allow@.example.com:tcp:443",
+        "2  allow@public",
+    ]
+    assert msb("stop", sandbox_name).returncode == 0
+
+    replaced = msb("net", "set", sandbox_name, "--net-rule", "allow@host:tcp:8080")
+    assert replaced.returncode == 0, replaced.stderr
+    assert replaced.stdout.splitlines() == [
+        "custom (1 rule; egress deny, ingress allow otherwise)",
+        "0  allow@host:tcp:8080",
+    ]
+    assert msb("net", "set", sandbox_name, "--net", "none").stdout == "none\n"
+    assert msb("net", "show", sandbox_name).stdout == "none\n"
+    missing = msb("net", "show", "no-such-sandbox")
+    assert (missing.returncode, missing.stderr.split(":")[:2]) == (
+        1,
+        ["error", " SandboxNotFoundError"],
+    )
+    assert msb("rm", sandbox_name).returncode == 0
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
     with socket.socket() as probe:

@@ -16,7 +16,7 @@ from microsandbox_tui import (
     SandboxInfo,
     SandboxStatus,
 )
-from microsandbox_tui.cli.output import inspect_rows
+from microsandbox_tui.cli.output import inspect_rows, policy_lines
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 ADDRESSES = NetworkInfo("172.16.0.6", "172.16.0.5", 30, "host.msb.internal")
@@ -76,3 +76,25 @@ def test_a_custom_policy_is_named_custom_with_its_rules_and_defaults() -> None:
     policy = NetworkPolicy("allow", "deny", [Rule.deny(destination="private")])
     rows = dict(inspect_rows(_info(Network(policy), ADDRESSES), NOW))
     assert rows["network"] == "custom (1 rule; egress allow, ingress deny otherwise)"
+
+
+def test_inspect_and_net_show_list_a_custom_policys_rules_with_their_index() -> None:
+    rules = [
+        Rule.deny(destination="198.51.100.0/24"),
+        Rule.allow(destination=".example.com", port=443),
+    ]
+    network = Network(NetworkPolicy(rules=rules))
+    rows = dict(inspect_rows(_info(network, ADDRESSES), NOW))
+    assert (rows["rule 0"], rows["rule 1"]) == (
+        "deny@198.51.100.0/24",
+        "allow@.example.com:any:443",
+    )
+    assert policy_lines(network) == [
+        "custom (2 rules; egress deny, ingress allow otherwise)",
+        "0  deny@198.51.100.0/24",
+        "1  allow@.example.com:any:443",
+    ]
+    assert policy_lines(Network.none()) == ["none"]
+    assert not any(
+        label.startswith("rule") for label, _ in inspect_rows(_info(Network(), None), NOW)
+    )

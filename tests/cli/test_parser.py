@@ -12,7 +12,9 @@ from microsandbox_tui import (
     DnsConfig,
     NamedMount,
     Network,
+    NetworkPolicy,
     PublishedPort,
+    Rule,
     Size,
     TmpfsMount,
     __version__,
@@ -271,3 +273,89 @@ def test_bad_network_flags_exit_2_naming_the_flag(
 def test_inspect_takes_a_sandbox_name() -> None:
     args = parse_args(["inspect", "web"])
     assert (args.handler, args.name) == (commands.inspect, "web")
+
+
+def test_net_rules_and_defaults_build_a_custom_policy_in_order() -> None:
+    args = parse_args(
+        [
+            "create",
+            "web",
+            "--net-rule",
+            "deny@198.51.100.5,allow@public",
+            "--net-rule",
+            "allow:ingress@*:tcp:8080",
+            "-p",
+            "8080:80",
+        ]
+    )
+    rules = [
+        Rule.deny(destination="198.51.100.5"),
+        Rule.allow(destination="public"),
+        Rule.allow(direction="ingress", protocol="tcp", port=8080),
+    ]
+    assert commands.network_of(args) == Network(NetworkPolicy("deny", "allow", rules), {8080: 80})
+    egress = parse_args(["run", "--net-default-egress", "allow", "--", "true"])
+    assert commands.network_of(egress).policy == NetworkPolicy("allow", "allow")
+    ingress = parse_args(["create", "web", "--net-default-ingress", "deny"])
+    assert commands.network_of(ingress).policy == NetworkPolicy("deny", "deny")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--net-rule", "allow@x.com:tcp:8000-"],
+            "argument --net-rule: rule 'allow@x.com:tcp:8000-'",
+        ),
+        (["--net-rule", "allow@public:tcp:x"], "ports 'x' is neither a number nor a lo-hi range"),
+        (["--net-rule", "permit@public"], "unknown action 'permit'"),
+        (["--net-rule", "allow:sideways@public"], "unknown direction 'sideways'"),
+        (["--net-rule", "allow@public:sctp"], "unknown protocol 'sctp'"),
+        (["--net-rule", "allow@"], "the target is empty"),
+        (["--net-default-egress", "maybe"], "argument --net-default-egress: invalid choice"),
+        (["--net", "all", "--net-rule", "deny@private"], "argument --net: not with --net-rule"),
+        (["--net", "none", "--net-default-egress", "allow"], "argument --net: not with"),
+    ],
+)
+def test_bad_policy_flags_exit_2_naming_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["create", "x"], ["run"], ["net", "set", "x"]):
+        with pytest.raises(SystemExit) as exited:
+            parse_args([*command, *argv, "--", "true"] if command == ["run"] else [*command, *argv])
+        assert exited.value.code == 2
+        error = capsys.readouterr().err
+        assert "usage: msb" in error
+        assert message in error.strip().splitlines()[-1]
+
+
+def test_net_set_takes_a_preset_or_a_custom_policy_and_net_show_a_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    preset = parse_args(["net", "set", "web", "--net", "none"])
+    assert (preset.handler, preset.name, commands.policy_of(preset)) == (
+        commands.net_set,
+        "web",
+        "none",
+    )
+    custom = parse_args(["net", "set", "web", "--net-rule", "allow@.example.com:tcp:443"])
+    assert commands.policy_of(custom) == NetworkPolicy(
+        rules=[Rule.allow(destination=".example.com", protocol="tcp", port=443)]
+    )
+    show = parse_args(["net", "show", "web"])
+    assert (show.handler, show.name) == (commands.net_show, "web")
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["net", "set", "web"])
+    assert exited.value.code == 2
+    assert "net set: give --net PRESET, or --net-rule" in capsys.readouterr().err
+
+
+def test_logs_reads_the_console_the_exec_or_the_network_log(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    network = parse_args(["logs", "web", "--network", "-f", "--tail", "5"])
+    assert (network.network, network.exec, network.follow, network.tail) == (True, False, True, 5)
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["logs", "web", "--network", "--exec"])
+    assert exited.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err

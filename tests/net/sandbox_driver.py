@@ -13,9 +13,9 @@ Commands (``op``): ``create`` (``name``, ``image``: a pulled OCI reference or nu
 server on the host: ``address``, ``mode`` ``hello`` or ``count``), ``tcp`` (a client:
 ``address``, ``port``, ``send``, ``half_close``), ``udp`` (``address``, ``port``, ``send``),
 ``push`` (``address``, ``port``, ``size``: that many bytes, then a half-close),
-``metrics``, ``set_policy`` (``policy``: a preset name or the JSON of a ``NetworkPolicy``;
-answers ``applied_in_s``), ``flow_log`` (every record so far), ``restart`` (stop, then start
-again from the stored configuration), ``stop``. A failure answers
+``metrics``, ``set_policy`` (``policy``: a preset's name or the stored policy JSON; answers
+the seconds the call took), ``restart`` (stop, then start again; answers the stored policy),
+``network_log`` (the flow log's records as JSON), ``stop``. A failure answers
 ``{"error": CLASS, "message": ...}``.
 """
 
@@ -121,19 +121,18 @@ class Driver:
         started = time.monotonic()
         chosen = policy if isinstance(policy, str) else NetworkPolicy.model_validate(policy)
         await self.sandbox.set_network_policy(chosen)
-        return {"applied_in_s": time.monotonic() - started}
-
-    async def flow_log(self) -> dict[str, Any]:
-        assert self.sandbox is not None, "create first"
-        entries = [entry.model_dump(mode="json") async for entry in self.sandbox.network_log()]
-        return {"entries": entries}
+        return {"seconds": time.monotonic() - started}
 
     async def restart(self) -> dict[str, Any]:
         assert self.sandbox is not None, "create first"
-        name = self.sandbox.name
         await self.sandbox.stop_and_wait()
-        self.sandbox = await (await Sandbox.get(name)).start()
-        return {}
+        self.sandbox = await (await Sandbox.get(self.sandbox.name)).start()
+        return {"policy": self.sandbox.config.network.model_dump(mode="json")["policy"]}
+
+    async def network_log(self) -> dict[str, Any]:
+        assert self.sandbox is not None, "create first"
+        entries = [entry async for entry in self.sandbox.network_log()]
+        return {"entries": [entry.model_dump(mode="json") for entry in entries]}
 
     async def stop(self) -> dict[str, Any]:
         if self.sandbox is not None:
@@ -172,10 +171,10 @@ async def handle(driver: Driver, command: dict[str, Any]) -> dict[str, Any]:
         return await driver.stop()
     if op == "set_policy":
         return await driver.set_policy(**command)
-    if op == "flow_log":
-        return await driver.flow_log()
     if op == "restart":
         return await driver.restart()
+    if op == "network_log":
+        return await driver.network_log()
     if op == "serve":
         return driver.serve(**command)
     if op == "tcp":

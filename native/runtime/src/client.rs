@@ -164,6 +164,24 @@ impl Connection {
         }
     }
 
+    /// Hands the running gateway a new policy (`policy_json`, as the stored config holds
+    /// it). A refusal that names the policy (`network.policy: ...`) is a bad policy; any
+    /// other is a network that cannot change its policy.
+    pub fn set_network_policy(&self, policy_json: &str) -> Result<()> {
+        let request = ControlRequest::SetNetworkPolicy {
+            policy: policy_json.to_owned(),
+        };
+        let (_, frames) = self.start(FLAG_CONTROL, &request)?;
+        let frame = frames.recv().map_err(|_| self.closed())?;
+        match decode_control(&frame)? {
+            ControlResponse::Done => Ok(()),
+            ControlResponse::Error { message } => Err(policy_refusal(message)),
+            other => Err(RuntimeError::Protocol(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
     /// Stop and kill end the VM, and the supervisor closes the connection when it exits; that
     /// close counts as done as well.
     pub fn stop_vm(&self, request: ControlRequest) -> Result<()> {
@@ -332,6 +350,18 @@ impl ExecStream {
     }
 }
 
+/// The typed error of a supervisor's refusal of a new network policy.
+fn policy_refusal(message: String) -> RuntimeError {
+    if message.starts_with(BAD_POLICY_PREFIX) {
+        RuntimeError::InvalidConfig(message)
+    } else {
+        RuntimeError::NetworkChange(message)
+    }
+}
+
+/// How the supervisor's message for a policy it cannot parse begins.
+const BAD_POLICY_PREFIX: &str = "network.policy:";
+
 pub(crate) fn decode_agent(frame: &Frame) -> Result<AgentMessage> {
     frame
         .decode()
@@ -365,4 +395,26 @@ fn spawn_reader(mut reader: UnixStream, pending: Pending) {
         // Dropping every sender wakes all waiters with a disconnect.
         pending.lock().unwrap().take();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_policy_is_a_bad_policy_or_a_network_that_cannot_change() {
+        let bad = policy_refusal("network.policy: rules[0].port: 0 is not a port".into());
+        assert!(matches!(bad, RuntimeError::InvalidConfig(_)), "{bad:?}");
+        for message in [
+            "this sandbox's network cannot change its policy: it runs the slirp baseline",
+            "this supervisor cannot change a network policy yet",
+        ] {
+            let refused = policy_refusal(message.into());
+            assert!(
+                matches!(refused, RuntimeError::NetworkChange(_)),
+                "{refused:?}"
+            );
+            assert_eq!(refused.to_string(), message);
+        }
+    }
 }

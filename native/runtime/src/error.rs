@@ -47,6 +47,10 @@ pub enum RuntimeError {
     PortInUse { address: String },
     #[error("{0}")]
     Network(String),
+    /// The running sandbox's network refused a new policy: it is not our gateway (the
+    /// slirp or passt baseline, or none at all), or it could not swap the policy in.
+    #[error("{0}")]
+    NetworkChange(String),
     #[error("{0}; run `msb install` (or `await install()`)")]
     NotInstalled(String),
     #[error("install failed: {0}")]
@@ -94,6 +98,7 @@ impl RuntimeError {
             Self::VolumeBusy { .. } => "VolumeBusyError",
             Self::PortInUse { .. } => "PortInUseError",
             Self::Network(_) => "MicrosandboxError",
+            Self::NetworkChange(_) => "NetworkChangeError",
             Self::NotInstalled(_) => "RuntimeNotInstalledError",
             Self::Install(_) => "InstallError",
             Self::Accelerator(_) => "AcceleratorError",
@@ -274,6 +279,13 @@ mod tests {
             assert_eq!(mapped.class_name(), class, "{message}");
             assert_eq!(mapped.to_string(), message, "the message is kept");
         }
+    }
+
+    #[test]
+    fn a_refused_policy_change_has_its_own_class() {
+        let refused = RuntimeError::NetworkChange("this sandbox's network cannot change".into());
+        assert_eq!(refused.class_name(), "NetworkChangeError");
+        assert_eq!(refused.to_string(), "this sandbox's network cannot change");
     }
 
     #[test]

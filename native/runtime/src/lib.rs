@@ -11,6 +11,7 @@ mod fs;
 mod images;
 mod install;
 mod launch;
+mod policy;
 mod records;
 mod sandboxes;
 mod volumes;

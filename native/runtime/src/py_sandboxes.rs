@@ -4,6 +4,7 @@
 use crate::binaries;
 use crate::error::{Result, RuntimeError};
 use crate::launch::Launch;
+use crate::policy;
 use crate::records;
 use crate::sandboxes::{self, CreateRequest};
 use crate::wire::to_json;
@@ -155,17 +156,26 @@ fn remove_sandbox(py: Python<'_>, name: String, force: bool) -> PyResult<()> {
     Ok(py.allow_threads(|| sandboxes::remove(&name, force))?)
 }
 
-/// The log file of a sandbox: `console` (the guest kernel's console) or `exec` (commands and
-/// how they ended). The previous generation, if any, has the same path with `.1` appended.
+/// Replaces the sandbox's network policy (`policy_json`: a preset's name or a policy
+/// object, as JSON): live if it runs, and in its stored config for its next start.
+#[pyfunction]
+fn set_network_policy(py: Python<'_>, name: String, policy_json: String) -> PyResult<()> {
+    Ok(py.allow_threads(|| policy::set_network_policy(&name, &policy_json))?)
+}
+
+/// The log file of a sandbox: `console` (the guest kernel's console), `exec` (commands and
+/// how they ended) or `network` (the flow log, one JSON record a line). The previous
+/// generation, if any, has the same path with `.1` appended.
 #[pyfunction]
 fn log_path(name: String, source: String) -> PyResult<String> {
     let files = SandboxFiles::new(&name).map_err(RuntimeError::from)?;
     let path = match source.as_str() {
         "console" => files.console_log(),
         "exec" => files.exec_log(),
+        "network" => files.network_log(),
         other => {
             return Err(RuntimeError::InvalidConfig(format!(
-                "unknown log {other:?}: expected console or exec"
+                "unknown log {other:?}: expected console, exec or network"
             ))
             .into())
         }
@@ -179,6 +189,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(list_sandboxes, module)?)?;
     module.add_function(wrap_pyfunction!(get_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(remove_sandbox, module)?)?;
+    module.add_function(wrap_pyfunction!(set_network_policy, module)?)?;
     module.add_function(wrap_pyfunction!(log_path, module)?)?;
     Ok(())
 }

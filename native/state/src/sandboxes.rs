@@ -239,6 +239,24 @@ impl Database {
         )
     }
 
+    /// Replaces the network policy in the sandbox's stored config (`config.network.policy`)
+    /// with `policy_json` (a preset's name or a policy object, as JSON), leaving every other
+    /// key of the config as it is. One statement, so a concurrent reader sees the old config
+    /// or the new one. A config whose `network` is absent or null gets one holding only the
+    /// policy, which reads as the default network with that policy.
+    pub fn set_network_policy(&mut self, name: &str, policy_json: &str) -> Result<()> {
+        self.update(
+            name,
+            "UPDATE sandboxes SET config = CASE
+                 WHEN json_type(config, '$.network') = 'object'
+                     THEN json_set(config, '$.network.policy', json(?2))
+                 ELSE json_set(config, '$.network', json_object('policy', json(?2)))
+             END
+             WHERE name = ?1",
+            params![name, policy_json],
+        )
+    }
+
     pub fn delete_sandbox(&mut self, name: &str) -> Result<()> {
         self.update(name, "DELETE FROM sandboxes WHERE name = ?1", params![name])
     }
@@ -318,6 +336,47 @@ mod tests {
         assert!(!db.mark_crashed_if_owned_by("a", 41, "gone").unwrap());
         assert!(db.mark_crashed_if_owned_by("a", 42, "gone").unwrap());
         assert_eq!(db.sandbox("a").unwrap().status, SandboxStatus::Crashed);
+    }
+
+    fn stored_config(db: &Database, name: &str) -> serde_json::Value {
+        serde_json::from_str(&db.sandbox(name).unwrap().config).unwrap()
+    }
+
+    #[test]
+    fn a_new_network_policy_leaves_the_rest_of_the_config_as_it_was() {
+        let mut db = Database::open_in_memory().unwrap();
+        let config = r#"{"name":"a","cpus":2,"network":{"policy":"public_only",
+            "dns":{"nameservers":["198.51.100.53"]},"ports":[{"host_port":8080,"guest_port":80}]}}"#;
+        db.insert_sandbox("a", config, false).unwrap();
+        let policy =
+            r#"{"default_egress":"deny","rules":[{"action":"allow","destination":"host"}]}"#;
+        db.set_network_policy("a", policy).unwrap();
+        let mut expected: serde_json::Value = serde_json::from_str(config).unwrap();
+        expected["network"]["policy"] = serde_json::from_str(policy).unwrap();
+        assert_eq!(stored_config(&db, "a"), expected);
+        db.set_network_policy("a", r#""none""#).unwrap();
+        expected["network"]["policy"] = "none".into();
+        assert_eq!(stored_config(&db, "a"), expected);
+    }
+
+    #[test]
+    fn a_config_without_a_network_gets_one_holding_the_policy() {
+        let mut db = Database::open_in_memory().unwrap();
+        db.insert_sandbox("absent", r#"{"name":"absent"}"#, false)
+            .unwrap();
+        db.insert_sandbox("null", r#"{"name":"null","network":null}"#, false)
+            .unwrap();
+        for name in ["absent", "null"] {
+            db.set_network_policy(name, r#""allow_all""#).unwrap();
+            assert_eq!(
+                stored_config(&db, name),
+                serde_json::json!({"name": name, "network": {"policy": "allow_all"}})
+            );
+        }
+        assert!(matches!(
+            db.set_network_policy("nope", r#""none""#),
+            Err(StateError::SandboxNotFound(_))
+        ));
     }
 
     #[test]
