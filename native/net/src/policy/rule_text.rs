@@ -6,7 +6,8 @@
 //! - the direction is left out for `egress` (the grammar's default);
 //! - the target is the destination as rules write it (`*`, a group, a suffix `.example.com`,
 //!   a domain, a CIDR), a one-address CIDR as the bare address, and IPv6 in brackets so its
-//!   colons do not read as field separators (`[2001:db8::/32]`); a rule without destination
+//!   colons do not read as field separators (`[2001:db8::/32]`); a one-label domain as
+//!   `domain=localhost` (alone it would read as a group); a rule without destination
 //!   matches every peer and is written `*`;
 //! - the protocol is left out when absent unless ports follow, where it is `any`.
 
@@ -29,6 +30,10 @@ impl fmt::Display for Rule {
         match &self.destination {
             None => f.write_str("*")?,
             Some(Destination::Cidr(net)) => write_net(f, net)?,
+            // One label alone would read as a (misspelt) group.
+            Some(Destination::Domain(name)) if !name.to_string().contains('.') => {
+                write!(f, "domain={name}")?
+            }
             Some(destination) => write!(f, "{destination}")?,
         }
         match (self.protocol, self.ports) {
