@@ -23,7 +23,7 @@ from microsandbox_tui.config import (
 from microsandbox_tui.network import PRESET_SHORT_NAMES, PresetName, parse_published_ports
 
 from ..operations import CreateRequest
-from .form import FormDialog
+from .form import FormDialog, FormError
 
 if TYPE_CHECKING:
     from ..app import MsbApp
@@ -37,14 +37,6 @@ _FIELD_OF |= {"memory_mib": "memory", "env": "env", "network": "ports"}
 _PRESET_MEANINGS = {"public": "internet", "none": "no network", "all": "everything"}
 #: A comma starts a new variable only when ``NAME=`` follows it, so values may hold commas.
 _ENV_SPLIT = re.compile(r",(?=\s*[^\s=,]+=)")
-
-
-class FormError(InvalidConfigError):
-    """One or more form fields are invalid; ``fields`` maps each to its problem."""
-
-    def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__("; ".join(fields.values()))
-        self.fields = fields
 
 
 def parse_env(text: str) -> dict[str, str]:
