@@ -13,7 +13,7 @@ from typing import Any
 from flow_log_entry import FlowLogEntry
 from recorded import NOW, recorded_app, wait_for_listing
 from textual.pilot import Pilot
-from textual.widgets import Input, Select
+from textual.widgets import Input, Select, Static
 from textual.widgets._footer import FooterKey
 
 from microsandbox_tui import (
@@ -146,11 +146,11 @@ async def test_rules_are_added_moved_and_deleted_and_a_bad_cidr_is_refused_in_th
         assert form.field_error("port") == "range 8000-7000 is reversed"
         assert form.field_error("destination") == ""
         await pilot.press("ctrl+u", *"8000-9000", "enter")
-        assert app.screen is detail
+        assert not isinstance(app.screen, RuleFormDialog), "saved, the form closes"
         assert editor.rules[1] == Rule.allow(destination="10.1.0.0/16", port="8000-9000")
         assert editor.selected_index == 1
         assert editor.dirty
-        assert str(detail.query_one("#network-status").content) == "changes not applied yet"
+        assert str(detail.query_one("#network-status", Static).content) == "changes not applied yet"
 
         await pilot.press("shift+down")
         assert [rule.destination for rule in editor.rules][1:3] == [".pypi.org", "10.1.0.0/16"]
@@ -198,7 +198,8 @@ async def test_a_preset_is_a_starting_point_and_a_rule_makes_it_custom() -> None
         assert editor.policy == "public_only"
         assert editor.table.border_title == "Policy: preset public_only"
         await pilot.press("a", *"api.example.com", "enter")
-        assert editor.policy == NetworkPolicy(rules=[Rule.allow(destination="api.example.com")])
+        custom: PolicyChoice = editor.policy
+        assert custom == NetworkPolicy(rules=[Rule.allow(destination="api.example.com")])
 
 
 # -- apply and the flow log -------------------------------------------------------------------
@@ -223,7 +224,7 @@ async def test_applying_a_policy_changes_the_next_decision_of_the_flow_log(
         await pilot.press("ctrl+s")
         assert isinstance(app.screen, ConfirmDialog)
         assert "New flows follow it at once" in str(
-            app.screen.query_one("#confirm-message").content
+            app.screen.query_one("#confirm-message", Static).content
         )
         await pilot.press("y")
         await wait_until(pilot, lambda: source.applied_policies, timeout=5, what="the apply")
@@ -274,7 +275,7 @@ async def test_allow_this_destination_prefills_a_first_rule_from_a_denied_flow(
         assert [entry.kind for entry in flow_log.shown] == ["dns", "flow", "flow"]
         flow_log.table.move_cursor(row=1)
         await pilot.pause()
-        assert "198.51.100.20:80" in str(detail.query_one("#flow-detail").content)
+        assert "198.51.100.20:80" in str(detail.query_one("#flow-detail", Static).content)
         await pilot.press("A")
         form = app.screen
         assert isinstance(form, RuleFormDialog)
@@ -313,7 +314,7 @@ async def test_published_ports_are_listed() -> None:
     app, _ = gateway_app()
     async with app.run_test(size=SIZE) as pilot:
         detail = await open_network_tab(pilot)
-        ports = str(detail.query_one("#network-ports").content)
+        ports = str(detail.query_one("#network-ports", Static).content)
         assert ports == "Published ports: 127.0.0.1:9090 -> 9090/tcp"
 
 

@@ -78,12 +78,12 @@ class RuleFormDialog(FormDialog[Rule]):
                     "protocol", "Protocol", [ANY, *Protocol], rule.protocol or ANY
                 )
             yield Label(
-                "Destination (*, group, CIDR, IP, domain, .suffix); empty: any",
+                "Destination (*, group, CIDR, IP, domain or .suffix)",
                 classes="field-label",
             )
             yield Input(rule.destination or "", placeholder="any", id="destination")
             yield Static("", id="destination-error", classes="field-error", markup=False)
-            yield Label("Ports (a number or lo-hi); empty: any", classes="field-label")
+            yield Label("Ports (a number or lo-hi)", classes="field-label")
             port = "" if rule.port is None else str(rule.port)
             yield Input(port, placeholder="any", id="port")
             yield Static("", id="port-error", classes="field-error", markup=False)

@@ -213,7 +213,7 @@ class FlowLogView(Vertical):
         except Exception as error:
             app.report_error(error, context=f"reading the flow log of {self.sandbox}")
         self.following = False
-        self.table.border_subtitle = "end of the flow log: the sandbox is not running"
+        self.table.border_subtitle = "end of the flow log"
 
     # -- filters and the allow shortcut ----------------------------------------------------
 

@@ -8,6 +8,7 @@ starts a custom policy from the SDK's defaults. Read-only, the table is shown an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual import on
@@ -38,7 +39,7 @@ DEFAULT_ROWS: dict[str, Direction] = {
 }
 #: Actions that change the policy; none is offered read-only.
 EDITING_ACTIONS = frozenset(
-    {"add_rule", "edit_rule", "delete_rule", "move_rule", "start_from_preset"}
+    {"add_rule", "edit_rule", "delete_rule", "move_rule_up", "move_rule_down", "start_from_preset"}
 )
 
 
@@ -62,8 +63,8 @@ class RulesEditor(Vertical):
         Binding("a", "add_rule", "Add rule", id="add_rule"),
         Binding("e", "edit_rule", "Edit rule", id="edit_rule"),
         Binding("delete", "delete_rule", "Delete rule", id="delete_rule"),
-        Binding("shift+up", "move_rule(-1)", "Move up", id="move_rule_up"),
-        Binding("shift+down", "move_rule(1)", "Move down", id="move_rule_down"),
+        Binding("shift+up", "move_rule_up", "Move up", id="move_rule_up"),
+        Binding("shift+down", "move_rule_down", "Move down", id="move_rule_down"),
         Binding("P", "start_from_preset", "From preset", id="start_from_preset"),
     ]
 
@@ -254,7 +255,13 @@ class RulesEditor(Vertical):
         del self._rules[index]
         self._edited(select=f"rule-{min(index, len(self._rules) - 1)}" if self._rules else None)
 
-    def action_move_rule(self, step: int) -> None:
+    def action_move_rule_up(self) -> None:
+        self._move_rule(-1)
+
+    def action_move_rule_down(self) -> None:
+        self._move_rule(1)
+
+    def _move_rule(self, step: int) -> None:
         """Moves the selected rule up (``-1``) or down (``1``), the cursor with it."""
         index = self.selected_index
         if index is None:
@@ -291,12 +298,12 @@ class RulesEditor(Vertical):
     @on(Button.Pressed, ".rules-buttons Button")
     def _button(self, event: Button.Pressed) -> None:
         event.stop()
-        actions = {
+        actions: dict[str, Callable[[], None]] = {
             "rule-add": self.action_add_rule,
             "rule-edit": self.action_edit_rule,
             "rule-delete": self.action_delete_rule,
-            "rule-up": lambda: self.action_move_rule(-1),
-            "rule-down": lambda: self.action_move_rule(1),
+            "rule-up": self.action_move_rule_up,
+            "rule-down": self.action_move_rule_down,
         }
         actions[event.button.id or ""]()
         self.table.focus()
