@@ -14,9 +14,11 @@ from textual.signal import Signal
 from textual.theme import Theme
 from textual.worker import Worker, WorkerState
 
+from microsandbox_tui import Rule
+
 from .commands import MsbCommands
 from .data import DataSource, LiveSource, MetricsHistory, SandboxesSnapshot
-from .dialogs import CreateSandboxDialog
+from .dialogs import CreateSandboxDialog, RuleFormDialog
 from .operations import CreateRequest, create_sandbox
 from .screens import (
     HelpScreen,
@@ -40,7 +42,7 @@ from .settings import (
     save_settings,
     theme_directories,
 )
-from .widgets import KeyedTable
+from .widgets import FlowLogView, KeyedTable, RulesEditor
 
 #: Terminal modes that make the terminal report the mouse (X10/any-event/urxvt/SGR).
 _MOUSE_MODES = ("1000", "1003", "1015", "1006")
@@ -269,6 +271,13 @@ class MsbApp(App[None]):
                 request.name, "creating", lambda: create_sandbox(request), f"{request.name} runs"
             )
 
+    def open_rule_form(
+        self, rule: Rule | None, title: str, saved: Callable[[Rule | None], None]
+    ) -> None:
+        """The rule form on ``rule`` (a new one when ``None``); ``saved`` gets the result."""
+        if not self.readonly:
+            self.push_screen(RuleFormDialog(rule, title=title), callback=saved)
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         self.report_worker_failure(event)
 
@@ -390,6 +399,8 @@ def known_actions() -> frozenset[str]:
         HelpScreen,
         ShellsScreen,
         KeyedTable,
+        RulesEditor,
+        FlowLogView,
     ]
     return frozenset(
         binding.id

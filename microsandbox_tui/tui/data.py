@@ -8,10 +8,10 @@ snapshot-tested) exactly as recorded.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from microsandbox_tui import (
     FsEntry,
@@ -27,7 +27,17 @@ from microsandbox_tui import (
     list_images,
 )
 
-from .operations import ProcessTable, list_directory, list_processes
+from .operations import (
+    PolicyChoice,
+    ProcessTable,
+    list_directory,
+    list_processes,
+    network_log,
+    set_network_policy,
+)
+
+if TYPE_CHECKING:
+    from microsandbox_tui.network_log import FlowLogEntry
 
 #: Samples kept per sandbox (at one a second, two minutes).
 HISTORY_LENGTH = 120
@@ -47,6 +57,12 @@ class DataSource(Protocol):
     async def list_volumes(self) -> list[VolumeHandle]: ...
 
     async def list_directory(self, name: str, path: str) -> list[FsEntry]: ...
+
+    async def set_network_policy(self, name: str, policy: PolicyChoice) -> None: ...
+
+    def network_log(
+        self, name: str, *, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[FlowLogEntry]: ...
 
     def now(self) -> datetime: ...
 
@@ -72,6 +88,14 @@ class LiveSource:
     async def list_directory(self, name: str, path: str) -> list[FsEntry]:
         return await list_directory(name, path)
 
+    async def set_network_policy(self, name: str, policy: PolicyChoice) -> None:
+        await set_network_policy(name, policy)
+
+    def network_log(
+        self, name: str, *, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[FlowLogEntry]:
+        return network_log(name, tail=tail, follow=follow)
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 
@@ -87,7 +111,11 @@ class RecordedSource:
     volumes: Sequence[VolumeHandle] = ()
     #: (sandbox, guest directory) → its entries.
     directories: Mapping[tuple[str, str], Sequence[FsEntry]] = field(default_factory=dict)
+    #: Each sandbox's flow log, oldest first.
+    flow_logs: Mapping[str, Sequence[FlowLogEntry]] = field(default_factory=dict)
     clock: datetime = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    #: Every policy set through this source, as (sandbox, policy), oldest first.
+    applied_policies: list[tuple[str, PolicyChoice]] = field(default_factory=list)
 
     async def list_sandboxes(self) -> list[SandboxInfo]:
         return list(self.sandboxes)
@@ -112,6 +140,19 @@ class RecordedSource:
             return list(self.directories[name, path])
         except KeyError:
             raise PathNotFoundError(f"no recorded directory {path!r} in {name!r}") from None
+
+    async def set_network_policy(self, name: str, policy: PolicyChoice) -> None:
+        if not any(info.name == name for info in self.sandboxes):
+            raise SandboxNotFoundError(f"no recorded sandbox {name!r}")
+        self.applied_policies.append((name, policy))
+
+    async def network_log(
+        self, name: str, *, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[FlowLogEntry]:
+        """The recorded entries (the last ``tail``); a recording has nothing to follow."""
+        entries = list(self.flow_logs.get(name, ()))
+        for entry in entries[-tail:] if tail else entries:
+            yield entry
 
     def now(self) -> datetime:
         return self.clock

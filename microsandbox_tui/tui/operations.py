@@ -12,16 +12,25 @@ import posixpath
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from microsandbox_tui import (
     ExecError,
     FsEntry,
     Network,
+    NetworkPolicy,
     Sandbox,
     SandboxStatus,
     doctor,
     home_dir,
 )
+from microsandbox_tui.network import PresetName
+
+if TYPE_CHECKING:
+    from microsandbox_tui.network_log import FlowLogEntry
+
+#: What a sandbox's network policy is: a preset, by name, or rules.
+PolicyChoice = PresetName | NetworkPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,3 +191,21 @@ async def upload(name: str, host_path: str, guest_directory: str) -> str:
     async with connected(name) as sandbox:
         await sandbox.fs.copy_from_host(host_path, target)
     return target
+
+
+async def set_network_policy(name: str, policy: PolicyChoice) -> None:
+    """Replaces a sandbox's network policy: a running one applies it to new flows at once
+    (closing the open flows it denies), and the stored configuration keeps it for the next
+    start either way."""
+    handle = await Sandbox.get(name)
+    await handle.set_network_policy(policy)
+
+
+async def network_log(
+    name: str, *, tail: int | None = None, follow: bool = False
+) -> AsyncIterator[FlowLogEntry]:
+    """The flow decisions of a sandbox's network, the last ``tail`` of them first; with
+    ``follow``, new ones as they are made, until the sandbox stops."""
+    handle = await Sandbox.get(name)
+    async for entry in handle.network_log(tail=tail, follow=follow):
+        yield entry

@@ -7,6 +7,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flow_log_entry import FlowLogEntry
 from textual.pilot import Pilot
 
 from microsandbox_tui import (
@@ -16,7 +17,9 @@ from microsandbox_tui import (
     MiB,
     Network,
     NetworkInfo,
+    NetworkPolicy,
     PublishedPort,
+    Rule,
     SandboxConfig,
     SandboxInfo,
     SandboxMetrics,
@@ -86,7 +89,23 @@ RECORDED_SANDBOXES = (
         network=Network(ports=[PublishedPort(8080, 8080), PublishedPort(5353, 53, "udp")]),
         addresses=NetworkInfo("172.16.0.6", "172.16.0.5", 30, "host.msb.internal"),
     ),
-    recorded_info("worker", started_ago=timedelta(hours=1, minutes=2)),
+    recorded_info(
+        "worker",
+        started_ago=timedelta(hours=1, minutes=2),
+        network=Network(
+            NetworkPolicy(
+                "deny",
+                "allow",
+                [
+                    Rule.allow(destination="api.example.com", protocol="tcp", port=443),
+                    Rule.allow(destination=".pypi.org", protocol="tcp", port="443-444"),
+                    Rule.deny(destination="10.0.0.0/8"),
+                ],
+            ),
+            ports=[PublishedPort(9090, 9090)],
+        ),
+        addresses=NetworkInfo("172.16.0.2", "172.16.0.1", 30, "host.msb.internal"),
+    ),
     recorded_info("batch", SandboxStatus.STOPPED, started_ago=None),
     recorded_info("flaky", SandboxStatus.CRASHED, started_ago=None, exit_reason="vmm exited 137"),
 )
@@ -160,6 +179,41 @@ RECORDED_PS = parse_ps(
 )
 
 
+#: ``worker``'s flow log, in the supervisor's line format: a name resolved and reached, a
+#: name refused, a flow to an address no rule allows, a close, and a flow a deny rule stops.
+RECORDED_FLOW_LOG_LINES = (
+    '{"kind":"dns","time":"2025-01-01T11:59:50.120Z","protocol":"udp","src":"172.16.0.2:41000",'
+    '"name":"api.example.com","qtype":"A","action":"allow","rule":0,'
+    '"rule_text":"allow@api.example.com:tcp:443","rcode":"NOERROR","answers":["203.0.113.7"],'
+    '"reason":null}',
+    '{"kind":"flow","time":"2025-01-01T11:59:50.180Z","direction":"egress","protocol":"tcp",'
+    '"src":"172.16.0.2:40000","dst":"203.0.113.7:443","domain":"api.example.com","sni":null,'
+    '"action":"allow","rule":0,"rule_text":"allow@api.example.com:tcp:443","reason":null}',
+    '{"kind":"dns","time":"2025-01-01T11:59:52.004Z","protocol":"udp","src":"172.16.0.2:41001",'
+    '"name":"other.example","qtype":"A","action":"deny","rule":null,"rule_text":"default",'
+    '"rcode":"NXDOMAIN","answers":[],"reason":"denied by the policy"}',
+    '{"kind":"flow","time":"2025-01-01T11:59:55.310Z","direction":"egress","protocol":"tcp",'
+    '"src":"172.16.0.2:40002","dst":"198.51.100.20:80","domain":null,"sni":null,'
+    '"action":"deny","rule":null,"rule_text":"default","reason":"denied by the policy"}',
+    '{"kind":"close","time":"2025-01-01T11:59:56.002Z","direction":"egress","protocol":"tcp",'
+    '"src":"172.16.0.2:40000","dst":"203.0.113.7:443","domain":"api.example.com",'
+    '"sni":"api.example.com","bytes_sent":812,"bytes_received":40960,"duration_ms":5822,'
+    '"reason":"closed"}',
+    '{"kind":"flow","time":"2025-01-01T11:59:58.771Z","direction":"egress","protocol":"udp",'
+    '"src":"172.16.0.2:40100","dst":"10.77.0.5:5353","domain":null,"sni":null,'
+    '"action":"deny","rule":2,"rule_text":"deny@10.0.0.0/8","reason":"denied by the policy"}',
+)
+
+
+def flow_log_entry(line: str) -> FlowLogEntry:
+    entry = FlowLogEntry.parse(line)
+    assert entry is not None, line
+    return entry
+
+
+RECORDED_FLOW_LOG = tuple(flow_log_entry(line) for line in RECORDED_FLOW_LOG_LINES)
+
+
 def recorded_history() -> MetricsHistory:
     """Thirty seconds of samples: ``web`` goes up and down, ``worker`` ramps up."""
     history = MetricsHistory()
@@ -187,6 +241,7 @@ def recorded_app(**options: Any) -> MsbApp:
         process_tables={"web": RECORDED_PS},
         volumes=RECORDED_VOLUMES,
         directories=RECORDED_DIRECTORIES,
+        flow_logs={"worker": RECORDED_FLOW_LOG},
         clock=NOW,
     )
     values: dict[str, Any] = {"host_info": False, "refresh_interval": 3600.0}

@@ -95,6 +95,32 @@ def test_detail_metrics(snap_compare: Any) -> None:
     assert snap_compare(recorded_app(), terminal_size=SIZE, run_before=_select_web, press=keys)
 
 
+async def _select_worker(pilot: Pilot[None]) -> None:
+    await wait_for_listing(pilot)
+    pilot.app.screen.query_one("#sandboxes").select("worker")  # type: ignore[attr-defined]
+    await pilot.pause()
+
+
+def test_detail_network(snap_compare: Any) -> None:
+    async def open_network(pilot: Pilot[None]) -> None:
+        await _select_worker(pilot)
+        await pilot.press("enter", "n")
+        await pilot.pause(0.3)
+
+    assert snap_compare(recorded_app(), terminal_size=SIZE, run_before=open_network)
+
+
+def test_rule_form_with_a_bad_cidr(snap_compare: Any) -> None:
+    async def bad_cidr(pilot: Pilot[None]) -> None:
+        await _select_worker(pilot)
+        await pilot.press("enter", "n")
+        await pilot.pause(0.3)
+        await pilot.press("a", *"10.0.0.0/33", "tab", *"8000-9000", "enter")
+        await pilot.pause(0.2)
+
+    assert snap_compare(recorded_app(), terminal_size=TALL, run_before=bad_cidr)
+
+
 def test_create_dialog(snap_compare: Any) -> None:
     assert snap_compare(
         recorded_app(), terminal_size=TALL, run_before=wait_for_listing, press=["c"]

@@ -1,10 +1,12 @@
 """Modal dialogs of the dashboard."""
 
 from .confirm import ConfirmDialog
-from .create_sandbox import CreateSandboxDialog, FormError, build_request, parse_env
+from .create_sandbox import CreateSandboxDialog, build_request, parse_env
 from .create_volume import CreateVolumeDialog
+from .form import FormError
 from .host_path import HostPathDialog
 from .pull_image import PullImageDialog
+from .rule_form import RuleFormDialog
 
 __all__ = [
     "ConfirmDialog",
@@ -13,6 +15,7 @@ __all__ = [
     "FormError",
     "HostPathDialog",
     "PullImageDialog",
+    "RuleFormDialog",
     "build_request",
     "parse_env",
 ]

@@ -1,29 +1,36 @@
 """The create-sandbox form. It validates with the SDK's own config model before closing, so
-that a bad value is reported next to its field and nothing is started."""
+that a bad value is reported next to its field and nothing is started. The network is a
+preset or, chosen as ``custom``, rules edited in the rules editor."""
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, Select, Static, Switch, TextArea
 
-from microsandbox_tui import DEFAULT_IMAGE, InvalidConfigError, Network
+from microsandbox_tui import DEFAULT_IMAGE, InvalidConfigError, Network, NetworkPolicy
 from microsandbox_tui.config import (
     DEFAULT_CPUS,
     DEFAULT_MEMORY_MIB,
     image_from_user,
     sandbox_config,
 )
-from microsandbox_tui.network import PRESET_SHORT_NAMES, PresetName, parse_published_ports
+from microsandbox_tui.network import (
+    CUSTOM_POLICY,
+    PRESET_SHORT_NAMES,
+    PresetName,
+    parse_published_ports,
+)
 
-from ..operations import CreateRequest
-from .form import FormDialog
+from ..operations import CreateRequest, PolicyChoice
+from ..widgets.rules_editor import RulesEditor
+from .form import FormDialog, FormError
 
 if TYPE_CHECKING:
     from ..app import MsbApp
@@ -37,14 +44,6 @@ _FIELD_OF |= {"memory_mib": "memory", "env": "env", "network": "ports"}
 _PRESET_MEANINGS = {"public": "internet", "none": "no network", "all": "everything"}
 #: A comma starts a new variable only when ``NAME=`` follows it, so values may hold commas.
 _ENV_SPLIT = re.compile(r",(?=\s*[^\s=,]+=)")
-
-
-class FormError(InvalidConfigError):
-    """One or more form fields are invalid; ``fields`` maps each to its problem."""
-
-    def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__("; ".join(fields.values()))
-        self.fields = fields
 
 
 def parse_env(text: str) -> dict[str, str]:
@@ -89,7 +88,7 @@ def build_request(
     memory: str,
     env: str = "",
     detached: bool = True,
-    preset: PresetName = "public_only",
+    preset: PolicyChoice = "public_only",
     ports: str = "",
 ) -> CreateRequest:
     """Turns the form's text into a request, raising :class:`FormError` (an
@@ -166,8 +165,11 @@ class CreateSandboxDialog(FormDialog[CreateRequest]):
                     yield Label("Network", classes="field-label")
                     yield Select(
                         [
-                            (f"{short} ({_PRESET_MEANINGS[short]})", preset)
-                            for short, preset in PRESET_SHORT_NAMES.items()
+                            *(
+                                (f"{short} ({_PRESET_MEANINGS[short]})", preset)
+                                for short, preset in PRESET_SHORT_NAMES.items()
+                            ),
+                            (f"{CUSTOM_POLICY} (rules)", CUSTOM_POLICY),
                         ],
                         value="public_only",
                         allow_blank=False,
@@ -181,6 +183,9 @@ class CreateSandboxDialog(FormDialog[CreateRequest]):
                     )
                     yield Input(placeholder="8080:80, 5353:53/udp", id="ports")
                     yield Static("", id="ports-error", classes="field-error", markup=False)
+            rules = RulesEditor(NetworkPolicy(), id="create-rules")
+            rules.display = False
+            yield rules
             yield Label(
                 "Environment (KEY=VALUE, one a line or comma-separated)", classes="field-label"
             )
@@ -223,6 +228,18 @@ class CreateSandboxDialog(FormDialog[CreateRequest]):
     def _value(self, field: str) -> str:
         return self.query_one(f"#{field}", Input).value
 
+    @property
+    def policy(self) -> PolicyChoice:
+        """The chosen preset, or the rules editor's policy for ``custom``."""
+        choice = self.query_one("#network", Select).value
+        if choice == CUSTOM_POLICY:
+            return self.query_one("#create-rules", RulesEditor).policy
+        return cast("PresetName", choice)
+
+    @on(Select.Changed, "#network")
+    def _network_chosen(self, event: Select.Changed) -> None:
+        self.query_one("#create-rules", RulesEditor).display = event.value == CUSTOM_POLICY
+
     def submit(self) -> None:
         """Validates the form; closes it with the request, or shows why it cannot."""
         try:
@@ -233,7 +250,7 @@ class CreateSandboxDialog(FormDialog[CreateRequest]):
                 self._value("memory"),
                 self.query_one("#env", TextArea).text,
                 self.query_one("#detached", Switch).value,
-                cast("PresetName", self.query_one("#network", Select).value),
+                self.policy,
                 self._value("ports"),
             )
         except FormError as problem:

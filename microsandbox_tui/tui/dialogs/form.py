@@ -9,7 +9,17 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input
 
+from microsandbox_tui import InvalidConfigError
+
 _R = TypeVar("_R")
+
+
+class FormError(InvalidConfigError):
+    """One or more form fields are invalid; ``fields`` maps each to its problem."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(fields.values()))
+        self.fields = fields
 
 
 class FormDialog(ModalScreen[_R | None]):

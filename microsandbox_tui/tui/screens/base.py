@@ -10,28 +10,34 @@ from textual.worker import Worker
 
 from ..dialogs import ConfirmDialog
 from ..widgets import KeyedTable
+from ..widgets.rules_editor import EDITING_ACTIONS
 
 if TYPE_CHECKING:
     from ..app import MsbApp
 
 #: Actions that change something; hidden and refused in read-only mode, in every view.
-MUTATING_ACTIONS = frozenset(
-    {
-        "create",
-        "stop",
-        "start",
-        "pause",
-        "restart",
-        "kill",
-        "delete",
-        "shell",
-        "full_screen_shell",
-        "pull",
-        "remove_image",
-        "create_volume",
-        "remove_volume",
-        "upload",
-    }
+MUTATING_ACTIONS = (
+    frozenset(
+        {
+            "create",
+            "stop",
+            "start",
+            "pause",
+            "restart",
+            "kill",
+            "delete",
+            "shell",
+            "full_screen_shell",
+            "pull",
+            "remove_image",
+            "create_volume",
+            "remove_volume",
+            "upload",
+            "apply_policy",
+            "allow_destination",
+        }
+    )
+    | EDITING_ACTIONS
 )
 
 

@@ -1,4 +1,5 @@
-"""One sandbox in detail: its configuration, live metrics charts, logs, processes and files."""
+"""One sandbox in detail: its configuration, live metrics charts, logs, processes, files, and
+its network (the policy, edited and applied, beside the live flow log)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Grid, VerticalScroll
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Footer, Static, TabbedContent, TabPane
 
-from microsandbox_tui import LogSource, MiB, SandboxInfo, SandboxStatus
+from microsandbox_tui import InvalidConfigError, LogSource, MiB, Rule, SandboxInfo, SandboxStatus
 from microsandbox_tui.formatting import (
     format_memory_usage,
     format_percent,
@@ -26,14 +27,26 @@ from microsandbox_tui.formatting import (
 )
 
 from ..data import SandboxesSnapshot
-from ..dialogs import HostPathDialog
-from ..operations import download, upload
-from ..widgets import Column, FileBrowser, KeyedTable, LogView, MetricChart, ViewBar
+from ..dialogs import ConfirmDialog, HostPathDialog
+from ..operations import PolicyChoice, download, upload
+from ..widgets import (
+    Column,
+    FileBrowser,
+    FlowLogView,
+    KeyedTable,
+    LogView,
+    MetricChart,
+    RulesEditor,
+    ViewBar,
+)
+from ..widgets.flow_log import allow_rule_for
 from .sandbox_actions import LIFECYCLE_BINDINGS, SandboxActionsScreen
 
-TABS: tuple[str, ...] = ("overview", "metrics", "logs", "processes", "files")
+TABS: tuple[str, ...] = ("overview", "metrics", "logs", "processes", "files", "network")
 #: Actions of the Files tab, offered only while it is shown.
 FILES_ACTIONS = frozenset({"download", "upload"})
+#: Actions of the Network tab, offered only while it is shown.
+NETWORK_ACTIONS = frozenset({"apply_policy"})
 #: How often the Processes tab runs ``ps`` while it is visible.
 PROCESSES_INTERVAL_S = 2.0
 PROCESS_COLUMNS = (
@@ -109,8 +122,10 @@ class SandboxDetailScreen(SandboxActionsScreen):
         Binding("l", "logs", "Logs", id="logs"),
         Binding("e", "switch_source", "Console/Exec", id="log_source"),
         Binding("f", "files", "Files", id="files"),
+        Binding("n", "network", "Network", id="network"),
         Binding("d", "download", "Download", id="download"),
         Binding("u", "upload", "Upload", id="upload"),
+        Binding("ctrl+s", "apply_policy", "Apply policy", id="apply_policy"),
         *LIFECYCLE_BINDINGS,
     ]
 
@@ -120,6 +135,8 @@ class SandboxDetailScreen(SandboxActionsScreen):
         #: The Overview tab's (label, value) pairs, as shown.
         self.overview: list[tuple[str, str]] = []
         self._last_process_error: str | None = None
+        #: The stored policy last seen in a listing (the editor follows its changes).
+        self._stored_policy: PolicyChoice | None = None
 
     @property
     def tabs(self) -> TabbedContent:
@@ -141,6 +158,14 @@ class SandboxDetailScreen(SandboxActionsScreen):
     def file_browser(self) -> FileBrowser:
         return self.query_one("#file-browser", FileBrowser)
 
+    @property
+    def rules_editor(self) -> RulesEditor:
+        return self.query_one("#network-rules", RulesEditor)
+
+    @property
+    def flow_log(self) -> FlowLogView:
+        return self.query_one("#flow-log", FlowLogView)
+
     def chart(self, chart_id: str) -> MetricChart:
         return self.query_one(f"#{chart_id}", MetricChart)
 
@@ -160,7 +185,24 @@ class SandboxDetailScreen(SandboxActionsScreen):
                 yield KeyedTable(PROCESS_COLUMNS, id="processes-table")
             with TabPane("Files", id="files"):
                 yield FileBrowser(self.sandbox, id="file-browser")
+            with TabPane("Network", id="network"):
+                yield from self._compose_network()
         yield Footer()
+
+    def _compose_network(self) -> ComposeResult:
+        editable = not self.msb_app.readonly
+        info = self.target_info(self.sandbox)
+        policy = info.config.network.policy if info else "public_only"
+        self._stored_policy = policy
+        with Horizontal(id="network-tab"):
+            with Vertical(id="network-policy"):
+                yield RulesEditor(policy, editable=editable, id="network-rules")
+                yield Static("", id="network-ports", markup=False)
+                with Horizontal(id="network-apply-row") as row:
+                    row.display = editable
+                    yield Static("", id="network-status", markup=False)
+                    yield Button("Apply…", id="apply-policy", variant="primary", compact=True)
+            yield FlowLogView(self.sandbox, editable=editable, id="flow-log")
 
     def on_mount(self) -> None:
         app = self.msb_app
@@ -168,12 +210,15 @@ class SandboxDetailScreen(SandboxActionsScreen):
         if app.snapshot is not None:
             self._show(app.snapshot)
         self.process_table.border_title = "Processes"
+        self._describe_policy_state()
         self.set_interval(PROCESSES_INTERVAL_S, self._poll_processes)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "switch_source" and self.is_mounted and self.active_tab != "logs":
             return False
         if action in FILES_ACTIONS and self.is_mounted and self.active_tab != "files":
+            return False
+        if action in NETWORK_ACTIONS and self.is_mounted and self.active_tab != "network":
             return False
         return super().check_action(action, parameters)
 
@@ -187,6 +232,8 @@ class SandboxDetailScreen(SandboxActionsScreen):
             self.query_one("#overview-body", Static).update(overview_table(rows))
         status = "deleted" if info is None else str(info.status)
         self.query_one(ViewBar).set_crumb(f"{self.sandbox} ({status})")
+        if info is not None:
+            self._show_network(info)
         if self.is_current and self.active_tab == "metrics":
             self.draw_charts()
 
@@ -266,6 +313,10 @@ class SandboxDetailScreen(SandboxActionsScreen):
             self._load_processes()
         elif tab == "files":
             self._show_files()
+        elif tab == "network":
+            if not self.flow_log.following:
+                self.flow_log.follow()
+            self.rules_editor.table.focus()
         self.refresh_bindings()
 
     def _step_tab(self, step: int) -> None:
@@ -283,6 +334,9 @@ class SandboxDetailScreen(SandboxActionsScreen):
 
     def action_files(self) -> None:
         self.show_tab("files")
+
+    def action_network(self) -> None:
+        self.show_tab("network")
 
     def _show_files(self) -> None:
         """Lists the current guest directory, or says why there is nothing to list."""
@@ -347,6 +401,85 @@ class SandboxDetailScreen(SandboxActionsScreen):
         self.notify(f"uploaded {host_path} to {guest_path}", markup=False)
         if self.file_browser.path == directory:
             self.file_browser.load()
+
+    # -- network ---------------------------------------------------------------------------
+
+    def _show_network(self, info: SandboxInfo) -> None:
+        """The published ports, and the stored policy in the editor when it changed (unless
+        the editor holds changes not applied yet)."""
+        network = info.config.network
+        ports = ", ".join(str(port) for port in network.ports) or "none"
+        self.query_one("#network-ports", Static).update(f"Published ports: {ports}")
+        if network.policy != self._stored_policy:
+            self._stored_policy = network.policy
+            if not self.rules_editor.dirty:
+                self.rules_editor.load(network.policy)
+                self._describe_policy_state()
+
+    @on(RulesEditor.Changed, "#network-rules")
+    def _policy_edited(self, event: RulesEditor.Changed) -> None:
+        self._describe_policy_state()
+
+    def _describe_policy_state(self) -> None:
+        status = "changes not applied yet" if self.rules_editor.dirty else "the sandbox's policy"
+        self.query_one("#network-status", Static).update(status)
+
+    @on(Button.Pressed, "#apply-policy")
+    def _apply_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_apply_policy()
+
+    def action_apply_policy(self) -> None:
+        """Asks, then sets the editor's policy as the sandbox's."""
+        policy = self.rules_editor.policy
+        info = self.target_info(self.sandbox)
+        running = info is not None and info.status is SandboxStatus.RUNNING
+        consequence = (
+            "New flows follow it at once; open flows it denies are closed. "
+            if running
+            else "The sandbox is not running: it is used from its next start. "
+        ) + "It is kept in the sandbox's configuration."
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self._apply(policy)
+
+        self.app.push_screen(
+            ConfirmDialog(
+                f"Apply this network policy to {self.sandbox}?", consequence, confirm_label="Apply"
+            ),
+            callback=confirmed,
+        )
+
+    @work(exclusive=True, group="network-policy", exit_on_error=False)
+    async def _apply(self, policy: PolicyChoice) -> None:
+        app = self.msb_app
+        try:
+            await app.source.set_network_policy(self.sandbox, policy)
+        except Exception as error:
+            app.report_error(error, context=f"applying the network policy of {self.sandbox}")
+            return
+        if self.rules_editor.policy == policy:
+            self.rules_editor.mark_applied()
+        self.notify(f"network policy of {self.sandbox} applied", markup=False)
+        app.refresh_sandboxes()
+
+    @on(FlowLogView.AllowRequested, "#flow-log")
+    def _allow_requested(self, event: FlowLogView.AllowRequested) -> None:
+        """The rule form on a rule allowing the entry's destination; saved, it goes first."""
+        try:
+            rule = allow_rule_for(event.entry)
+        except InvalidConfigError as error:
+            self.msb_app.report_error(error, context="allowing this destination")
+            return
+
+        def saved(edited: Rule | None) -> None:
+            if edited is not None:
+                self.rules_editor.insert_rule(edited, 0)
+                self.rules_editor.table.focus()
+                self.notify("rule 0 added: apply the policy to use it", markup=False)
+
+        self.msb_app.open_rule_form(rule, "Allow this destination", saved)
 
     def action_switch_source(self) -> None:
         self.log_view.switch_source()
