@@ -7,7 +7,6 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flow_log_entry import FlowLogEntry
 from textual.pilot import Pilot
 
 from microsandbox_tui import (
@@ -26,6 +25,7 @@ from microsandbox_tui import (
     SandboxStatus,
     VolumeHandle,
 )
+from microsandbox_tui.network_log import FlowLogEntry
 from microsandbox_tui.tui.app import MsbApp
 from microsandbox_tui.tui.data import MetricsHistory, RecordedSource
 from microsandbox_tui.tui.operations import parse_ps

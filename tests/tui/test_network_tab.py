@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flow_log_entry import FlowLogEntry
 from recorded import NOW, recorded_app, wait_for_listing
 from textual.pilot import Pilot
 from textual.widgets import Input, Select, Static
@@ -22,6 +21,7 @@ from microsandbox_tui import (
     NetworkPolicy,
     Rule,
 )
+from microsandbox_tui.network_log import FlowLogEntry
 from microsandbox_tui.tui.data import RecordedSource
 from microsandbox_tui.tui.dialogs import ConfirmDialog, CreateSandboxDialog, RuleFormDialog
 from microsandbox_tui.tui.operations import CreateRequest, PolicyChoice
