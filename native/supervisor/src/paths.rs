@@ -131,11 +131,6 @@ impl SandboxFiles {
         self.dir.join("exec.log")
     }
 
-    /// The network's flow log: one JSON record per flow decision, flow close and DNS query.
-    pub fn network_log(&self) -> PathBuf {
-        self.dir.join("network.log")
-    }
-
     /// The supervisor's latest metrics sample.
     pub fn metrics(&self) -> PathBuf {
         self.dir.join("metrics.json")
