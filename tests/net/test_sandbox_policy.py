@@ -113,7 +113,7 @@ def test_a_domain_rule_opens_its_name_and_only_its_name(
 ) -> None:
     set_policy(guest, ONLY_ALLOWED_TEST)
     assert probe(guest, "resolve", "allowed.test") == HTTP_HOST
-    assert probe(guest, "get_as", "allowed.test", 80, "allowed.test") == "HTTP/1.0 200 OK"
+    assert probe(guest, "get_as", "allowed.test", 80, "allowed.test") == "HTTP/1.1 200 OK"
     # Neither another name (served from the same address) nor an address nobody resolved.
     assert probe(guest, "resolve", "sibling.test") == "nxdomain"
     assert probe(guest, "resolve", "other.test") == "nxdomain"
@@ -167,7 +167,7 @@ def test_a_denied_name_claimed_to_an_allowed_address_is_cut(guest: GuestSession)
     # denied host, and a claim is enough to deny.
     assert probe(guest, "tls", SECOND_HTTP_HOST, 80, "other.test") == "reset"
     assert probe(guest, "get_as", SECOND_HTTP_HOST, 80, "other.test") == "reset"
-    assert probe(guest, "get_as", SECOND_HTTP_HOST, 80, "second.test") == "HTTP/1.0 200 OK"
+    assert probe(guest, "get_as", SECOND_HTTP_HOST, 80, "second.test") == "HTTP/1.1 200 OK"
 
 
 # --- address rules ----------------------------------------------------------------------------

@@ -11,9 +11,13 @@
 //! the guest means `b.test` on the same address. The flow's first guest bytes are therefore
 //! held (not written to the host socket) until they show a TLS ClientHello or an HTTP
 //! request head (see `sni`), or show neither, or reach the bound: a named host `H` decides
-//! the flow again with `H` alone if `H` is pinned to the address, else with no name, and a
-//! denial resets the flow before a byte reached the peer. Protocols where the server speaks
-//! first are never held: their guest sends nothing until the peer did.
+//! the flow again with `H` alone if `H` is pinned to the address, else with no name (and,
+//! since a claim may always narrow, a domain rule denying `H` denies it too), and a denial
+//! resets the flow before a byte reached the peer. Flows to unpinned addresses are held the
+//! same way while the policy denies some domain, so that a denied name claimed to any
+//! address is cut too. Protocols where the server speaks first are never held: their guest
+//! sends nothing until the peer did.
+
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -176,7 +180,7 @@ impl EventLoop {
         if let Some((verdict, names)) = self.host_tcp.decided.remove(&flow_id) {
             let policy = self.stack.evaluator().policy();
             facts.domain = super::flow_log::logged_domain(policy, verdict, &names);
-            held = !names.is_empty();
+            held = !names.is_empty() || policy.denies_domains();
         }
         let target = self.host_destination(dst);
         let stream = match TcpStream::connect(target) {
@@ -502,17 +506,36 @@ impl EventLoop {
     }
 
     /// The verdict on an egress flow whose bytes named `host`: decided with `host` alone if
-    /// it is pinned to the destination, else with no name, so domain rules match only a name
-    /// that both the DNS answer and the flow agree on.
+    /// it is pinned to the destination, else with no name, so a domain rule allows only a
+    /// name that both the DNS answer and the flow agree on. A name the flow merely claims
+    /// cannot open anything, but it is enough for a domain rule to deny it: a hello naming
+    /// a denied host is cut even on an address another rule allows.
     pub(super) fn decide_with_named_host(&self, facts: &FlowFacts, host: &str) -> Verdict {
-        let pinned = self.pins.names_for(facts.dst.ip());
-        let names: Vec<String> = pinned.into_iter().filter(|name| name == host).collect();
+        let claimed = [host.to_owned()];
+        if self
+            .pins
+            .names_for(facts.dst.ip())
+            .iter()
+            .any(|name| name == host)
+        {
+            return self.decide_egress_tcp(facts, &claimed);
+        }
+        let verified = self.decide_egress_tcp(facts, &[]);
+        let by_claim = self.decide_egress_tcp(facts, &claimed);
+        if by_claim.action == Decision::Deny {
+            by_claim
+        } else {
+            verified
+        }
+    }
+
+    fn decide_egress_tcp(&self, facts: &FlowFacts, names: &[String]) -> Verdict {
         self.stack.evaluator().decide(&Flow {
             direction: FlowDirection::Egress,
             protocol: Protocol::Tcp,
             peer: facts.dst.ip(),
             port: Some(facts.dst.port()),
-            resolved_domains: &names,
+            resolved_domains: names,
         })
     }
 

@@ -94,10 +94,52 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// Whether an egress rule denies a domain or suffix: then a flow's first bytes may name
+    /// a denied host whatever its address, and are worth reading.
+    pub fn denies_domains(&self) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.action == Action::Deny
+                && rule.direction.covers(FlowDirection::Egress)
+                && matches!(
+                    rule.destination,
+                    Some(Destination::Domain(_) | Destination::Suffix(_))
+                )
+        })
+    }
+
     pub fn default_for(&self, flow: FlowDirection) -> Action {
         match flow {
             FlowDirection::Egress => self.default_egress,
             FlowDirection::Ingress => self.default_ingress,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(rules: serde_json::Value) -> Policy {
+        serde_json::from_value(serde_json::json!({ "rules": rules })).expect("policy")
+    }
+
+    #[test]
+    fn only_an_egress_deny_of_a_name_or_zone_denies_domains() {
+        assert!(
+            policy(serde_json::json!([{"action": "deny", "destination": "a.test"}]))
+                .denies_domains()
+        );
+        assert!(policy(
+            serde_json::json!([{"action": "deny", "direction": "any", "destination": ".a.test"}])
+        )
+        .denies_domains());
+        for rules in [
+            serde_json::json!([{"action": "allow", "destination": "a.test"}]),
+            serde_json::json!([{"action": "deny", "direction": "ingress", "destination": "a.test"}]),
+            serde_json::json!([{"action": "deny", "destination": "10.0.0.0/8"}]),
+            serde_json::json!([{"action": "deny", "destination": "public"}]),
+        ] {
+            assert!(!policy(rules.clone()).denies_domains(), "{rules}");
         }
     }
 }

@@ -354,10 +354,14 @@ impl Stack {
         self.flows.get(&flow_id).map(|flow| flow.tuple.src)
     }
 
-    /// Whether the guest may still send on `flow_id` (it has not sent FIN).
+    /// Whether the guest may still send on `flow_id`: it has not sent FIN (or reset). A flow
+    /// whose handshake is not complete yet may still send: its socket is in SYN-RECEIVED,
+    /// where smoltcp's `may_recv` is false although every byte is still to come.
     pub fn guest_may_send(&self, flow_id: FlowId) -> bool {
-        self.open_socket(flow_id)
-            .is_ok_and(|socket| self.sockets.get::<TcpSocket>(socket).may_recv())
+        self.open_socket(flow_id).is_ok_and(|socket| {
+            let socket = self.sockets.get::<TcpSocket>(socket);
+            socket.may_recv() || matches!(socket.state(), State::SynReceived | State::Listen)
+        })
     }
 
     /// Bytes from the guest waiting for the host.

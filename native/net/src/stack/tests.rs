@@ -686,3 +686,24 @@ fn the_guests_neighbour_advertisement_lets_the_stack_answer_over_ipv6() {
         "a SYN-ACK once the guest's MAC is known: {segments:?}"
     );
 }
+
+#[test]
+fn the_guest_may_send_from_the_dial_until_its_fin() {
+    let mut harness = Harness::new(Policy::allow_all(), options());
+    let mut conn = GuestConnection::new(40_100, public_dst(443));
+    let flow_id = syn_to_dial(&mut harness, &conn);
+    let dialed = Event::Dialed {
+        flow_id,
+        result: Ok(()),
+    };
+    harness.stack.handle(harness.now, dialed).expect("dialed");
+    // SYN-RECEIVED: the guest has not even acknowledged, and every byte is still to come.
+    assert!(harness.stack.guest_may_send(flow_id));
+    let segments = harness.take_segments();
+    conn.seq += 1;
+    conn.ack = segments[0].seq.wrapping_add(1);
+    assert!(harness.send(&conn.send(TcpControl::None, &[])));
+    assert!(harness.stack.guest_may_send(flow_id));
+    assert!(harness.send(&conn.send(TcpControl::Fin, &[])));
+    assert!(!harness.stack.guest_may_send(flow_id));
+}
