@@ -41,6 +41,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
+from . import _native
 from .errors import InvalidConfigError
 from .validation import Checked, problem_at, raise_problems, relocated
 
@@ -402,6 +403,16 @@ class NetworkPolicy(Checked):
             default_ingress: Action | str = Action.ALLOW,
             rules: Iterable[Rule] = (),
         ) -> None: ...
+
+    @classmethod
+    def from_preset(cls, preset: str) -> NetworkPolicy:
+        """The rules a preset stands for (``"public_only"``, ``"none"``, ``"allow_all"``, in
+        any of their spellings), as a policy to edit from. The presets are defined once, by
+        the sandbox's gateway, which spells them out here."""
+        if preset not in _PRESET_SPELLINGS:
+            presets = ", ".join(_PRESET_SPELLINGS)
+            raise InvalidConfigError(f"unknown preset {preset!r}: expected one of {presets}")
+        return cls.model_validate_json(_native.preset_policy(_PRESET_SPELLINGS[preset]))
 
 
 class DnsConfig(Checked):

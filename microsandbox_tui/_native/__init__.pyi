@@ -61,6 +61,7 @@ __all__ = [
     "list_sandboxes",
     "list_volumes",
     "log_path",
+    "preset_policy",
     "prune_images",
     "pull_image",
     "remove_image",
@@ -164,6 +165,10 @@ def get_volume(name: str) -> str:
 
 def remove_volume(name: str) -> None:
     """Deletes the volume's record and image; ``VolumeInUseError`` while a sandbox mounts it."""
+
+def preset_policy(name: str) -> str:
+    """The rules a preset (``none``, ``public_only``, ``allow_all``) stands for, as the JSON of
+    a custom policy. ``InvalidConfigError`` for a name that is not a preset."""
 
 def set_network_policy(name: str, policy_json: str) -> None:
     """Replaces the network policy (a preset's name or a policy object, as JSON): first in the

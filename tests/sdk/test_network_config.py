@@ -570,3 +570,14 @@ def test_port_in_use_is_a_typed_sdk_error_exported_with_the_network_types() -> N
         "multicast",
         "host",
     ]
+
+
+def test_a_preset_spells_out_as_the_rules_the_gateway_applies() -> None:
+    public = NetworkPolicy.from_preset("public-only")
+    assert public.default_egress == Action.ALLOW
+    denied = [str(rule.destination) for rule in public.rules if rule.action == Action.DENY]
+    assert denied == ["loopback", "private", "link-local", "metadata", "multicast", "host"]
+    assert NetworkPolicy.from_preset("none") == NetworkPolicy("deny", "deny")
+    assert NetworkPolicy.from_preset("allow_all") == NetworkPolicy("allow", "allow")
+    with pytest.raises(InvalidConfigError, match="unknown preset 'public'"):
+        NetworkPolicy.from_preset("public")

@@ -188,18 +188,37 @@ async def test_editing_a_rule_and_flipping_a_default() -> None:
         assert policy.default_egress is Action.ALLOW
 
 
-async def test_a_preset_is_a_starting_point_and_a_rule_makes_it_custom() -> None:
+async def test_a_preset_is_a_starting_point_spelt_out_as_its_rules() -> None:
     app, _ = gateway_app()
     async with app.run_test(size=SIZE) as pilot:
         detail = await open_network_tab(pilot)
         editor = detail.rules_editor
         editor.query_one("#rule-preset", Select).value = "public_only"
         await pilot.pause()
-        assert editor.policy == "public_only"
-        assert editor.table.border_title == "Policy: preset public_only"
+        public = NetworkPolicy.from_preset("public_only")
+        assert editor.policy == public
+        assert editor.table.row_count == len(public.rules) + 2
         await pilot.press("a", *"api.example.com", "enter")
-        custom: PolicyChoice = editor.policy
-        assert custom == NetworkPolicy(rules=[Rule.allow(destination="api.example.com")])
+        custom = editor.policy
+        assert isinstance(custom, NetworkPolicy)
+        assert custom.default_egress is Action.ALLOW
+        added = Rule.allow(destination="api.example.com")
+        assert [rule for rule in custom.rules if rule != added] == list(public.rules)
+
+
+async def test_a_stored_preset_is_spelt_out_when_a_rule_is_added() -> None:
+    app, _ = gateway_app()
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_network_tab(pilot)
+        editor = detail.rules_editor
+        editor.load("public_only")
+        await pilot.pause()
+        assert editor.table.border_title == "Policy: preset public_only"
+        editor.table.focus()
+        await pilot.press("a", *"api.example.com", "enter")
+        custom = editor.policy
+        assert isinstance(custom, NetworkPolicy)
+        assert len(custom.rules) == len(NetworkPolicy.from_preset("public_only").rules) + 1
 
 
 # -- apply and the flow log -------------------------------------------------------------------

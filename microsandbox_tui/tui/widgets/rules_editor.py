@@ -1,9 +1,10 @@
 """A network policy as a table of its rules in order, then its two defaults, edited in place:
 add, edit, delete and move rules (in the rule form), flip a default, or start from a preset.
 
-The SDK keeps the presets' rules to the runtime (it names a preset, it does not spell it out),
-so a preset is loaded as its name: the table says which preset it is, and adding a rule to it
-starts a custom policy from the SDK's defaults. Read-only, the table is shown and nothing else.
+A sandbox whose policy is a preset shows the preset's name; adding a rule to it, or choosing
+a preset to start from, spells the preset out as its rules and defaults
+(``NetworkPolicy.from_preset``), which are then edited like any others. Read-only, the table
+is shown and nothing else.
 """
 
 from __future__ import annotations
@@ -130,14 +131,9 @@ class RulesEditor(Vertical):
         }
 
     def insert_rule(self, rule: Rule, index: int) -> None:
-        """Puts ``rule`` at ``index`` (a preset becomes a custom policy first)."""
+        """Puts ``rule`` at ``index`` (a preset is spelt out as its rules first)."""
         if self._preset is not None:
-            self.notify(
-                f"a custom policy in place of {self._preset}: default egress "
-                f"{self._defaults[Direction.EGRESS]}, ingress {self._defaults[Direction.INGRESS]}",
-                markup=False,
-            )
-            self._preset = None
+            self._set(NetworkPolicy.from_preset(self._preset))
         self._rules.insert(index, rule)
         self._edited(select=f"rule-{index}")
 
@@ -284,7 +280,7 @@ class RulesEditor(Vertical):
         if event.value is Select.NULL:
             return
         choice = str(event.value)
-        self._set(NetworkPolicy() if choice == EMPTY_CUSTOM else cast("PresetName", choice))
+        self._set(NetworkPolicy() if choice == EMPTY_CUSTOM else NetworkPolicy.from_preset(choice))
         self._edited(select=None)
         event.select.clear()
         self.table.focus()

@@ -4,6 +4,7 @@
 use crate::client::Connection;
 use crate::error::{Result, RuntimeError};
 use crate::records::get_with;
+use msb_net::gateway::PolicySpec;
 use msb_state::SandboxStatus;
 use msb_supervisor::database;
 use msb_supervisor::spec::SandboxSpec;
@@ -29,6 +30,18 @@ pub fn set_network_policy(name: &str, policy_json: &str) -> Result<()> {
     }
     db.set_network_policy(name, policy_json)?;
     Ok(())
+}
+
+/// The rules a preset stands for, as the JSON of a custom policy, so that a user can start
+/// from a preset and edit it; the presets are defined once, by the gateway.
+pub fn preset_policy(name: &str) -> Result<String> {
+    let invalid = |why: String| RuntimeError::InvalidConfig(format!("network.policy: {why}"));
+    match serde_json::from_value::<PolicySpec>(Value::String(name.to_owned())) {
+        Ok(spec @ PolicySpec::Preset(_)) => {
+            serde_json::to_string(&spec.policy()).map_err(|error| invalid(error.to_string()))
+        }
+        Ok(PolicySpec::Custom(_)) | Err(_) => Err(invalid(format!("{name:?} is not a preset"))),
+    }
 }
 
 /// Refuses a policy the sandbox's next start would refuse: the stored config with the new
@@ -68,6 +81,21 @@ mod tests {
         ] {
             check_policy(CONFIG, policy).unwrap_or_else(|error| panic!("{policy}: {error}"));
         }
+    }
+
+    #[test]
+    fn a_preset_spells_out_as_a_policy_the_next_start_takes() {
+        for preset in ["none", "public_only", "allow_all"] {
+            let policy = preset_policy(preset).unwrap();
+            check_policy(CONFIG, &policy).unwrap_or_else(|error| panic!("{preset}: {error}"));
+        }
+        let public: Value = serde_json::from_str(&preset_policy("public_only").unwrap()).unwrap();
+        assert_eq!(public["default_egress"], "allow");
+        assert_eq!(public["rules"][0]["destination"], "loopback");
+        assert!(matches!(
+            preset_policy("public"),
+            Err(RuntimeError::InvalidConfig(_))
+        ));
     }
 
     #[test]

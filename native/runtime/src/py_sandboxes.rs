@@ -163,6 +163,13 @@ fn set_network_policy(py: Python<'_>, name: String, policy_json: String) -> PyRe
     Ok(py.allow_threads(|| policy::set_network_policy(&name, &policy_json))?)
 }
 
+/// The rules a preset (`none`, `public_only`, `allow_all`) stands for, as the JSON of a
+/// custom policy.
+#[pyfunction]
+fn preset_policy(name: String) -> PyResult<String> {
+    Ok(policy::preset_policy(&name)?)
+}
+
 /// The log file of a sandbox: `console` (the guest kernel's console), `exec` (commands and
 /// how they ended) or `network` (the flow log, one JSON record a line). The previous
 /// generation, if any, has the same path with `.1` appended.
@@ -190,6 +197,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(get_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(remove_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(set_network_policy, module)?)?;
+    module.add_function(wrap_pyfunction!(preset_policy, module)?)?;
     module.add_function(wrap_pyfunction!(log_path, module)?)?;
     Ok(())
 }
