@@ -167,17 +167,16 @@ impl Relay {
                 flags: frame.flags,
                 body: frame.body.clone(),
             };
+            // The route goes before the client hears of the end: a client that sends more
+            // under the id once it has the end would otherwise race the removal.
+            if frame.is_end() {
+                owner.peer.forget(owner.client_id);
+            }
             // A client that went away is cleaned up by its own thread.
             owner.peer.send(&forwarded);
         }
         if frame.is_end() {
-            let owner = table
-                .by_id
-                .remove(&frame.id)
-                .and_then(|session| session.owner);
-            if let Some(owner) = owner {
-                owner.peer.forget(owner.client_id);
-            }
+            table.by_id.remove(&frame.id);
         }
     }
 
