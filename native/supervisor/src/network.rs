@@ -386,13 +386,15 @@ mod tests {
         let path = dir.path().join("network.log");
         let mut sink = NetworkLog(RotatingLog::open(&path, MAX_LOG_BYTES).unwrap());
         let record = FlowRecord::Close(msb_net::gateway::flow_log::FlowClose {
-            time: std::time::UNIX_EPOCH,
-            direction: msb_net::policy::FlowDirection::Egress,
-            protocol: msb_net::policy::Protocol::Tcp,
-            src: "172.16.0.2:40000".into(),
-            dst: "203.0.113.7:443".into(),
-            domain: None,
-            sni: Some("api.example.com".into()),
+            flow: msb_net::gateway::flow_log::FlowSeen {
+                time: std::time::UNIX_EPOCH,
+                direction: msb_net::policy::FlowDirection::Egress,
+                protocol: msb_net::policy::Protocol::Tcp,
+                src: "172.16.0.2:40000".into(),
+                dst: "203.0.113.7:443".into(),
+                domain: None,
+                sni: Some("api.example.com".into()),
+            },
             bytes_sent: 1,
             bytes_received: 2,
             duration_ms: 3,

@@ -52,9 +52,9 @@ pub enum FlowRecord {
     Dns(DnsDecision),
 }
 
-/// A flow decided by the policy.
+/// What a `flow` and a `close` record both say of the flow, their first fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FlowDecision {
+pub struct FlowSeen {
     #[serde(serialize_with = "utc")]
     pub time: SystemTime,
     #[serde(serialize_with = "direction_word")]
@@ -64,6 +64,13 @@ pub struct FlowDecision {
     pub dst: String,
     pub domain: Option<String>,
     pub sni: Option<String>,
+}
+
+/// A flow decided by the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowDecision {
+    #[serde(flatten)]
+    pub flow: FlowSeen,
     pub action: Action,
     pub rule: Option<usize>,
     pub rule_text: String,
@@ -73,15 +80,8 @@ pub struct FlowDecision {
 /// An allowed flow that ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FlowClose {
-    #[serde(serialize_with = "utc")]
-    pub time: SystemTime,
-    #[serde(serialize_with = "direction_word")]
-    pub direction: FlowDirection,
-    pub protocol: Protocol,
-    pub src: String,
-    pub dst: String,
-    pub domain: Option<String>,
-    pub sni: Option<String>,
+    #[serde(flatten)]
+    pub flow: FlowSeen,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub duration_ms: u64,
@@ -200,13 +200,15 @@ impl FlowFacts {
     pub fn closed(&self, reason: &'static str) -> FlowRecord {
         let duration = self.opened.elapsed();
         FlowRecord::Close(FlowClose {
-            time: SystemTime::now(),
-            direction: self.direction,
-            protocol: self.protocol,
-            src: self.src.to_string(),
-            dst: self.dst.to_string(),
-            domain: self.domain.clone(),
-            sni: self.sni.clone(),
+            flow: FlowSeen {
+                time: SystemTime::now(),
+                direction: self.direction,
+                protocol: self.protocol,
+                src: self.src.to_string(),
+                dst: self.dst.to_string(),
+                domain: self.domain.clone(),
+                sni: self.sni.clone(),
+            },
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
@@ -238,13 +240,15 @@ impl Decided<'_> {
             (reason, _) => reason,
         };
         FlowRecord::Flow(FlowDecision {
-            time: SystemTime::now(),
-            direction: self.direction,
-            protocol: self.protocol,
-            src: self.src,
-            dst: self.dst,
-            domain: logged_domain(policy, self.verdict, self.names),
-            sni: self.sni,
+            flow: FlowSeen {
+                time: SystemTime::now(),
+                direction: self.direction,
+                protocol: self.protocol,
+                src: self.src,
+                dst: self.dst,
+                domain: logged_domain(policy, self.verdict, self.names),
+                sni: self.sni,
+            },
             action: self.verdict.action,
             rule,
             rule_text,
@@ -272,13 +276,15 @@ impl super::EventLoop {
         reason: &'static str,
     ) {
         let record = FlowRecord::Flow(FlowDecision {
-            time: SystemTime::now(),
-            direction: FlowDirection::Egress,
-            protocol,
-            src: src.to_string(),
-            dst: dst.to_string(),
-            domain: None,
-            sni: None,
+            flow: FlowSeen {
+                time: SystemTime::now(),
+                direction: FlowDirection::Egress,
+                protocol,
+                src: src.to_string(),
+                dst: dst.to_string(),
+                domain: None,
+                sni: None,
+            },
             action: Action::Deny,
             rule: None,
             rule_text: "default".to_owned(),
@@ -321,11 +327,8 @@ impl FlowLog {
         };
         if let FlowRecord::Flow(decision) = &record {
             if decision.action == Action::Deny {
-                let key = (
-                    decision.protocol,
-                    decision.src.clone(),
-                    decision.dst.clone(),
-                );
+                let seen = &decision.flow;
+                let key = (seen.protocol, seen.src.clone(), seen.dst.clone());
                 if is_repeat(&mut self.recent_denials, key, now) {
                     return;
                 }
@@ -374,13 +377,15 @@ mod tests {
 
     fn decision(action: Action, dst: &str) -> FlowRecord {
         FlowRecord::Flow(FlowDecision {
-            time: UNIX_EPOCH + Duration::from_millis(1_796_180_400_123),
-            direction: FlowDirection::Egress,
-            protocol: Protocol::Tcp,
-            src: "172.16.0.2:40000".into(),
-            dst: dst.into(),
-            domain: Some("api.example.com".into()),
-            sni: None,
+            flow: FlowSeen {
+                time: UNIX_EPOCH + Duration::from_millis(1_796_180_400_123),
+                direction: FlowDirection::Egress,
+                protocol: Protocol::Tcp,
+                src: "172.16.0.2:40000".into(),
+                dst: dst.into(),
+                domain: Some("api.example.com".into()),
+                sni: None,
+            },
             action,
             rule: Some(2),
             rule_text: "allow@.example.com:tcp:443".into(),
@@ -400,13 +405,15 @@ mod tests {
     #[test]
     fn close_and_dns_records_carry_their_own_fields() {
         let close = FlowRecord::Close(FlowClose {
-            time: UNIX_EPOCH,
-            direction: FlowDirection::Ingress,
-            protocol: Protocol::Udp,
-            src: "127.0.0.1:5000".into(),
-            dst: "172.16.0.2:53".into(),
-            domain: None,
-            sni: None,
+            flow: FlowSeen {
+                time: UNIX_EPOCH,
+                direction: FlowDirection::Ingress,
+                protocol: Protocol::Udp,
+                src: "127.0.0.1:5000".into(),
+                dst: "172.16.0.2:53".into(),
+                domain: None,
+                sni: None,
+            },
             bytes_sent: 12,
             bytes_received: 34,
             duration_ms: 56,
