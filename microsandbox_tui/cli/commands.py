@@ -10,7 +10,6 @@ import sys
 from datetime import UTC, datetime
 
 from microsandbox_tui import (
-    Action,
     AttachOptions,
     DnsConfig,
     Image,
@@ -66,15 +65,19 @@ def net_policy_given(args: argparse.Namespace) -> bool:
 
 
 def policy_of(args: argparse.Namespace) -> NetworkPolicy | PresetName | None:
-    """The custom policy of ``--net-rule`` and ``--net-default-*`` (egress denied, ingress
-    allowed unless they say otherwise), else the ``--net`` preset; ``None`` for neither."""
-    if net_policy_given(args):
-        return NetworkPolicy(
-            args.net_default_egress or Action.DENY,
-            args.net_default_ingress or Action.ALLOW,
-            [rule for rules in args.net_rules for rule in rules],
-        )
-    return None if args.net is None else PRESET_SHORT_NAMES[args.net]
+    """The ``--net`` preset alone, or a custom policy: the ``--net-rule`` rules, then the
+    rules of the ``--net`` preset if one is given (so the flags' rules win, as upstream's
+    do), with the ``--net-default-*`` defaults, else the preset's, else egress denied and
+    ingress allowed. ``None`` when no flag was given."""
+    preset = None if args.net is None else PRESET_SHORT_NAMES[args.net]
+    if not net_policy_given(args):
+        return preset
+    base = NetworkPolicy() if preset is None else NetworkPolicy.from_preset(preset)
+    return NetworkPolicy(
+        args.net_default_egress or base.default_egress,
+        args.net_default_ingress or base.default_ingress,
+        [*(rule for rules in args.net_rules for rule in rules), *base.rules],
+    )
 
 
 def network_of(args: argparse.Namespace) -> Network:

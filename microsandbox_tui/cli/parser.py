@@ -115,8 +115,8 @@ def _add_policy(parser: argparse.ArgumentParser, preset_default: str | None) -> 
         choices=list(PRESET_SHORT_NAMES),
         default=None,
         help="a preset of what the sandbox may reach: public (the internet, nothing private "
-        f"or of the host), none (nothing, no name resolved), all (everything){default}; not "
-        "with --net-rule or --net-default-*, which build a custom policy instead",
+        f"or of the host), none (nothing, no name resolved), all (everything){default}; with "
+        "--net-rule, its rules come after theirs",
     )
     parser.add_argument(
         "--net-rule",
@@ -127,24 +127,23 @@ def _add_policy(parser: argparse.ArgumentParser, preset_default: str | None) -> 
         metavar="RULE",
         help=f"a rule of a custom policy, {RULE_GRAMMAR}, e.g. allow@api.example.com:tcp:443, "
         "deny:any@10.0.0.0/8, allow@.example.com; repeatable (or RULE,RULE), the first "
-        "matching rule decides; a flow no rule matches gets the default of its direction",
+        "matching rule decides, before any rule of a --net preset; a flow no rule matches "
+        "gets the default of its direction",
     )
     for direction, fallback in (("egress", Action.DENY), ("ingress", Action.ALLOW)):
         parser.add_argument(
             f"--net-default-{direction}",
             choices=[action.value for action in Action],
             default=None,
-            help=f"what a custom policy does with {direction} no --net-rule matches "
-            f"(default: {fallback})",
+            help=f"what a custom policy does with {direction} no rule matches "
+            f"(default: the --net preset's, else {fallback})",
         )
 
 
 def check_policy_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """A preset and a custom policy's flags exclude each other: a usage error naming them."""
+    """``net set`` needs a policy: a usage error when no policy flag is given."""
     if not hasattr(args, "net_rules"):
         return
-    if args.net is not None and commands.net_policy_given(args):
-        parser.error("argument --net: not with --net-rule or --net-default-*: give one policy")
     if (
         args.handler is commands.net_set
         and args.net is None
@@ -501,7 +500,8 @@ def _add_net_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "Replace the network policy of a sandbox: a running one decides new flows and "
             "DNS queries by it at once and closes open flows it denies; the policy is stored "
             "for the next start too. Give --net PRESET, or --net-rule and --net-default-* "
-            "for a custom policy (default egress deny, ingress allow)."
+            "for a custom policy (default egress deny, ingress allow), or both: the rules "
+            "first, then the preset's."
         ),
     )
     set_.add_argument("name")
