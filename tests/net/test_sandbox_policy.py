@@ -170,6 +170,31 @@ def test_a_denied_name_claimed_to_an_allowed_address_is_cut(guest: GuestSession)
     assert probe(guest, "get_as", SECOND_HTTP_HOST, 80, "second.test") == "HTTP/1.1 200 OK"
 
 
+def test_an_address_shared_by_a_denied_and_an_allowed_name_serves_only_the_allowed_one(
+    guest: GuestSession,
+) -> None:
+    # The denied name is allowed on another port, so it resolves and both names are pinned
+    # to one address: the SYN cannot tell them apart, the first bytes do.
+    set_policy(
+        guest,
+        {
+            "default_egress": "deny",
+            "rules": [
+                {"action": "deny", "destination": "sibling.test", "protocol": "tcp", "port": 80},
+                {"action": "allow", "destination": "sibling.test", "protocol": "tcp", "port": 8500},
+                {"action": "allow", "destination": "allowed.test", "protocol": "tcp"},
+            ],
+        },
+    )
+    assert probe(guest, "resolve", "sibling.test") == HTTP_HOST
+    assert probe(guest, "resolve", "allowed.test") == HTTP_HOST
+    assert probe(guest, "get_as", HTTP_HOST, 80, "allowed.test") == "HTTP/1.1 200 OK"
+    assert probe(guest, "tls", HTTP_HOST, 80, "allowed.test") == "passed"
+    assert probe(guest, "get_as", HTTP_HOST, 80, "sibling.test") == "reset"
+    decided = last_flow_to(guest, f"{HTTP_HOST}:80")
+    assert (decided["action"], decided["rule"], decided["sni"]) == ("deny", 0, "sibling.test")
+
+
 # --- address rules ----------------------------------------------------------------------------
 
 

@@ -31,6 +31,8 @@ pub mod reason {
     pub const POLICY_CHANGED: &str = "policy changed";
     pub const SNI_MISMATCH: &str = "sni names a host not resolved to this address";
     pub const HOST_MISMATCH: &str = "http host names a host not resolved to this address";
+    pub const NAME_REQUIRED: &str = "allowed only for the host the flow names";
+    pub const NO_NAME: &str = "the flow names no host, and a name of its address is denied";
     pub const DENY_DOMAINS: &str = "deny_domains";
     pub const CONNECTION_LIMIT: &str = "connection limit";
     pub const CLOSED: &str = "closed";

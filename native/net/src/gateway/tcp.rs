@@ -15,8 +15,10 @@
 //! since a claim may always narrow, a domain rule denying `H` denies it too), and a denial
 //! resets the flow before a byte reached the peer. Flows to unpinned addresses are held the
 //! same way while the policy denies some domain, so that a denied name claimed to any
-//! address is cut too. Protocols where the server speaks first are never held: their guest
-//! sends nothing until the peer did.
+//! address is cut too. A SYN that all the address's names deny but one of them alone allows
+//! (a denied and an allowed name on one CDN address) is let through on condition: its bytes
+//! must then name an allowed host, and a flow that names none is reset. Protocols where the
+//! server speaks first are never held: their guest sends nothing until the peer did.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -56,8 +58,19 @@ struct Connection {
     /// The host sent FIN; reported to the stack once.
     read_closed: bool,
     facts: FlowFacts,
-    /// The guest's first bytes are held until they show the host they name.
-    held: bool,
+    held: Hold,
+}
+
+/// Whether the guest's first bytes wait until they show the host they name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// They go to the host as they come.
+    No,
+    /// Held until they name a host (or show they name none); a name decides the flow again.
+    ForName,
+    /// As `ForName`, and a flow that names no host is denied: its SYN was allowed only for
+    /// one of its address's names (`Evaluator::decide_connect`).
+    NameRequired,
 }
 
 /// The host connections of the stack's flows.
@@ -66,7 +79,7 @@ pub struct HostTcp {
     connections: BTreeMap<FlowId, Connection>,
     /// How an allowed SYN was decided and the names pinned to its destination then, until
     /// its dial starts.
-    decided: BTreeMap<FlowId, (Verdict, Vec<String>)>,
+    decided: BTreeMap<FlowId, (Verdict, Vec<String>, bool)>,
 }
 
 /// The open flows the loop decides again when the policy changes.
@@ -140,6 +153,7 @@ impl EventLoop {
             flow_id,
             outcome,
             names,
+            name_required,
         } = decision;
         let verdict = match outcome {
             SynOutcome::Decided(verdict) => verdict,
@@ -160,10 +174,12 @@ impl EventLoop {
             verdict,
             names: &names,
             sni: None,
-            reason: None,
+            reason: name_required.then_some(reason::NAME_REQUIRED),
         });
         if let Some(flow_id) = flow_id {
-            self.host_tcp.decided.insert(flow_id, (verdict, names));
+            self.host_tcp
+                .decided
+                .insert(flow_id, (verdict, names, name_required));
         }
     }
 
@@ -176,11 +192,17 @@ impl EventLoop {
             return;
         };
         let mut facts = FlowFacts::new(FlowDirection::Egress, Protocol::Tcp, src, dst);
-        let mut held = false;
-        if let Some((verdict, names)) = self.host_tcp.decided.remove(&flow_id) {
+        let mut held = Hold::No;
+        if let Some((verdict, names, name_required)) = self.host_tcp.decided.remove(&flow_id) {
             let policy = self.stack.evaluator().policy();
             facts.domain = super::flow_log::logged_domain(policy, verdict, &names);
-            held = !names.is_empty() || policy.denies_domains();
+            held = if name_required {
+                Hold::NameRequired
+            } else if !names.is_empty() || policy.denies_domains() {
+                Hold::ForName
+            } else {
+                Hold::No
+            };
         }
         let target = self.host_destination(dst);
         let stream = match TcpStream::connect(target) {
@@ -207,7 +229,7 @@ impl EventLoop {
 
     /// Registers the host connection of `flow_id`, a published port's client.
     pub(super) fn adopt_open(&mut self, flow_id: FlowId, stream: TcpStream, facts: FlowFacts) {
-        self.adopt(flow_id, stream, Phase::Open, facts, false);
+        self.adopt(flow_id, stream, Phase::Open, facts, Hold::No);
     }
 
     fn adopt(
@@ -216,7 +238,7 @@ impl EventLoop {
         mut stream: TcpStream,
         phase: Phase,
         facts: FlowFacts,
-        held: bool,
+        held: Hold,
     ) {
         let interest = Interest::READABLE | Interest::WRITABLE;
         let Some(token) = self.register(&mut stream, Owner::Tcp(flow_id), interest) else {
@@ -446,7 +468,8 @@ impl EventLoop {
         let Some(connection) = self.host_tcp.connections.get(&flow_id) else {
             return false;
         };
-        if !connection.held {
+        let hold = connection.held;
+        if hold == Hold::No {
             return true;
         }
         let mut first = Vec::new();
@@ -460,12 +483,44 @@ impl EventLoop {
             inspected => inspected,
         };
         if let Some(connection) = self.host_tcp.connections.get_mut(&flow_id) {
-            connection.held = false;
+            connection.held = Hold::No;
         }
         match inspected {
             FirstBytes::Named(source, host) => self.decide_named_flow(now, flow_id, source, host),
+            _ if hold == Hold::NameRequired => {
+                self.refuse_unnamed_flow(now, flow_id);
+                false
+            }
             _ => true,
         }
+    }
+
+    /// Resets `flow_id`, allowed only for a host it did not name: decided with every name
+    /// pinned to its address, as a flow that names none is.
+    fn refuse_unnamed_flow(&mut self, now: Duration, flow_id: FlowId) {
+        let Some(connection) = self.host_tcp.connections.get(&flow_id) else {
+            return;
+        };
+        let facts = connection.facts.clone();
+        let names = self.pins.names_for(facts.dst.ip());
+        let verdict = self.decide_egress_tcp(&facts, &names);
+        log::info!(
+            "flow {} -> {} reset: {}",
+            facts.src,
+            facts.dst,
+            reason::NO_NAME
+        );
+        self.log_decision(Decided {
+            direction: facts.direction,
+            protocol: Protocol::Tcp,
+            src: facts.src.to_string(),
+            dst: facts.dst.to_string(),
+            verdict,
+            names: &names,
+            sni: None,
+            reason: Some(reason::NO_NAME),
+        });
+        self.abort_flow(now, flow_id, reason::NO_NAME);
     }
 
     /// Decides `flow_id` again with the host its first bytes named; false if that denies it.

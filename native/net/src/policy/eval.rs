@@ -46,6 +46,15 @@ pub struct Verdict {
     pub decided_by: DecidedBy,
 }
 
+/// A TCP connect decided before the flow has shown which of its destination's names it
+/// means (see [`Evaluator::decide_connect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectVerdict {
+    pub verdict: Verdict,
+    /// Allowed only for a name the flow still has to show: without one, it is denied.
+    pub name_required: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecidedBy {
     /// The index of the rule in the policy's `rules`.
@@ -126,6 +135,42 @@ fn speaks_about(destination: Option<&Destination>, name: &str) -> bool {
         Some(Destination::Domain(domain)) => domain.is(name),
         Some(Destination::Suffix(suffix)) => suffix.is_apex_or_parent_of(name),
         Some(Destination::Group(_) | Destination::Cidr(_)) => false,
+    }
+}
+
+impl Evaluator {
+    /// Decides a connect whose destination was resolved for several names. With all of them
+    /// the flow is denied as soon as one is (`deny ads.cdn.test` before `allow
+    /// api.cdn.test`, both served from one address); but the flow means one name, which its
+    /// first bytes show (SNI or Host). So when all the names deny while one of them alone
+    /// allows, the connect is allowed with the first such name's verdict, on condition that
+    /// the flow then names an allowed host.
+    pub fn decide_connect(&self, flow: &Flow<'_>) -> ConnectVerdict {
+        let all = self.decide(flow);
+        let names = flow.resolved_domains;
+        let one_allows = (all.action == Action::Deny && names.len() > 1)
+            .then(|| {
+                names
+                    .iter()
+                    .map(|name| {
+                        self.decide(&Flow {
+                            resolved_domains: std::slice::from_ref(name),
+                            ..*flow
+                        })
+                    })
+                    .find(|verdict| verdict.action == Action::Allow)
+            })
+            .flatten();
+        match one_allows {
+            Some(verdict) => ConnectVerdict {
+                verdict,
+                name_required: true,
+            },
+            None => ConnectVerdict {
+                verdict: all,
+                name_required: false,
+            },
+        }
     }
 }
 

@@ -41,7 +41,7 @@ pub mod types;
 pub use destination::Destination;
 pub use domain::DomainName;
 pub use error::{DomainProblem, PolicyError};
-pub use eval::{DecidedBy, Evaluator, Flow, Verdict};
+pub use eval::{ConnectVerdict, DecidedBy, Evaluator, Flow, Verdict};
 pub use groups::{DestGroup, HostAddresses};
 pub use ports::PortRange;
 pub use types::{Action, Direction, FlowDirection, Policy, Protocol, Rule};

@@ -51,6 +51,9 @@ pub struct SynDecision {
     pub outcome: SynOutcome,
     /// The names pinned to the destination when it was decided.
     pub names: Vec<String>,
+    /// Allowed only if the flow's first bytes name an allowed host (see
+    /// `Evaluator::decide_connect`).
+    pub name_required: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -443,6 +446,7 @@ impl Stack {
             flow_id: None,
             outcome,
             names: names.clone(),
+            name_required: false,
         };
         if !self.has_room_for_a_flow() {
             if !gateway_dns {
@@ -452,8 +456,8 @@ impl Stack {
             self.reset(guest_mac, &syn);
             return;
         }
-        let verdict = (!gateway_dns).then(|| {
-            self.evaluator.decide(&PolicyFlow {
+        let connect = (!gateway_dns).then(|| {
+            self.evaluator.decide_connect(&PolicyFlow {
                 direction: FlowDirection::Egress,
                 protocol: Protocol::Tcp,
                 peer,
@@ -461,6 +465,7 @@ impl Stack {
                 resolved_domains: &names,
             })
         });
+        let verdict = connect.map(|connect| connect.verdict);
         if let Some(verdict) = verdict.filter(|v| v.action == Decision::Deny) {
             self.decisions
                 .push_back(decided(SynOutcome::Decided(verdict)));
@@ -481,10 +486,11 @@ impl Stack {
                 },
             },
         );
-        if let Some(verdict) = verdict {
+        if let Some(connect) = connect {
             self.decisions.push_back(SynDecision {
                 flow_id: Some(flow_id),
-                ..decided(SynOutcome::Decided(verdict))
+                name_required: connect.name_required,
+                ..decided(SynOutcome::Decided(connect.verdict))
             });
         }
         self.actions.push_back(Action::Dial {

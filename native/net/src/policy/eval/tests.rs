@@ -438,3 +438,43 @@ fn an_allow_of_public_or_of_any_peer_lets_every_name_resolve() {
         assert_eq!(verdict.decided_by, DecidedBy::Rule(0), "{destination}");
     }
 }
+
+#[test]
+fn a_connect_to_an_address_of_a_denied_and_an_allowed_name_waits_for_its_name() {
+    let shared = policy(
+        r#"{"default_egress": "deny", "rules": [
+            {"action": "deny", "destination": "ads.cdn.test"},
+            {"action": "allow", "destination": "api.cdn.test"}]}"#,
+    );
+    let evaluator = Evaluator::new(shared, host());
+    let names = ["ads.cdn.test".to_owned(), "api.cdn.test".to_owned()];
+    let flow = Flow {
+        resolved_domains: &names,
+        ..tcp("198.51.100.7", 443)
+    };
+    assert_eq!(evaluator.decide(&flow).action, Action::Deny);
+    let connect = evaluator.decide_connect(&flow);
+    assert!(connect.name_required);
+    assert_eq!(connect.verdict.action, Action::Allow);
+    assert_eq!(connect.verdict.decided_by, DecidedBy::Rule(1));
+
+    // One name, or names that all deny, decide at once.
+    let only_ads = Flow {
+        resolved_domains: &names[..1],
+        ..flow
+    };
+    let denied = evaluator.decide_connect(&only_ads);
+    assert_eq!(
+        (denied.verdict.action, denied.name_required),
+        (Action::Deny, false)
+    );
+    let only_api = Flow {
+        resolved_domains: &names[1..],
+        ..flow
+    };
+    let allowed = evaluator.decide_connect(&only_api);
+    assert_eq!(
+        (allowed.verdict.action, allowed.name_required),
+        (Action::Allow, false)
+    );
+}
