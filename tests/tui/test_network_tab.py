@@ -329,6 +329,21 @@ async def test_the_flow_log_filters_by_destination_text() -> None:
         assert flow_log.table.border_title == "Flow log [3/6]"
 
 
+async def test_escape_in_the_flow_filter_clears_it_and_stays_on_the_tab() -> None:
+    app, _ = gateway_app()
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_network_tab(pilot)
+        flow_log = detail.flow_log
+        flow_log.table.focus()
+        await pilot.press("slash", *"example.com")
+        assert len(flow_log.shown) == 3
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is detail
+        assert (flow_log.query_text, len(flow_log.shown)) == ("", 6)
+        assert flow_log.table.has_focus
+
+
 async def test_published_ports_are_listed() -> None:
     app, _ = gateway_app()
     async with app.run_test(size=SIZE) as pilot:

@@ -94,6 +94,20 @@ def allow_rule_for(entry: FlowLogEntry) -> Rule:
     )
 
 
+
+class FlowFilter(Input):
+    """The destination filter's box: escape clears the filter and goes back to the table,
+    rather than leaving the screen as escape does elsewhere on it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "clear_filter", "Clear filter", show=False)
+    ]
+
+    def action_clear_filter(self) -> None:
+        self.value = ""
+        self.post_message(self.Submitted(self, ""))
+
+
 class FlowLogView(Vertical):
     """The flow log of one sandbox; :meth:`follow` starts reading it."""
 
@@ -143,7 +157,7 @@ class FlowLogView(Vertical):
         return next((entry for number, entry in self._entries if str(number) == key), None)
 
     def compose(self) -> ComposeResult:
-        filter_input = Input(placeholder="destination contains…", id="flow-filter")
+        filter_input = FlowFilter(placeholder="destination contains…", id="flow-filter")
         filter_input.display = False
         yield filter_input
         yield DataTable(id="flow-table", cursor_type="row")
