@@ -94,7 +94,6 @@ def allow_rule_for(entry: FlowLogEntry) -> Rule:
     )
 
 
-
 class FlowFilter(Input):
     """The destination filter's box: escape clears the filter and goes back to the table,
     rather than leaving the screen as escape does elsewhere on it."""
