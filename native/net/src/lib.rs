@@ -5,5 +5,6 @@ pub mod dns;
 pub mod gateway;
 pub mod policy;
 pub mod stack;
+pub mod tls;
 pub mod utc;
 pub mod wire;

@@ -1,0 +1,502 @@
+//! One intercepted TLS flow, sans-IO: the guest's TLS ends here, at a rustls server that shows
+//! a leaf for the name the guest asked for, and a second rustls connection, from us, goes to
+//! the real server. The event loop moves ciphertext: what the guest sent into
+//! [`Interception::feed_guest`], what the real server sent into
+//! [`Interception::feed_upstream`], and [`Interception::for_guest`] /
+//! [`Interception::for_upstream`] out to the sockets, as far as they take it. Plaintext
+//! passes between the two connections through a [`PlaintextFilter`], where requests will be
+//! rewritten.
+//!
+//! Order: the guest's ClientHello is read first (without answering it); our connection to the
+//! real server is opened with the same SNI and the same ALPN offer, and only when that
+//! handshake is done (the server's certificate verified) is the guest answered, offering just
+//! the protocol the real server chose. So an HTTP/2-only client keeps HTTP/2 where the server
+//! speaks it, and never ends up with a protocol the server does not.
+//!
+//! After an error the flow is over: what [`Interception::for_guest`] and
+//! [`Interception::for_upstream`] still hold is the alert for that side, worth sending before
+//! the sockets are closed.
+
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::ops::DerefMut;
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::server::{Accepted, Acceptor};
+use rustls::{ClientConnection, ConnectionCommon, ServerConnection};
+
+use super::leaf::{LeafCache, LeafError};
+use super::upstream::UpstreamTls;
+
+/// How much plaintext is moved from one connection to the other at a time.
+const PLAINTEXT_CHUNK: usize = 16 * 1024;
+/// How far consumed output may run ahead before the buffer is compacted.
+const COMPACT_AFTER: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InterceptError {
+    #[error("the guest's ClientHello is not valid TLS: {0}")]
+    GuestHello(rustls::Error),
+    #[error("the guest's ClientHello cannot be read: {0}")]
+    GuestHelloUnreadable(io::Error),
+    #[error("the guest asked for {0:?}, which is not a server name")]
+    BadServerName(String),
+    #[error("the real server for {server_name} showed a certificate that is refused: {reason}")]
+    UpstreamCertificateRefused {
+        server_name: String,
+        reason: rustls::CertificateError,
+    },
+    #[error("the TLS handshake with the real server for {server_name} failed: {source}")]
+    UpstreamHandshake {
+        server_name: String,
+        source: rustls::Error,
+    },
+    #[error("the real server for {server_name} broke TLS: {source}")]
+    Upstream {
+        server_name: String,
+        source: rustls::Error,
+    },
+    #[error("the real server sent bytes before it was sent a ClientHello")]
+    UpstreamSpokeFirst,
+    #[error(transparent)]
+    Leaf(#[from] LeafError),
+    #[error("the guest's TLS handshake for {server_name} failed: {source}")]
+    GuestHandshake {
+        server_name: String,
+        source: rustls::Error,
+    },
+    #[error("the guest broke TLS on the flow to {server_name}: {source}")]
+    Guest {
+        server_name: String,
+        source: rustls::Error,
+    },
+    #[error("the flow already failed")]
+    Failed,
+}
+
+/// Sees every plaintext byte of an intercepted flow, in order, and decides what is passed on.
+pub trait PlaintextFilter: Send {
+    /// The guest sent `plaintext`; what goes to the real server is appended to `out`.
+    fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Vec<u8>);
+    /// The real server sent `plaintext`; what goes to the guest is appended to `out`.
+    fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Vec<u8>);
+}
+
+/// Passes every byte as it is.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassThrough;
+
+impl PlaintextFilter for PassThrough {
+    fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(plaintext);
+    }
+
+    fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(plaintext);
+    }
+}
+
+/// What a sandbox's intercepted flows share: the leaves and the upstream configuration.
+#[derive(Clone)]
+pub struct Interceptor {
+    leaves: Arc<LeafCache>,
+    upstream: UpstreamTls,
+}
+
+impl Interceptor {
+    pub fn new(leaves: Arc<LeafCache>, upstream: UpstreamTls) -> Self {
+        Self { leaves, upstream }
+    }
+
+    /// A new intercepted flow to `destination`, whose address names the server when the
+    /// guest's hello has no SNI.
+    pub fn intercept(&self, destination: IpAddr, filter: Box<dyn PlaintextFilter>) -> Interception {
+        Interception {
+            shared: self.clone(),
+            destination,
+            guest: GuestSide::Hello(Box::default()),
+            upstream: None,
+            server_name: String::new(),
+            held_from_guest: Vec::new(),
+            filter,
+            for_guest: Outbox::default(),
+            for_upstream: Outbox::default(),
+            closed_by_guest: false,
+            closed_by_upstream: false,
+        }
+    }
+}
+
+enum GuestSide {
+    /// Reading the guest's ClientHello.
+    Hello(Box<Acceptor>),
+    /// The hello is read; waiting for the real server's handshake to answer it.
+    AwaitingUpstream(Box<Accepted>),
+    Open(Box<ServerConnection>),
+    Failed,
+}
+
+pub struct Interception {
+    shared: Interceptor,
+    destination: IpAddr,
+    guest: GuestSide,
+    upstream: Option<ClientConnection>,
+    /// The SNI (or the destination address), known once the hello is read.
+    server_name: String,
+    /// Guest ciphertext that came after the hello, before the guest side could be answered.
+    held_from_guest: Vec<u8>,
+    filter: Box<dyn PlaintextFilter>,
+    for_guest: Outbox,
+    for_upstream: Outbox,
+    closed_by_guest: bool,
+    closed_by_upstream: bool,
+}
+
+impl Interception {
+    /// Takes ciphertext the guest sent.
+    pub fn feed_guest(&mut self, ciphertext: &[u8]) -> Result<(), InterceptError> {
+        let result = match std::mem::replace(&mut self.guest, GuestSide::Failed) {
+            GuestSide::Hello(acceptor) => self.read_hello(acceptor, ciphertext),
+            GuestSide::AwaitingUpstream(accepted) => {
+                self.held_from_guest.extend_from_slice(ciphertext);
+                self.guest = GuestSide::AwaitingUpstream(accepted);
+                Ok(())
+            }
+            GuestSide::Open(connection) => {
+                self.guest = GuestSide::Open(connection);
+                self.read_from_guest(ciphertext)
+            }
+            GuestSide::Failed => Err(InterceptError::Failed),
+        };
+        self.collect_output();
+        result
+    }
+
+    /// Takes ciphertext the real server sent.
+    pub fn feed_upstream(&mut self, ciphertext: &[u8]) -> Result<(), InterceptError> {
+        let result = self.read_from_upstream(ciphertext);
+        self.collect_output();
+        result
+    }
+
+    /// Ciphertext for the guest, not yet sent.
+    pub fn for_guest(&self) -> &[u8] {
+        self.for_guest.pending()
+    }
+
+    /// The first `count` bytes of [`Self::for_guest`] were sent.
+    pub fn sent_to_guest(&mut self, count: usize) {
+        self.for_guest.consume(count);
+    }
+
+    /// Ciphertext for the real server, not yet sent.
+    pub fn for_upstream(&self) -> &[u8] {
+        self.for_upstream.pending()
+    }
+
+    /// The first `count` bytes of [`Self::for_upstream`] were sent.
+    pub fn sent_to_upstream(&mut self, count: usize) {
+        self.for_upstream.consume(count);
+    }
+
+    /// The guest's SNI (or the destination address when it sent none), once its hello is read.
+    pub fn server_name(&self) -> Option<&str> {
+        Some(self.server_name.as_str()).filter(|name| !name.is_empty())
+    }
+
+    /// The protocol the real server chose, once its handshake is done.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.upstream.as_ref()?.alpn_protocol()
+    }
+
+    /// The guest ended its TLS (close_notify); the real server was told the same.
+    pub fn closed_by_guest(&self) -> bool {
+        self.closed_by_guest
+    }
+
+    /// The real server ended its TLS (close_notify); the guest was told the same.
+    pub fn closed_by_upstream(&self) -> bool {
+        self.closed_by_upstream
+    }
+
+    fn read_hello(
+        &mut self,
+        mut acceptor: Box<Acceptor>,
+        mut ciphertext: &[u8],
+    ) -> Result<(), InterceptError> {
+        while !ciphertext.is_empty() {
+            let read = acceptor.read_tls(&mut ciphertext);
+            match read {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(error) => return Err(InterceptError::GuestHelloUnreadable(error)),
+            }
+        }
+        match acceptor.accept() {
+            Ok(None) => {
+                self.guest = GuestSide::Hello(acceptor);
+                Ok(())
+            }
+            Ok(Some(accepted)) => self.connect_upstream(accepted),
+            Err((error, mut alert)) => {
+                let _ = alert.write_all(&mut self.for_guest.bytes);
+                Err(InterceptError::GuestHello(error))
+            }
+        }
+    }
+
+    /// Opens our connection to the real server with the guest's SNI and ALPN offer.
+    fn connect_upstream(&mut self, accepted: Accepted) -> Result<(), InterceptError> {
+        let hello = accepted.client_hello();
+        let alpn_offer: Vec<Vec<u8>> = hello
+            .alpn()
+            .map(|protocols| protocols.map(<[u8]>::to_vec).collect())
+            .unwrap_or_default();
+        let server_name = match hello.server_name() {
+            Some(sni) => {
+                self.server_name = sni.to_ascii_lowercase();
+                ServerName::try_from(self.server_name.clone())
+                    .map_err(|_| InterceptError::BadServerName(sni.to_string()))?
+            }
+            None => {
+                self.server_name = self.destination.to_string();
+                ServerName::IpAddress(self.destination.into())
+            }
+        };
+        let config = self.shared.upstream.client_config(alpn_offer);
+        let mut upstream = ClientConnection::new(config, server_name).map_err(|source| {
+            InterceptError::UpstreamHandshake {
+                server_name: self.server_name.clone(),
+                source,
+            }
+        })?;
+        // Our own buffers hold what is not yet sent; a write must never be cut short.
+        upstream.set_buffer_limit(None);
+        self.upstream = Some(upstream);
+        self.guest = GuestSide::AwaitingUpstream(Box::new(accepted));
+        Ok(())
+    }
+
+    fn read_from_upstream(&mut self, mut ciphertext: &[u8]) -> Result<(), InterceptError> {
+        if matches!(self.guest, GuestSide::Failed) {
+            return Err(InterceptError::Failed);
+        }
+        while !ciphertext.is_empty() {
+            let Some(upstream) = self.upstream.as_mut() else {
+                return Err(InterceptError::UpstreamSpokeFirst);
+            };
+            let handshaking = upstream.is_handshaking();
+            let processed = upstream
+                .read_tls(&mut ciphertext)
+                .map_err(|error| rustls::Error::General(error.to_string()))
+                .and_then(|_| upstream.process_new_packets());
+            let handshake_done = !upstream.is_handshaking();
+            let state = processed.map_err(|source| self.upstream_error(handshaking, source))?;
+            if handshake_done {
+                self.open_guest_side()?;
+            }
+            self.pass_to_guest();
+            if state.peer_has_closed() && !self.closed_by_upstream {
+                self.closed_by_upstream = true;
+                if let GuestSide::Open(guest) = &mut self.guest {
+                    guest.send_close_notify();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn upstream_error(&mut self, handshaking: bool, source: rustls::Error) -> InterceptError {
+        self.guest = GuestSide::Failed;
+        let server_name = self.server_name.clone();
+        match source {
+            rustls::Error::InvalidCertificate(reason) => {
+                InterceptError::UpstreamCertificateRefused {
+                    server_name,
+                    reason,
+                }
+            }
+            source if handshaking => InterceptError::UpstreamHandshake {
+                server_name,
+                source,
+            },
+            source => InterceptError::Upstream {
+                server_name,
+                source,
+            },
+        }
+    }
+
+    /// Answers the guest's hello, now that the real server's protocol is known.
+    fn open_guest_side(&mut self) -> Result<(), InterceptError> {
+        let GuestSide::AwaitingUpstream(_) = self.guest else {
+            return Ok(());
+        };
+        let GuestSide::AwaitingUpstream(accepted) =
+            std::mem::replace(&mut self.guest, GuestSide::Failed)
+        else {
+            unreachable!("checked above");
+        };
+        let alpn = self.alpn_protocol().map(<[u8]>::to_vec);
+        let config = self
+            .shared
+            .leaves
+            .server_config(&self.server_name, alpn.as_deref())?;
+        let mut guest = accepted
+            .into_connection(config)
+            .map_err(|(source, mut alert)| {
+                let _ = alert.write_all(&mut self.for_guest.bytes);
+                InterceptError::GuestHandshake {
+                    server_name: self.server_name.clone(),
+                    source,
+                }
+            })?;
+        guest.set_buffer_limit(None);
+        self.guest = GuestSide::Open(Box::new(guest));
+        let held = std::mem::take(&mut self.held_from_guest);
+        self.read_from_guest(&held)
+    }
+
+    fn read_from_guest(&mut self, mut ciphertext: &[u8]) -> Result<(), InterceptError> {
+        while !ciphertext.is_empty() {
+            let GuestSide::Open(guest) = &mut self.guest else {
+                return Err(InterceptError::Failed);
+            };
+            let handshaking = guest.is_handshaking();
+            let processed = guest
+                .read_tls(&mut ciphertext)
+                .map_err(|error| rustls::Error::General(error.to_string()))
+                .and_then(|_| guest.process_new_packets());
+            let state = match processed {
+                Ok(state) => state,
+                Err(source) => {
+                    self.guest_failed_output();
+                    let server_name = self.server_name.clone();
+                    return Err(if handshaking {
+                        InterceptError::GuestHandshake {
+                            server_name,
+                            source,
+                        }
+                    } else {
+                        InterceptError::Guest {
+                            server_name,
+                            source,
+                        }
+                    });
+                }
+            };
+            self.pass_to_upstream();
+            if state.peer_has_closed() && !self.closed_by_guest {
+                self.closed_by_guest = true;
+                if let Some(upstream) = &mut self.upstream {
+                    upstream.send_close_notify();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the alert of a failed guest connection, then marks the flow failed.
+    fn guest_failed_output(&mut self) {
+        if let GuestSide::Open(guest) = &mut self.guest {
+            drain_ciphertext(guest.as_mut(), &mut self.for_guest.bytes);
+        }
+        self.guest = GuestSide::Failed;
+    }
+
+    /// Moves the guest's plaintext, filtered, to the real server.
+    fn pass_to_upstream(&mut self) {
+        let (GuestSide::Open(guest), Some(upstream)) = (&mut self.guest, &mut self.upstream) else {
+            return;
+        };
+        let mut filtered = Vec::new();
+        let filter = &mut self.filter;
+        drain_plaintext(guest.as_mut(), |plaintext| {
+            filter.guest_to_upstream(plaintext, &mut filtered)
+        });
+        if !filtered.is_empty() {
+            // Cannot fail: the buffer limit is off.
+            let _ = upstream.writer().write_all(&filtered);
+        }
+    }
+
+    /// Moves the real server's plaintext, filtered, to the guest (once it can be answered).
+    fn pass_to_guest(&mut self) {
+        let (GuestSide::Open(guest), Some(upstream)) = (&mut self.guest, &mut self.upstream) else {
+            return;
+        };
+        let mut filtered = Vec::new();
+        let filter = &mut self.filter;
+        drain_plaintext(upstream, |plaintext| {
+            filter.upstream_to_guest(plaintext, &mut filtered)
+        });
+        if !filtered.is_empty() {
+            let _ = guest.writer().write_all(&filtered);
+        }
+    }
+
+    /// Moves what both connections have to send into the outboxes.
+    fn collect_output(&mut self) {
+        if let Some(upstream) = &mut self.upstream {
+            drain_ciphertext(upstream, &mut self.for_upstream.bytes);
+        }
+        if let GuestSide::Open(guest) = &mut self.guest {
+            drain_ciphertext(guest.as_mut(), &mut self.for_guest.bytes);
+        }
+    }
+}
+
+fn drain_ciphertext<C, D>(connection: &mut C, out: &mut Vec<u8>)
+where
+    C: DerefMut<Target = ConnectionCommon<D>>,
+{
+    while connection.wants_write() {
+        // Writing into a Vec cannot fail.
+        if connection.write_tls(out).is_err() {
+            break;
+        }
+    }
+}
+
+/// Hands every plaintext byte `connection` has received to `take`, a chunk at a time.
+fn drain_plaintext<C, D>(connection: &mut C, mut take: impl FnMut(&[u8]))
+where
+    C: DerefMut<Target = ConnectionCommon<D>>,
+{
+    let mut chunk = [0; PLAINTEXT_CHUNK];
+    loop {
+        match connection.reader().read(&mut chunk) {
+            Ok(0) => return,
+            Ok(count) => take(&chunk[..count]),
+            // WouldBlock: nothing more for now; UnexpectedEof: cannot happen, as the
+            // connections are never told of a TCP end.
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Bytes for one side, sent from the front as far as the socket takes them.
+#[derive(Default)]
+struct Outbox {
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
+impl Outbox {
+    fn pending(&self) -> &[u8] {
+        &self.bytes[self.sent..]
+    }
+
+    fn consume(&mut self, count: usize) {
+        self.sent = (self.sent + count).min(self.bytes.len());
+        if self.sent == self.bytes.len() {
+            self.bytes.clear();
+            self.sent = 0;
+        } else if self.sent > COMPACT_AFTER && self.sent * 2 > self.bytes.len() {
+            self.bytes.drain(..self.sent);
+            self.sent = 0;
+        }
+    }
+}
