@@ -500,3 +500,332 @@ impl Outbox {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+    use super::*;
+    use crate::tls::leaf::tests::{subject_alt_names, test_ca};
+    use crate::tls::upstream::UpstreamTrust;
+
+    const DESTINATION: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 9, 8, 7));
+
+    /// A real server with its own CA, as the tests' HTTPS servers have.
+    struct TestServer {
+        config: Arc<ServerConfig>,
+        ca_file: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl TestServer {
+        fn new(name: &str, alpn: &[&[u8]]) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let ca_key = KeyPair::generate().unwrap();
+            let mut ca_params = CertificateParams::default();
+            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+            let ca_file = dir.path().join("upstream-ca.pem");
+            std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+            let issuer = Issuer::new(ca_params, ca_key);
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec![name.to_string()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+            let mut config = ServerConfig::builder_with_provider(crate::tls::crypto_provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone()], key_der)
+                .unwrap();
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Self {
+                config: Arc::new(config),
+                ca_file,
+                _dir: dir,
+            }
+        }
+
+        fn connection(&self) -> ServerConnection {
+            let mut connection = ServerConnection::new(self.config.clone()).unwrap();
+            connection.set_buffer_limit(None);
+            connection
+        }
+    }
+
+    fn interceptor(leaves: &Arc<LeafCache>, verify: bool, extra_ca: &[&PathBuf]) -> Interceptor {
+        let trust = UpstreamTrust {
+            verify,
+            extra_ca_files: extra_ca.iter().map(|path| path.to_path_buf()).collect(),
+        };
+        Interceptor::new(leaves.clone(), UpstreamTls::new(&trust).unwrap())
+    }
+
+    /// A guest's TLS client that trusts the interception CA.
+    fn guest_client(
+        ca: &crate::tls::ca::InterceptionCa,
+        sni: &str,
+        alpn: &[&[u8]],
+    ) -> ClientConnection {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.cert_der().clone()).unwrap();
+        let mut config = ClientConfig::builder_with_provider(crate::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let name = ServerName::try_from(sni.to_string()).unwrap();
+        let mut connection = ClientConnection::new(Arc::new(config), name).unwrap();
+        connection.set_buffer_limit(None);
+        connection
+    }
+
+    /// One end of the test, with the plaintext it received.
+    struct Peer<C> {
+        connection: C,
+        received: Vec<u8>,
+    }
+
+    impl<C: DerefMut<Target = ConnectionCommon<D>>, D> Peer<C> {
+        fn new(connection: C) -> Self {
+            Self {
+                connection,
+                received: Vec::new(),
+            }
+        }
+
+        fn outgoing(&mut self) -> Vec<u8> {
+            let mut bytes = Vec::new();
+            drain_ciphertext(&mut self.connection, &mut bytes);
+            bytes
+        }
+
+        fn incoming(&mut self, mut bytes: &[u8]) {
+            while !bytes.is_empty() {
+                self.connection.read_tls(&mut bytes).unwrap();
+                if self.connection.process_new_packets().is_err() {
+                    return;
+                }
+                let received = &mut self.received;
+                drain_plaintext(&mut self.connection, |chunk| {
+                    received.extend_from_slice(chunk)
+                });
+            }
+        }
+    }
+
+    /// Moves bytes guest ↔ interception ↔ server until none move, sending only part of each
+    /// output at a time, as a socket would take it.
+    fn pump(
+        guest: &mut Peer<ClientConnection>,
+        flow: &mut Interception,
+        server: &mut Peer<ServerConnection>,
+    ) -> Result<(), InterceptError> {
+        const SOCKET_TAKES: usize = 40_000;
+        loop {
+            let mut moved = false;
+            let from_guest = guest.outgoing();
+            if !from_guest.is_empty() {
+                moved = true;
+                flow.feed_guest(&from_guest)?;
+            }
+            let to_guest = flow.for_guest()[..flow.for_guest().len().min(SOCKET_TAKES)].to_vec();
+            if !to_guest.is_empty() {
+                moved = true;
+                flow.sent_to_guest(to_guest.len());
+                guest.incoming(&to_guest);
+            }
+            let to_server =
+                flow.for_upstream()[..flow.for_upstream().len().min(SOCKET_TAKES)].to_vec();
+            if !to_server.is_empty() {
+                moved = true;
+                flow.sent_to_upstream(to_server.len());
+                server.incoming(&to_server);
+            }
+            let from_server = server.outgoing();
+            if !from_server.is_empty() {
+                moved = true;
+                flow.feed_upstream(&from_server)?;
+            }
+            if !moved {
+                return Ok(());
+            }
+        }
+    }
+
+    struct Flow {
+        guest: Peer<ClientConnection>,
+        flow: Interception,
+        server: Peer<ServerConnection>,
+    }
+
+    fn handshake(
+        interceptor: &Interceptor,
+        ca: &crate::tls::ca::InterceptionCa,
+        server: &TestServer,
+        guest_alpn: &[&[u8]],
+    ) -> Result<Flow, InterceptError> {
+        let mut flow = Flow {
+            guest: Peer::new(guest_client(ca, "api.test", guest_alpn)),
+            flow: interceptor.intercept(DESTINATION, Box::new(PassThrough)),
+            server: Peer::new(server.connection()),
+        };
+        pump(&mut flow.guest, &mut flow.flow, &mut flow.server)?;
+        Ok(flow)
+    }
+
+    #[test]
+    fn plaintext_passes_both_ways_including_a_one_mebibyte_body() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::new("api.test", &[]);
+        let interceptor = interceptor(&leaves, true, &[&server.ca_file]);
+        let mut f = handshake(&interceptor, &ca, &server, &[]).unwrap();
+        assert!(!f.guest.connection.is_handshaking());
+        assert_eq!(f.flow.server_name(), Some("api.test"));
+
+        let body: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+        let mut request = b"POST /upload HTTP/1.1\r\nHost: api.test\r\n\r\n".to_vec();
+        request.extend_from_slice(&body);
+        f.guest.connection.writer().write_all(&request).unwrap();
+        pump(&mut f.guest, &mut f.flow, &mut f.server).unwrap();
+        assert!(
+            f.server.received == request,
+            "{} bytes",
+            f.server.received.len()
+        );
+
+        let mut response = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        response.extend(body.iter().rev());
+        f.server.connection.writer().write_all(&response).unwrap();
+        pump(&mut f.guest, &mut f.flow, &mut f.server).unwrap();
+        assert!(
+            f.guest.received == response,
+            "{} bytes",
+            f.guest.received.len()
+        );
+    }
+
+    #[test]
+    fn a_close_notify_from_either_side_is_passed_on() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::new("api.test", &[]);
+        let interceptor = interceptor(&leaves, true, &[&server.ca_file]);
+        let mut f = handshake(&interceptor, &ca, &server, &[]).unwrap();
+        f.guest.connection.send_close_notify();
+        pump(&mut f.guest, &mut f.flow, &mut f.server).unwrap();
+        assert!(f.flow.closed_by_guest());
+        let mut probe = [0; 1];
+        assert_eq!(f.server.connection.reader().read(&mut probe).unwrap(), 0);
+        f.server.connection.send_close_notify();
+        pump(&mut f.guest, &mut f.flow, &mut f.server).unwrap();
+        assert!(f.flow.closed_by_upstream());
+        assert_eq!(f.guest.connection.reader().read(&mut probe).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_guest_is_answered_with_the_protocol_the_real_server_chose() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let offer: &[&[u8]] = &[b"h2", b"http/1.1"];
+        for (server_speaks, chosen) in [(&b"h2"[..], &b"h2"[..]), (b"http/1.1", b"http/1.1")] {
+            let server = TestServer::new("api.test", &[server_speaks]);
+            let interceptor = interceptor(&leaves, true, &[&server.ca_file]);
+            let f = handshake(&interceptor, &ca, &server, offer).unwrap();
+            assert_eq!(f.server.connection.alpn_protocol(), Some(chosen));
+            assert_eq!(f.flow.alpn_protocol(), Some(chosen));
+            assert_eq!(f.guest.connection.alpn_protocol(), Some(chosen));
+        }
+    }
+
+    #[test]
+    fn the_guest_sees_a_leaf_for_the_sni_it_asked_for_minted_once() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::new("api.test", &[]);
+        let interceptor = interceptor(&leaves, true, &[&server.ca_file]);
+        let first = handshake(&interceptor, &ca, &server, &[]).unwrap();
+        let second = handshake(&interceptor, &ca, &server, &[]).unwrap();
+        let shown = |f: &Flow| f.guest.connection.peer_certificates().unwrap()[0].clone();
+        assert_eq!(subject_alt_names(&shown(&first)), ["dns:api.test"]);
+        assert_eq!(shown(&first), shown(&second));
+        assert_eq!(leaves.minted(), 1);
+    }
+
+    #[test]
+    fn a_real_server_whose_ca_is_not_trusted_is_refused_when_verifying() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::new("api.test", &[]);
+        // Another CA is trusted, so the refusal does not depend on the host's store.
+        let unrelated = TestServer::new("other.test", &[]);
+        let interceptor = interceptor(&leaves, true, &[&unrelated.ca_file]);
+        let error = handshake(&interceptor, &ca, &server, &[]).err().unwrap();
+        assert!(
+            matches!(
+                &error,
+                InterceptError::UpstreamCertificateRefused { server_name, .. }
+                    if server_name == "api.test"
+            ),
+            "{error}"
+        );
+        assert_eq!(leaves.minted(), 0, "the guest was never answered");
+    }
+
+    #[test]
+    fn a_real_server_whose_ca_is_not_trusted_is_accepted_when_not_verifying() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::new("api.test", &[]);
+        let interceptor = interceptor(&leaves, false, &[]);
+        let mut f = handshake(&interceptor, &ca, &server, &[]).unwrap();
+        f.guest.connection.writer().write_all(b"ping").unwrap();
+        pump(&mut f.guest, &mut f.flow, &mut f.server).unwrap();
+        assert_eq!(f.server.received, b"ping");
+    }
+
+    #[test]
+    fn a_guest_that_does_not_trust_the_ca_fails_its_handshake() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::new("api.test", &[]);
+        let interceptor = interceptor(&leaves, true, &[&server.ca_file]);
+        let other_ca = test_ca();
+        let error = handshake(&interceptor, &other_ca, &server, &[])
+            .err()
+            .unwrap();
+        assert!(
+            matches!(error, InterceptError::GuestHandshake { .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bytes_from_the_real_server_before_a_hello_are_refused() {
+        let leaves = Arc::new(LeafCache::new(test_ca(), 16));
+        let interceptor = interceptor(&leaves, false, &[]);
+        let mut flow = interceptor.intercept(DESTINATION, Box::new(PassThrough));
+        let error = flow.feed_upstream(b"\x16\x03\x03").unwrap_err();
+        assert!(
+            matches!(error, InterceptError::UpstreamSpokeFirst),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn output_is_kept_until_it_is_sent() {
+        let mut outbox = Outbox::default();
+        outbox.bytes.extend_from_slice(b"abcdef");
+        outbox.consume(2);
+        assert_eq!(outbox.pending(), b"cdef");
+        outbox.consume(10);
+        assert!(outbox.pending().is_empty());
+    }
+}

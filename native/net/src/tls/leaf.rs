@@ -206,8 +206,12 @@ pub(crate) mod tests {
     }
 
     fn names_of(key: &CertifiedKey) -> Vec<String> {
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(key.end_entity_cert().unwrap()).unwrap();
+        subject_alt_names(key.end_entity_cert().unwrap())
+    }
+
+    /// A certificate's subject alternative names, as `dns:NAME` or `ip:[OCTETS]`.
+    pub(crate) fn subject_alt_names(cert: &rustls::pki_types::CertificateDer<'_>) -> Vec<String> {
+        let (_, cert) = x509_parser::parse_x509_certificate(cert).unwrap();
         let san = cert.subject_alternative_name().unwrap().unwrap();
         san.value
             .general_names
