@@ -137,7 +137,8 @@ impl InterceptionCa {
 
     fn load(cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
         let cert_pem = read_text(cert_path)?;
-        let cert_der = read_certificates(cert_path)?.remove(0);
+        // A file with a chain holds the CA first.
+        let cert_der = parse_certificates(&cert_pem, cert_path)?.remove(0);
         let key =
             KeyPair::from_pem(&read_text(key_path)?).map_err(|source| CaError::UnusableKey {
                 path: key_path.into(),
@@ -191,7 +192,10 @@ fn check_ca_and_key(
 
 /// Every certificate of the PEM file at `path` (at least one).
 pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaError> {
-    let text = read_text(path)?;
+    parse_certificates(&read_text(path)?, path)
+}
+
+fn parse_certificates(text: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, CaError> {
     let certificates = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| CaError::UnreadableCertificate {

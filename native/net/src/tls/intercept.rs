@@ -13,6 +13,9 @@
 //! the protocol the real server chose. So an HTTP/2-only client keeps HTTP/2 where the server
 //! speaks it, and never ends up with a protocol the server does not.
 //!
+//! The outboxes are not bounded here: backpressure is the event loop's, as for every flow —
+//! it stops reading a side's socket while the other side's outbox is above its limit.
+//!
 //! After an error the flow is over: what [`Interception::for_guest`] and
 //! [`Interception::for_upstream`] still hold is the alert for that side, worth sending before
 //! the sockets are closed.
@@ -287,10 +290,7 @@ impl Interception {
                 return Err(InterceptError::UpstreamSpokeFirst);
             };
             let handshaking = upstream.is_handshaking();
-            let processed = upstream
-                .read_tls(&mut ciphertext)
-                .map_err(|error| rustls::Error::General(error.to_string()))
-                .and_then(|_| upstream.process_new_packets());
+            let processed = read_and_process(upstream, &mut ciphertext);
             let handshake_done = !upstream.is_handshaking();
             let state = processed.map_err(|source| self.upstream_error(handshaking, source))?;
             if handshake_done {
@@ -330,13 +330,12 @@ impl Interception {
 
     /// Answers the guest's hello, now that the real server's protocol is known.
     fn open_guest_side(&mut self) -> Result<(), InterceptError> {
-        let GuestSide::AwaitingUpstream(_) = self.guest else {
-            return Ok(());
-        };
-        let GuestSide::AwaitingUpstream(accepted) =
-            std::mem::replace(&mut self.guest, GuestSide::Failed)
-        else {
-            unreachable!("checked above");
+        let accepted = match std::mem::replace(&mut self.guest, GuestSide::Failed) {
+            GuestSide::AwaitingUpstream(accepted) => accepted,
+            other => {
+                self.guest = other;
+                return Ok(());
+            }
         };
         let alpn = self.alpn_protocol().map(<[u8]>::to_vec);
         let config = self
@@ -364,10 +363,7 @@ impl Interception {
                 return Err(InterceptError::Failed);
             };
             let handshaking = guest.is_handshaking();
-            let processed = guest
-                .read_tls(&mut ciphertext)
-                .map_err(|error| rustls::Error::General(error.to_string()))
-                .and_then(|_| guest.process_new_packets());
+            let processed = read_and_process(guest.as_mut(), &mut ciphertext);
             let state = match processed {
                 Ok(state) => state,
                 Err(source) => {
@@ -447,6 +443,22 @@ impl Interception {
     }
 }
 
+/// Reads what `connection` takes of `ciphertext` and processes it.
+fn read_and_process<C, D>(
+    connection: &mut C,
+    ciphertext: &mut &[u8],
+) -> Result<rustls::IoState, rustls::Error>
+where
+    C: DerefMut<Target = ConnectionCommon<D>>,
+{
+    // `read_tls` fails only when the received plaintext was not taken, and it always is
+    // (`drain_plaintext`) before more is read.
+    connection
+        .read_tls(ciphertext)
+        .map_err(|error| rustls::Error::General(error.to_string()))?;
+    connection.process_new_packets()
+}
+
 fn drain_ciphertext<C, D>(connection: &mut C, out: &mut Vec<u8>)
 where
     C: DerefMut<Target = ConnectionCommon<D>>,
@@ -467,12 +479,10 @@ where
     let mut chunk = [0; PLAINTEXT_CHUNK];
     loop {
         match connection.reader().read(&mut chunk) {
-            Ok(0) => return,
-            Ok(count) => take(&chunk[..count]),
-            // WouldBlock: nothing more for now; UnexpectedEof: cannot happen, as the
-            // connections are never told of a TCP end.
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-            Err(_) => return,
+            Ok(count) if count > 0 => take(&chunk[..count]),
+            // 0: the peer's close_notify, which `IoState` reports; WouldBlock: nothing more
+            // for now; UnexpectedEof cannot happen, as no connection is told of a TCP end.
+            Ok(_) | Err(_) => return,
         }
     }
 }
@@ -671,9 +681,19 @@ mod tests {
         server: &TestServer,
         guest_alpn: &[&[u8]],
     ) -> Result<Flow, InterceptError> {
+        let guest = guest_client(ca, "api.test", guest_alpn);
+        handshake_with(interceptor, guest, Box::new(PassThrough), server)
+    }
+
+    fn handshake_with(
+        interceptor: &Interceptor,
+        guest: ClientConnection,
+        filter: Box<dyn PlaintextFilter>,
+        server: &TestServer,
+    ) -> Result<Flow, InterceptError> {
         let mut flow = Flow {
-            guest: Peer::new(guest_client(ca, "api.test", guest_alpn)),
-            flow: interceptor.intercept(DESTINATION, Box::new(PassThrough)),
+            guest: Peer::new(guest),
+            flow: interceptor.intercept(DESTINATION, filter),
             server: Peer::new(server.connection()),
         };
         pump(&mut flow.guest, &mut flow.flow, &mut flow.server)?;
@@ -817,6 +837,74 @@ mod tests {
             matches!(error, InterceptError::UpstreamSpokeFirst),
             "{error}"
         );
+    }
+
+    /// Shouts requests and whispers responses, to show each direction goes through it.
+    struct ChangeCase;
+
+    impl PlaintextFilter for ChangeCase {
+        fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Vec<u8>) {
+            out.extend(plaintext.to_ascii_uppercase());
+        }
+
+        fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Vec<u8>) {
+            out.extend(plaintext.to_ascii_lowercase());
+        }
+    }
+
+    #[test]
+    fn the_filter_decides_the_plaintext_each_way() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::new("api.test", &[]);
+        let interceptor = interceptor(&leaves, true, &[&server.ca_file]);
+        let guest = guest_client(&ca, "api.test", &[]);
+        let mut f = handshake_with(&interceptor, guest, Box::new(ChangeCase), &server).unwrap();
+        f.guest
+            .connection
+            .writer()
+            .write_all(b"get /Secret")
+            .unwrap();
+        f.server.connection.writer().write_all(b"200 OK").unwrap();
+        pump(&mut f.guest, &mut f.flow, &mut f.server).unwrap();
+        assert_eq!(f.server.received, b"GET /SECRET");
+        assert_eq!(f.guest.received, b"200 ok");
+    }
+
+    #[test]
+    fn a_guest_without_sni_gets_a_leaf_for_the_destination_address() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::new(&DESTINATION.to_string(), &[]);
+        let interceptor = interceptor(&leaves, true, &[&server.ca_file]);
+        // A client connecting to an address sends no SNI.
+        let guest = guest_client(&ca, &DESTINATION.to_string(), &[]);
+        let f = handshake_with(&interceptor, guest, Box::new(PassThrough), &server).unwrap();
+        assert_eq!(f.flow.server_name(), Some("10.9.8.7"));
+        let shown = &f.guest.connection.peer_certificates().unwrap()[0];
+        assert_eq!(subject_alt_names(shown), ["ip:[10, 9, 8, 7]"]);
+    }
+
+    #[test]
+    fn a_client_hello_arriving_in_pieces_is_waited_for() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::new("api.test", &[]);
+        let interceptor = interceptor(&leaves, true, &[&server.ca_file]);
+        let mut guest = Peer::new(guest_client(&ca, "api.test", &[]));
+        let mut flow = interceptor.intercept(DESTINATION, Box::new(PassThrough));
+        let hello = guest.outgoing();
+        for piece in hello.chunks(7) {
+            assert!(
+                flow.for_upstream().is_empty(),
+                "upstream dialled before the hello"
+            );
+            flow.feed_guest(piece).unwrap();
+        }
+        assert!(!flow.for_upstream().is_empty());
+        let mut server = Peer::new(server.connection());
+        pump(&mut guest, &mut flow, &mut server).unwrap();
+        assert!(!guest.connection.is_handshaking());
     }
 
     #[test]

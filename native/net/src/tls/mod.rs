@@ -9,6 +9,13 @@
 //! - [`intercept`]: one intercepted flow, bytes in and bytes out on both sides;
 //! - [`bypass`]: the names that are never intercepted.
 //!
+//! How the gateway is to use it: per sandbox, [`ca::InterceptionCa::load_or_create`] (the
+//! home's pair or the user's), a [`leaf::LeafCache`] on it, [`upstream::UpstreamTls::new`]
+//! and one [`intercept::Interceptor`] from both, and a [`bypass::BypassList`]. Per TCP flow
+//! to an intercepted port, once the first bytes are a ClientHello (`gateway::sni`) naming a
+//! host that is allowed and not bypassed: [`intercept::Interceptor::intercept`], then feed it
+//! the held hello and everything after, and send what it has for each side.
+//!
 //! Crypto is rustls's `ring` provider (aws-lc-rs needs cmake to build).
 
 use std::sync::Arc;
