@@ -533,6 +533,14 @@ mod tests {
 
     impl TestServer {
         fn new(name: &str, alpn: &[&[u8]]) -> Self {
+            Self::speaking(name, alpn, rustls::DEFAULT_VERSIONS)
+        }
+
+        fn speaking(
+            name: &str,
+            alpn: &[&[u8]],
+            versions: &[&'static rustls::SupportedProtocolVersion],
+        ) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let ca_key = KeyPair::generate().unwrap();
             let mut ca_params = CertificateParams::default();
@@ -548,7 +556,7 @@ mod tests {
                 .unwrap();
             let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
             let mut config = ServerConfig::builder_with_provider(crate::tls::crypto_provider())
-                .with_safe_default_protocol_versions()
+                .with_protocol_versions(versions)
                 .unwrap()
                 .with_no_client_auth()
                 .with_single_cert(vec![cert.der().clone()], key_der)
@@ -730,6 +738,20 @@ mod tests {
             "{} bytes",
             f.guest.received.len()
         );
+    }
+
+    #[test]
+    fn a_real_server_that_speaks_only_tls_1_2_is_intercepted() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::speaking("api.test", &[], &[&rustls::version::TLS12]);
+        let interceptor = interceptor(&leaves, true, &[&server.ca_file]);
+        let mut f = handshake(&interceptor, &ca, &server, &[]).unwrap();
+        let version = f.server.connection.protocol_version();
+        assert_eq!(version, Some(rustls::ProtocolVersion::TLSv1_2));
+        f.guest.connection.writer().write_all(b"ping").unwrap();
+        pump(&mut f.guest, &mut f.flow, &mut f.server).unwrap();
+        assert_eq!(f.server.received, b"ping");
     }
 
     #[test]
