@@ -55,7 +55,9 @@ use crate::wire::framing::FrameDecoder;
 use crate::wire::reassembly::Reassembler;
 pub use flow_log::{FlowLogSink, FlowRecord};
 pub use host::HostFacts;
-pub use spec::{NetworkSpec, PolicySpec, PortProtocol, Preset, PublishedPort, SpecError};
+pub use spec::{
+    NetworkSpec, PolicySpec, PortProtocol, Preset, PublishedPort, SpecError, TlsSpec, TlsSpecError,
+};
 
 /// How long [`Gateway::set_policy`] waits for the loop to take the policy: an iteration
 /// takes microseconds, so only a loop that is gone or stuck misses it.
