@@ -18,6 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::dns::DnsState;
 use super::flow_log::FlowLog;
 use super::icmp::PingState;
+use super::intercepting::TlsInterception;
 use super::ports::Published;
 use super::tcp::HostTcp;
 use super::tokens::{self, Owner, Tokens};
@@ -166,6 +167,12 @@ impl EventLoop {
                 id_seed: config.random_seed.rotate_left(17),
             },
         )?;
+        let tls = config
+            .spec
+            .tls
+            .as_ref()
+            .map(|spec| TlsInterception::new(spec, &config.home_ca))
+            .transpose()?;
         let mut tokens = Tokens::default();
         let published = Published::bind(&config.spec.ports, poll.registry(), &mut tokens)?;
         let gateway_addresses = GatewayAddresses {
@@ -198,6 +205,7 @@ impl EventLoop {
             published,
             pins: Pins::default(),
             flow_log: FlowLog::new(config.flow_log),
+            tls,
             control,
             next_ip_id: (config.random_seed & 0xffff) as u16,
             busy: false,

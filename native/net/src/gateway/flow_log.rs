@@ -38,6 +38,15 @@ pub mod reason {
     pub const CLOSED: &str = "closed";
     pub const RESET: &str = "reset";
     pub const IDLE: &str = "idle";
+    pub const TLS_INTERCEPTED: &str = "tls intercepted";
+    pub const QUIC_BLOCKED: &str = "udp to an intercepted tls port (block_quic)";
+    pub const TLS_GUEST_HELLO: &str = "tls: the guest's hello is unreadable";
+    pub const TLS_UPSTREAM_CERTIFICATE: &str = "tls: upstream certificate refused";
+    pub const TLS_UPSTREAM_HANDSHAKE: &str = "tls: upstream handshake failed";
+    pub const TLS_UPSTREAM: &str = "tls: upstream broke tls";
+    pub const TLS_LEAF: &str = "tls: cannot mint a leaf certificate";
+    pub const TLS_GUEST_HANDSHAKE: &str = "tls: guest handshake failed";
+    pub const TLS_GUEST: &str = "tls: guest broke tls";
 }
 
 /// Where the supervisor keeps the records.

@@ -16,6 +16,7 @@ mod event_loop;
 pub mod flow_log;
 pub mod host;
 mod icmp;
+mod intercepting;
 mod policy_change;
 mod ports;
 mod sni;
@@ -41,6 +42,7 @@ use dns::DnsState;
 use event_loop::Pins;
 use flow_log::FlowLog;
 use icmp::PingState;
+use intercepting::TlsInterception;
 use ports::Published;
 use tcp::HostTcp;
 use tokens::Tokens;
@@ -55,6 +57,7 @@ use crate::wire::framing::FrameDecoder;
 use crate::wire::reassembly::Reassembler;
 pub use flow_log::{FlowLogSink, FlowRecord};
 pub use host::HostFacts;
+pub use intercepting::{CaPaths, TlsSetupError};
 pub use spec::{
     NetworkSpec, PolicySpec, PortProtocol, Preset, PublishedPort, SpecError, TlsSpec, TlsSpecError,
 };
@@ -74,6 +77,8 @@ pub struct GatewayConfig {
     pub random_seed: u64,
     /// Where every flow decision is recorded; `None` records nothing.
     pub flow_log: Option<Box<dyn FlowLogSink>>,
+    /// The home's interception CA, for a spec whose `tls` names no CA of its own.
+    pub home_ca: CaPaths,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -84,6 +89,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("spec", &self.spec)
             .field("host", &self.host)
             .field("flow_log", &self.flow_log.is_some())
+            .field("home_ca", &self.home_ca)
             .finish_non_exhaustive()
     }
 }
@@ -123,6 +129,8 @@ pub enum GatewayError {
     Link(#[from] ConfigError),
     #[error("network.dns: {0}")]
     Dns(#[from] ResolverError),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
     /// A published port's host address is already bound by another process.
     #[error("host port {address}/{protocol} is already in use")]
     PortInUse {
@@ -201,6 +209,8 @@ struct EventLoop {
     published: Published,
     pins: Pins,
     flow_log: FlowLog,
+    /// `None` when the spec intercepts no TLS.
+    tls: Option<TlsInterception>,
     control: Arc<Control>,
     next_ip_id: u16,
     /// Set when an iteration stopped with work left, so the next wait does not sleep.
@@ -216,6 +226,7 @@ pub struct Gateway {
     waker: Arc<mio::Waker>,
     control: Arc<Control>,
     counters: Arc<Counters>,
+    tls_ca_pem: Option<String>,
 }
 
 impl Gateway {
@@ -227,6 +238,7 @@ impl Gateway {
         let control = Arc::new(Control::default());
         let event_loop = EventLoop::new(config, qemu, counters.clone(), control.clone())?;
         let waker = event_loop.waker();
+        let tls_ca_pem = event_loop.tls.as_ref().map(|tls| tls.ca_pem().to_owned());
         let thread = std::thread::Builder::new()
             .name("msb-net".into())
             .spawn(move || event_loop.run())
@@ -236,7 +248,14 @@ impl Gateway {
             waker,
             control,
             counters,
+            tls_ca_pem,
         })
+    }
+
+    /// The interception CA's certificate (PEM) the guest is to trust; `None` when the
+    /// sandbox's TLS is not intercepted.
+    pub fn tls_ca_pem(&self) -> Option<&str> {
+        self.tls_ca_pem.as_deref()
     }
 
     /// Replaces the policy of the running loop and returns once the loop has taken it: from

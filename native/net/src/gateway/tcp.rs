@@ -19,6 +19,10 @@
 //! (a denied and an allowed name on one CDN address) is let through on condition: its bytes
 //! must then name an allowed host, and a flow that names none is reset. Protocols where the
 //! server speaks first are never held: their guest sends nothing until the peer did.
+//!
+//! Flows to a port whose TLS is intercepted are held the same way, and a ClientHello that
+//! names an allowed host not on the bypass list turns the flow into an intercepted one (see
+//! `intercepted`).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -32,6 +36,9 @@ use super::flow_log::{reason, Decided, FlowFacts};
 use super::sni::{self, FirstBytes, NameSource};
 use super::tokens::Owner;
 use super::EventLoop;
+use intercepted::Intercepted;
+
+mod intercepted;
 use crate::policy::{Action as Decision, Flow, FlowDirection, Protocol, Verdict};
 use crate::stack::{Action, DialError, Event, FlowId, ResolvedNames, SynDecision, SynOutcome};
 
@@ -59,6 +66,8 @@ struct Connection {
     read_closed: bool,
     facts: FlowFacts,
     held: Hold,
+    /// Set once the flow's TLS is intercepted: its bytes then pass through it both ways.
+    intercepted: Option<Box<Intercepted>>,
 }
 
 /// Whether the guest's first bytes wait until they show the host they name.
@@ -133,8 +142,14 @@ impl EventLoop {
             match action {
                 Action::Dial { flow_id, dst } => self.dial(now, flow_id, dst),
                 Action::ShutdownWrite { flow_id } => {
-                    if let Some(connection) = self.host_tcp.connections.get(&flow_id) {
-                        let _ = connection.stream.shutdown(Shutdown::Write);
+                    if let Some(connection) = self.host_tcp.connections.get_mut(&flow_id) {
+                        match connection.intercepted.as_mut() {
+                            // Shut once what the guest sent before its FIN has gone out.
+                            Some(intercepted) => intercepted.guest_finished = true,
+                            None => {
+                                let _ = connection.stream.shutdown(Shutdown::Write);
+                            }
+                        }
                     } else {
                         self.dns_guest_finished(flow_id);
                     }
@@ -204,6 +219,14 @@ impl EventLoop {
                 Hold::No
             };
         }
+        if held == Hold::No
+            && self
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.intercepts_port(dst.port()))
+        {
+            held = Hold::ForName;
+        }
         let target = self.host_destination(dst);
         let stream = match TcpStream::connect(target) {
             Ok(stream) => stream,
@@ -256,6 +279,7 @@ impl EventLoop {
                 read_closed: false,
                 facts,
                 held,
+                intercepted: None,
             },
         );
     }
@@ -352,6 +376,10 @@ impl EventLoop {
         if !self.release_held_bytes(now, flow_id) {
             return;
         }
+        if self.is_intercepted(flow_id) {
+            self.pump_intercepted(now, flow_id);
+            return;
+        }
         let mut broken = None;
         loop {
             let Some(connection) = self.host_tcp.connections.get_mut(&flow_id) else {
@@ -397,7 +425,7 @@ impl EventLoop {
             let Some(connection) = self.host_tcp.connections.get_mut(&flow_id) else {
                 return;
             };
-            if !connection.readable || connection.read_closed {
+            if !connection.readable || connection.read_closed || connection.intercepted.is_some() {
                 return;
             }
             let room = self.stack.guest_send_capacity(flow_id).unwrap_or(0);
@@ -486,7 +514,13 @@ impl EventLoop {
             connection.held = Hold::No;
         }
         match inspected {
-            FirstBytes::Named(source, host) => self.decide_named_flow(now, flow_id, source, host),
+            FirstBytes::Named(source, host) => {
+                let allowed = self.decide_named_flow(now, flow_id, source, host);
+                if allowed && source == NameSource::Sni {
+                    self.start_interception(flow_id);
+                }
+                allowed
+            }
             _ if hold == Hold::NameRequired => {
                 self.refuse_unnamed_flow(now, flow_id);
                 false

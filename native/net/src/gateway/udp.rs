@@ -71,6 +71,16 @@ impl EventLoop {
         let id = match self.udp.by_tuple.get(&(guest, dst)) {
             Some(&id) => id,
             None => {
+                if self
+                    .tls
+                    .as_ref()
+                    .is_some_and(|tls| tls.blocks_udp(dst.port()))
+                {
+                    log::debug!("UDP {guest} -> {dst} refused: {}", reason::QUIC_BLOCKED);
+                    self.log_refusal(Protocol::Udp, guest, dst, reason::QUIC_BLOCKED);
+                    self.refuse(frame);
+                    return;
+                }
                 let (verdict, names) =
                     self.decide_egress(Protocol::Udp, dst.ip(), Some(dst.port()));
                 self.log_decision(Decided {
