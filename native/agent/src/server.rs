@@ -11,7 +11,7 @@ use crate::boot::Booted;
 use crate::channel::Channel;
 use crate::exec::{self, input::Input};
 use crate::fs::{self, Cancel, Piece};
-use crate::network::{self, NetworkSetup};
+use crate::network::{self, trust::GuestTrust, NetworkSetup};
 use crate::port::{self, PortReader};
 use crate::reaper::Reaper;
 use crate::sessions::{Session, Sessions, Target};
@@ -75,6 +75,7 @@ pub fn serve(booted: Booted) -> ! {
             channel,
             reaper,
             sessions: Arc::new(Sessions::default()),
+            trust: Arc::new(GuestTrust::default()),
         },
     };
     let path = port::wait_for(AGENT_PORT_NAME);
@@ -200,7 +201,8 @@ impl Server {
                 version,
                 unix_time_ns,
                 network,
-            } => self.hello(generation, version, unix_time_ns, network),
+                tls_ca_pem,
+            } => self.hello(generation, version, unix_time_ns, network, tls_ca_pem),
             HostMessage::Ping => self.send(generation, id, FLAG_END, &AgentMessage::Pong),
             HostMessage::Exec(request) => {
                 if self.context.sessions.is_running(id) {
@@ -310,6 +312,7 @@ impl Server {
         version: u32,
         unix_time_ns: u64,
         network: Option<GuestNetwork>,
+        tls_ca_pem: Option<String>,
     ) {
         if version != PROTOCOL_VERSION {
             let reply = error(
@@ -323,13 +326,16 @@ impl Server {
         if let Err(clock_error) = sys::set_realtime_clock(unix_time_ns) {
             log!("cannot set the clock: {clock_error}");
         }
+        let root = if self.booted.overlay {
+            network::Root::Ours
+        } else {
+            network::Root::LiveHostDirectory
+        };
         if let Some(network) = network {
-            let root = if self.booted.overlay {
-                network::Root::Ours
-            } else {
-                network::Root::LiveHostDirectory
-            };
             self.network.apply(network, root);
+        }
+        if let Some(ca_pem) = tls_ca_pem {
+            self.context.trust.install(&ca_pem, root);
         }
         let reply = AgentMessage::Hello {
             version: PROTOCOL_VERSION,

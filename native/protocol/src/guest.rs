@@ -23,6 +23,11 @@ pub enum HostMessage {
         /// agent that does not know it ignores it (like any unknown field).
         #[serde(default)]
         network: Option<GuestNetwork>,
+        /// The PEM certificate of the CA that signs intercepted TLS flows, which the agent adds
+        /// to the guest's trust stores; `None`: no interception. Added within version 2 the
+        /// same way as `network`.
+        #[serde(default)]
+        tls_ca_pem: Option<String>,
     },
     Ping,
     /// Starts a process. Stdin, resize and signal frames for it use the same request id.
@@ -493,7 +498,8 @@ mod tests {
             HostMessage::Hello {
                 version: 2,
                 unix_time_ns: 42,
-                network: Some(guest_network())
+                network: Some(guest_network()),
+                tls_ca_pem: None,
             }
         );
     }
@@ -512,6 +518,7 @@ mod tests {
                 version: crate::PROTOCOL_VERSION,
                 unix_time_ns: 1_700_000_000_000_000_000,
                 network,
+                tls_ca_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
             };
             let frame = Frame::new(HELLO_ID, crate::FLAG_END, &hello).unwrap();
             assert_eq!(frame.decode::<HostMessage>().unwrap(), hello);
@@ -530,7 +537,8 @@ mod tests {
             HostMessage::Hello {
                 version: 2,
                 unix_time_ns: 42,
-                network: None
+                network: None,
+                tls_ca_pem: None,
             }
         );
     }
@@ -541,6 +549,7 @@ mod tests {
             version: 2,
             unix_time_ns: 42,
             network: Some(guest_network()),
+            tls_ca_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
         };
         let frame = Frame::new(HELLO_ID, crate::FLAG_END, &hello).unwrap();
         assert_eq!(

@@ -41,7 +41,7 @@ fn bare_boot_argv(work_dir: PathBuf) -> Result<Vec<String>> {
 /// The host's first frame on the agent channel (hello with the current time).
 #[pyfunction]
 fn hello_frame(py: Python<'_>) -> PyResult<Py<PyBytes>> {
-    let bytes = handshake::hello_frame(None)
+    let bytes = handshake::hello_frame(handshake::GuestSetup::default())
         .map_err(RuntimeError::from)?
         .to_bytes();
     Ok(PyBytes::new(py, &bytes).unbind())

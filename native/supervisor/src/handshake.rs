@@ -22,15 +22,24 @@ pub struct AgentHello {
 }
 
 /// Waits for the agent channel and the agent's hello; fails if QEMU exits first.
-/// `network` is what the agent configures before it answers.
+/// `guest` is what the agent configures before it answers.
 pub fn handshake(
     listener: &UnixListener,
     qemu: &mut Child,
-    network: Option<GuestNetwork>,
+    guest: GuestSetup,
 ) -> Result<(UnixStream, AgentHello)> {
     let stream = accept_agent(listener, qemu)?;
     log::debug!("QEMU connected the agent channel; sending hello");
-    hello(stream, qemu, network)
+    hello(stream, qemu, guest)
+}
+
+/// What the hello tells the agent to set up before it answers.
+#[derive(Debug, Clone, Default)]
+pub struct GuestSetup {
+    /// `None`: no network interface.
+    pub network: Option<GuestNetwork>,
+    /// The interception CA the guest is to trust; `None`: TLS is not intercepted.
+    pub tls_ca_pem: Option<String>,
 }
 
 /// Waits for QEMU to connect to the agent socket, noticing if QEMU dies first.
@@ -71,9 +80,9 @@ fn check_alive(qemu: &mut Child) -> Result<()> {
 fn hello(
     stream: UnixStream,
     qemu: &mut Child,
-    network: Option<GuestNetwork>,
+    guest: GuestSetup,
 ) -> Result<(UnixStream, AgentHello)> {
-    let frame = hello_frame(network)?;
+    let frame = hello_frame(guest)?;
     frame.write_to(&mut &stream).map_err(protocol_error)?;
     stream
         .set_read_timeout(Some(Duration::from_millis(250)))
@@ -111,9 +120,8 @@ fn hello(
     }
 }
 
-/// The host's hello, carrying the wall clock and the guest's network (`None`: no network
-/// interface).
-pub fn hello_frame(network: Option<GuestNetwork>) -> Result<Frame> {
+/// The host's hello, carrying the wall clock and what the guest is to set up.
+pub fn hello_frame(guest: GuestSetup) -> Result<Frame> {
     let unix_time_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -124,7 +132,8 @@ pub fn hello_frame(network: Option<GuestNetwork>) -> Result<Frame> {
         &HostMessage::Hello {
             version: PROTOCOL_VERSION,
             unix_time_ns,
-            network,
+            network: guest.network,
+            tls_ca_pem: guest.tls_ca_pem,
         },
     )
     .map_err(protocol_error)

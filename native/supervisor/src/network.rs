@@ -8,6 +8,7 @@
 //! The gateway's flow log goes to the sandbox's `network.log`, one JSON line per record, and
 //! a client's `SetNetworkPolicy` reaches the running gateway through [`PolicyControl`].
 
+use std::fs::{self, File};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -23,6 +24,7 @@ use msb_protocol::guest::{GuestIpv6, GuestNetwork};
 
 use crate::error::{Result, SupervisorError};
 use crate::logs::{RotatingLog, MAX_LOG_BYTES};
+use crate::paths;
 use crate::spec::SandboxSpec;
 
 /// The name the guest's `/etc/hosts` gives the gateway, which stands for the host: under a
@@ -52,6 +54,12 @@ impl Network {
         self.gateway
             .as_ref()
             .map_or_else(Arc::default, Gateway::counters)
+    }
+
+    /// The interception CA's certificate the guest is to trust; `None` when its TLS is not
+    /// intercepted (or under a baseline).
+    pub fn tls_ca_pem(&self) -> Option<String> {
+        self.gateway.as_ref()?.tls_ca_pem().map(str::to_owned)
     }
 
     /// What changes the running network's policy.
@@ -214,8 +222,16 @@ fn start_ours(
         host,
         random_seed: random_seed(),
         flow_log: Some(Box::new(NetworkLog(network_log))),
+        home_ca: paths::interception_ca(),
     };
+    let uses_home_ca = spec
+        .network
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.ca_cert.is_none());
+    let home_ca_lock = uses_home_ca.then(lock_home_ca).transpose()?;
     let gateway = Gateway::start(config, ours).map_err(gateway_error)?;
+    drop(home_ca_lock);
     let qemu_end = OwnedFd::from(qemus);
     let device = NetDevice {
         backend: NetBackend::Socket {
@@ -323,11 +339,39 @@ fn gateway_error(error: GatewayError) -> SupervisorError {
         GatewayError::PortInUse { address, protocol } => SupervisorError::PortInUse {
             address: format!("{address}/{protocol}"),
         },
-        GatewayError::Spec(_) | GatewayError::Dns(_) | GatewayError::Link(_) => {
-            SupervisorError::InvalidConfig(error.to_string())
-        }
+        GatewayError::Spec(_)
+        | GatewayError::Dns(_)
+        | GatewayError::Link(_)
+        | GatewayError::Tls(_) => SupervisorError::InvalidConfig(error.to_string()),
         other => SupervisorError::Network(other.to_string()),
     }
+}
+
+/// An exclusive lock on the home's CA directory, held while the gateway loads the home's CA:
+/// two sandboxes starting at once would otherwise both generate it, and the files left could
+/// be one's certificate and the other's key.
+fn lock_home_ca() -> Result<File> {
+    let dir = paths::interception_ca_dir();
+    fs::create_dir_all(&dir).map_err(SupervisorError::io(format!("creating {}", dir.display())))?;
+    let lock_path = dir.join(".lock");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(SupervisorError::io(format!(
+            "opening {}",
+            lock_path.display()
+        )))?;
+    // SAFETY: flock on a descriptor this function owns; the lock goes with the file.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(SupervisorError::io(format!(
+            "locking {}",
+            lock_path.display()
+        ))(error));
+    }
+    Ok(lock)
 }
 
 /// A seed for TCP sequence numbers and DNS ids that another sandbox cannot guess.

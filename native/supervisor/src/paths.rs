@@ -1,6 +1,7 @@
 //! Where the runtime keeps things. The one place that knows the layout of the home and cache.
 
 use crate::error::SupervisorError;
+use msb_net::gateway::CaPaths;
 use std::path::PathBuf;
 
 /// Overrides the runtime home (database, sandboxes, logs).
@@ -34,6 +35,21 @@ fn user_home() -> PathBuf {
     std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/root".into())
+}
+
+/// The home's interception CA (`tls/ca.pem`, `tls/ca.key`), generated on first use by a
+/// sandbox whose TLS is intercepted without a CA of the user's.
+pub fn interception_ca() -> CaPaths {
+    let dir = interception_ca_dir();
+    CaPaths {
+        cert: dir.join("ca.pem"),
+        key: dir.join("ca.key"),
+    }
+}
+
+/// The directory of the home's interception CA, whose `.lock` serialises its generation.
+pub fn interception_ca_dir() -> PathBuf {
+    home_dir().join("tls")
 }
 
 pub fn database_path() -> PathBuf {

@@ -120,7 +120,11 @@ pub fn start(
         artifacts.qemu.display()
     )))?;
     spawn_console_writer(console_listener, console_log);
-    let hello = handshake::handshake(&agent_listener, &mut qemu, Some(network.guest.clone()));
+    let guest = handshake::GuestSetup {
+        network: Some(network.guest.clone()),
+        tls_ca_pem: network.tls_ca_pem(),
+    };
+    let hello = handshake::handshake(&agent_listener, &mut qemu, guest);
     let (agent_stream, hello) = match hello {
         Ok(done) => done,
         Err(error) => {

@@ -8,6 +8,7 @@ mod pty;
 mod pump;
 
 use crate::channel::Channel;
+use crate::network::trust::GuestTrust;
 use crate::reaper::Reaper;
 use crate::sessions::{Session, Sessions};
 use crate::sys;
@@ -26,6 +27,8 @@ pub struct Context {
     pub channel: Arc<Channel>,
     pub reaper: Arc<Reaper>,
     pub sessions: Arc<Sessions>,
+    /// The interception CA's trust, whose variables every exec's environment starts with.
+    pub trust: Arc<GuestTrust>,
 }
 
 fn internal(what: &str, error: io::Error) -> AgentError {
@@ -114,8 +117,15 @@ pub fn start(
     context: &Context,
     id: u32,
     generation: u64,
-    request: ExecRequest,
+    mut request: ExecRequest,
 ) -> Result<(), AgentError> {
+    // The request's own variables come later, so they replace these.
+    request.env = context
+        .trust
+        .environment()
+        .into_iter()
+        .chain(request.env)
+        .collect();
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let plan = plan::plan(&request, &passwd, &group).map_err(|error| AgentError {

@@ -7,11 +7,13 @@
 //! sandbox's name and the gateway's alias ([`files`]), put in place without ever writing a
 //! live host root ([`placement`]). A failure is logged and the rest still done: the sandbox
 //! boots and runs commands without a network. The hello arrives after the switch into the
-//! sandbox's root, so `/etc` here is the sandbox's own.
+//! sandbox's root, so `/etc` here is the sandbox's own. The interception CA, when the hello
+//! carries one, goes into the trust stores the same way ([`trust`]).
 
 mod files;
 pub mod interface;
 mod placement;
+pub mod trust;
 
 use crate::sys;
 use msb_protocol::guest::GuestNetwork;

@@ -21,7 +21,7 @@ const RUN: &str = "/run";
 const STAGING_DIR: &str = "/run/msb";
 const FILE_MODE: u32 = 0o644;
 
-/// Makes `path` (absolute, in `/etc`) read `text`.
+/// Makes `path` (absolute: a file of `/etc` or of the trust stores) read `text`.
 pub fn place(path: &str, text: &str, root: Root) -> Result<(), NetworkError> {
     match root {
         Root::Ours => replace(Path::new(path), text).map_err(write_error(path)),
