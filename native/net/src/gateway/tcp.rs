@@ -145,7 +145,11 @@ impl EventLoop {
                     if let Some(connection) = self.host_tcp.connections.get_mut(&flow_id) {
                         match connection.intercepted.as_mut() {
                             // Shut once what the guest sent before its FIN has gone out.
-                            Some(intercepted) => intercepted.guest_finished = true,
+                            Some(intercepted) => {
+                                intercepted.guest_finished = true;
+                                // The next pump shuts it, even if nothing else wakes the loop.
+                                self.busy = true;
+                            }
                             None => {
                                 let _ = connection.stream.shutdown(Shutdown::Write);
                             }
