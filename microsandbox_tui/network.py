@@ -517,7 +517,9 @@ def _host_path_text(value: object) -> object:
 
 
 def _one_or_more_paths(value: object) -> object:
-    """``upstream_ca_cert`` takes one path or several."""
+    """``upstream_ca_cert`` takes one path, several, or ``None`` for none."""
+    if value is None:
+        return ()
     if isinstance(value, str | os.PathLike):
         return (value,)
     return value
@@ -578,7 +580,10 @@ class TlsConfig(Checked):
             block_quic: bool = False,
             ca_cert: str | os.PathLike[str] | None = None,
             ca_key: str | os.PathLike[str] | None = None,
-            upstream_ca_cert: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] = (),
+            upstream_ca_cert: str
+            | os.PathLike[str]
+            | Iterable[str | os.PathLike[str]]
+            | None = None,
         ) -> None: ...
 
     @model_validator(mode="before")

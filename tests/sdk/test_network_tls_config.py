@@ -116,7 +116,8 @@ def test_paths_are_made_absolute(
     assert all(os.path.isabs(path) for path in (tls.ca_cert, tls.ca_key))
 
 
-def test_upstream_ca_cert_takes_one_path_or_several(pem: Path, key: Path) -> None:
+def test_upstream_ca_cert_takes_one_path_several_or_none(pem: Path, key: Path) -> None:
+    assert TlsConfig(upstream_ca_cert=None).upstream_ca_certs == ()
     assert TlsConfig(upstream_ca_cert=pem).upstream_ca_certs == (str(pem),)
     assert TlsConfig(upstream_ca_cert=str(pem)).upstream_ca_certs == (str(pem),)
     both = TlsConfig(upstream_ca_cert=[pem, str(key)])
