@@ -105,6 +105,7 @@ from .network import (
     Protocol,
     PublishedPort,
     Rule,
+    TlsConfig,
     parse_rule,
 )
 from .network_log import FlowLogEntry
@@ -274,6 +275,7 @@ __all__ = [
     "SymlinkPatch",
     "TextPatch",
     "TiB",
+    "TlsConfig",
     "TmpfsMount",
     "UnknownUserError",
     "Volume",

@@ -17,7 +17,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -26,7 +25,7 @@ from .fs import MAX_MODE
 from .network import Network
 from .pull import PullPolicy
 from .types import DiskImageFormat, LogLevel
-from .validation import Frozen, validated
+from .validation import Frozen, HostDirectory, HostFile, absolute_host_path, validated
 
 #: The image a sandbox gets when none is given; built locally by ``install()``.
 DEFAULT_IMAGE = "msb-base"
@@ -38,35 +37,6 @@ MAX_MEMORY_MIB = 64 * 1024
 MAX_CPUS = 64
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _absolute_host_path(value: str) -> str:
-    return str(Path(value).expanduser().resolve())
-
-
-#: Validation context of a configuration read back from the database. Host files may be gone
-#: since it was created (patches copied theirs then; a disk image may have been deleted, and
-#: starting the sandbox says so); they were checked at creation.
-STORED_CONFIG: dict[str, Any] = {"stored": True}
-
-
-def _existing_host_path(kind: Literal["file", "directory"]) -> AfterValidator:
-    """Makes a host path absolute; it must be an existing ``kind`` unless the configuration
-    is a stored one."""
-    is_kind = Path.is_file if kind == "file" else Path.is_dir
-
-    def check(value: str, info: ValidationInfo) -> str:
-        path = _absolute_host_path(value)
-        stored = bool(info.context and info.context.get("stored"))
-        if not stored and not is_kind(Path(path)):
-            raise ValueError(f"{value!r} is not an existing {kind}")
-        return path
-
-    return AfterValidator(check)
-
-
-HostFile = Annotated[str, _existing_host_path("file")]
-HostDirectory = Annotated[str, _existing_host_path("directory")]
 
 
 class _DiskFile(Frozen):
@@ -235,7 +205,7 @@ class BindMount(Frozen):
     path: str
     readonly: bool = False
 
-    _absolute = field_validator("path")(_absolute_host_path)
+    _absolute = field_validator("path")(absolute_host_path)
 
 
 class TmpfsMount(Frozen):
@@ -256,7 +226,7 @@ class DiskMount(_DiskFile):
     path: str
     readonly: bool = False
 
-    _absolute = field_validator("path")(_absolute_host_path)
+    _absolute = field_validator("path")(absolute_host_path)
 
 
 MountConfig = Annotated[

@@ -147,3 +147,19 @@ def dns_rows(network: Network) -> list[tuple[str, str]]:
         ("rebind protection", "on" if dns.rebind_protection else "off"),
         ("denied names", ", ".join(denied) or "-"),
     ]
+
+
+def tls_rows(network: Network) -> list[tuple[str, str]]:
+    """Whether and how the sandbox's TLS is intercepted: ports, bypassed names, the upstream
+    check and its extra CAs, whose interception CA."""
+    tls = network.tls
+    if tls is None:
+        return [("tls interception", "off")]
+    ports = ", ".join(str(port) for port in tls.intercepted_ports)
+    verify = "on" if tls.verify_upstream else "off"
+    return [
+        ("tls interception", f"ports {ports}" + (", QUIC blocked" if tls.block_quic else "")),
+        ("tls bypass", ", ".join(tls.bypass) or "-"),
+        ("tls verify upstream", verify + "".join(f", {path}" for path in tls.upstream_ca_certs)),
+        ("tls ca", tls.ca_cert or "the home's"),
+    ]

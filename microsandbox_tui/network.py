@@ -1,5 +1,5 @@
-"""A sandbox's network: its policy (a preset or rules), its DNS settings and its published
-ports, as :class:`Network` and the types it is made of.
+"""A sandbox's network: its policy (a preset or rules), its DNS settings, its published
+ports and its TLS interception, as :class:`Network` and the types it is made of.
 
 Every value is checked here, on construction, as the sandbox's supervisor will read it
 (``native/net``: the policy's destinations, port ranges and groups, and the DNS settings), so
@@ -15,13 +15,19 @@ and the deny lists sit in ``dns`` beside the nameservers::
              "deny_domains": [], "deny_domain_suffixes": []},
      "ports": [{"host_address": "127.0.0.1", "host_port": 8080, "guest_port": 80,
                 "protocol": "tcp"}],
-     "max_connections": null}
+     "max_connections": null,
+     "tls": {"intercepted_ports": [443], "bypass": ["*.internal.example"],
+             "verify_upstream": true, "upstream_ca_certs": ["/abs/test-ca.pem"],
+             "ca_cert": null, "ca_key": null, "block_quic": false}}
+
+A network without TLS interception has no ``tls`` key.
 """
 
 from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -43,7 +49,7 @@ from pydantic_core import InitErrorDetails
 
 from . import _native
 from .errors import InvalidConfigError
-from .validation import Checked, problem_at, raise_problems, relocated
+from .validation import Checked, HostFile, problem_at, raise_problems, relocated
 
 # -- vocabulary ------------------------------------------------------------------------------
 
@@ -488,6 +494,118 @@ class PublishedPort(Checked):
         return f"{host}:{self.host_port} -> {self.guest_port}/{self.protocol}"
 
 
+#: Written before a bypass name to bypass every name below it (not the name itself).
+BYPASS_WILDCARD = "*."
+
+
+def check_bypass_name(text: str) -> str:
+    """A TLS bypass entry: a domain name, or ``*.`` and a domain for every name below it.
+    Stricter than the gateway's list, which takes any text without a misplaced ``*``: an
+    entry that is not a domain name could never equal the name a guest asks for."""
+    if not text.strip():
+        raise ValueError("an empty name cannot be bypassed")
+    name = text.removeprefix(BYPASS_WILDCARD)
+    if "*" in name:
+        raise ValueError(f"{text!r}: a wildcard may only be a leading {BYPASS_WILDCARD!r}")
+    check_domain(name)
+    return text
+
+
+def _host_path_text(value: object) -> object:
+    """A path given as a :class:`~pathlib.Path` is stored as its text."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _one_or_more_paths(value: object) -> object:
+    """``upstream_ca_cert`` takes one path, several, or ``None`` for none."""
+    if value is None:
+        return ()
+    if isinstance(value, str | os.PathLike):
+        return (value,)
+    return value
+
+
+def _distinct_ports(ports: tuple[int, ...]) -> tuple[int, ...]:
+    if not ports:
+        raise ValueError("at least one port is intercepted (leave tls out for none)")
+    repeated = sorted({port for port in ports if ports.count(port) > 1})
+    if repeated:
+        raise ValueError(f"port {repeated[0]} is given twice")
+    return ports
+
+
+_HostFilePath = Annotated[HostFile, BeforeValidator(_host_path_text)]
+BypassNames = Annotated[tuple[Annotated[str, AfterValidator(check_bypass_name)], ...], _NOT_A_TEXT]
+InterceptedPorts = Annotated[
+    tuple[Annotated[int, BeforeValidator(check_port)], ...], AfterValidator(_distinct_ports)
+]
+UpstreamCaCerts = Annotated[tuple[_HostFilePath, ...], BeforeValidator(_one_or_more_paths)]
+#: The port of HTTPS, intercepted unless the ports are given.
+HTTPS_PORT = 443
+
+
+class TlsConfig(Checked):
+    """TLS interception: the sandbox's gateway ends the guest's TLS on ``intercepted_ports``
+    with a certificate for the name the guest asked (minted by an interception CA the guest
+    trusts) and opens its own TLS to the real server, so it sees the requests in the clear.
+
+    ``bypass``: names never intercepted (``api.example.com``, or ``*.example.com`` for every
+    name below it), whose guests see the real server's certificate. ``verify_upstream``:
+    verify the real server against the host's trust store and ``upstream_ca_cert`` (one PEM
+    file or several, stored as ``upstream_ca_certs``). ``ca_cert`` and ``ca_key``: the PEM
+    files of your own interception CA, both or neither; neither means the home's CA,
+    generated on first use. ``block_quic``: refuse UDP to the intercepted ports, so HTTP/3
+    clients fall back to TCP, which is intercepted. Every path is made absolute and must be
+    an existing file.
+    """
+
+    error_location = "network.tls"
+
+    intercepted_ports: InterceptedPorts = (HTTPS_PORT,)
+    bypass: BypassNames = ()
+    verify_upstream: _StrictBool = True
+    upstream_ca_certs: UpstreamCaCerts = ()
+    ca_cert: _HostFilePath | None = None
+    ca_key: _HostFilePath | None = None
+    block_quic: _StrictBool = False
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            *,
+            bypass: Iterable[str] = (),
+            verify_upstream: bool = True,
+            intercepted_ports: Iterable[int] = (HTTPS_PORT,),
+            block_quic: bool = False,
+            ca_cert: str | os.PathLike[str] | None = None,
+            ca_key: str | os.PathLike[str] | None = None,
+            upstream_ca_cert: str
+            | os.PathLike[str]
+            | Iterable[str | os.PathLike[str]]
+            | None = None,
+        ) -> None: ...
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upstream_ca_cert(cls, values: Any) -> Any:
+        """The constructor's ``upstream_ca_cert`` is the stored ``upstream_ca_certs``."""
+        if not isinstance(values, Mapping) or "upstream_ca_cert" not in values:
+            return values
+        if "upstream_ca_certs" in values:
+            raise ValueError("give upstream_ca_cert or upstream_ca_certs, not both")
+        values = dict(values)
+        values["upstream_ca_certs"] = values.pop("upstream_ca_cert")
+        return values
+
+    @model_validator(mode="after")
+    def _ca_pair(self) -> TlsConfig:
+        if (self.ca_cert is None) != (self.ca_key is None):
+            given, missing = ("ca_cert", "ca_key") if self.ca_key is None else ("ca_key", "ca_cert")
+            raise ValueError(f"{given} is given without {missing}: give both files or neither")
+        return self
+
+
 def _policy(value: object) -> PresetName | NetworkPolicy:
     if value is None:
         return "public_only"
@@ -558,6 +676,7 @@ class Network(Checked):
         "deny_domain_suffixes",
         "dns",
         "max_connections",
+        "tls",
     )
 
     policy: PresetName | NetworkPolicy = "public_only"
@@ -566,6 +685,7 @@ class Network(Checked):
     deny_domain_suffixes: DomainSuffixes = ()
     dns: DnsConfig = Field(default_factory=DnsConfig)
     max_connections: Annotated[_StrictInt, Field(ge=1, le=MAX_CONNECTIONS_LIMIT)] | None = None
+    tls: TlsConfig | None = None
 
     if TYPE_CHECKING:
 
@@ -577,6 +697,7 @@ class Network(Checked):
             deny_domain_suffixes: Iterable[str] = (),
             dns: DnsConfig | None = None,
             max_connections: int | None = None,
+            tls: TlsConfig | None = None,
         ) -> None: ...
 
     @classmethod
@@ -606,6 +727,7 @@ class Network(Checked):
             self.deny_domain_suffixes,
             self.dns,
             self.max_connections,
+            self.tls,
         )
 
     _policy = field_validator("policy", mode="before")(_policy)
@@ -630,10 +752,14 @@ class Network(Checked):
         return {**values, "dns": dns, **lifted}
 
     @model_serializer(mode="wrap")
-    def _deny_lists_in_dns(self, handler: SerializerFunctionWrapHandler) -> Any:
+    def _stored_shape(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """The deny lists go into ``dns``; no interception is no ``tls`` key at all, so a
+        network without it is stored as before."""
         data = handler(self)
         for key in _DENY_LISTS:
             data["dns"][key] = data.pop(key)
+        if data["tls"] is None:
+            del data["tls"]
         return data
 
 

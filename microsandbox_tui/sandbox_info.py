@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from . import _native
 from ._blocking import run_blocking
 from ._wire import Timestamp, decode, record
-from .config import STORED_CONFIG, BindImage, DiskImage, OciImage, SandboxConfig
+from .config import BindImage, DiskImage, OciImage, SandboxConfig
 from .types import SandboxStatus
+from .validation import STORED_CONFIG
 
 
 @record

@@ -3,14 +3,18 @@
 
 A location is written as the user would reach the value: ``network.policy.rules[2].port``
 (items of a sequence by index, published ports by host port).
+
+Host paths (a patch's source, a disk image, a CA file) are made absolute and must exist when
+a configuration is built, not when a stored one is read back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .errors import InvalidConfigError
@@ -116,3 +120,33 @@ def raise_problems(title: str, problems: list[InitErrorDetails]) -> None:
     placed under its own field), if there are any."""
     if problems:
         raise ValidationError.from_exception_data(title, problems)
+
+
+def absolute_host_path(value: str) -> str:
+    """``value`` as an absolute host path, ``~`` expanded and symbolic links resolved."""
+    return str(Path(value).expanduser().resolve())
+
+
+#: Validation context of a configuration read back from the database. Host files may be gone
+#: since it was created (patches copied theirs then; a disk image may have been deleted, and
+#: starting the sandbox says so); they were checked at creation.
+STORED_CONFIG: dict[str, Any] = {"stored": True}
+
+
+def _existing_host_path(kind: Literal["file", "directory"]) -> AfterValidator:
+    """Makes a host path absolute; it must be an existing ``kind`` unless the configuration
+    is a stored one."""
+    is_kind = Path.is_file if kind == "file" else Path.is_dir
+
+    def check(value: str, info: ValidationInfo) -> str:
+        path = absolute_host_path(value)
+        stored = bool(info.context and info.context.get("stored"))
+        if not stored and not is_kind(Path(path)):
+            raise ValueError(f"{value!r} is not an existing {kind}")
+        return path
+
+    return AfterValidator(check)
+
+
+HostFile = Annotated[str, _existing_host_path("file")]
+HostDirectory = Annotated[str, _existing_host_path("directory")]

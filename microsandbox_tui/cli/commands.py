@@ -26,6 +26,7 @@ from microsandbox_tui import (
     RegistryAuth,
     Resolved,
     Sandbox,
+    TlsConfig,
     Volume,
     inspect_image,
     list_images,
@@ -80,14 +81,24 @@ def policy_of(args: argparse.Namespace) -> NetworkPolicy | PresetName | None:
     )
 
 
+def tls_of(args: argparse.Namespace) -> TlsConfig | None:
+    """``--tls-intercept``, ``--tls-bypass`` and ``--tls-upstream-ca`` (each of which turns
+    interception on) as the interception settings; ``None`` when none was given."""
+    if not (args.tls_intercept or args.tls_bypass or args.tls_upstream_cas):
+        return None
+    return TlsConfig(bypass=args.tls_bypass, upstream_ca_cert=args.tls_upstream_cas)
+
+
 def network_of(args: argparse.Namespace) -> Network:
-    """The policy flags, ``-p``, ``--deny-domain`` and ``--dns-nameserver`` as one network."""
+    """The policy flags, ``-p``, ``--deny-domain``, ``--dns-nameserver`` and the TLS flags as
+    one network."""
     return Network(
         policy_of(args),
         args.ports,
         [name for name in args.deny_domains if not name.startswith(".")],
         [name for name in args.deny_domains if name.startswith(".")],
         DnsConfig(nameservers=args.nameservers),
+        tls=tls_of(args),
     )
 
 

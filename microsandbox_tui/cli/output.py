@@ -25,6 +25,7 @@ from microsandbox_tui.formatting import (
     format_timestamp,
     network_rows,
     policy_rules,
+    tls_rows,
     uptime_seconds,
 )
 
@@ -100,6 +101,7 @@ def inspect_rows(info: SandboxInfo, now: datetime) -> list[list[str]]:
         *network_rows(config.network, info.network),
         *((f"rule {index}", str(rule)) for index, rule in enumerate(policy_rules(config.network))),
         *dns_rows(config.network),
+        *tls_rows(config.network),
     ]
     return [[label, value] for label, value in rows]
 

@@ -17,6 +17,7 @@ from microsandbox_tui import (
     PublishedPort,
     Rule,
     Size,
+    TlsConfig,
     Volume,
     __version__,
 )
@@ -97,6 +98,24 @@ def nameserver_flag(text: str) -> str:
     except InvalidConfigError as error:
         raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
     return text
+
+
+def tls_bypass_flag(text: str) -> str:
+    """``--tls-bypass NAME``: a name, or ``*.NAME`` for every name below it."""
+    try:
+        TlsConfig(bypass=[text])
+    except InvalidConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
+    return text
+
+
+def tls_upstream_ca_flag(text: str) -> str:
+    """``--tls-upstream-ca PATH``: an existing PEM file, as an absolute path."""
+    try:
+        (path,) = TlsConfig(upstream_ca_cert=text).upstream_ca_certs
+    except InvalidConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
+    return path
 
 
 def rules_flag(text: str) -> tuple[Rule, ...]:
@@ -183,6 +202,36 @@ def _add_network(parser: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help="forward DNS to ADDR (IP, IP:PORT or [IPv6]:PORT) instead of the host's "
         "resolvers; repeatable, tried in order",
+    )
+    _add_tls(parser)
+
+
+def _add_tls(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-intercept",
+        action="store_true",
+        help="intercept TLS on port 443: the guest trusts the sandbox's CA, the host opens its "
+        "own verified connection to the real server",
+    )
+    parser.add_argument(
+        "--tls-bypass",
+        dest="tls_bypass",
+        action="append",
+        default=[],
+        type=tls_bypass_flag,
+        metavar="NAME",
+        help="never intercept NAME (*.NAME: every name below it); implies --tls-intercept; "
+        "repeatable",
+    )
+    parser.add_argument(
+        "--tls-upstream-ca",
+        dest="tls_upstream_cas",
+        action="append",
+        default=[],
+        type=tls_upstream_ca_flag,
+        metavar="PATH",
+        help="also trust the CA certificates in PATH (PEM) when verifying real servers; implies "
+        "--tls-intercept; repeatable",
     )
 
 

@@ -4,6 +4,7 @@ runtime, no virtual machine)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from microsandbox_tui import (
     DnsConfig,
@@ -15,6 +16,7 @@ from microsandbox_tui import (
     SandboxConfig,
     SandboxInfo,
     SandboxStatus,
+    TlsConfig,
 )
 from microsandbox_tui.cli.output import inspect_rows, policy_lines
 
@@ -98,3 +100,22 @@ def test_inspect_and_net_show_list_a_custom_policys_rules_with_their_index() -> 
     assert not any(
         label.startswith("rule") for label, _ in inspect_rows(_info(Network(), None), NOW)
     )
+
+
+def test_inspect_says_whether_and_how_tls_is_intercepted(tmp_path: Path) -> None:
+    assert dict(inspect_rows(_info(Network(), None), NOW))["tls interception"] == "off"
+    ca = tmp_path / "ca.pem"
+    ca.write_text("pem")
+    tls = TlsConfig(
+        bypass=["*.internal.example"], intercepted_ports=[443, 8443], upstream_ca_cert=ca
+    )
+    rows = dict(inspect_rows(_info(Network(tls=tls), None), NOW))
+    assert rows["tls interception"] == "ports 443, 8443"
+    assert rows["tls bypass"] == "*.internal.example"
+    assert rows["tls verify upstream"] == f"on, {ca}"
+    assert rows["tls ca"] == "the home's"
+    own = TlsConfig(verify_upstream=False, block_quic=True, ca_cert=ca, ca_key=ca)
+    rows = dict(inspect_rows(_info(Network(tls=own), None), NOW))
+    assert rows["tls interception"] == "ports 443, QUIC blocked"
+    assert (rows["tls bypass"], rows["tls verify upstream"]) == ("-", "off")
+    assert rows["tls ca"] == str(ca)

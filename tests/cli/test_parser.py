@@ -16,6 +16,7 @@ from microsandbox_tui import (
     PublishedPort,
     Rule,
     Size,
+    TlsConfig,
     TmpfsMount,
     __version__,
 )
@@ -268,6 +269,66 @@ def test_bad_network_flags_exit_2_naming_the_flag(
         error = capsys.readouterr().err
         assert "usage: msb" in error
         assert message in error
+
+
+def test_tls_flags_turn_interception_on(tmp_path: Path) -> None:
+    ca = tmp_path / "test-ca.pem"
+    ca.write_text("pem")
+    assert commands.network_of(parse_args(["create", "web"])).tls is None
+    intercept = parse_args(["create", "web", "--tls-intercept"])
+    assert commands.network_of(intercept).tls == TlsConfig()
+    for command in (["create", "web"], ["run"]):
+        argv = [
+            *command,
+            "--tls-bypass",
+            "*.internal.example",
+            "--tls-bypass",
+            "pinned.example.com",
+            "--tls-upstream-ca",
+            str(ca),
+        ]
+        parsed = parse_args([*argv, "--", "true"] if command == ["run"] else argv)
+        assert commands.network_of(parsed).tls == TlsConfig(
+            bypass=["*.internal.example", "pinned.example.com"], upstream_ca_cert=[ca]
+        )
+    only_ca = parse_args(["run", "--tls-upstream-ca", str(ca), "--", "true"])
+    assert commands.network_of(only_ca).tls == TlsConfig(upstream_ca_cert=ca)
+
+
+def test_a_relative_upstream_ca_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "test-ca.pem").write_text("pem")
+    monkeypatch.chdir(tmp_path)
+    args = parse_args(["create", "web", "--tls-upstream-ca", "test-ca.pem"])
+    assert args.tls_upstream_cas == [str((tmp_path / "test-ca.pem").resolve())]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tls-bypass", ""], "argument --tls-bypass: an empty name cannot be bypassed"),
+        (["--tls-bypass", "a.*.example"], "a wildcard may only be a leading '*.'"),
+        (["--tls-bypass", "a..example"], "'a..example' is not a valid domain"),
+        (
+            ["--tls-upstream-ca", "/nonexistent/ca.pem"],
+            "argument --tls-upstream-ca: '/nonexistent/ca.pem' is not an existing file",
+        ),
+        (["--tls-intercept=yes"], "argument --tls-intercept: ignored explicit argument"),
+    ],
+)
+def test_bad_tls_flags_exit_2_with_one_usage_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["create", "x"], ["run"]):
+        with pytest.raises(SystemExit) as exited:
+            parse_args([*command, *argv, "--", "true"] if command == ["run"] else [*command, *argv])
+        assert exited.value.code == 2
+        error = capsys.readouterr().err
+        assert "usage: msb" in error
+        last = error.strip().splitlines()[-1]
+        assert message in last
+        assert last.startswith("msb ")
 
 
 def test_inspect_takes_a_sandbox_name() -> None:

@@ -1,9 +1,13 @@
 """The fake internet's servers, each run as its own process inside the internet namespace.
 
-``python -m net.hosts http|dns|udp-echo --bind ADDR --log FILE --ready FILE [...]`` (with
-``tests/`` on ``PYTHONPATH``). Every request is appended to ``--log`` as one JSON line so a
-test can prove what arrived, and also that nothing did. ``--ready`` is written once the
+``python -m net.hosts http|https|dns|udp-echo --bind ADDR --log FILE --ready FILE [...]``
+(with ``tests/`` on ``PYTHONPATH``). Every request is appended to ``--log`` as one JSON line
+so a test can prove what arrived, and also that nothing did. ``--ready`` is written once the
 sockets are bound, so the harness waits for a file instead of guessing with sleeps.
+
+``https`` is the HTTP host behind TLS (``--cert``, ``--key``: PEM files): each request's
+event also names the SNI the client sent, and a handshake that fails is an event too
+(``handshake_error``), so a test sees a client that refused the certificate.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import json
 import socket
 import socketserver
+import ssl
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,13 +81,20 @@ class HttpHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:
+    def _log_request(self, **details: Any) -> None:
+        """The request line, the headers in order (a list of pairs) and ``details``."""
         self.server.log.write(
-            method="GET",
+            method=self.command,
             path=self.path,
             client=self.client_address[0],
-            host=self.headers.get("Host"),
+            request_line=self.requestline,
+            headers=[[name, value] for name, value in self.headers.items()],
+            **self.server.connection_details(self.connection),
+            **details,
         )
+
+    def do_GET(self) -> None:
+        self._log_request(host=self.headers.get("Host"))
         if self.path == "/":
             self._reply(200, f"hello from {self.server.name}\n".encode())
         elif self.path.startswith("/bytes/") and self.path[7:].isdigit():
@@ -115,9 +127,7 @@ class HttpHandler(BaseHTTPRequestHandler):
             digest.update(chunk)
             remaining -= len(chunk)
         received = length - remaining
-        self.server.log.write(
-            method="POST", path=self.path, client=self.client_address[0], bytes=received
-        )
+        self._log_request(bytes=received)
         reply = {"bytes": received, "sha256": digest.hexdigest()}
         self._reply(200, json.dumps(reply).encode(), "application/json")
 
@@ -134,6 +144,49 @@ class HttpHost(ThreadingHTTPServer):
         self.log = log
         self.address_family = _family(address[0])
         super().__init__(address, HttpHandler)
+
+    def connection_details(self, connection: socket.socket) -> dict[str, Any]:
+        """What a request's event says of its connection besides the request itself."""
+        return {}
+
+
+class HttpsHost(HttpHost):
+    """The HTTP host behind TLS (HTTP/1.1 only, as its ALPN says). The handshake runs in the
+    request's own thread, so a client that stalls or fails it holds up no other client."""
+
+    def __init__(
+        self, address: tuple[str, int], name: str, log: EventLog, cert: Path, key: Path
+    ) -> None:
+        super().__init__(address, name, log)
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.context.set_alpn_protocols(["http/1.1"])
+        self.context.sni_callback = _remember_sni
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as error:
+            self.log.write(client=client_address[0], handshake_error=str(error))
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            tls.close()
+
+    def connection_details(self, connection: socket.socket) -> dict[str, Any]:
+        assert isinstance(connection, ssl.SSLSocket)
+        return {
+            "sni": getattr(connection, "sni", None),
+            "alpn": connection.selected_alpn_protocol(),
+        }
+
+
+def _remember_sni(
+    connection: ssl.SSLSocket | ssl.SSLObject, server_name: str | None, _: ssl.SSLContext
+) -> None:
+    """Keeps the name the client asked for on its connection, for the request's event."""
+    setattr(connection, "sni", server_name)  # noqa: B010 (an attribute of our own)
 
 
 class DnsZone:
@@ -216,8 +269,13 @@ def _udp_socket(address: str, port: int) -> socket.socket:
 
 def run(arguments: argparse.Namespace) -> None:
     log = EventLog(Path(arguments.log))
-    if arguments.kind == "http":
-        http = HttpHost((arguments.bind, arguments.port), arguments.bind, log)
+    if arguments.kind in ("http", "https"):
+        address = (arguments.bind, arguments.port)
+        http = (
+            HttpsHost(address, arguments.bind, log, Path(arguments.cert), Path(arguments.key))
+            if arguments.kind == "https"
+            else HttpHost(address, arguments.bind, log)
+        )
         Path(arguments.ready).write_text("ready\n")
         http.serve_forever()
     elif arguments.kind == "dns":
@@ -236,12 +294,14 @@ def run(arguments: argparse.Namespace) -> None:
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["http", "dns", "udp-echo"])
+    parser.add_argument("kind", choices=["http", "https", "dns", "udp-echo"])
     parser.add_argument("--bind", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log", required=True)
     parser.add_argument("--ready", required=True)
     parser.add_argument("--zone", help="JSON file: {records: {name: [addr]}, truncate: [name]}")
+    parser.add_argument("--cert", help="https: the server's certificate chain, PEM")
+    parser.add_argument("--key", help="https: the server's private key, PEM")
     return parser.parse_args(argv)
 
 

@@ -10,6 +10,11 @@ With ``ipv6`` (the default) the veth has IPv6 addresses too and the host namespa
 default route through it, so sandboxes there get IPv6; the IPv6 test hosts are in the
 documentation range 2001:db8::/32 (public) and in fd00::/8 (private, inside fc00::/7).
 
+With ``tls_hosts``, both public test hosts also serve HTTPS on port 443: ``secure.test`` (and
+``bypassed.test``, the same server) with a certificate of the fake internet's test CA, which a
+test passes to the sandbox as the upstream trust, and ``untrusted.test`` with one of a rogue
+CA nobody trusts. The certificates are made with ``openssl`` in the workdir.
+
 Before anything is sent, :meth:`FakeInternet.check_route` asks ``ip route get`` in the
 sending namespace where the address leads, and refuses unless it is a host of ours. The
 documentation range TEST-NET-1 is never used: on these machines it is the real local network.
@@ -35,6 +40,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .certs import FakePki, make_test_pki
+
 PREFIX = "msbt-"
 HOST_NS_PREFIX = f"{PREFIX}host-"
 INET_NS_PREFIX = f"{PREFIX}inet-"
@@ -54,8 +61,21 @@ HTTP_HOST_V6 = "2001:db8:6::10"
 PRIVATE_HTTP_HOST_V6 = "fd00:77::10"
 """A "private network" IPv6 host (fc00::/7), HTTP on port 80: the default policy denies it."""
 HTTP_PORT = 80
+HTTPS_PORT = 443
 UDP_ECHO_PORT = 7
 DNS_PORT = 53
+
+SECURE_NAME = "secure.test"
+"""HTTPS on :data:`HTTP_HOST` with a certificate of the test CA (``tls_hosts``)."""
+BYPASSED_NAME = "bypassed.test"
+"""The same HTTPS server and certificate as :data:`SECURE_NAME`, for a name a test bypasses."""
+UNTRUSTED_NAME = "untrusted.test"
+"""HTTPS on :data:`SECOND_HTTP_HOST` with a certificate of a CA nobody trusts."""
+TLS_ZONE: dict[str, list[str]] = {
+    SECURE_NAME: [HTTP_HOST],
+    BYPASSED_NAME: [HTTP_HOST],
+    UNTRUSTED_NAME: [SECOND_HTTP_HOST],
+}
 
 # The link between the namespaces: a /30 of its own so no test host is on-link.
 HOST_LINK_ADDRESS = "198.51.100.249"
@@ -216,9 +236,10 @@ class Server:
 class FakeInternet:
     """The two namespaces, their veth and the test hosts, torn down on exit.
 
-    ``zone`` adds DNS records to :data:`DEFAULT_ZONE`; names in ``truncate`` get a truncated
-    (TC) answer over UDP and the full answer over TCP. The HTTP servers log each request's
-    ``Host`` header.
+    ``zone`` adds DNS records to :data:`DEFAULT_ZONE` (and :data:`TLS_ZONE` with
+    ``tls_hosts``); names in ``truncate`` get a truncated (TC) answer over UDP and the full
+    answer over TCP. The HTTP servers log each request's line and headers; the HTTPS ones
+    (servers ``https`` and ``untrusted-https``) also the SNI, and failed handshakes.
     """
 
     zone: dict[str, list[str]] = field(default_factory=dict)
@@ -229,9 +250,13 @@ class FakeInternet:
     ipv6: bool = True
     #: More ports the first public test host serves HTTP on (server ``http-PORT``).
     http_ports: tuple[int, ...] = ()
+    #: HTTPS on port 443 of both public test hosts (see the module doc).
+    tls_hosts: bool = False
     run_id: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(3)}")
     workdir: Path | None = None
     servers: dict[str, Server] = field(default_factory=dict)
+    #: The test CA and the HTTPS hosts' certificates, once started with ``tls_hosts``.
+    pki: FakePki | None = None
     _created: list[str] = field(default_factory=list)
 
     @property
@@ -253,7 +278,13 @@ class FakeInternet:
 
     @property
     def records(self) -> dict[str, list[str]]:
-        return {**DEFAULT_ZONE, **self.zone}
+        return {**DEFAULT_ZONE, **(TLS_ZONE if self.tls_hosts else {}), **self.zone}
+
+    @property
+    def test_ca_cert(self) -> Path:
+        """The PEM of the CA that signed the trusted HTTPS host's certificate."""
+        assert self.pki is not None, "start a FakeInternet(tls_hosts=True) first"
+        return self.pki.ca_cert
 
     # --- building -------------------------------------------------------------------------
 
@@ -261,6 +292,14 @@ class FakeInternet:
         remove_leftovers()
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{self.run_id}-"))
         try:
+            if self.tls_hosts:
+                self.pki = make_test_pki(
+                    self.workdir / "pki",
+                    trusted_names=[SECURE_NAME, BYPASSED_NAME],
+                    trusted_address=HTTP_HOST,
+                    untrusted_names=[UNTRUSTED_NAME],
+                    untrusted_address=SECOND_HTTP_HOST,
+                )
             self._build_namespaces()
             self._start_servers()
         except BaseException:
@@ -347,6 +386,10 @@ class FakeInternet:
                 json.dumps({"records": self.records, "truncate": sorted(self.truncate)})
             )
             command += ["--zone", str(zone_file)]
+        if kind == "https":
+            assert self.pki is not None
+            certificate = self.pki.trusted if address == HTTP_HOST else self.pki.untrusted
+            command += ["--cert", str(certificate.cert), "--key", str(certificate.key)]
         return command
 
     def _start_server(self, name: str, kind: str, address: str, port: int) -> None:
@@ -374,6 +417,9 @@ class FakeInternet:
         self._start_server("udp-echo", "udp-echo", HTTP_HOST, UDP_ECHO_PORT)
         for port in self.http_ports:
             self._start_server(f"http-{port}", "http", HTTP_HOST, port)
+        if self.tls_hosts:
+            self._start_server("https", "https", HTTP_HOST, HTTPS_PORT)
+            self._start_server("untrusted-https", "https", SECOND_HTTP_HOST, HTTPS_PORT)
         if self.ipv6:
             self._start_server("http-v6", "http", HTTP_HOST_V6, HTTP_PORT)
             self._start_server("private-http-v6", "http", PRIVATE_HTTP_HOST_V6, HTTP_PORT)
@@ -499,7 +545,7 @@ class FakeInternet:
         for namespace in reversed(created):
             _kill_namespace(namespace)
         shutil.rmtree(self._netns_etc, ignore_errors=True)
-        workdir, self.workdir = self.workdir, None
+        workdir, self.workdir, self.pki = self.workdir, None, None
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 

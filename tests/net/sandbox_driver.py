@@ -9,7 +9,8 @@ supervisor does.
 
 Commands (``op``): ``create`` (``name``, ``image``: a pulled OCI reference or null,
 ``network``: the SDK's stored network JSON or null,
-``ports``: ``{"8080": 80}`` or null), ``sh`` (``script``, ``timeout_s``), ``serve`` (a TCP
+``ports``: ``{"8080": 80}`` or null), ``sh`` (``script``, ``timeout_s``, ``env``: the
+exec's own variables or null), ``serve`` (a TCP
 server on the host: ``address``, ``mode`` ``hello`` or ``count``), ``tcp`` (a client:
 ``address``, ``port``, ``send``, ``half_close``), ``udp`` (``address``, ``port``, ``send``),
 ``push`` (``address``, ``port``, ``size``: that many bytes, then a half-close),
@@ -61,10 +62,12 @@ class Driver:
             "supervisor_pid": info.supervisor_pid,
         }
 
-    async def sh(self, script: str, timeout_s: float) -> dict[str, Any]:
+    async def sh(
+        self, script: str, timeout_s: float, env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         assert self.sandbox is not None, "create first"
         output = await self.sandbox.exec(
-            "sh", {"args": ["-c", script], "timeout": int(timeout_s * 1000)}
+            "sh", {"args": ["-c", script], "timeout": int(timeout_s * 1000), "env": env or {}}
         )
         return {
             "exit_code": output.exit_code,

@@ -70,9 +70,12 @@ class GuestSession:
             raise FakeInternetError(f"{op} failed: {reply['error']}: {reply['message']}")
         return reply
 
-    def sh(self, script: str, timeout_s: float = 60.0) -> dict[str, Any]:
-        """Runs ``script`` in the guest's shell: ``exit_code``, ``stdout``, ``stderr``."""
-        return self.ok("sh", timeout_s + 10, script=script, timeout_s=timeout_s)
+    def sh(
+        self, script: str, timeout_s: float = 60.0, env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Runs ``script`` in the guest's shell, with ``env`` set in the exec's own
+        environment: ``exit_code``, ``stdout``, ``stderr``."""
+        return self.ok("sh", timeout_s + 10, script=script, timeout_s=timeout_s, env=env)
 
     def _read_line(self, timeout_s: float) -> bytes:
         deadline = time.monotonic() + timeout_s

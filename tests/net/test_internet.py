@@ -6,22 +6,27 @@ import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .hosts import pattern_bytes
 from .internet import (
+    BYPASSED_NAME,
     DNS_HOST,
     HOST_LINK_ADDRESS,
     HOST_VETH,
     HTTP_HOST,
     HTTP_HOST_V6,
+    HTTPS_PORT,
     INET_NS_PREFIX,
     PRIVATE_HTTP_HOST,
     PRIVATE_HTTP_HOST_V6,
     SECOND_HTTP_HOST,
+    SECURE_NAME,
     UDP_ECHO_PORT,
+    UNTRUSTED_NAME,
     FakeInternet,
     RouteError,
     ip,
@@ -37,6 +42,25 @@ pytestmark = [
 ]
 
 HTTP_HOSTS = [HTTP_HOST, SECOND_HTTP_HOST, PRIVATE_HTTP_HOST]
+#: curl's exit code for a server certificate it cannot verify.
+CURL_PEER_FAILED_VERIFICATION = 60
+
+
+@pytest.fixture(scope="module")
+def tls_internet() -> Iterator[FakeInternet]:
+    with FakeInternet(tls_hosts=True, ipv6=False) as internet:
+        yield internet
+
+
+def _curl_https(
+    internet: FakeInternet, name: str, address: str, ca: Path, *arguments: str
+) -> subprocess.CompletedProcess[str]:
+    """``curl https://NAME/`` trusting only ``ca``, with NAME pinned to ``address`` (the
+    host namespace has no resolver)."""
+    pinned = f"{name}:{HTTPS_PORT}:{address}"
+    return _curl(
+        internet, address, "--cacert", str(ca), "--resolve", pinned, *arguments, f"https://{name}/"
+    )
 
 
 def _curl(
@@ -248,3 +272,68 @@ def test_leftover_namespaces_of_a_dead_run_are_removed(fake_internet: FakeIntern
     assert removed == [leftover]
     # This run's own namespaces belong to a live process and stay.
     assert {fake_internet.host_ns, fake_internet.inet_ns} <= set(our_namespaces())
+
+
+def test_the_trusted_https_host_answers_with_a_certificate_of_the_test_ca(
+    tls_internet: FakeInternet,
+) -> None:
+    assert tls_internet.pki is not None
+    for name in (SECURE_NAME, BYPASSED_NAME):
+        result = _curl_https(
+            tls_internet, name, HTTP_HOST, tls_internet.test_ca_cert, "-H", "X-Probe: 1"
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"hello from {HTTP_HOST}\n"
+    events = tls_internet.servers["https"].events()[-2:]
+    assert [event["sni"] for event in events] == [SECURE_NAME, BYPASSED_NAME]
+    assert [event["host"] for event in events] == [SECURE_NAME, BYPASSED_NAME]
+    assert events[0]["request_line"] == "GET / HTTP/1.1"
+    assert ["X-Probe", "1"] in events[0]["headers"]
+    assert events[0]["alpn"] == "http/1.1"
+
+
+def test_the_untrusted_https_host_is_refused_by_a_client_of_the_test_ca(
+    tls_internet: FakeInternet,
+) -> None:
+    assert tls_internet.pki is not None
+    refused = _curl_https(tls_internet, UNTRUSTED_NAME, SECOND_HTTP_HOST, tls_internet.test_ca_cert)
+    assert refused.returncode == CURL_PEER_FAILED_VERIFICATION, refused.stderr
+    failed = tls_internet.servers["untrusted-https"].events()[-1]
+    assert "handshake_error" in failed and "method" not in failed
+    # The server itself works: a client of the rogue CA gets an answer.
+    accepted = _curl_https(
+        tls_internet, UNTRUSTED_NAME, SECOND_HTTP_HOST, tls_internet.pki.rogue_ca_cert
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.stdout == f"hello from {SECOND_HTTP_HOST}\n"
+    assert tls_internet.servers["untrusted-https"].events()[-1]["sni"] == UNTRUSTED_NAME
+
+
+def test_the_trusted_host_is_refused_by_a_client_of_the_rogue_ca(
+    tls_internet: FakeInternet,
+) -> None:
+    assert tls_internet.pki is not None
+    result = _curl_https(tls_internet, SECURE_NAME, HTTP_HOST, tls_internet.pki.rogue_ca_cert)
+    assert result.returncode == CURL_PEER_FAILED_VERIFICATION, result.stderr
+
+
+def test_the_tls_names_are_in_the_zone(tls_internet: FakeInternet) -> None:
+    answers = {
+        name: tls_internet.probe("dns", DNS_HOST, name, reaches=DNS_HOST)["addresses"]
+        for name in (SECURE_NAME, BYPASSED_NAME, UNTRUSTED_NAME)
+    }
+    assert answers == {
+        SECURE_NAME: [HTTP_HOST],
+        BYPASSED_NAME: [HTTP_HOST],
+        UNTRUSTED_NAME: [SECOND_HTTP_HOST],
+    }
+
+
+def test_without_tls_hosts_there_is_no_https_and_no_certificate(
+    fake_internet: FakeInternet,
+) -> None:
+    assert fake_internet.pki is None
+    assert not {"https", "untrusted-https"} & set(fake_internet.servers)
+    assert SECURE_NAME not in fake_internet.records
+    result = _curl(fake_internet, HTTP_HOST, "-k", f"https://{HTTP_HOST}/")
+    assert result.returncode != 0

@@ -20,7 +20,8 @@ from microsandbox_tui import (
     SymlinkPatch,
     sandbox_config,
 )
-from microsandbox_tui.config import STORED_CONFIG, SandboxConfig
+from microsandbox_tui.config import SandboxConfig
+from microsandbox_tui.validation import STORED_CONFIG
 
 
 async def hosts_lines(sandbox: Sandbox, line: str) -> int:

@@ -42,8 +42,8 @@ from microsandbox_tui import (
     VolumeHandle,
 )
 from microsandbox_tui._wire import decode
-from microsandbox_tui.config import STORED_CONFIG
 from microsandbox_tui.pull import _REPORTED_PROGRESS
+from microsandbox_tui.validation import STORED_CONFIG
 
 #: 2025-01-01 12:00:00.250 UTC, as the runtime writes it.
 MS = 1_735_732_800_250
