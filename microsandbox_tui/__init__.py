@@ -140,6 +140,15 @@ from .runtime import (
 )
 from .sandbox import PullSession, Sandbox, SandboxHandle, SandboxOptions, SessionInfo
 from .sandbox_info import NetworkInfo, SandboxInfo
+from .secrets import (
+    EnvSource,
+    FileSource,
+    Secret,
+    SecretConfig,
+    SecretEntry,
+    SecretInjection,
+    ViolationAction,
+)
 from .types import (
     DiskImageFormat,
     ExecOutput,
@@ -177,6 +186,7 @@ __all__ = [
     "DiskMount",
     "DnsConfig",
     "DoctorCheck",
+    "EnvSource",
     "ExecError",
     "ExecEvent",
     "ExecHandle",
@@ -186,6 +196,7 @@ __all__ = [
     "ExecTimeoutError",
     "ExitStatus",
     "ExitedEvent",
+    "FileSource",
     "FilesystemError",
     "FlowLogEntry",
     "FsEntry",
@@ -265,6 +276,10 @@ __all__ = [
     "SandboxStartError",
     "SandboxStatus",
     "SandboxStillRunningError",
+    "Secret",
+    "SecretConfig",
+    "SecretEntry",
+    "SecretInjection",
     "SessionInfo",
     "Size",
     "SizeLike",
@@ -278,6 +293,7 @@ __all__ = [
     "TlsConfig",
     "TmpfsMount",
     "UnknownUserError",
+    "ViolationAction",
     "Volume",
     "VolumeAlreadyExistsError",
     "VolumeBusyError",

@@ -24,6 +24,7 @@ from pydantic import (
 from .fs import MAX_MODE
 from .network import Network
 from .pull import PullPolicy
+from .secrets import SecretConfig, check_unique
 from .types import DiskImageFormat, LogLevel
 from .validation import Frozen, HostDirectory, HostFile, absolute_host_path, validated
 
@@ -337,6 +338,8 @@ class SandboxConfig(Frozen):
     log_level: LogLevel | None = None
     #: Its policy, DNS settings and published ports (default: public internet only).
     network: Network = Field(default_factory=Network)
+    #: Secrets whose placeholders the guest's environment holds (values are never stored).
+    secrets: tuple[SecretConfig, ...] = ()
 
     @field_validator("name")
     @classmethod
@@ -359,6 +362,12 @@ class SandboxConfig(Frozen):
         for key in value:
             if not key or "=" in key or "\0" in key:
                 raise ValueError(f"invalid environment variable name {key!r}")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _distinct_secrets(cls, value: tuple[SecretConfig, ...]) -> tuple[SecretConfig, ...]:
+        check_unique(value)
         return value
 
     @field_validator("volumes")

@@ -4,6 +4,7 @@
 pub mod dns;
 pub mod gateway;
 pub mod policy;
+pub mod secrets;
 pub mod stack;
 pub mod tls;
 pub mod utc;
