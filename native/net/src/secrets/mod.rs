@@ -80,7 +80,7 @@ impl SecretSpec {
     /// Whether the value may be sent to `host`, a server name.
     pub fn allows(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.allow_hosts.iter().any(|allowed| *allowed == host)
+        self.allow_hosts.contains(&host)
             || self
                 .allow_host_patterns
                 .iter()
