@@ -1,9 +1,9 @@
 """Certificates for the fake internet's HTTPS hosts, made with the ``openssl`` command.
 
 Two CAs: the test CA, which a test hands to the sandbox as the upstream trust (and which
-signs the certificate of the trusted host), and a rogue CA nobody is told about, which signs
-the certificate of the untrusted host. Keys are P-256 (quick to make: the whole set takes a
-few tens of milliseconds).
+signs the certificates of the trusted host and of the HTTP/2-only host), and a rogue CA
+nobody is told about, which signs the certificate of the untrusted host. Keys are P-256
+(quick to make: the whole set takes a few tens of milliseconds).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class FakePki:
     rogue_ca_cert: Path
     trusted: ServerCertificate
     untrusted: ServerCertificate
+    #: The HTTP/2-only host's, signed by the test CA.
+    h2_only: ServerCertificate
 
 
 def _openssl(*arguments: str) -> None:
@@ -128,8 +130,10 @@ def make_test_pki(
     trusted_address: str,
     untrusted_names: Sequence[str],
     untrusted_address: str,
+    h2_only_names: Sequence[str],
+    h2_only_address: str,
 ) -> FakePki:
-    """Both CAs and both servers' certificates, in ``directory`` (created)."""
+    """Both CAs and the three servers' certificates, in ``directory`` (created)."""
     directory.mkdir(parents=True, exist_ok=True)
     test_ca = _make_ca(directory, "test-ca", TEST_CA_NAME)
     rogue_ca = _make_ca(directory, "rogue-ca", ROGUE_CA_NAME)
@@ -140,4 +144,5 @@ def make_test_pki(
         untrusted=_make_server(
             directory, "untrusted", rogue_ca, untrusted_names, untrusted_address
         ),
+        h2_only=_make_server(directory, "h2-only", test_ca, h2_only_names, h2_only_address),
     )

@@ -7,7 +7,8 @@ sockets are bound, so the harness waits for a file instead of guessing with slee
 
 ``https`` is the HTTP host behind TLS (``--cert``, ``--key``: PEM files): each request's
 event also names the SNI the client sent, and a handshake that fails is an event too
-(``handshake_error``), so a test sees a client that refused the certificate.
+(``handshake_error``), so a test sees a client that refused the certificate. The HTTP/2-only
+host is :mod:`net.h2host`, a process of its own.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class HttpsHost(HttpHost):
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
         self.context.set_alpn_protocols(["http/1.1"])
-        self.context.sni_callback = _remember_sni
+        self.context.sni_callback = remember_sni
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         try:
@@ -182,7 +183,7 @@ class HttpsHost(HttpHost):
         }
 
 
-def _remember_sni(
+def remember_sni(
     connection: ssl.SSLSocket | ssl.SSLObject, server_name: str | None, _: ssl.SSLContext
 ) -> None:
     """Keeps the name the client asked for on its connection, for the request's event."""

@@ -13,7 +13,9 @@ documentation range 2001:db8::/32 (public) and in fd00::/8 (private, inside fc00
 With ``tls_hosts``, both public test hosts also serve HTTPS on port 443: ``secure.test`` (and
 ``bypassed.test``, the same server) with a certificate of the fake internet's test CA, which a
 test passes to the sandbox as the upstream trust, and ``untrusted.test`` with one of a rogue
-CA nobody trusts. The certificates are made with ``openssl`` in the workdir.
+CA nobody trusts. ``h2only.test``, on a host of its own, speaks HTTP/2 alone (ALPN ``h2``; an
+HTTP/1.1 client is refused), with a certificate of the test CA. The certificates are made
+with ``openssl`` in the workdir.
 
 Before anything is sent, :meth:`FakeInternet.check_route` asks ``ip route get`` in the
 sending namespace where the address leads, and refuses unless it is a host of ours. The
@@ -50,6 +52,8 @@ HTTP_HOST = "198.51.100.10"
 """A public test host: HTTP on port 80, UDP echo on port 7."""
 SECOND_HTTP_HOST = "203.0.113.10"
 """A second public test host in the other documentation range, HTTP on port 80."""
+H2_ONLY_HOST = "198.51.100.20"
+"""A public test host serving HTTPS on port 443 in HTTP/2 only (``tls_hosts``)."""
 DNS_HOST = "198.51.100.53"
 DEAD_DNS_HOST = "198.51.100.54"
 """A host of ours that runs no server: a nameserver that never answers."""
@@ -71,10 +75,13 @@ BYPASSED_NAME = "bypassed.test"
 """The same HTTPS server and certificate as :data:`SECURE_NAME`, for a name a test bypasses."""
 UNTRUSTED_NAME = "untrusted.test"
 """HTTPS on :data:`SECOND_HTTP_HOST` with a certificate of a CA nobody trusts."""
+H2_ONLY_NAME = "h2only.test"
+"""HTTPS in HTTP/2 only on :data:`H2_ONLY_HOST`, with a certificate of the test CA."""
 TLS_ZONE: dict[str, list[str]] = {
     SECURE_NAME: [HTTP_HOST],
     BYPASSED_NAME: [HTTP_HOST],
     UNTRUSTED_NAME: [SECOND_HTTP_HOST],
+    H2_ONLY_NAME: [H2_ONLY_HOST],
 }
 
 # The link between the namespaces: a /30 of its own so no test host is on-link.
@@ -239,7 +246,8 @@ class FakeInternet:
     ``zone`` adds DNS records to :data:`DEFAULT_ZONE` (and :data:`TLS_ZONE` with
     ``tls_hosts``); names in ``truncate`` get a truncated (TC) answer over UDP and the full
     answer over TCP. The HTTP servers log each request's line and headers; the HTTPS ones
-    (servers ``https`` and ``untrusted-https``) also the SNI, and failed handshakes.
+    (servers ``https`` and ``untrusted-https``) also the SNI, and failed handshakes; the
+    HTTP/2-only one (server ``h2only``) its pseudo-headers and headers, and refused clients.
     """
 
     zone: dict[str, list[str]] = field(default_factory=dict)
@@ -269,7 +277,14 @@ class FakeInternet:
 
     @property
     def test_hosts(self) -> tuple[str, ...]:
-        v4 = (HTTP_HOST, SECOND_HTTP_HOST, DNS_HOST, DEAD_DNS_HOST, PRIVATE_HTTP_HOST)
+        v4 = (
+            HTTP_HOST,
+            SECOND_HTTP_HOST,
+            H2_ONLY_HOST,
+            DNS_HOST,
+            DEAD_DNS_HOST,
+            PRIVATE_HTTP_HOST,
+        )
         return v4 + self.test_hosts_v6
 
     @property
@@ -299,6 +314,8 @@ class FakeInternet:
                     trusted_address=HTTP_HOST,
                     untrusted_names=[UNTRUSTED_NAME],
                     untrusted_address=SECOND_HTTP_HOST,
+                    h2_only_names=[H2_ONLY_NAME],
+                    h2_only_address=H2_ONLY_HOST,
                 )
             self._build_namespaces()
             self._start_servers()
@@ -377,7 +394,13 @@ class FakeInternet:
     def _server_command(self, kind: str, address: str, port: int, name: str) -> list[str]:
         assert self.workdir is not None
         files = self.workdir / name
-        command = ["ip", "netns", "exec", self.inet_ns, sys.executable, "-m", "net.hosts", kind]
+        command = ["ip", "netns", "exec", self.inet_ns, sys.executable, "-m"]
+        if kind == "h2":
+            assert self.pki is not None
+            command += ["net.h2host", "--cert", str(self.pki.h2_only.cert)]
+            command += ["--key", str(self.pki.h2_only.key)]
+        else:
+            command += ["net.hosts", kind]
         command += ["--bind", address, "--port", str(port)]
         command += ["--log", f"{files}.log", "--ready", f"{files}.ready"]
         if kind == "dns":
@@ -420,6 +443,7 @@ class FakeInternet:
         if self.tls_hosts:
             self._start_server("https", "https", HTTP_HOST, HTTPS_PORT)
             self._start_server("untrusted-https", "https", SECOND_HTTP_HOST, HTTPS_PORT)
+            self._start_server("h2only", "h2", H2_ONLY_HOST, HTTPS_PORT)
         if self.ipv6:
             self._start_server("http-v6", "http", HTTP_HOST_V6, HTTP_PORT)
             self._start_server("private-http-v6", "http", PRIVATE_HTTP_HOST_V6, HTTP_PORT)

@@ -15,6 +15,8 @@ from .hosts import pattern_bytes
 from .internet import (
     BYPASSED_NAME,
     DNS_HOST,
+    H2_ONLY_HOST,
+    H2_ONLY_NAME,
     HOST_LINK_ADDRESS,
     HOST_VETH,
     HTTP_HOST,
@@ -53,13 +55,20 @@ def tls_internet() -> Iterator[FakeInternet]:
 
 
 def _curl_https(
-    internet: FakeInternet, name: str, address: str, ca: Path, *arguments: str
+    internet: FakeInternet, name: str, address: str, ca: Path, *arguments: str, path: str = "/"
 ) -> subprocess.CompletedProcess[str]:
-    """``curl https://NAME/`` trusting only ``ca``, with NAME pinned to ``address`` (the
+    """``curl https://NAME/PATH`` trusting only ``ca``, with NAME pinned to ``address`` (the
     host namespace has no resolver)."""
     pinned = f"{name}:{HTTPS_PORT}:{address}"
     return _curl(
-        internet, address, "--cacert", str(ca), "--resolve", pinned, *arguments, f"https://{name}/"
+        internet,
+        address,
+        "--cacert",
+        str(ca),
+        "--resolve",
+        pinned,
+        *arguments,
+        f"https://{name}{path}",
     )
 
 
@@ -320,12 +329,13 @@ def test_the_trusted_host_is_refused_by_a_client_of_the_rogue_ca(
 def test_the_tls_names_are_in_the_zone(tls_internet: FakeInternet) -> None:
     answers = {
         name: tls_internet.probe("dns", DNS_HOST, name, reaches=DNS_HOST)["addresses"]
-        for name in (SECURE_NAME, BYPASSED_NAME, UNTRUSTED_NAME)
+        for name in (SECURE_NAME, BYPASSED_NAME, UNTRUSTED_NAME, H2_ONLY_NAME)
     }
     assert answers == {
         SECURE_NAME: [HTTP_HOST],
         BYPASSED_NAME: [HTTP_HOST],
         UNTRUSTED_NAME: [SECOND_HTTP_HOST],
+        H2_ONLY_NAME: [H2_ONLY_HOST],
     }
 
 
@@ -333,7 +343,73 @@ def test_without_tls_hosts_there_is_no_https_and_no_certificate(
     fake_internet: FakeInternet,
 ) -> None:
     assert fake_internet.pki is None
-    assert not {"https", "untrusted-https"} & set(fake_internet.servers)
+    assert not {"https", "untrusted-https", "h2only"} & set(fake_internet.servers)
     assert SECURE_NAME not in fake_internet.records
     result = _curl(fake_internet, HTTP_HOST, "-k", f"https://{HTTP_HOST}/")
     assert result.returncode != 0
+
+
+def test_the_h2_only_host_answers_http2_and_logs_its_pseudo_headers_and_headers(
+    tls_internet: FakeInternet,
+) -> None:
+    result = _curl_https(
+        tls_internet,
+        H2_ONLY_NAME,
+        H2_ONLY_HOST,
+        tls_internet.test_ca_cert,
+        "--http2",
+        "-H",
+        "Authorization: Bearer placeholder",
+        path="/probe",
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["protocol"] == "HTTP/2"
+    assert (answer["method"], answer["path"], answer["bytes"]) == ("GET", "/probe", 0)
+    event = tls_internet.servers["h2only"].events()[-1]
+    assert (event["sni"], event["alpn"], event["authority"]) == (H2_ONLY_NAME, "h2", H2_ONLY_NAME)
+    # The pseudo-headers come first, as HTTP/2 requires, then the client's headers in order.
+    pseudo = {name: value for name, value in event["headers"][:4]}
+    assert pseudo == {
+        ":method": "GET",
+        ":scheme": "https",
+        ":authority": H2_ONLY_NAME,
+        ":path": "/probe",
+    }
+    assert ["authorization", "Bearer placeholder"] in event["headers"]
+
+
+def test_the_h2_only_host_hashes_an_uploaded_body(
+    tls_internet: FakeInternet, tmp_path: Path
+) -> None:
+    # Larger than HTTP/2's initial 64 KiB window: the host must give the window back.
+    body = pattern_bytes(0, 3 << 20)
+    (tmp_path / "body").write_bytes(body)
+    result = _curl_https(
+        tls_internet,
+        H2_ONLY_NAME,
+        H2_ONLY_HOST,
+        tls_internet.test_ca_cert,
+        "--http2",
+        "--data-binary",
+        f"@{tmp_path / 'body'}",
+        path="/upload",
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["bytes"] == len(body)
+    assert answer["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_the_h2_only_host_refuses_an_http1_client(tls_internet: FakeInternet) -> None:
+    result = _curl_https(
+        tls_internet, H2_ONLY_NAME, H2_ONLY_HOST, tls_internet.test_ca_cert, "--http1.1"
+    )
+    assert result.returncode != 0
+    event = tls_internet.servers["h2only"].events()[-1]
+    assert event == {
+        "client": HOST_LINK_ADDRESS,
+        "sni": H2_ONLY_NAME,
+        "alpn": None,
+        "refused": "not h2",
+    }
