@@ -3,7 +3,9 @@
 One sandbox intercepts (``Network(tls=TlsConfig(upstream_ca_cert=<the test CA>,
 bypass=[bypassed.test]))``, DNS pinned to the test DNS server): what its guest trusts, the
 certificate it is shown for an intercepted name and for a bypassed one, what the real server
-receives, and the refusal of a server the host does not trust. A second sandbox, without
+receives, and the refusal of a server the host does not trust; then flows that stress the
+interception: HTTP/2 to a server that speaks nothing else (and an HTTP/1.1 client of it, which
+must fail, not hang), a 16 MiB upload, and ten connections at once. A second sandbox, without
 ``tls``, shows what a guest sees when nothing is intercepted. Every check is made by the
 guest's own clients (curl, and Python's ssl for the certificate's fields).
 """
@@ -11,9 +13,11 @@ guest's own clients (curl, and Python's ssl for the certificate's fields).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +27,12 @@ import pytest
 from microsandbox_tui import DnsConfig, Network, TlsConfig, pull
 
 from .certs import ROGUE_CA_NAME, TEST_CA_NAME
+from .hosts import pattern_bytes
 from .internet import (
     BYPASSED_NAME,
     DNS_HOST,
+    H2_ONLY_HOST,
+    H2_ONLY_NAME,
     HTTP_HOST,
     SECOND_HTTP_HOST,
     SECURE_NAME,
@@ -47,6 +54,11 @@ CA_ENVIRONMENT = {
 GUEST_TEST_CA = "/tmp/test-ca.pem"
 #: curl's exit code for a server certificate it cannot verify.
 CURL_PEER_FAILED_VERIFICATION = 60
+#: curl's exit code when ``--max-time`` ran out.
+CURL_OPERATION_TIMEDOUT = 28
+UPLOAD_SIZE = 16 << 20
+PARALLEL_CONNECTIONS = 10
+PARALLEL_BASE_SIZE = 1 << 20
 
 PEER_CERTIFICATE_PROBE = """
 import json, socket, ssl, sys
@@ -153,8 +165,10 @@ def _peer(session: GuestSession, name: str, cafile: str | None = None) -> dict[s
     return peer
 
 
-def _curl(session: GuestSession, *arguments: str) -> dict[str, Any]:
-    return session.sh("curl -sS --max-time 20 " + " ".join(arguments), timeout_s=40)
+def _curl(session: GuestSession, *arguments: str, max_time_s: int = 20) -> dict[str, Any]:
+    return session.sh(
+        f"curl -sS --max-time {max_time_s} " + " ".join(arguments), timeout_s=max_time_s + 20
+    )
 
 
 def _requests(internet: FakeInternet, server: str) -> list[dict[str, Any]]:
@@ -261,6 +275,116 @@ def test_an_untrusted_server_is_refused_when_verifying_upstream(
     events = internet.servers["untrusted-https"].events()[before:]
     assert events, "the gateway's handshake with the real server should reach it"
     assert not [event for event in events if "method" in event]
+
+
+# -- HTTP/2, a large upload, parallel connections -------------------------------------------
+
+
+def test_curl_reaches_an_http2_only_server_over_h2_through_interception(
+    internet: FakeInternet, intercepting: GuestSession
+) -> None:
+    reply = _curl(
+        intercepting,
+        "--http2",
+        "-H",
+        "'Authorization: Bearer guest-placeholder'",
+        "-w",
+        "'\\n%{http_version}'",
+        f"https://{H2_ONLY_NAME}/h2",
+    )
+    assert reply["exit_code"] == 0, reply
+    body, _, version = reply["stdout"].rpartition("\n")
+    assert version == "2", reply
+    answer = json.loads(body)
+    assert (answer["host"], answer["protocol"], answer["path"]) == (H2_ONLY_HOST, "HTTP/2", "/h2")
+    # The gateway offered the real server the guest's h2 and passed the request on in it.
+    request = _requests(internet, "h2only")[-1]
+    assert (request["sni"], request["alpn"], request["authority"]) == (
+        H2_ONLY_NAME,
+        "h2",
+        H2_ONLY_NAME,
+    )
+    pseudo = {name: value for name, value in request["headers"][:4]}
+    assert pseudo == {
+        ":method": "GET",
+        ":scheme": "https",
+        ":authority": H2_ONLY_NAME,
+        ":path": "/h2",
+    }
+    assert ["authorization", "Bearer guest-placeholder"] in request["headers"]
+
+
+def test_an_http1_client_of_an_http2_only_server_fails_at_once_through_interception(
+    internet: FakeInternet, intercepting: GuestSession
+) -> None:
+    before = len(internet.servers["h2only"].events())
+    started = time.monotonic()
+    reply = _curl(intercepting, "--http1.1", f"https://{H2_ONLY_NAME}/")
+    elapsed = time.monotonic() - started
+    # An error the guest sees, not an answer and not curl's own timeout: the server's close
+    # reached it through the gateway.
+    assert reply["exit_code"] not in (0, CURL_OPERATION_TIMEDOUT), reply
+    assert elapsed < 15, f"the refusal took {elapsed:.1f} s"
+    events = internet.servers["h2only"].events()[before:]
+    assert [(event.get("refused"), event.get("alpn")) for event in events] == [("not h2", None)]
+
+
+@pytest.mark.parametrize(
+    ("name", "protocol"), [(SECURE_NAME, "--http1.1"), (H2_ONLY_NAME, "--http2")]
+)
+def test_a_16_mib_upload_arrives_intact_through_interception(
+    internet: FakeInternet, intercepting: GuestSession, name: str, protocol: str
+) -> None:
+    made = intercepting.sh(
+        f"head -c {UPLOAD_SIZE} /dev/urandom > /tmp/upload && sha256sum /tmp/upload"
+    )
+    assert made["exit_code"] == 0, made
+    sent_digest = made["stdout"].split()[0]
+    # No `Expect: 100-continue`: the body follows the headers at once, the harder case.
+    reply = _curl(
+        intercepting,
+        protocol,
+        "-H",
+        "Expect:",
+        "--data-binary",
+        "@/tmp/upload",
+        f"https://{name}/upload",
+        max_time_s=90,
+    )
+    assert reply["exit_code"] == 0, reply
+    answer = json.loads(reply["stdout"])
+    assert (answer["bytes"], answer["sha256"]) == (UPLOAD_SIZE, sent_digest)
+
+
+def test_ten_parallel_connections_through_interception_all_get_their_own_bytes(
+    intercepting: GuestSession,
+) -> None:
+    sizes = [PARALLEL_BASE_SIZE + index * 4099 for index in range(PARALLEL_CONNECTIONS)]
+    transfers = " ".join(
+        f"-o /tmp/parallel.{size} https://{SECURE_NAME}/bytes/{size}" for size in sizes
+    )
+    reply = _curl(
+        intercepting,
+        "--http1.1",
+        f"--parallel --parallel-immediate --parallel-max {PARALLEL_CONNECTIONS}",
+        "-w",
+        "'%{local_port} %{num_connects} %{size_download}\\n'",
+        transfers,
+        "&& sha256sum /tmp/parallel.*",
+        max_time_s=60,
+    )
+    assert reply["exit_code"] == 0, reply
+    lines = reply["stdout"].splitlines()
+    written = [line.split() for line in lines[:PARALLEL_CONNECTIONS]]
+    # Each transfer opened its own connection: ten local ports, each connected once.
+    assert len({port for port, _, _ in written}) == PARALLEL_CONNECTIONS, written
+    assert {connects for _, connects, _ in written} == {"1"}, written
+    assert sorted(int(size) for _, _, size in written) == sizes
+    digests = {
+        int(path.rsplit(".", 1)[1]): digest
+        for digest, path in (line.split() for line in lines[PARALLEL_CONNECTIONS:])
+    }
+    assert digests == {size: hashlib.sha256(pattern_bytes(0, size)).hexdigest() for size in sizes}
 
 
 # -- no interception ------------------------------------------------------------------------
