@@ -70,6 +70,11 @@ class HttpHandler(BaseHTTPRequestHandler):
 
     server: HttpHost
     protocol_version = "HTTP/1.1"
+    # An answer is written as its head, then its body: with Nagle's algorithm the body waits
+    # for the client's delayed ACK of the head, 40 ms on every kept-alive request (measured:
+    # 44 ms per HTTPS GET on one connection from the host namespace, 0.4 ms without).
+    # Servers of the real internet turn it off on their connections, as this does.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         # The JSON log replaces the default stderr access log.
