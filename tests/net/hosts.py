@@ -21,6 +21,7 @@ import socketserver
 import ssl
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ CHUNK = 64 * 1024
 MAX_BODY = 1 << 31
 """Largest /bytes/N or upload served: bounds what a buggy test can make the host do."""
 UDP_MAX = 65535
+STREAMED_PAUSE_S = 0.002
+"""How long ``GET /streamed`` waits between its head and its body."""
 
 
 class EventLog:
@@ -66,7 +69,9 @@ def pattern_chunk(offset: int, length: int) -> bytes:
 
 
 class HttpHandler(BaseHTTPRequestHandler):
-    """``GET /`` names the host, ``GET /bytes/N`` streams N bytes, ``POST`` hashes the body."""
+    """``GET /`` names the host, ``GET /bytes/N`` streams N bytes, ``GET /streamed`` sends its
+    head and then, a moment later, its body (as a server that streams its answer writes it),
+    ``POST`` hashes the body."""
 
     server: HttpHost
     protocol_version = "HTTP/1.1"
@@ -105,6 +110,8 @@ class HttpHandler(BaseHTTPRequestHandler):
             self._reply(200, f"hello from {self.server.name}\n".encode())
         elif self.path.startswith("/bytes/") and self.path[7:].isdigit():
             self._send_pattern(int(self.path[7:]))
+        elif self.path == "/streamed":
+            self._send_streamed(f"streamed by {self.server.name}\n".encode())
         else:
             self._reply(404, b"not found\n")
 
@@ -118,6 +125,14 @@ class HttpHandler(BaseHTTPRequestHandler):
         self.end_headers()
         for offset in range(0, length, CHUNK):
             self.wfile.write(pattern_chunk(offset, min(CHUNK, length - offset)))
+
+    def _send_streamed(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        time.sleep(STREAMED_PAUSE_S)
+        self.wfile.write(body)
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))

@@ -130,6 +130,17 @@ def test_python_in_the_host_namespace_reaches_the_http_hosts(fake_internet: Fake
     assert [(event["method"], event["path"]) for event in requests] == [("GET", "/")]
 
 
+def test_streamed_endpoint_answers_its_body_after_its_head_on_a_kept_alive_connection(
+    fake_internet: FakeInternet,
+) -> None:
+    url = f"http://{HTTP_HOST}/streamed"
+    result = _curl(fake_internet, HTTP_HOST, "-w", "%{num_connects}\n", url, url)
+    assert result.returncode == 0, result.stderr
+    body = f"streamed by {HTTP_HOST}\n"
+    assert result.stdout == f"{body}1\n{body}0\n"
+    assert len(fake_internet.servers["http"].events()) == 2
+
+
 def test_bytes_endpoint_serves_exactly_n_pattern_bytes(fake_internet: FakeInternet) -> None:
     length = (1 << 20) + 7
     result = fake_internet.run_in_host(
