@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pydantic import SecretStr
-from textual.app import ComposeResult
 from textual.actions import SkipAction
+from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
