@@ -328,3 +328,21 @@ async def test_create_sandbox_passes_the_requests_secrets_to_the_sdk(
     await operations.create_sandbox(CreateRequest("box", "msb-base", None, None, secrets=(entry,)))
     assert created["box"]["secrets"] == [entry]
     assert created["closed"]
+
+
+async def test_a_secret_violation_in_the_network_tab_offers_no_allow_rule(
+    wait_until: Waiter,
+) -> None:
+    app = recorded_app()
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_secrets_tab(pilot)
+        await pilot.press("n")
+        flow_log = detail.flow_log
+        await wait_until(pilot, lambda: len(flow_log.shown) == 4, timeout=5, what="the backlog")
+        flow_log.table.focus()
+        flow_log.table.move_cursor(row=1)
+        await pilot.pause()
+        assert flow_log.selected is not None and flow_log.selected.denied
+        assert not app.screen.active_bindings["A"].enabled, "a policy rule would not help"
+        await pilot.press("A")
+        assert app.screen is detail

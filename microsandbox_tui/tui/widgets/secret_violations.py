@@ -33,7 +33,9 @@ def is_violation(entry: FlowLogEntry) -> bool:
 
 
 def violation_cells(entry: FlowLogEntry) -> tuple[str, str, str, str]:
-    host = entry.sni or entry.domain or "-"
+    """The time, the secret, the host it was headed for (the gateway records it as the
+    domain; the TLS name, if it differs, is in ``sni``) and the address."""
+    host = entry.domain or entry.sni or "-"
     return entry.time.strftime("%H:%M:%S"), entry.secret or "-", host, entry.dst or "-"
 
 
