@@ -47,6 +47,9 @@ class FlowLogEntry(BaseModel):
     rule: int | None = None
     rule_text: str | None = None
     reason: str | None = None
+    #: ``secret_violation`` and ``secret_injected`` records: the secret's env var (never its
+    #: value).
+    secret: str | None = None
     #: ``close``: guest → peer.
     bytes_sent: int | None = None
     #: ``close``: peer → guest.

@@ -42,7 +42,7 @@ from .settings import (
     save_settings,
     theme_directories,
 )
-from .widgets import FlowLogView, KeyedTable, RulesEditor
+from .widgets import FlowLogView, KeyedTable, RulesEditor, SecretsPanel
 
 #: Terminal modes that make the terminal report the mouse (X10/any-event/urxvt/SGR).
 _MOUSE_MODES = ("1000", "1003", "1015", "1006")
@@ -401,6 +401,7 @@ def known_actions() -> frozenset[str]:
         KeyedTable,
         RulesEditor,
         FlowLogView,
+        SecretsPanel,
     ]
     return frozenset(
         binding.id

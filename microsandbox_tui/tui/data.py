@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,6 +21,8 @@ from microsandbox_tui import (
     SandboxInfo,
     SandboxMetrics,
     SandboxNotFoundError,
+    SecretConfig,
+    SecretEntry,
     Volume,
     VolumeHandle,
     all_sandbox_metrics,
@@ -33,7 +35,9 @@ from .operations import (
     list_directory,
     list_processes,
     network_log,
+    remove_secret,
     set_network_policy,
+    set_secret,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +63,10 @@ class DataSource(Protocol):
     async def list_directory(self, name: str, path: str) -> list[FsEntry]: ...
 
     async def set_network_policy(self, name: str, policy: PolicyChoice) -> None: ...
+
+    async def set_secret(self, name: str, entry: SecretEntry) -> None: ...
+
+    async def remove_secret(self, name: str, env_var: str) -> None: ...
 
     def network_log(
         self, name: str, *, tail: int | None = None, follow: bool = False
@@ -91,6 +99,12 @@ class LiveSource:
     async def set_network_policy(self, name: str, policy: PolicyChoice) -> None:
         await set_network_policy(name, policy)
 
+    async def set_secret(self, name: str, entry: SecretEntry) -> None:
+        await set_secret(name, entry)
+
+    async def remove_secret(self, name: str, env_var: str) -> None:
+        await remove_secret(name, env_var)
+
     def network_log(
         self, name: str, *, tail: int | None = None, follow: bool = False
     ) -> AsyncIterator[FlowLogEntry]:
@@ -116,6 +130,11 @@ class RecordedSource:
     clock: datetime = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
     #: Every policy set through this source, as (sandbox, policy), oldest first.
     applied_policies: list[tuple[str, PolicyChoice]] = field(default_factory=list)
+    #: Every secret set through this source, as (sandbox, entry), oldest first; the
+    #: recorded sandbox's stored secrets follow.
+    applied_secrets: list[tuple[str, SecretEntry]] = field(default_factory=list)
+    #: Every secret removed through this source, as (sandbox, env var), oldest first.
+    removed_secrets: list[tuple[str, str]] = field(default_factory=list)
 
     async def list_sandboxes(self) -> list[SandboxInfo]:
         return list(self.sandboxes)
@@ -145,6 +164,35 @@ class RecordedSource:
         if not any(info.name == name for info in self.sandboxes):
             raise SandboxNotFoundError(f"no recorded sandbox {name!r}")
         self.applied_policies.append((name, policy))
+
+    async def set_secret(self, name: str, entry: SecretEntry) -> None:
+        """Stores ``entry``'s config in place of the secret of its env var, or last."""
+        info = self._recorded(name)
+        stored, config = info.config.secrets, entry.config()
+        if any(secret.env_var == config.env_var for secret in stored):
+            secrets = tuple(config if s.env_var == config.env_var else s for s in stored)
+        else:
+            secrets = (*stored, config)
+        self._store_secrets(info, secrets)
+        self.applied_secrets.append((name, entry))
+
+    async def remove_secret(self, name: str, env_var: str) -> None:
+        info = self._recorded(name)
+        kept = tuple(secret for secret in info.config.secrets if secret.env_var != env_var)
+        self._store_secrets(info, kept)
+        self.removed_secrets.append((name, env_var))
+
+    def _recorded(self, name: str) -> SandboxInfo:
+        info = next((info for info in self.sandboxes if info.name == name), None)
+        if info is None:
+            raise SandboxNotFoundError(f"no recorded sandbox {name!r}")
+        return info
+
+    def _store_secrets(self, info: SandboxInfo, secrets: tuple[SecretConfig, ...]) -> None:
+        """The next listing shows ``info`` with ``secrets`` as its stored ones."""
+        config = info.config.model_copy(update={"secrets": secrets})
+        changed = replace(info, config=config)
+        self.sandboxes = tuple(changed if other is info else other for other in self.sandboxes)
 
     async def network_log(
         self, name: str, *, tail: int | None = None, follow: bool = False

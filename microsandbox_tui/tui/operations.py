@@ -21,6 +21,7 @@ from microsandbox_tui import (
     NetworkPolicy,
     Sandbox,
     SandboxStatus,
+    SecretEntry,
     doctor,
     home_dir,
 )
@@ -46,6 +47,8 @@ class CreateRequest:
     detached: bool = True
     #: Its preset and published ports.
     network: Network = field(default_factory=Network)
+    #: Secrets whose placeholders the guest's environment holds, with their values.
+    secrets: tuple[SecretEntry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,7 @@ async def create_sandbox(request: CreateRequest) -> None:
         env=dict(request.env) or None,
         detached=request.detached,
         network=request.network,
+        secrets=list(request.secrets),
     )
     # Closing the handle leaves the VM alone; an attached one stops with this process.
     await sandbox.close()
@@ -199,6 +203,21 @@ async def set_network_policy(name: str, policy: PolicyChoice) -> None:
     start either way."""
     handle = await Sandbox.get(name)
     await handle.set_network_policy(policy)
+
+
+async def set_secret(name: str, entry: SecretEntry) -> None:
+    """Adds or replaces (by env var) a secret of a sandbox: a running one uses it on its next
+    request (an entry without a value keeps the running value), and the stored configuration
+    keeps it, without its value, either way."""
+    handle = await Sandbox.get(name)
+    await handle.set_secret(entry)
+
+
+async def remove_secret(name: str, env_var: str) -> None:
+    """Removes a secret from a sandbox, running or not; its env var leaves the guest's
+    default environment."""
+    handle = await Sandbox.get(name)
+    await handle.remove_secret(env_var)
 
 
 async def network_log(

@@ -23,9 +23,12 @@ from microsandbox_tui import (
     SandboxInfo,
     SandboxMetrics,
     SandboxStatus,
+    SecretConfig,
+    SecretInjection,
     VolumeHandle,
 )
 from microsandbox_tui.network_log import FlowLogEntry
+from microsandbox_tui.secrets import EnvSource, FileSource, ViolationAction
 from microsandbox_tui.tui.app import MsbApp
 from microsandbox_tui.tui.data import MetricsHistory, RecordedSource
 from microsandbox_tui.tui.operations import parse_ps
@@ -45,10 +48,16 @@ def recorded_info(
     exit_reason: str | None = None,
     network: Network | None = None,
     addresses: NetworkInfo | None = None,
+    secrets: tuple[SecretConfig, ...] = (),
 ) -> SandboxInfo:
     running = status.is_live
     config = SandboxConfig(
-        name=name, cpus=cpus, memory_mib=memory_mib, env=env or {}, network=network or Network()
+        name=name,
+        cpus=cpus,
+        memory_mib=memory_mib,
+        env=env or {},
+        network=network or Network(),
+        secrets=secrets,
     )
     return SandboxInfo(
         name=name,
@@ -80,6 +89,33 @@ def recorded_sample(second: int, cpu: float, memory_mib: int, limit_mib: int) ->
     )
 
 
+#: ``web``'s secrets: one for a domain's API, one with a pattern that also goes into bodies.
+RECORDED_SECRETS = (
+    SecretConfig(env_var="OPENAI_API_KEY", allow_hosts=("api.openai.com",)),
+    SecretConfig(
+        env_var="GITHUB_TOKEN",
+        allow_hosts=("api.github.com",),
+        allow_host_patterns=("*.githubusercontent.com",),
+        inject=SecretInjection(body=True),
+    ),
+)
+#: ``batch``'s secrets (it is stopped): each start reads them again from where they say, or
+#: asks for them.
+RECORDED_STOPPED_SECRETS = (
+    SecretConfig(
+        env_var="OPENAI_API_KEY", allow_hosts=("api.openai.com",), source=EnvSource(name="OPENAI")
+    ),
+    SecretConfig(
+        env_var="DB_PASSWORD",
+        allow_hosts=("db.example.com",),
+        on_violation=ViolationAction.BLOCK_AND_TERMINATE,
+        source=FileSource(path="/run/keys/db"),
+    ),
+    SecretConfig(
+        env_var="STRIPE_KEY", allow_hosts=("api.stripe.com",), on_violation=ViolationAction.BLOCK
+    ),
+)
+
 RECORDED_SANDBOXES = (
     recorded_info(
         "web",
@@ -88,6 +124,7 @@ RECORDED_SANDBOXES = (
         env={"PORT": "8080", "MODE": "prod"},
         network=Network(ports=[PublishedPort(8080, 8080), PublishedPort(5353, 53, "udp")]),
         addresses=NetworkInfo("172.16.0.6", "172.16.0.5", 30, "host.msb.internal"),
+        secrets=RECORDED_SECRETS,
     ),
     recorded_info(
         "worker",
@@ -106,7 +143,9 @@ RECORDED_SANDBOXES = (
         ),
         addresses=NetworkInfo("172.16.0.2", "172.16.0.1", 30, "host.msb.internal"),
     ),
-    recorded_info("batch", SandboxStatus.STOPPED, started_ago=None),
+    recorded_info(
+        "batch", SandboxStatus.STOPPED, started_ago=None, secrets=RECORDED_STOPPED_SECRETS
+    ),
     recorded_info("flaky", SandboxStatus.CRASHED, started_ago=None, exit_reason="vmm exited 137"),
 )
 RECORDED_IMAGES = (
@@ -205,6 +244,28 @@ RECORDED_FLOW_LOG_LINES = (
 )
 
 
+#: ``web``'s flow log: a substitution, each of its secrets once sent where it may not go,
+#: and between them a flow no secret is about.
+RECORDED_SECRET_LOG_LINES = (
+    '{"kind":"flow","time":"2025-01-01T11:58:10.010Z","direction":"egress","protocol":"tcp",'
+    '"src":"172.16.0.6:40010","dst":"203.0.113.30:443","domain":"api.openai.com",'
+    '"sni":"api.openai.com","action":"allow","rule":null,"rule_text":"default",'
+    '"reason":"secret_injected","secret":"OPENAI_API_KEY"}',
+    '{"kind":"flow","time":"2025-01-01T11:58:42.500Z","direction":"egress","protocol":"tcp",'
+    '"src":"172.16.0.6:40011","dst":"198.51.100.66:443","domain":"exfil.example",'
+    '"sni":"exfil.example","action":"deny","rule":null,"rule_text":"default",'
+    '"reason":"secret_violation","secret":"OPENAI_API_KEY"}',
+    '{"kind":"flow","time":"2025-01-01T11:59:01.000Z","direction":"egress","protocol":"tcp",'
+    '"src":"172.16.0.6:40012","dst":"203.0.113.7:443","domain":"api.example.com",'
+    '"sni":"api.example.com","action":"allow","rule":null,"rule_text":"default",'
+    '"reason":null}',
+    '{"kind":"flow","time":"2025-01-01T11:59:30.250Z","direction":"egress","protocol":"tcp",'
+    '"src":"172.16.0.6:40013","dst":"198.51.100.67:443","domain":"paste.example",'
+    '"sni":"paste.example","action":"deny","rule":null,"rule_text":"default",'
+    '"reason":"secret_violation","secret":"GITHUB_TOKEN"}',
+)
+
+
 def flow_log_entry(line: str) -> FlowLogEntry:
     entry = FlowLogEntry.parse(line)
     assert entry is not None, line
@@ -212,6 +273,7 @@ def flow_log_entry(line: str) -> FlowLogEntry:
 
 
 RECORDED_FLOW_LOG = tuple(flow_log_entry(line) for line in RECORDED_FLOW_LOG_LINES)
+RECORDED_SECRET_LOG = tuple(flow_log_entry(line) for line in RECORDED_SECRET_LOG_LINES)
 
 
 def recorded_history() -> MetricsHistory:
@@ -241,7 +303,7 @@ def recorded_app(**options: Any) -> MsbApp:
         process_tables={"web": RECORDED_PS},
         volumes=RECORDED_VOLUMES,
         directories=RECORDED_DIRECTORIES,
-        flow_logs={"worker": RECORDED_FLOW_LOG},
+        flow_logs={"worker": RECORDED_FLOW_LOG, "web": RECORDED_SECRET_LOG},
         clock=NOW,
     )
     values: dict[str, Any] = {"host_info": False, "refresh_interval": 3600.0}

@@ -152,3 +152,23 @@ def test_pull_dialog(snap_compare: Any) -> None:
     assert snap_compare(
         recorded_app(), terminal_size=TALL, run_before=wait_for_listing, press=["2", "P"]
     )
+
+
+async def _open_web_secrets(pilot: Pilot[None]) -> None:
+    await _select_web(pilot)
+    await pilot.press("enter", "dollar_sign")
+    await pilot.pause(0.3)
+
+
+def test_detail_secrets(snap_compare: Any) -> None:
+    assert snap_compare(recorded_app(), terminal_size=SIZE, run_before=_open_web_secrets)
+
+
+def test_secret_form_with_a_bad_host(snap_compare: Any) -> None:
+    async def bad_host(pilot: Pilot[None]) -> None:
+        await _open_web_secrets(pilot)
+        await pilot.press("a", *"API_KEY", "tab", *"sk-typed-value", "tab")
+        await pilot.press(*"api.example.com, bad host!", "enter")
+        await pilot.pause(0.2)
+
+    assert snap_compare(recorded_app(), terminal_size=TALL, run_before=bad_host)

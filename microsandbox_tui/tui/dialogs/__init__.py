@@ -7,6 +7,7 @@ from .form import FormError
 from .host_path import HostPathDialog
 from .pull_image import PullImageDialog
 from .rule_form import RuleFormDialog
+from .secret_form import SecretFormDialog
 
 __all__ = [
     "ConfirmDialog",
@@ -16,6 +17,7 @@ __all__ = [
     "HostPathDialog",
     "PullImageDialog",
     "RuleFormDialog",
+    "SecretFormDialog",
     "build_request",
     "parse_env",
 ]

@@ -1,6 +1,7 @@
 """The create-sandbox form. It validates with the SDK's own config model before closing, so
 that a bad value is reported next to its field and nothing is started. The network is a
-preset or, chosen as ``custom``, rules edited in the rules editor."""
+preset or, chosen as ``custom``, rules edited in the rules editor. Secrets are added in the
+secret form and listed without their values, which the form holds only until it closes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from textual.containers import Horizontal, Vertical
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, Select, Static, Switch, TextArea
 
-from microsandbox_tui import DEFAULT_IMAGE, InvalidConfigError, Network, NetworkPolicy
+from microsandbox_tui import (
+    DEFAULT_IMAGE,
+    InvalidConfigError,
+    Network,
+    NetworkPolicy,
+    SecretEntry,
+)
 from microsandbox_tui.config import (
     DEFAULT_CPUS,
     DEFAULT_MEMORY_MIB,
@@ -29,19 +36,22 @@ from microsandbox_tui.network import (
 )
 
 from ..operations import CreateRequest, PolicyChoice
+from ..widgets.keyed_table import Column, KeyedTable
 from ..widgets.rules_editor import RulesEditor
 from .form import FormDialog, FormError
+from .secret_form import SecretFormDialog, hosts_text
 
 if TYPE_CHECKING:
     from ..app import MsbApp
 
 #: Form fields, in order; each has an error line under it.
-FIELDS = ("name", "image", "cpus", "memory", "ports", "env")
+FIELDS = ("name", "image", "cpus", "memory", "ports", "env", "secrets")
 #: The first part of an error location (as the SDK names it) → the form field.
 _FIELD_OF = {"name": "name", "image": "image", "path": "image", "cpus": "cpus"}
-_FIELD_OF |= {"memory_mib": "memory", "env": "env", "network": "ports"}
+_FIELD_OF |= {"memory_mib": "memory", "env": "env", "network": "ports", "secrets": "secrets"}
 #: What each preset of the network selector means, by its short name.
 _PRESET_MEANINGS = {"public": "internet", "none": "no network", "all": "everything"}
+CREATE_SECRET_COLUMNS = (Column("env_var", "ENV VAR", 24), Column("hosts", "ALLOWED HOSTS"))
 #: A comma starts a new variable only when ``NAME=`` follows it, so values may hold commas.
 _ENV_SPLIT = re.compile(r",(?=\s*[^\s=,]+=)")
 
@@ -90,6 +100,7 @@ def build_request(
     detached: bool = True,
     preset: PolicyChoice = "public_only",
     ports: str = "",
+    secrets: tuple[SecretEntry, ...] = (),
 ) -> CreateRequest:
     """Turns the form's text into a request, raising :class:`FormError` (an
     :class:`InvalidConfigError`) as ``Sandbox.create`` would, before anything is booted."""
@@ -114,6 +125,8 @@ def build_request(
             values[key] = parsed[field]
     if parsed.get("env"):
         values["env"] = parsed["env"]
+    if secrets:
+        values["secrets"] = tuple(entry.config() for entry in secrets)
     try:
         sandbox_config(**values)
     except InvalidConfigError as error:
@@ -128,6 +141,7 @@ def build_request(
         env=cast("dict[str, str]", parsed["env"]),
         detached=detached,
         network=cast("Network", parsed["ports"]),
+        secrets=secrets,
     )
 
 
@@ -138,6 +152,8 @@ class CreateSandboxDialog(FormDialog[CreateRequest]):
     def __init__(self, image: str | None = None) -> None:
         super().__init__()
         self._image = image or DEFAULT_IMAGE
+        #: The secrets added so far, values included, until the form closes.
+        self._secrets: list[SecretEntry] = []
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
@@ -191,12 +207,23 @@ class CreateSandboxDialog(FormDialog[CreateRequest]):
             )
             yield TextArea(id="env", soft_wrap=False, show_line_numbers=False)
             yield Static("", id="env-error", classes="field-error", markup=False)
+            yield from self._compose_secrets()
             with Horizontal(id="detached-row"):
                 yield Switch(value=True, id="detached")
                 yield Label("Detached: keeps running after msb-tui quits", classes="switch-label")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Create", id="create", variant="primary")
+
+    def _compose_secrets(self) -> ComposeResult:
+        with Horizontal(id="create-secrets-row"):
+            yield Label("Secrets (values are never stored)", classes="field-label")
+            yield Button("Add secret", id="create-secret-add", compact=True)
+            yield Button("Remove", id="create-secret-remove", compact=True)
+        table = KeyedTable(CREATE_SECRET_COLUMNS, id="create-secrets")
+        table.display = False
+        yield table
+        yield Static("", id="secrets-error", classes="field-error", markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#name", Input).focus()
@@ -236,6 +263,44 @@ class CreateSandboxDialog(FormDialog[CreateRequest]):
             return self.query_one("#create-rules", RulesEditor).policy
         return cast("PresetName", choice)
 
+    @property
+    def secret_entries(self) -> tuple[SecretEntry, ...]:
+        """The secrets added, in order."""
+        return tuple(self._secrets)
+
+    @on(Button.Pressed, "#create-secret-add")
+    def _add_secret(self, event: Button.Pressed) -> None:
+        """The secret form; its secret joins the list. (These two buttons neither submit
+        nor cancel, as the form's other buttons do: the default handling is skipped.)"""
+        event.stop()
+        event.prevent_default()
+        others = tuple(entry.config() for entry in self._secrets)
+
+        def saved(entry: SecretEntry | None) -> None:
+            if entry is not None:
+                self._secrets.append(entry)
+                self._show_secrets()
+
+        self.app.push_screen(SecretFormDialog(others=others), callback=saved)
+
+    @on(Button.Pressed, "#create-secret-remove")
+    def _remove_secret(self, event: Button.Pressed) -> None:
+        event.stop()
+        event.prevent_default()
+        table = self.query_one("#create-secrets", KeyedTable)
+        selected = table.selected_key
+        self._secrets = [entry for entry in self._secrets if entry.env_var != selected]
+        self._show_secrets()
+
+    def _show_secrets(self) -> None:
+        table = self.query_one("#create-secrets", KeyedTable)
+        rows = {}
+        for entry in self._secrets:
+            config = entry.config()
+            rows[entry.env_var] = {"env_var": entry.env_var, "hosts": hosts_text(config)}
+        table.apply_rows(rows)
+        table.display = bool(rows)
+
     @on(Select.Changed, "#network")
     def _network_chosen(self, event: Select.Changed) -> None:
         self.query_one("#create-rules", RulesEditor).display = event.value == CUSTOM_POLICY
@@ -252,11 +317,17 @@ class CreateSandboxDialog(FormDialog[CreateRequest]):
                 self.query_one("#detached", Switch).value,
                 self.policy,
                 self._value("ports"),
+                self.secret_entries,
             )
         except FormError as problem:
             self._show_errors(problem.fields)
             return
+        self._secrets = []  # the request carries the values on; the closed form does not
         self.dismiss(request)
+
+    def action_cancel(self) -> None:
+        self._secrets = []
+        super().action_cancel()
 
     def _show_errors(self, fields: dict[str, str]) -> None:
         for field in FIELDS:

@@ -11,6 +11,7 @@ from textual.worker import Worker
 from ..dialogs import ConfirmDialog
 from ..widgets import KeyedTable
 from ..widgets.rules_editor import EDITING_ACTIONS
+from ..widgets.secrets_panel import SECRET_EDITING_ACTIONS
 
 if TYPE_CHECKING:
     from ..app import MsbApp
@@ -38,6 +39,7 @@ MUTATING_ACTIONS = (
         }
     )
     | EDITING_ACTIONS
+    | SECRET_EDITING_ACTIONS
 )
 
 

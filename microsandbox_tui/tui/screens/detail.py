@@ -1,5 +1,6 @@
-"""One sandbox in detail: its configuration, live metrics charts, logs, processes, files, and
-its network (the policy, edited and applied, beside the live flow log)."""
+"""One sandbox in detail: its configuration, live metrics charts, logs, processes, files, its
+network (the policy, edited and applied, beside the live flow log), and its secrets (edited
+and applied at once, above the violations the flow log records)."""
 
 from __future__ import annotations
 
@@ -37,12 +38,22 @@ from ..widgets import (
     LogView,
     MetricChart,
     RulesEditor,
+    SecretsPanel,
+    SecretViolationsView,
     ViewBar,
 )
 from ..widgets.flow_log import allow_rule_for
 from .sandbox_actions import LIFECYCLE_BINDINGS, SandboxActionsScreen
 
-TABS: tuple[str, ...] = ("overview", "metrics", "logs", "processes", "files", "network")
+TABS: tuple[str, ...] = (
+    "overview",
+    "metrics",
+    "logs",
+    "processes",
+    "files",
+    "network",
+    "secrets",
+)
 #: Actions of the Files tab, offered only while it is shown.
 FILES_ACTIONS = frozenset({"download", "upload"})
 #: Actions of the Network tab, offered only while it is shown.
@@ -123,6 +134,7 @@ class SandboxDetailScreen(SandboxActionsScreen):
         Binding("e", "switch_source", "Console/Exec", id="log_source"),
         Binding("f", "files", "Files", id="files"),
         Binding("n", "network", "Network", id="network"),
+        Binding("dollar_sign", "secrets", "Secrets", id="secrets"),
         Binding("d", "download", "Download", id="download"),
         Binding("u", "upload", "Upload", id="upload"),
         Binding("ctrl+s", "apply_policy", "Apply policy", id="apply_policy"),
@@ -166,6 +178,14 @@ class SandboxDetailScreen(SandboxActionsScreen):
     def flow_log(self) -> FlowLogView:
         return self.query_one("#flow-log", FlowLogView)
 
+    @property
+    def secrets_panel(self) -> SecretsPanel:
+        return self.query_one("#secrets-panel", SecretsPanel)
+
+    @property
+    def secret_violations(self) -> SecretViolationsView:
+        return self.query_one("#secret-violations", SecretViolationsView)
+
     def chart(self, chart_id: str) -> MetricChart:
         return self.query_one(f"#{chart_id}", MetricChart)
 
@@ -187,6 +207,11 @@ class SandboxDetailScreen(SandboxActionsScreen):
                 yield FileBrowser(self.sandbox, id="file-browser")
             with TabPane("Network", id="network"):
                 yield from self._compose_network()
+            with TabPane("Secrets", id="secrets"), Vertical(id="secrets-tab"):
+                yield SecretsPanel(
+                    self.sandbox, editable=not self.msb_app.readonly, id="secrets-panel"
+                )
+                yield SecretViolationsView(self.sandbox, id="secret-violations")
         yield Footer()
 
     def _compose_network(self) -> ComposeResult:
@@ -234,6 +259,7 @@ class SandboxDetailScreen(SandboxActionsScreen):
         self.query_one(ViewBar).set_crumb(f"{self.sandbox} ({status})")
         if info is not None:
             self._show_network(info)
+            self.secrets_panel.show(info)
         if self.is_current and self.active_tab == "metrics":
             self.draw_charts()
 
@@ -317,6 +343,10 @@ class SandboxDetailScreen(SandboxActionsScreen):
             if not self.flow_log.following:
                 self.flow_log.follow()
             self.rules_editor.table.focus()
+        elif tab == "secrets":
+            if not self.secret_violations.following:
+                self.secret_violations.follow()
+            self.secrets_panel.table.focus()
         self.refresh_bindings()
 
     def _step_tab(self, step: int) -> None:
@@ -337,6 +367,9 @@ class SandboxDetailScreen(SandboxActionsScreen):
 
     def action_network(self) -> None:
         self.show_tab("network")
+
+    def action_secrets(self) -> None:
+        self.show_tab("secrets")
 
     def _show_files(self) -> None:
         """Lists the current guest directory, or says why there is nothing to list."""

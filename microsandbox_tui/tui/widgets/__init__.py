@@ -7,6 +7,8 @@ from .log_view import LogView
 from .metric_chart import MetricChart
 from .rules_editor import RulesEditor
 from .sandbox_table import SandboxTable
+from .secret_violations import SecretViolationsView
+from .secrets_panel import SecretsPanel
 from .status_bar import StatusBar
 from .view_bar import ViewBar
 
@@ -19,6 +21,8 @@ __all__ = [
     "MetricChart",
     "RulesEditor",
     "SandboxTable",
+    "SecretViolationsView",
+    "SecretsPanel",
     "StatusBar",
     "ViewBar",
 ]

@@ -1,6 +1,7 @@
 """A sandbox's flow log followed live: every flow and DNS decision with the rule that made it,
-filtered to denied ones or by destination text. On a denied flow, ``A`` asks for a rule
-that allows its destination (the screen opens the rule form on it)."""
+filtered to denied ones or by destination text. On a flow the policy denied, ``A`` asks for a
+rule that allows its destination (the screen opens the rule form on it); a request a secret
+blocked is not one: no rule would let its secret go there."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from textual.widgets import DataTable, Input, Static
 from microsandbox_tui import Direction, Rule
 from microsandbox_tui.formatting import format_size
 from microsandbox_tui.network import Protocol
+
+from .secret_violations import SECRET_VIOLATION
 
 if TYPE_CHECKING:
     from microsandbox_tui.network_log import FlowLogEntry
@@ -78,6 +81,12 @@ def entry_detail(entry: FlowLogEntry) -> str:
     reason = f" · {entry.reason}" if entry.reason and entry.kind != "close" else ""
     source = f" from {entry.src}" if entry.src and entry.direction is not Direction.INGRESS else ""
     return f"{time} {action} {flow_text(entry)}{source} · {decided_by(entry)}{reason}"
+
+
+def is_allowable(entry: FlowLogEntry) -> bool:
+    """Whether a rule could allow what ``entry`` was refused: the policy denied it (not a
+    secret, whose hosts no rule changes)."""
+    return entry.denied and entry.reason != SECRET_VIOLATION
 
 
 def allow_rule_for(entry: FlowLogEntry) -> Rule:
@@ -236,7 +245,7 @@ class FlowLogView(Vertical):
             if not self.editable:
                 return False
             entry = self.selected if self.is_mounted else None
-            return (entry is not None and entry.denied) or None
+            return (entry is not None and is_allowable(entry)) or None
         return True
 
     def action_toggle_denied(self) -> None:
@@ -270,5 +279,5 @@ class FlowLogView(Vertical):
 
     def action_allow_destination(self) -> None:
         entry = self.selected
-        if entry is not None and entry.denied:
+        if entry is not None and is_allowable(entry):
             self.post_message(self.AllowRequested(self, entry))
