@@ -16,6 +16,8 @@ sandbox and round:
   resumption: a full handshake every time), median of N; the handshake part of it too
   (curl's ``time_appconnect``);
 - keep-alive GET: N more ``GET /`` on one connection, the first (which connects) left out;
+  and the same of ``GET /streamed``, whose head and body are two writes 2 ms apart, as a
+  streaming server writes (the case a relay holding small writes for an ACK delays);
 - download: ``GET /bytes/N MiB``, MiB/s.
 
 Times are curl's own (``-w``) inside the guest, so the curl process's start is not counted.
@@ -80,9 +82,10 @@ def fresh_gets(session: GuestSession, trust: str, requests: int) -> tuple[float,
     return total * 1000, handshake * 1000
 
 
-def keep_alive_gets(session: GuestSession, trust: str, requests: int) -> float:
-    """Median time in ms of ``requests`` GETs on one connection, after the one that opens it."""
-    transfers = f"-o /dev/null https://{SECURE_NAME}/ " * (requests + 1)
+def keep_alive_gets(session: GuestSession, trust: str, requests: int, path: str = "/") -> float:
+    """Median time in ms of ``requests`` GETs of ``path`` on one connection, after the one
+    that opens it."""
+    transfers = f"-o /dev/null https://{SECURE_NAME}{path} " * (requests + 1)
     lines = curl_lines(
         session, f"--cacert {trust} -w '%{{num_connects}} %{{time_total}}\\n' {transfers}"
     )
@@ -110,6 +113,7 @@ def measure(session: GuestSession, trust: str, requests: int, size: int) -> dict
         "fresh GET ms": fresh,
         "handshake ms": handshake,
         "keep-alive GET ms": keep_alive_gets(session, trust, requests),
+        "keep-alive streamed GET ms": keep_alive_gets(session, trust, requests, "/streamed"),
         "download MiB/s": download(session, trust, size),
     }
 

@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import json
 import os
-import statistics
 import subprocess
 import time
 from collections.abc import Iterator
@@ -386,39 +385,6 @@ def test_ten_parallel_connections_through_interception_all_get_their_own_bytes(
         for digest, path in (line.split() for line in lines[PARALLEL_CONNECTIONS:])
     }
     assert digests == {size: hashlib.sha256(pattern_bytes(0, size)).hexdigest() for size in sizes}
-
-
-# -- kept-alive answers in two parts ---------------------------------------------------------
-
-KEPT_ALIVE_REQUESTS = 20
-KEPT_ALIVE_MEDIAN_LIMIT_MS = 15.0
-"""Measured on TCG: 3.5 ms with the stack's Nagle off, 45 ms with it on (a 40 ms ACK delay)."""
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the stack's smoltcp sockets keep Nagle's algorithm on: the body, written after the "
-    "head, waits for the guest's delayed ACK of the head (about 40 ms)",
-)
-@pytest.mark.parametrize(
-    ("sandbox", "url"),
-    [
-        ("plain", f"http://{SECURE_NAME}/streamed"),
-        ("intercepting", f"https://{SECURE_NAME}/streamed"),
-    ],
-)
-def test_a_kept_alive_answer_written_in_two_parts_is_not_held_for_the_guests_delayed_ack(
-    request: pytest.FixtureRequest, sandbox: str, url: str
-) -> None:
-    session: GuestSession = request.getfixturevalue(sandbox)
-    transfers = f"-o /dev/null {url} " * (KEPT_ALIVE_REQUESTS + 1)
-    reply = _curl(session, "-w", "'%{num_connects} %{time_total}\\n'", transfers)
-    assert reply["exit_code"] == 0, reply
-    # The first transfer connects; the others reuse its connection.
-    reused = [line.split() for line in reply["stdout"].splitlines()[1:]]
-    assert {connects for connects, _ in reused} == {"0"}, reply
-    median_ms = statistics.median(float(seconds) * 1000 for _, seconds in reused)
-    assert median_ms < KEPT_ALIVE_MEDIAN_LIMIT_MS, f"median {median_ms:.1f} ms per request"
 
 
 # -- no interception ------------------------------------------------------------------------

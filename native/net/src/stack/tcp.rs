@@ -247,10 +247,7 @@ impl Stack {
         }
         let local_port = self.free_ingress_port()?;
         let buffer_len = self.options.socket_buffer_len;
-        let mut socket = TcpSocket::new(
-            SocketBuffer::new(vec![0; buffer_len]),
-            SocketBuffer::new(vec![0; buffer_len]),
-        );
+        let mut socket = guest_socket(buffer_len);
         let guest = IpAddress::from(self.config.guest_v4);
         let gateway = IpAddress::from(self.config.gateway_v4);
         socket
@@ -540,10 +537,7 @@ impl Stack {
         guest_mac: EthernetAddress,
     ) {
         let buffer_len = self.options.socket_buffer_len;
-        let mut socket = TcpSocket::new(
-            SocketBuffer::new(vec![0; buffer_len]),
-            SocketBuffer::new(vec![0; buffer_len]),
-        );
+        let mut socket = guest_socket(buffer_len);
         let destination = syn.tuple.dst;
         let endpoint = IpListenEndpoint {
             addr: Some(destination.ip().into()),
@@ -673,4 +667,17 @@ impl Stack {
             let _ = self.device.outbound().push(&frame);
         }
     }
+}
+
+/// A socket facing the guest. Nagle's algorithm is off: the stack relays what the host's
+/// socket delivered, already segmented by the real peer, and holding a small write until the
+/// guest acknowledges the previous one cost every answer written in two parts (a head, then
+/// its body) the guest's delayed ACK — 43-46 ms per kept-alive request on TCG, 3.5 ms without.
+fn guest_socket(buffer_len: usize) -> TcpSocket<'static> {
+    let mut socket = TcpSocket::new(
+        SocketBuffer::new(vec![0; buffer_len]),
+        SocketBuffer::new(vec![0; buffer_len]),
+    );
+    socket.set_nagle_enabled(false);
+    socket
 }
