@@ -223,6 +223,8 @@ fn start_ours(
         random_seed: random_seed(),
         flow_log: Some(Box::new(NetworkLog(network_log))),
         home_ca: paths::interception_ca(),
+        secrets: msb_net::secrets::Secrets::default(),
+        on_terminate: None,
     };
     let uses_home_ca = spec
         .network

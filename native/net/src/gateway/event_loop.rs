@@ -26,6 +26,7 @@ use super::udp::UdpState;
 use super::{Control, Counters, EventLoop, GatewayConfig, GatewayError};
 use crate::dns::{HostDns, Resolver, DEFAULT_MAX_PENDING};
 use crate::policy::{Evaluator, Flow, FlowDirection, HostAddresses, Protocol, Verdict};
+use crate::secrets::SharedSecrets;
 use crate::stack::{Received, ResolvedNames, Stack, StackOptions};
 use crate::wire::classified::{Classified, Gateway as GatewayAddresses};
 use crate::wire::classify::Classifier;
@@ -206,6 +207,8 @@ impl EventLoop {
             pins: Pins::default(),
             flow_log: FlowLog::new(config.flow_log),
             tls,
+            secrets: SharedSecrets::new(config.secrets),
+            on_terminate: config.on_terminate,
             control,
             next_ip_id: (config.random_seed & 0xffff) as u16,
             busy: false,
@@ -265,7 +268,12 @@ impl EventLoop {
         }
         if let Some(policy) = requests.policy.take() {
             self.change_policy(policy);
-            requests.policies_taken = requests.policies_sent;
+        }
+        if let Some(secrets) = requests.secrets.take() {
+            self.change_secrets(secrets);
+        }
+        if requests.changes_taken < requests.changes_sent {
+            requests.changes_taken = requests.changes_sent;
             control.taken.notify_all();
         }
         true

@@ -6,6 +6,10 @@
 //! it is zeroed when dropped and its `Debug` shows nothing of it. [`Secrets`] is a sandbox's
 //! validated set, as the gateway gets it.
 
+mod shared;
+
+pub use shared::SharedSecrets;
+
 use std::collections::BTreeSet;
 use std::fmt;
 
