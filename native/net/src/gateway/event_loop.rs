@@ -168,11 +168,9 @@ impl EventLoop {
                 id_seed: config.random_seed.rotate_left(17),
             },
         )?;
-        let tls = config
-            .spec
-            .tls
-            .as_ref()
-            .map(|spec| TlsInterception::new(spec, &config.home_ca))
+        let intercepts = config.spec.tls.is_some() || !config.secrets.is_empty();
+        let tls = intercepts
+            .then(|| TlsInterception::new(config.spec.tls.as_ref(), &config.home_ca))
             .transpose()?;
         let mut tokens = Tokens::default();
         let published = Published::bind(&config.spec.ports, poll.registry(), &mut tokens)?;
@@ -227,6 +225,7 @@ impl EventLoop {
     }
 
     pub fn run(mut self) {
+        self.warn_of_bypassed_secret_hosts();
         let mut events = Events::with_capacity(256);
         loop {
             let timeout = self.next_timeout();

@@ -4,11 +4,14 @@
 //! sent where it may not go.
 
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use mio::Waker;
 
+use super::flow_log::{reason, FlowDecision, FlowFacts, FlowRecord, FlowSeen};
 use super::{Control, EventLoop, GatewayError};
-use crate::secrets::Secrets;
+use crate::policy::Action;
+use crate::secrets::{SecretEvent, Secrets, ViolationAction};
 
 /// A `block_and_terminate` secret headed for a host it may not go to; the sandbox is to stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,5 +58,86 @@ impl EventLoop {
         let count = secrets.iter().count();
         self.secrets.replace(secrets);
         log::info!("secrets changed: {count} now");
+        self.warn_of_bypassed_secret_hosts();
+    }
+
+    /// A secret host on the TLS bypass list is never intercepted, so its secret is never put
+    /// into its requests: said once, when the secrets are set.
+    pub(super) fn warn_of_bypassed_secret_hosts(&self) {
+        let Some(tls) = &self.tls else {
+            return;
+        };
+        for (secret, host) in tls.bypassed_secret_hosts(&self.secrets.current()) {
+            log::warn!(
+                "secret {secret}: {host} is on network.tls.bypass, so requests to it are not \
+                 intercepted and {secret} is never put into them"
+            );
+        }
+    }
+
+    /// Logs what a flow's rewriter did; what to tell the supervisor if the sandbox is to stop.
+    pub(super) fn log_secret_event(
+        &mut self,
+        facts: &FlowFacts,
+        event: SecretEvent,
+    ) -> Option<TerminateReason> {
+        let (secret, host, action, why, on_violation) = match event {
+            SecretEvent::Injected { secret, host } => {
+                (secret, host, Action::Allow, reason::SECRET_INJECTED, None)
+            }
+            SecretEvent::Blocked(violation) => {
+                log::warn!(
+                    "flow {} -> {}: a request holding the placeholder of secret {} was blocked: \
+                     it may not be sent to {}",
+                    facts.src,
+                    facts.dst,
+                    violation.secret,
+                    violation.host
+                );
+                if violation.action == ViolationAction::Block {
+                    return None;
+                }
+                let why = reason::SECRET_VIOLATION;
+                let on_violation = Some(violation.action);
+                (violation.secret, violation.host, Action::Deny, why, on_violation)
+            }
+        };
+        let terminate = (on_violation == Some(ViolationAction::BlockAndTerminate)).then(|| {
+            TerminateReason {
+                secret: secret.clone(),
+                host: host.clone(),
+            }
+        });
+        let record = FlowRecord::Flow(FlowDecision {
+            flow: FlowSeen {
+                time: SystemTime::now(),
+                direction: facts.direction,
+                protocol: facts.protocol,
+                src: facts.src.to_string(),
+                dst: facts.dst.to_string(),
+                domain: Some(host),
+                sni: facts.sni.clone(),
+            },
+            action,
+            rule: None,
+            rule_text: format!("secret {secret}"),
+            reason: Some(why),
+            secret: Some(secret),
+        });
+        self.flow_log.record(record, Instant::now());
+        terminate
+    }
+
+    /// Tells the supervisor the sandbox is to stop.
+    pub(super) fn terminate(&self, reason: TerminateReason) {
+        log::warn!(
+            "secret {} was sent towards {}, which it may not go to (block_and_terminate): the \
+             sandbox is stopped",
+            reason.secret,
+            reason.host
+        );
+        if let Some(on_terminate) = &self.on_terminate {
+            on_terminate(reason);
+        }
     }
 }

@@ -78,12 +78,25 @@ pub enum InterceptError {
     Failed,
 }
 
+/// What a [`PlaintextFilter`] passes on from one call: bytes for each side, and whether the
+/// flow is to end once they are sent.
+#[derive(Debug, Default)]
+pub struct Filtered {
+    pub to_upstream: Vec<u8>,
+    /// Bytes the filter answers the guest with itself (a refusal), or the real server's.
+    pub to_guest: Vec<u8>,
+    /// Both sides are sent a close_notify after these bytes.
+    pub end: bool,
+}
+
 /// Sees every plaintext byte of an intercepted flow, in order, and decides what is passed on.
 pub trait PlaintextFilter: Send {
-    /// The guest sent `plaintext`; what goes to the real server is appended to `out`.
-    fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Vec<u8>);
-    /// The real server sent `plaintext`; what goes to the guest is appended to `out`.
-    fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Vec<u8>);
+    /// The guest's TLS is open, with `alpn`, the protocol the real server chose.
+    fn opened(&mut self, _alpn: Option<&[u8]>) {}
+    /// The guest sent `plaintext`.
+    fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Filtered);
+    /// The real server sent `plaintext`.
+    fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Filtered);
 }
 
 /// Passes every byte as it is.
@@ -91,12 +104,12 @@ pub trait PlaintextFilter: Send {
 pub struct PassThrough;
 
 impl PlaintextFilter for PassThrough {
-    fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(plaintext);
+    fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Filtered) {
+        out.to_upstream.extend_from_slice(plaintext);
     }
 
-    fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(plaintext);
+    fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Filtered) {
+        out.to_guest.extend_from_slice(plaintext);
     }
 }
 
@@ -127,6 +140,7 @@ impl Interceptor {
             for_upstream: Outbox::default(),
             closed_by_guest: false,
             closed_by_upstream: false,
+            ended_by_filter: false,
         }
     }
 }
@@ -154,6 +168,8 @@ pub struct Interception {
     for_upstream: Outbox,
     closed_by_guest: bool,
     closed_by_upstream: bool,
+    /// The filter ended the flow; nothing more passes either way.
+    ended_by_filter: bool,
 }
 
 impl Interception {
@@ -353,6 +369,7 @@ impl Interception {
             })?;
         guest.set_buffer_limit(None);
         self.guest = GuestSide::Open(Box::new(guest));
+        self.filter.opened(alpn.as_deref());
         let held = std::mem::take(&mut self.held_from_guest);
         self.read_from_guest(&held)
     }
@@ -403,32 +420,49 @@ impl Interception {
 
     /// Moves the guest's plaintext, filtered, to the real server.
     fn pass_to_upstream(&mut self) {
-        let (GuestSide::Open(guest), Some(upstream)) = (&mut self.guest, &mut self.upstream) else {
+        let (GuestSide::Open(guest), Some(_)) = (&mut self.guest, &self.upstream) else {
             return;
         };
-        let mut filtered = Vec::new();
+        let mut filtered = Filtered::default();
         let filter = &mut self.filter;
         drain_plaintext(guest.as_mut(), |plaintext| {
             filter.guest_to_upstream(plaintext, &mut filtered)
         });
-        if !filtered.is_empty() {
-            // Cannot fail: the buffer limit is off.
-            let _ = upstream.writer().write_all(&filtered);
-        }
+        self.deliver(filtered);
     }
 
     /// Moves the real server's plaintext, filtered, to the guest (once it can be answered).
     fn pass_to_guest(&mut self) {
-        let (GuestSide::Open(guest), Some(upstream)) = (&mut self.guest, &mut self.upstream) else {
+        let (GuestSide::Open(_), Some(upstream)) = (&self.guest, &mut self.upstream) else {
             return;
         };
-        let mut filtered = Vec::new();
+        let mut filtered = Filtered::default();
         let filter = &mut self.filter;
         drain_plaintext(upstream, |plaintext| {
             filter.upstream_to_guest(plaintext, &mut filtered)
         });
-        if !filtered.is_empty() {
-            let _ = guest.writer().write_all(&filtered);
+        self.deliver(filtered);
+    }
+
+    /// Writes what a filter passed on into the two connections.
+    fn deliver(&mut self, filtered: Filtered) {
+        let (GuestSide::Open(guest), Some(upstream)) = (&mut self.guest, &mut self.upstream) else {
+            return;
+        };
+        if self.ended_by_filter {
+            return;
+        }
+        // Cannot fail: the buffer limits are off.
+        if !filtered.to_upstream.is_empty() {
+            let _ = upstream.writer().write_all(&filtered.to_upstream);
+        }
+        if !filtered.to_guest.is_empty() {
+            let _ = guest.writer().write_all(&filtered.to_guest);
+        }
+        if filtered.end {
+            self.ended_by_filter = true;
+            guest.send_close_notify();
+            upstream.send_close_notify();
         }
     }
 
@@ -865,12 +899,12 @@ mod tests {
     struct ChangeCase;
 
     impl PlaintextFilter for ChangeCase {
-        fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Vec<u8>) {
-            out.extend(plaintext.to_ascii_uppercase());
+        fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Filtered) {
+            out.to_upstream.extend(plaintext.to_ascii_uppercase());
         }
 
-        fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Vec<u8>) {
-            out.extend(plaintext.to_ascii_lowercase());
+        fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Filtered) {
+            out.to_guest.extend(plaintext.to_ascii_lowercase());
         }
     }
 
