@@ -149,13 +149,11 @@ mod tests {
     #[test]
     fn the_home_ca_is_generated_once_and_then_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let first =
-            TlsInterception::new(Some(&spec(r#"{"verify_upstream": false}"#)), &home(&dir))
-                .unwrap();
+        let first = TlsInterception::new(Some(&spec(r#"{"verify_upstream": false}"#)), &home(&dir))
+            .unwrap();
         assert!(first.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
-        let again =
-            TlsInterception::new(Some(&spec(r#"{"verify_upstream": false}"#)), &home(&dir))
-                .unwrap();
+        let again = TlsInterception::new(Some(&spec(r#"{"verify_upstream": false}"#)), &home(&dir))
+            .unwrap();
         assert_eq!(first.ca_pem(), again.ca_pem());
     }
 
@@ -205,7 +203,9 @@ mod tests {
     fn a_bypassed_secret_host_is_not_intercepted_and_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let tls = TlsInterception::new(
-            Some(&spec(r#"{"verify_upstream": false, "bypass": ["api.test", "*.cdn.test"]}"#)),
+            Some(&spec(
+                r#"{"verify_upstream": false, "bypass": ["api.test", "*.cdn.test"]}"#,
+            )),
             &home(&dir),
         )
         .unwrap();

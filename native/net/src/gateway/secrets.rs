@@ -99,15 +99,20 @@ impl EventLoop {
                 }
                 let why = reason::SECRET_VIOLATION;
                 let on_violation = Some(violation.action);
-                (violation.secret, violation.host, Action::Deny, why, on_violation)
+                (
+                    violation.secret,
+                    violation.host,
+                    Action::Deny,
+                    why,
+                    on_violation,
+                )
             }
         };
-        let terminate = (on_violation == Some(ViolationAction::BlockAndTerminate)).then(|| {
-            TerminateReason {
+        let terminate =
+            (on_violation == Some(ViolationAction::BlockAndTerminate)).then(|| TerminateReason {
                 secret: secret.clone(),
                 host: host.clone(),
-            }
-        });
+            });
         let record = FlowRecord::Flow(FlowDecision {
             flow: FlowSeen {
                 time: SystemTime::now(),

@@ -67,3 +67,33 @@ impl PlaintextFilter for SecretsFilter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::substitute::tests::{route, secret};
+    use crate::secrets::{Injection, Secrets};
+
+    fn filter() -> SecretsFilter {
+        let key = secret("KEY", "api.test", "v", Injection::default());
+        let secrets = SharedSecrets::new(Secrets::new(vec![key]).unwrap());
+        SecretsFilter::new(route("api.test"), secrets, SecretReports::default())
+    }
+
+    #[test]
+    fn the_protocol_the_server_chose_decides_how_requests_are_read() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let mut http2 = filter();
+        http2.opened(Some(b"h2"));
+        let mut out = Filtered::default();
+        http2.guest_to_upstream(preface, &mut out);
+        assert_eq!(out.to_upstream, preface);
+        assert!(!out.end);
+
+        let mut http1 = filter();
+        http1.opened(Some(b"http/1.1"));
+        let mut out = Filtered::default();
+        http1.guest_to_upstream(preface, &mut out);
+        assert!(out.end, "a preface is no HTTP/1.1 request");
+    }
+}

@@ -32,8 +32,8 @@ pub const MAX_HELD_BODY: u64 = 8 * 1024 * 1024;
 /// Headers a request head may have.
 const MAX_HEADERS: usize = 128;
 
-/// One connection's requests, guest to server.
-#[derive(Debug, Default)]
+/// One connection's requests, guest to server. No `Debug`: a rewritten head holds values.
+#[derive(Default)]
 pub struct Http1 {
     /// Bytes taken but not yet passed on (a head in the making, a held body).
     pending: Vec<u8>,
@@ -42,7 +42,7 @@ pub struct Http1 {
     injected: BTreeSet<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 enum State {
     #[default]
     Head,
@@ -65,14 +65,12 @@ enum State {
     Ended,
 }
 
-#[derive(Debug)]
 enum Framing {
     Length(u64),
     Chunked(ChunkedDecoder),
 }
 
 /// What a streamed chunked body needs to be substituted.
-#[derive(Debug)]
 struct BodyRewrite {
     secrets: Arc<Secrets>,
     host: Option<String>,
@@ -81,7 +79,6 @@ struct BodyRewrite {
 }
 
 /// A request head as read, kept to be written again once changed.
-#[derive(Debug, Clone)]
 struct Head {
     raw: Vec<u8>,
     method: String,
@@ -241,9 +238,11 @@ impl Http1 {
             .map(str::to_owned);
         let mut substitution = Substitution::new(&secrets, flow.route, host.as_deref());
         rewrite_head(&mut head, &mut substitution).map_err(Refusal::Blocked)?;
-        self.injected.extend(substitution.injected().iter().cloned());
+        self.injected
+            .extend(substitution.injected().iter().cloned());
         let framing = framing(&head)?;
-        let tunnel_after = head.method.eq_ignore_ascii_case("CONNECT") || head.header("upgrade").is_some();
+        let tunnel_after =
+            head.method.eq_ignore_ascii_case("CONNECT") || head.header("upgrade").is_some();
         let rewrite_body = substitution.looks_at(Place::Body)
             && head.header("content-encoding").is_none()
             && !tunnel_after;
@@ -361,14 +360,17 @@ impl Http1 {
         let keep = if done {
             0
         } else {
-            substitution.longest_placeholder(Place::Body).saturating_sub(1)
+            substitution
+                .longest_placeholder(Place::Body)
+                .saturating_sub(1)
         };
         let (front, until) = substitution
             .apply_streaming(&rewrite.carry, keep)
             .map_err(Refusal::Blocked)?;
         rewrite.carry.drain(..until);
         encode_chunk(&front, &mut out.to_upstream);
-        self.injected.extend(substitution.injected().iter().cloned());
+        self.injected
+            .extend(substitution.injected().iter().cloned());
         Ok(())
     }
 
@@ -402,7 +404,8 @@ impl Http1 {
         head.write(&mut out.to_upstream);
         out.to_upstream
             .extend_from_slice(rewritten.as_deref().unwrap_or(body));
-        self.injected.extend(substitution.injected().iter().cloned());
+        self.injected
+            .extend(substitution.injected().iter().cloned());
         self.end_request(flow);
         self.state = State::Head;
         Ok(Some(at + length))
@@ -716,8 +719,9 @@ mod tests {
     fn basic_credentials_are_decoded_substituted_and_encoded_again() {
         let mut harness = Harness::key("api.test", Injection::default());
         let credentials = BASE64.encode("user:$MSB_KEY");
-        let request =
-            format!("GET / HTTP/1.1\r\nHost: api.test\r\nAuthorization: basic {credentials}\r\n\r\n");
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: api.test\r\nAuthorization: basic {credentials}\r\n\r\n"
+        );
         let out = harness.feed([request.as_bytes()]);
         let expected = format!(
             "GET / HTTP/1.1\r\nHost: api.test\r\nAuthorization: Basic {}\r\n\r\n",
@@ -793,7 +797,8 @@ mod tests {
     #[test]
     fn the_bytes_after_an_upgrade_pass_untouched() {
         let mut harness = Harness::key("api.test", Injection::default());
-        let request = b"GET /ws HTTP/1.1\r\nHost: api.test\r\nUpgrade: websocket\r\n\r\n\x81\x05$MSB_";
+        let request =
+            b"GET /ws HTTP/1.1\r\nHost: api.test\r\nUpgrade: websocket\r\n\r\n\x81\x05$MSB_";
         let out = harness.feed([&request[..]]);
         assert_eq!(out.to_upstream, request);
     }

@@ -62,7 +62,9 @@ struct FrameHeader {
 impl FrameHeader {
     fn parse(bytes: &[u8]) -> Self {
         Self {
-            length: usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]),
+            length: usize::from(bytes[0]) << 16
+                | usize::from(bytes[1]) << 8
+                | usize::from(bytes[2]),
             kind: bytes[3],
             flags: bytes[4],
             stream: u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff,
@@ -356,7 +358,12 @@ impl Http2 {
         window_update_frame(0, count as u64, &mut self.for_guest);
     }
 
-    fn header_block(&mut self, block: Block, flow: &Flow<'_>, out: &mut Filtered) -> Result<(), Broken> {
+    fn header_block(
+        &mut self,
+        block: Block,
+        flow: &Flow<'_>,
+        out: &mut Filtered,
+    ) -> Result<(), Broken> {
         let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         self.decoder
             .decode_with_cb(&block.fragment, |name: Cow<[u8]>, value: Cow<[u8]>| {
@@ -444,7 +451,11 @@ fn headers_payload(flags: u8, payload: &[u8]) -> Result<(Option<[u8; 5]>, &[u8])
     }
     let mut priority = None;
     if flags & PRIORITY != 0 {
-        let fields: [u8; 5] = payload.get(..5).ok_or(Broken)?.try_into().map_err(|_| Broken)?;
+        let fields: [u8; 5] = payload
+            .get(..5)
+            .ok_or(Broken)?
+            .try_into()
+            .map_err(|_| Broken)?;
         priority = Some(fields);
         payload = &payload[5..];
     }
@@ -562,5 +573,228 @@ fn window_update_frame(stream: u32, increment: u64, out: &mut Vec<u8>) {
         }
         .write(out);
         out.extend_from_slice(&(step as u32).to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::substitute::tests::{route, secret};
+    use crate::secrets::substitute::Route;
+    use crate::secrets::{Injection, SecretReports, Secrets, SharedSecrets};
+    use loona_hpack::Encoder;
+
+    const SETTINGS: u8 = 0x4;
+
+    struct Harness {
+        route: Route,
+        secrets: SharedSecrets,
+        reports: SecretReports,
+        http2: Http2,
+        /// The guest's HPACK context.
+        encoder: Encoder<'static>,
+        /// The server's, to read what we sent it.
+        decoder: Decoder<'static>,
+    }
+
+    impl Harness {
+        fn new(sni: &str) -> Self {
+            let key = secret("KEY", "api.test", "s3cr3t-value", Injection::default());
+            Self {
+                route: route(sni),
+                secrets: SharedSecrets::new(Secrets::new(vec![key]).unwrap()),
+                reports: SecretReports::default(),
+                http2: Http2::default(),
+                encoder: Encoder::new(),
+                decoder: Decoder::new(),
+            }
+        }
+
+        fn guest(&mut self, bytes: &[u8]) -> Filtered {
+            let mut out = Filtered::default();
+            let flow = Flow {
+                route: &self.route,
+                secrets: &self.secrets,
+                reports: &self.reports,
+            };
+            self.http2.guest_bytes(bytes, &flow, &mut out);
+            out
+        }
+
+        fn request(&mut self, authority: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+            let mut fields = vec![
+                (&b":method"[..], &b"GET"[..]),
+                (b":scheme", b"https"),
+                (b":path", b"/v1"),
+                (b":authority", authority.as_bytes()),
+            ];
+            fields.extend(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+            self.encoder.encode(fields)
+        }
+
+        /// The header blocks of the HEADERS(+CONTINUATION) frames in `bytes`, decoded.
+        fn server_reads(&mut self, bytes: &[u8]) -> Vec<(u32, Vec<(String, String)>)> {
+            let mut blocks = Vec::new();
+            let mut current: Option<(u32, Vec<u8>)> = None;
+            for (header, payload) in frames(bytes) {
+                match header.kind {
+                    HEADERS => current = Some((header.stream, payload.to_vec())),
+                    CONTINUATION => current.as_mut().unwrap().1.extend_from_slice(payload),
+                    _ => continue,
+                }
+                if header.flags & END_HEADERS != 0 {
+                    let (stream, block) = current.take().unwrap();
+                    let fields = self.decoder.decode(&block).unwrap();
+                    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+                    let fields = fields.into_iter().map(|(n, v)| (text(n), text(v)));
+                    blocks.push((stream, fields.collect()));
+                }
+            }
+            blocks
+        }
+    }
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        FrameHeader {
+            length: payload.len(),
+            kind,
+            flags,
+            stream,
+        }
+        .write(&mut out);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn frames(mut bytes: &[u8]) -> Vec<(FrameHeader, &[u8])> {
+        let mut out = Vec::new();
+        if bytes.starts_with(PREFACE) {
+            bytes = &bytes[PREFACE.len()..];
+        }
+        while !bytes.is_empty() {
+            let header = FrameHeader::parse(bytes);
+            let end = FRAME_HEADER + header.length;
+            out.push((header, &bytes[FRAME_HEADER..end]));
+            bytes = &bytes[end..];
+        }
+        out
+    }
+
+    fn value<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        let found = fields.iter().find(|(n, _)| n == name);
+        found.map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_header_indexed_from_the_guests_dynamic_table_is_substituted_in_every_request() {
+        let mut harness = Harness::new("api.test");
+        let mut sent = PREFACE.to_vec();
+        sent.extend(frame(SETTINGS, 0, 0, &[]));
+        let first = harness.request("api.test", &[("x-api-key", "$MSB_KEY")]);
+        sent.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &first));
+        let second = harness.request("api.test", &[("x-api-key", "$MSB_KEY")]);
+        assert!(
+            second.len() < first.len(),
+            "the second reuses the dynamic table"
+        );
+        sent.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &second));
+        let mut upstream = Vec::new();
+        for piece in sent.chunks(3) {
+            upstream.extend(harness.guest(piece).to_upstream);
+        }
+        assert!(upstream.starts_with(PREFACE));
+        let blocks = harness.server_reads(&upstream);
+        assert_eq!(blocks.len(), 2);
+        for (stream, fields) in &blocks {
+            assert_eq!(value(fields, "x-api-key"), Some("s3cr3t-value"), "{stream}");
+            assert_eq!(value(fields, ":path"), Some("/v1"));
+        }
+        assert_eq!(harness.reports.take().len(), 2);
+    }
+
+    #[test]
+    fn a_block_continued_in_continuation_frames_is_gathered_and_substituted() {
+        let mut harness = Harness::new("api.test");
+        let block = harness.request("api.test", &[("authorization", "Bearer $MSB_KEY")]);
+        let (front, back) = block.split_at(block.len() / 2);
+        let mut sent = PREFACE.to_vec();
+        sent.extend(frame(HEADERS, END_STREAM, 1, front));
+        sent.extend(frame(CONTINUATION, END_HEADERS, 1, back));
+        sent.extend(frame(DATA, END_STREAM, 3, b"untouched $MSB_KEY"));
+        let upstream = harness.guest(&sent).to_upstream;
+        let blocks = harness.server_reads(&upstream);
+        assert_eq!(
+            value(&blocks[0].1, "authorization"),
+            Some("Bearer s3cr3t-value")
+        );
+        let data = frames(&upstream).into_iter().find(|(h, _)| h.kind == DATA);
+        assert_eq!(data.unwrap().1, b"untouched $MSB_KEY");
+    }
+
+    #[test]
+    fn a_violation_is_answered_with_403_on_its_stream_between_the_servers_frames() {
+        let mut harness = Harness::new("evil.test");
+        let block = harness.request("evil.test", &[("x-api-key", "$MSB_KEY")]);
+        let mut sent = PREFACE.to_vec();
+        sent.extend(frame(HEADERS, END_HEADERS, 1, &block));
+        sent.extend(frame(DATA, END_STREAM, 1, b"body"));
+        let out = harness.guest(&sent);
+        assert!(!out.end);
+        assert!(
+            frames(&out.to_upstream).is_empty(),
+            "nothing of stream 1 goes on"
+        );
+        assert!(out.to_guest.is_empty(), "the server's preface comes first");
+
+        let settings = frame(SETTINGS, 0, 0, &[]);
+        let mut from_server = Filtered::default();
+        harness.http2.server_bytes(&settings, &mut from_server);
+        let to_guest = frames(&from_server.to_guest);
+        let kinds: Vec<(u8, u32)> = to_guest.iter().map(|(h, _)| (h.kind, h.stream)).collect();
+        // SETTINGS, then the 403, then the dropped body's window back.
+        assert_eq!(
+            kinds,
+            [(SETTINGS, 0), (HEADERS, 1), (DATA, 1), (WINDOW_UPDATE, 0)]
+        );
+        let response = Decoder::new().decode(to_guest[1].1).unwrap();
+        assert_eq!(response[0], (b":status".to_vec(), b"403".to_vec()));
+        let body = String::from_utf8(to_guest[2].1.to_vec()).unwrap();
+        assert!(
+            body.contains("secret KEY") && body.contains("evil.test"),
+            "{body}"
+        );
+        assert_eq!(to_guest[2].0.flags, END_STREAM);
+        assert_eq!(
+            to_guest[3].1,
+            4u32.to_be_bytes(),
+            "the 4 bytes of the dropped body"
+        );
+        let reports = harness.reports.take();
+        assert!(matches!(&reports[..], [SecretEvent::Blocked(v)] if v.secret == "KEY"));
+
+        // The guest's window update counting our DATA is not passed on.
+        let update = frame(WINDOW_UPDATE, 0, 0, &(body.len() as u32).to_be_bytes());
+        assert!(harness.guest(&update).to_upstream.is_empty());
+    }
+
+    #[test]
+    fn frames_of_requests_without_placeholders_pass_with_their_headers_re_encoded() {
+        let mut harness = Harness::new("evil.test");
+        let block = harness.request("evil.test", &[("accept", "*/*")]);
+        let mut sent = PREFACE.to_vec();
+        sent.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &block));
+        let upstream = harness.guest(&sent).to_upstream;
+        let blocks = harness.server_reads(&upstream);
+        assert_eq!(value(&blocks[0].1, "accept"), Some("*/*"));
+        assert_eq!(value(&blocks[0].1, ":authority"), Some("evil.test"));
+        assert!(harness.reports.take().is_empty());
+    }
+
+    #[test]
+    fn a_guest_that_does_not_speak_http2_ends_the_flow() {
+        let mut harness = Harness::new("api.test");
+        let out = harness.guest(b"GET / HTTP/1.1\r\n\r\n");
+        assert!(out.end && out.to_upstream.is_empty());
     }
 }

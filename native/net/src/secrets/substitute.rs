@@ -320,8 +320,8 @@ pub(super) mod tests {
 
     #[test]
     fn a_placeholder_where_its_secret_is_not_substituted_is_left_and_never_a_violation() {
-        let secrets = Secrets::new(vec![secret("A", "api.test", "one", Injection::default())])
-            .unwrap();
+        let secrets =
+            Secrets::new(vec![secret("A", "api.test", "one", Injection::default())]).unwrap();
         let route = route("evil.test");
         let mut substitution = Substitution::new(&secrets, &route, Some("evil.test"));
         assert_eq!(substitution.apply(b"$MSB_A", Place::Body).unwrap(), None);
@@ -345,7 +345,9 @@ pub(super) mod tests {
         let route = route("api.test");
         let mut substitution = Substitution::new(&secrets, &route, Some("api.test"));
         let keep = substitution.longest_placeholder(Place::Body) - 1;
-        let (front, tail) = substitution.apply_streaming(b"ab $MSB_A cd $MSB", keep).unwrap();
+        let (front, tail) = substitution
+            .apply_streaming(b"ab $MSB_A cd $MSB", keep)
+            .unwrap();
         // The last 5 bytes (" $MSB") may start a placeholder: kept back.
         assert_eq!(front, b"ab one cd");
         assert_eq!(tail, b"ab $MSB_A cd".len());

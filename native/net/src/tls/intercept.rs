@@ -4,8 +4,8 @@
 //! [`Interception::feed_guest`], what the real server sent into
 //! [`Interception::feed_upstream`], and [`Interception::for_guest`] /
 //! [`Interception::for_upstream`] out to the sockets, as far as they take it. Plaintext
-//! passes between the two connections through a [`PlaintextFilter`], where requests will be
-//! rewritten.
+//! passes between the two connections through a [`PlaintextFilter`], where the secrets
+//! rewriter (`crate::secrets`) puts values into requests, and may answer the guest itself.
 //!
 //! Order: the guest's ClientHello is read first (without answering it); our connection to the
 //! real server is opened with the same SNI and the same ALPN offer, and only when that
@@ -79,14 +79,26 @@ pub enum InterceptError {
 }
 
 /// What a [`PlaintextFilter`] passes on from one call: bytes for each side, and whether the
-/// flow is to end once they are sent.
-#[derive(Debug, Default)]
+/// flow is to end once they are sent. Its `Debug` shows only lengths: the bytes for the real
+/// server may hold a secret's value.
+#[derive(Default)]
 pub struct Filtered {
     pub to_upstream: Vec<u8>,
     /// Bytes the filter answers the guest with itself (a refusal), or the real server's.
     pub to_guest: Vec<u8>,
     /// Both sides are sent a close_notify after these bytes.
     pub end: bool,
+}
+
+impl std::fmt::Debug for Filtered {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Filtered")
+            .field("to_upstream", &self.to_upstream.len())
+            .field("to_guest", &self.to_guest.len())
+            .field("end", &self.end)
+            .finish()
+    }
 }
 
 /// Sees every plaintext byte of an intercepted flow, in order, and decides what is passed on.
@@ -925,6 +937,70 @@ mod tests {
         pump(&mut f.guest, &mut f.flow, &mut f.server).unwrap();
         assert_eq!(f.server.received, b"GET /SECRET");
         assert_eq!(f.guest.received, b"200 ok");
+    }
+
+    fn secrets_filter(
+        inject_everywhere: bool,
+    ) -> (Box<dyn PlaintextFilter>, crate::secrets::SecretReports) {
+        let spec = serde_json::from_value(serde_json::json!({
+            "env_var": "KEY", "placeholder": "$MSB_KEY", "allow_hosts": ["api.test"],
+            "inject": {"body": inject_everywhere},
+        }))
+        .unwrap();
+        let value = crate::secrets::SecretValue::new("s3cr3t-value".into());
+        let secrets = crate::secrets::Secrets::new(vec![crate::secrets::Secret { spec, value }]);
+        let shared = crate::secrets::SharedSecrets::new(secrets.unwrap());
+        let reports = crate::secrets::SecretReports::default();
+        let route = crate::secrets::Route {
+            sni: "api.test".into(),
+            sni_pinned: true,
+        };
+        let filter = crate::secrets::SecretsFilter::new(route, shared, reports.clone());
+        (Box::new(filter), reports)
+    }
+
+    #[test]
+    fn a_secret_goes_into_a_request_inside_tls_and_only_the_server_sees_it() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::new("api.test", &[b"http/1.1"]);
+        let interceptor = interceptor(&leaves, true, &[&server.ca_file]);
+        let guest = guest_client(&ca, "api.test", &[b"http/1.1"]);
+        let (filter, reports) = secrets_filter(true);
+        let mut f = handshake_with(&interceptor, guest, filter, &server).unwrap();
+        let request = b"POST / HTTP/1.1\r\nHost: api.test\r\nX-Key: $MSB_KEY\r\n\
+            Content-Length: 8\r\n\r\n$MSB_KEY";
+        f.guest.connection.writer().write_all(request).unwrap();
+        pump(&mut f.guest, &mut f.flow, &mut f.server).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&f.server.received),
+            "POST / HTTP/1.1\r\nHost: api.test\r\nX-Key: s3cr3t-value\r\n\
+             content-length: 12\r\n\r\ns3cr3t-value"
+        );
+        assert_eq!(reports.take().len(), 1);
+    }
+
+    #[test]
+    fn a_request_the_filter_refuses_is_answered_inside_tls_and_the_flow_ended() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::new("api.test", &[]);
+        let interceptor = interceptor(&leaves, true, &[&server.ca_file]);
+        let guest = guest_client(&ca, "api.test", &[]);
+        let (filter, _reports) = secrets_filter(false);
+        let mut f = handshake_with(&interceptor, guest, filter, &server).unwrap();
+        let request = b"GET / HTTP/1.1\r\nHost: other.test\r\nX-Key: $MSB_KEY\r\n\r\n";
+        f.guest.connection.writer().write_all(request).unwrap();
+        pump(&mut f.guest, &mut f.flow, &mut f.server).unwrap();
+        assert!(f.server.received.is_empty(), "nothing reached the server");
+        let answer = String::from_utf8_lossy(&f.guest.received).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
+        let mut probe = [0; 1];
+        assert_eq!(
+            f.guest.connection.reader().read(&mut probe).unwrap(),
+            0,
+            "close_notify"
+        );
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::time::Duration;
 use super::super::flow_log::{reason, Decided};
 use super::EventLoop;
 use crate::policy::Protocol;
-use crate::stack::{Event, FlowId, ResolvedNames};
 use crate::secrets::{Route, SecretReports, SecretsFilter};
+use crate::stack::{Event, FlowId, ResolvedNames};
 use crate::tls::intercept::{InterceptError, Interception, PassThrough, PlaintextFilter};
 
 /// The most bytes an outbox holds before the side that fills it is no longer read: the
