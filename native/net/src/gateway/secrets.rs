@@ -146,3 +146,80 @@ impl EventLoop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::gateway::{CaPaths, Gateway, GatewayConfig, HostFacts, NetworkSpec};
+    use crate::secrets::{Secret, SecretSpec, SecretValue};
+    use crate::stack::NetConfig;
+
+    fn secrets() -> Secrets {
+        let spec: SecretSpec = serde_json::from_value(serde_json::json!({
+            "env_var": "KEY", "placeholder": "$MSB_KEY", "allow_hosts": ["api.test"],
+        }))
+        .unwrap();
+        let value = SecretValue::new("v".into());
+        Secrets::new(vec![Secret { spec, value }]).unwrap()
+    }
+
+    /// A gateway on a socketpair whose other end stands for QEMU (no VM: nothing is sent).
+    fn gateway(dir: &tempfile::TempDir, secrets: Secrets) -> (Gateway, UnixStream) {
+        let link = NetConfig::for_slot(7).unwrap().without_ipv6();
+        let (ours, qemus) = UnixStream::pair().unwrap();
+        let config = GatewayConfig {
+            link,
+            guest_mac: link.guest_mac(),
+            spec: NetworkSpec::default(),
+            host: HostFacts {
+                // Never asked: the guest sends nothing.
+                nameservers: vec!["127.0.0.1:53".parse().unwrap()],
+                addresses: vec![],
+                has_ipv6_route: false,
+            },
+            random_seed: 7,
+            flow_log: None,
+            home_ca: CaPaths {
+                cert: dir.path().join("ca.pem"),
+                key: dir.path().join("ca.key"),
+            },
+            secrets,
+            on_terminate: None,
+        };
+        (Gateway::start(config, ours).unwrap(), qemus)
+    }
+
+    #[test]
+    fn a_gateway_with_secrets_intercepts_without_tls_and_takes_a_new_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, _qemu) = gateway(&dir, secrets());
+        assert!(
+            gateway.tls_ca_pem().is_some(),
+            "the guest is to trust the home's CA"
+        );
+        let handle = gateway.secrets_handle();
+        handle.set_secrets(Secrets::default()).unwrap();
+        handle.set_secrets(secrets()).unwrap();
+        gateway.stop();
+    }
+
+    #[test]
+    fn secrets_given_later_to_a_gateway_that_intercepts_nothing_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, _qemu) = gateway(&dir, Secrets::default());
+        assert!(gateway.tls_ca_pem().is_none());
+        assert!(
+            !dir.path().join("ca.pem").exists(),
+            "no CA made for nothing"
+        );
+        let handle = gateway.secrets_handle();
+        assert!(matches!(
+            handle.set_secrets(secrets()),
+            Err(GatewayError::SecretsNeedRestart)
+        ));
+        handle.set_secrets(Secrets::default()).unwrap();
+        gateway.stop();
+    }
+}

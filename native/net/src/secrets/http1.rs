@@ -795,6 +795,49 @@ mod tests {
     }
 
     #[test]
+    fn a_placeholder_for_another_host_in_a_streamed_chunk_ends_the_request_there() {
+        let mut harness = Harness::key("evil.test", ON_EVERYTHING);
+        let head = b"POST / HTTP/1.1\r\nHost: evil.test\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let out = harness.feed([&head[..], b"5\r\nfirst\r\n", b"8\r\n$MSB_KEY\r\n"]);
+        let sent = text(&out.to_upstream);
+        assert!(
+            !sent.contains("$MSB_KEY") && !sent.contains("s3cr3t"),
+            "{sent}"
+        );
+        assert!(text(&out.to_guest).starts_with("HTTP/1.1 403 ") && out.end);
+        assert_eq!(harness.injected(), ["blocked KEY"]);
+    }
+
+    #[test]
+    fn a_rotated_value_is_used_from_the_next_request_on() {
+        let mut harness = Harness::key("api.test", Injection::default());
+        let request = b"GET / HTTP/1.1\r\nHost: api.test\r\nX: $MSB_KEY\r\n\r\n";
+        let before = harness.feed([&request[..]]);
+        assert!(text(&before.to_upstream).contains("X: s3cr3t-value\r\n"));
+        let rotated = secret("KEY", "api.test", "rotated-value", Injection::default());
+        harness
+            .secrets
+            .replace(Secrets::new(vec![rotated]).unwrap());
+        let after = harness.feed([&request[..]]);
+        assert!(text(&after.to_upstream).contains("X: rotated-value\r\n"));
+        harness.secrets.replace(Secrets::default());
+        let removed = harness.feed([&request[..]]);
+        assert_eq!(
+            removed.to_upstream, request,
+            "a removed secret is no longer put in"
+        );
+    }
+
+    #[test]
+    fn a_content_length_body_too_long_to_hold_passes_untouched() {
+        let mut harness = Harness::key("api.test", ON_EVERYTHING);
+        let length = MAX_HELD_BODY + 1;
+        let head = format!("POST / HTTP/1.1\r\nHost: api.test\r\nContent-Length: {length}\r\n\r\n");
+        let out = harness.feed([head.as_bytes(), b"$MSB_KEY"]);
+        assert_eq!(text(&out.to_upstream), format!("{head}$MSB_KEY"));
+    }
+
+    #[test]
     fn the_bytes_after_an_upgrade_pass_untouched() {
         let mut harness = Harness::key("api.test", Injection::default());
         let request =

@@ -792,6 +792,36 @@ mod tests {
     }
 
     #[test]
+    fn a_block_over_the_frame_size_once_re_encoded_is_sent_with_continuations() {
+        let mut harness = Harness::new("api.test");
+        let long = "a".repeat(MAX_FRAME);
+        let block = harness.request("api.test", &[("x-long", &long), ("x-key", "$MSB_KEY")]);
+        let mut sent = PREFACE.to_vec();
+        sent.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &block));
+        let upstream = harness.guest(&sent).to_upstream;
+        let kinds: Vec<u8> = frames(&upstream).iter().map(|(h, _)| h.kind).collect();
+        assert_eq!(kinds, [HEADERS, CONTINUATION]);
+        assert!(frames(&upstream).iter().all(|(h, _)| h.length <= MAX_FRAME));
+        let blocks = harness.server_reads(&upstream);
+        assert_eq!(value(&blocks[0].1, "x-key"), Some("s3cr3t-value"));
+        assert_eq!(value(&blocks[0].1, "x-long").map(str::len), Some(MAX_FRAME));
+    }
+
+    #[test]
+    fn trailers_are_substituted_for_the_host_their_request_named() {
+        let mut harness = Harness::new("api.test");
+        let request = harness.request("api.test", &[]);
+        let trailers = harness.encoder.encode([(&b"x-sig"[..], &b"$MSB_KEY"[..])]);
+        let mut sent = PREFACE.to_vec();
+        sent.extend(frame(HEADERS, END_HEADERS, 1, &request));
+        sent.extend(frame(DATA, 0, 1, b"body"));
+        sent.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &trailers));
+        let upstream = harness.guest(&sent).to_upstream;
+        let blocks = harness.server_reads(&upstream);
+        assert_eq!(value(&blocks[1].1, "x-sig"), Some("s3cr3t-value"));
+    }
+
+    #[test]
     fn a_guest_that_does_not_speak_http2_ends_the_flow() {
         let mut harness = Harness::new("api.test");
         let out = harness.guest(b"GET / HTTP/1.1\r\n\r\n");

@@ -327,7 +327,7 @@ impl Interception {
             self.pass_to_guest();
             if state.peer_has_closed() && !self.closed_by_upstream {
                 self.closed_by_upstream = true;
-                if let GuestSide::Open(guest) = &mut self.guest {
+                if let (GuestSide::Open(guest), false) = (&mut self.guest, self.ended_by_filter) {
                     guest.send_close_notify();
                 }
             }
@@ -414,7 +414,7 @@ impl Interception {
             self.pass_to_upstream();
             if state.peer_has_closed() && !self.closed_by_guest {
                 self.closed_by_guest = true;
-                if let Some(upstream) = &mut self.upstream {
+                if let (Some(upstream), false) = (&mut self.upstream, self.ended_by_filter) {
                     upstream.send_close_notify();
                 }
             }
