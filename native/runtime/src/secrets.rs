@@ -125,18 +125,14 @@ mod tests {
         assert_eq!(secrets[0]["env_var"], "NEW");
         assert_eq!(secrets[0]["source"]["kind"], "env");
         let env: Value = serde_json::from_str(&env_json).unwrap();
-        assert_eq!(
-            env,
-            serde_json::json!({"HOME": "/root", "NEW": "$MSB_NEW"})
-        );
+        assert_eq!(env, serde_json::json!({"HOME": "/root", "NEW": "$MSB_NEW"}));
     }
 
     #[test]
     fn only_a_secret_the_sandbox_runs_with_may_keep_its_value() {
         let keep_old = secrets::parse_update(&update(&[("OLD", None)])).unwrap();
         check_running_values(CONFIG, &keep_old).unwrap();
-        let keep_unknown =
-            secrets::parse_update(&update(&[("OLD", None), ("NEW", None)])).unwrap();
+        let keep_unknown = secrets::parse_update(&update(&[("OLD", None), ("NEW", None)])).unwrap();
         assert!(matches!(
             check_running_values(CONFIG, &keep_unknown),
             Err(RuntimeError::SecretValueMissing(name)) if name == "NEW"

@@ -289,8 +289,12 @@ mod tests {
     #[test]
     fn secrets_and_env_are_replaced_and_the_rest_of_the_config_kept() {
         let mut db = Database::open_in_memory().unwrap();
-        db.insert_sandbox("a", r#"{"cpus": 2, "env": {"A": "1"}, "secrets": []}"#, false)
-            .unwrap();
+        db.insert_sandbox(
+            "a",
+            r#"{"cpus": 2, "env": {"A": "1"}, "secrets": []}"#,
+            false,
+        )
+        .unwrap();
         db.set_secrets(
             "a",
             r#"[{"env_var": "KEY", "placeholder": "$MSB_KEY"}]"#,

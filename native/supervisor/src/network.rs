@@ -21,8 +21,8 @@ use msb_engine::qemu::{NetBackend, NetDevice, SlirpForward};
 use msb_net::gateway::{Counters, Gateway, GatewayConfig, GatewayError, HostFacts};
 use msb_net::gateway::{FlowLogSink, FlowRecord, PolicyHandle, PolicySpec};
 use msb_net::gateway::{PortProtocol, PublishedPort};
-use msb_net::stack::{NetConfig, IPV6_PREFIX};
 use msb_net::secrets::Secrets;
+use msb_net::stack::{NetConfig, IPV6_PREFIX};
 use msb_protocol::guest::{GuestIpv6, GuestNetwork};
 
 use crate::error::{Result, SupervisorError};

@@ -160,19 +160,23 @@ impl SecretsControl {
     /// error names what was wrong, never a value.
     pub fn set(&self, update_json: &str) -> std::result::Result<(), String> {
         let Some(handle) = &self.handle else {
-            return Err("this sandbox's network cannot change its secrets: it runs a \
+            return Err(
+                "this sandbox's network cannot change its secrets: it runs a \
                         benchmark baseline, which has no gateway"
-                .into());
+                    .into(),
+            );
         };
         let mut running = self.running.lock().unwrap();
         let secrets = parse_update(update_json)
             .and_then(|update| apply(update, &running))
             .map_err(|error| error.to_string())?;
-        handle
-            .set_secrets(secrets.clone())
-            .map_err(|error| format!("this sandbox's network cannot change its secrets: {error}"))?;
+        handle.set_secrets(secrets.clone()).map_err(|error| {
+            format!("this sandbox's network cannot change its secrets: {error}")
+        })?;
         log::info!("secrets replaced ({} now)", secrets.iter().count());
-        describe(&secrets).iter().for_each(|line| log::info!("{line}"));
+        describe(&secrets)
+            .iter()
+            .for_each(|line| log::info!("{line}"));
         *running = secrets;
         Ok(())
     }

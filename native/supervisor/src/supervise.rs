@@ -63,7 +63,8 @@ pub fn run(options: &Options) -> Result<()> {
     let pid = std::process::id();
     db.set_supervisor(name, pid, process::start_time(pid).unwrap_or(0))?;
     let terminator = Arc::new(Terminator::default());
-    let booted = values.and_then(|values| boot(&db, name, &files, &options.agent, &values, &terminator));
+    let booted =
+        values.and_then(|values| boot(&db, name, &files, &options.agent, &values, &terminator));
     let StartedVm {
         mut qemu,
         network,
