@@ -35,6 +35,16 @@ class SandboxStartError(MicrosandboxError):
     """The microVM could not be started or its guest agent did not come up."""
 
 
+class SecretValueMissingError(MicrosandboxError):
+    """A secret of the sandbox has no value: it was not given again (``secrets=[...]``) and
+    it has no source to read it from, or its source has nothing. The message names its
+    environment variable; nothing was started."""
+
+
+class SecretNotFoundError(MicrosandboxError, LookupError):
+    """The sandbox has no secret behind that environment variable."""
+
+
 class PortInUseError(MicrosandboxError):
     """A host port of the sandbox is already bound by another process; the sandbox was not
     created. The message names the port."""

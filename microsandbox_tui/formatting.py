@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from .fs import FsEntry, FsEntryKind
 from .network import DEFAULT_QUERY_TIMEOUT_MS, Network, Rule
 from .sandbox_info import NetworkInfo, SandboxInfo
+from .secrets import SecretConfig
 from .types import MiB, SandboxStatus
 
 #: File type bits of each kind, for ``ls -l`` style modes (``?`` for other kinds).
@@ -162,4 +163,26 @@ def tls_rows(network: Network) -> list[tuple[str, str]]:
         ("tls bypass", ", ".join(tls.bypass) or "-"),
         ("tls verify upstream", verify + "".join(f", {path}" for path in tls.upstream_ca_certs)),
         ("tls ca", tls.ca_cert or "the home's"),
+    ]
+
+
+def secret_rows(secrets: Sequence[SecretConfig]) -> list[tuple[str, str]]:
+    """Each secret (never a value): the hosts it may go to, what a violation does, where
+    its value is read at a start."""
+    if not secrets:
+        return [("secrets", "-")]
+    return [
+        (
+            f"secret {secret.env_var}",
+            "; ".join(
+                [
+                    ", ".join((*secret.allow_hosts, *secret.allow_host_patterns)),
+                    str(secret.on_violation),
+                    "value given at each start"
+                    if secret.source is None
+                    else f"from {secret.source.describe()}",
+                ]
+            ),
+        )
+        for secret in secrets
     ]

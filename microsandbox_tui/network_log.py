@@ -6,7 +6,9 @@ and how each flow ended, one JSON object a line in the sandbox's ``network.log``
      "action":"allow","rule":2,"rule_text":"allow@.example.com:tcp:443","reason":null}
 
 ``kind`` is ``flow`` (a decision), ``close`` (a flow ended: its byte counts and duration) or
-``dns`` (a query: the name, the answer code and addresses). ``rule`` is the index of the
+``dns`` (a query: the name, the answer code and addresses). A secret put into a request is a
+``flow`` record with reason ``secret_injected``, one sent where it may not go reason
+``secret_violation``; both name the secret's variable in ``secret``. ``rule`` is the index of the
 deciding rule in the policy's ``rules``, ``None`` for the default (``rule_text`` then reads
 ``default``). Read them with ``sandbox.network_log()``.
 """
@@ -47,8 +49,8 @@ class FlowLogEntry(BaseModel):
     rule: int | None = None
     rule_text: str | None = None
     reason: str | None = None
-    #: ``secret_violation`` and ``secret_injected`` records: the secret's env var (never its
-    #: value).
+    #: The environment variable of the secret a ``secret_injected`` or ``secret_violation``
+    #: record is about (never its value).
     secret: str | None = None
     #: ``close``: guest → peer.
     bytes_sent: int | None = None

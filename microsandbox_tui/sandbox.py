@@ -7,10 +7,12 @@ import dataclasses
 import json
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Self, TypedDict, Unpack
+
+from pydantic import SecretStr
 
 from . import _native
 from ._blocking import run_blocking
@@ -35,6 +37,18 @@ from .network_log import FlowLogEntry
 from .patches import apply_patches
 from .pull import PullProgress, PullStream, RegistryAuth, pull_stream
 from .sandbox_info import SandboxInfo, decode_sandbox_info, sandbox_info, sandbox_infos
+from .secrets import (
+    SecretConfig,
+    SecretEntry,
+    creation_values,
+    exposed,
+    placeholders,
+    start_values,
+    update_json,
+    update_value,
+    with_secret,
+    without_secret,
+)
 from .terminal import DEFAULT_DETACH_KEYS, bridge, raw_terminal, terminal_size
 from .types import ExecOutput, ExitStatus, LogLevel, SandboxStatus, SizeLike, mib_of
 
@@ -68,6 +82,9 @@ class SandboxOptions(TypedDict, total=False):
     network: Network | None
     #: Host port -> guest port, TCP on 127.0.0.1, published besides the network's own ports.
     ports: Mapping[int, int] | None
+    #: Secrets (``Secret.env(...)``): the guest's environment holds their placeholders, and
+    #: the gateway puts the values into requests to the hosts each allows.
+    secrets: Sequence[SecretEntry] | None
     #: Replace a sandbox of the same name instead of failing.
     replace: bool
     #: Let the sandbox outlive the process that created it.
@@ -84,6 +101,8 @@ class _Creation:
     replace: bool
     detached: bool
     start_timeout: float
+    #: The secrets' values, for the runtime only: never shown, never stored.
+    secret_values: Mapping[str, SecretStr] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, name: str, image: UserImage | None, options: SandboxOptions) -> _Creation:
@@ -93,10 +112,16 @@ class _Creation:
         network, ports = options.get("network"), options.get("ports")
         if ports is not None:
             network = (network or Network()).with_ports(ports)
+        entries = tuple(options.get("secrets") or ())
+        secrets = tuple(entry.config() for entry in entries)
+        if secrets:
+            # The placeholders are the exec default; a variable given in env too is the secret.
+            env = {**(env or {}), **placeholders(secrets)}
         given: dict[str, object] = {
             "cpus": options.get("cpus"),
             "memory_mib": None if memory is None else mib_of(memory, "memory"),
             "env": None if env is None else dict(env),
+            "secrets": secrets or None,
             "workdir": options.get("workdir"),
             "volumes": None if volumes is None else dict(volumes),
             "patches": None if patches is None else list(patches),
@@ -109,6 +134,7 @@ class _Creation:
             replace=options.get("replace", False),
             detached=options.get("detached", False),
             start_timeout=options.get("start_timeout", DEFAULT_START_TIMEOUT_S),
+            secret_values=creation_values(entries),
         )
 
     def on_image(self, source: OciImage, image: ImageDetail) -> _Creation:
@@ -229,12 +255,17 @@ class Sandbox:
         every exec. ``volumes`` maps guest paths to :class:`Volume` mounts; ``patches`` (see
         :class:`Patch`) are applied to the root filesystem before this returns. ``network``
         (a :class:`Network`) sets what the sandbox may reach, its DNS and its published
-        ports; ``ports`` (``{8080: 80}``) publishes more, TCP on 127.0.0.1.
+        ports; ``ports`` (``{8080: 80}``) publishes more, TCP on 127.0.0.1. ``secrets``
+        (``Secret.env("OPENAI_API_KEY", value=..., allow_hosts=["api.openai.com"])``) puts
+        each secret's placeholder into the exec environment and its value into requests to
+        the hosts it allows; values are kept in the supervisor's memory only (a secret with
+        a source, ``from_env`` / ``from_file``, is read again at each start).
 
         A sandbox dies with the process that created it unless ``detached``. Raises
         :class:`SandboxAlreadyExistsError` when the name is taken (unless ``replace``),
         :class:`ImageNotFoundError` for an unknown image, :class:`ImagePullFailedError` when
-        pulling fails, :class:`InvalidConfigError` for bad values (a volume's host directory
+        pulling fails, :class:`InvalidConfigError` for bad values (a secret without a value,
+        a volume's host directory
         or image that does not exist, too many volume devices), :class:`VolumeNotFoundError`
         for an unknown named volume, :class:`VolumeBusyError` when another running sandbox
         holds a named volume, :class:`SandboxStartError` when the VM does not come up or a
@@ -258,6 +289,7 @@ class Sandbox:
             creation.replace,
             creation.detached,
             creation.start_timeout,
+            exposed(creation.secret_values),
         )
         connection = await run_blocking(_native.Connection.open, config.name)
         sandbox = cls(config.name, connection, config, owned=True)
@@ -365,6 +397,21 @@ class Sandbox:
         """
         network = await set_network_policy(self._name, policy)
         self._config = self._config.model_copy(update={"network": network})
+
+    async def set_secret(self, entry: SecretEntry) -> None:
+        """Adds ``entry``'s secret, or replaces the one of the same environment variable:
+        with a value (or a source, read now) the gateway uses the new value from the next
+        request on; with neither, the running value is kept (hosts, action or placeholder
+        change only). The stored config and the exec environment's placeholder change too.
+
+        Raises :class:`SecretValueMissingError` when a new secret of a running sandbox has
+        no value, or its source has nothing; :class:`InvalidConfigError` for a bad set."""
+        self._config = await set_secret(self._name, entry)
+
+    async def remove_secret(self, env_var: str) -> None:
+        """Removes the secret of ``env_var`` (running and stored) and its variable from the
+        exec environment. Raises :class:`SecretNotFoundError` when there is none."""
+        self._config = await remove_secret(self._name, env_var)
 
     async def status(self) -> SandboxStatus:
         return (await self.info()).status
@@ -524,6 +571,28 @@ async def set_network_policy(name: str, policy: NetworkPolicy | str) -> Network:
     return network
 
 
+async def set_secret(name: str, entry: SecretEntry) -> SandboxConfig:
+    """Adds or replaces a secret of sandbox ``name`` (running or not); returns its config."""
+    info = await Sandbox.get_info(name)
+    secrets = with_secret(info.config.secrets, entry)
+    value = update_value(entry)
+    values = {} if value is None else {entry.env_var: value}
+    return await _replace_secrets(name, secrets, values)
+
+
+async def remove_secret(name: str, env_var: str) -> SandboxConfig:
+    """Removes a secret of sandbox ``name`` (running or not); returns its config."""
+    info = await Sandbox.get_info(name)
+    return await _replace_secrets(name, without_secret(info.config.secrets, env_var), {})
+
+
+async def _replace_secrets(
+    name: str, secrets: tuple[SecretConfig, ...], values: Mapping[str, SecretStr]
+) -> SandboxConfig:
+    await run_blocking(_native.set_secrets, name, update_json(secrets, values))
+    return (await Sandbox.get_info(name)).config
+
+
 async def wait_until_stopped(name: str, timeout: float | None = None) -> SandboxInfo:
     """Waits until the sandbox is no longer starting, running or paused."""
 
@@ -569,10 +638,21 @@ class SandboxHandle:
         return await Sandbox.connect(self.name)
 
     async def start(
-        self, *, detached: bool = False, start_timeout: float = DEFAULT_START_TIMEOUT_S
+        self,
+        *,
+        detached: bool = False,
+        start_timeout: float = DEFAULT_START_TIMEOUT_S,
+        secrets: Sequence[SecretEntry] | None = None,
     ) -> Sandbox:
-        """Boots the stopped sandbox again with its configuration and its disk."""
-        started = await run_blocking(_native.start_sandbox, self.name, detached, start_timeout)
+        """Boots the stopped sandbox again with its configuration and its disk. Its secrets'
+        values come from ``secrets`` (matched by environment variable) or from their stored
+        sources; one with neither raises :class:`SecretValueMissingError`, and nothing is
+        started."""
+        self._info = await Sandbox.get_info(self.name)
+        values = start_values(self._info.config.secrets, secrets)
+        started = await run_blocking(
+            _native.start_sandbox, self.name, detached, start_timeout, exposed(values)
+        )
         self._info = decode_sandbox_info(started)
         connection = await run_blocking(_native.Connection.open, self.name)
         return Sandbox(self.name, connection, self._info.config, owned=not detached)
@@ -607,6 +687,17 @@ class SandboxHandle:
         """Replaces the network policy, live if the sandbox runs, and for its next start
         (see :meth:`Sandbox.set_network_policy`)."""
         await set_network_policy(self.name, policy)
+        await self.refresh()
+
+    async def set_secret(self, entry: SecretEntry) -> None:
+        """Adds or replaces a secret, live if the sandbox runs, and for its next start (see
+        :meth:`Sandbox.set_secret`)."""
+        await set_secret(self.name, entry)
+        await self.refresh()
+
+    async def remove_secret(self, env_var: str) -> None:
+        """Removes a secret (see :meth:`Sandbox.remove_secret`)."""
+        await remove_secret(self.name, env_var)
         await self.refresh()
 
     def __repr__(self) -> str:

@@ -13,14 +13,16 @@ No message, ``repr`` or log line of these models shows a value.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, Strict, field_validator, model_validator
 
-from .errors import InvalidConfigError
+from .errors import InvalidConfigError, SecretNotFoundError, SecretValueMissingError
 from .validation import Checked, Frozen, absolute_host_path
 
 #: What a placeholder is made of unless the secret names its own.
@@ -285,6 +287,115 @@ def check_unique(secrets: tuple[SecretConfig, ...]) -> None:
                     f"the placeholder of {secret.env_var} is part of the placeholder of "
                     f"{other.env_var}: give them placeholders that do not overlap"
                 )
+
+
+def placeholders(secrets: Sequence[SecretConfig]) -> dict[str, str]:
+    """Each secret's environment variable with its placeholder, for the exec environment."""
+    return {secret.env_var: secret.placeholder for secret in secrets}
+
+
+def creation_values(entries: Sequence[SecretEntry]) -> dict[str, SecretStr]:
+    """The value of each secret of a new sandbox, given or read from its source now;
+    :class:`InvalidConfigError` naming the first that has none."""
+    values: dict[str, SecretStr] = {}
+    for entry in entries:
+        value = entry.resolve_value()
+        if value is None:
+            raise InvalidConfigError(f"secrets: {entry.env_var}: {_no_value(entry.config())}")
+        values[entry.env_var] = SecretStr(value)
+    return values
+
+
+def start_values(
+    stored: Sequence[SecretConfig], given: Sequence[SecretEntry] | None
+) -> dict[str, SecretStr]:
+    """The value of each stored secret for a start: from the entry ``given`` for it (matched
+    by environment variable), else from its stored source. Raises
+    :class:`SecretValueMissingError` naming the first that has none, and
+    :class:`InvalidConfigError` for an entry the sandbox has no secret for."""
+    by_name = {entry.env_var: entry for entry in given or ()}
+    unknown = sorted(set(by_name) - {secret.env_var for secret in stored})
+    if unknown:
+        raise InvalidConfigError(
+            f"secrets: {', '.join(unknown)}: not a secret of this sandbox (add it with set_secret)"
+        )
+    values: dict[str, SecretStr] = {}
+    for secret in stored:
+        entry = by_name.get(secret.env_var)
+        value = entry.resolve_value() if entry is not None else None
+        if value is None:
+            value = read_source(secret)
+        if value is None:
+            raise SecretValueMissingError(
+                f"secret {secret.env_var} has no value: {_no_value(secret)}"
+            )
+        values[secret.env_var] = SecretStr(value)
+    return values
+
+
+def with_secret(stored: Sequence[SecretConfig], entry: SecretEntry) -> tuple[SecretConfig, ...]:
+    """The set ``stored`` with ``entry``'s config added, or in place of the secret of the
+    same variable. An entry without value and source keeps that secret's source."""
+    config = entry.config()
+    old = next((secret for secret in stored if secret.env_var == entry.env_var), None)
+    if old is not None and entry.value is None and entry.source is None:
+        config = config.model_copy(update={"source": old.source})
+    replaced = tuple(config if secret.env_var == entry.env_var else secret for secret in stored)
+    secrets = replaced if old is not None else (*stored, config)
+    try:
+        check_unique(secrets)
+    except ValueError as error:
+        raise InvalidConfigError(f"secrets: {error}") from None
+    return secrets
+
+
+def without_secret(stored: Sequence[SecretConfig], env_var: str) -> tuple[SecretConfig, ...]:
+    """The set ``stored`` without the secret of ``env_var``; :class:`SecretNotFoundError`
+    when it has none."""
+    if all(secret.env_var != env_var for secret in stored):
+        raise SecretNotFoundError(f"the sandbox has no secret {env_var}")
+    return tuple(secret for secret in stored if secret.env_var != env_var)
+
+
+def update_value(entry: SecretEntry) -> SecretStr | None:
+    """The value ``set_secret`` sends with ``entry``: given, or read from its source now;
+    ``None`` (keep the running value) when it has neither. A source with nothing raises
+    :class:`SecretValueMissingError`."""
+    if entry.value is None and entry.source is None:
+        return None
+    value = entry.resolve_value()
+    if value is None:
+        raise SecretValueMissingError(
+            f"secret {entry.env_var} has no value: {_no_value(entry.config())}"
+        )
+    return SecretStr(value)
+
+
+def update_json(secrets: Sequence[SecretConfig], values: Mapping[str, SecretStr]) -> str:
+    """The runtime's ``set_secrets`` argument: the whole set, each with its new value or
+    ``null`` (keep the running one). It holds values: it goes to the runtime and nowhere
+    else."""
+    entries = [
+        {
+            "config": secret.model_dump(mode="json"),
+            "value": None
+            if (value := values.get(secret.env_var)) is None
+            else value.get_secret_value(),
+        }
+        for secret in secrets
+    ]
+    return json.dumps(entries)
+
+
+def exposed(values: Mapping[str, SecretStr]) -> dict[str, str]:
+    """The values as the runtime takes them, for the one call that hands them over."""
+    return {env_var: value.get_secret_value() for env_var, value in values.items()}
+
+
+def _no_value(secret: SecretConfig) -> str:
+    if secret.source is None:
+        return "pass it again with secrets=[...] or give it a source"
+    return f"its source ({secret.source.describe()}) has nothing"
 
 
 def _checked_env_name(value: str) -> str:

@@ -69,6 +69,7 @@ __all__ = [
     "remove_volume",
     "sandbox_metrics",
     "set_network_policy",
+    "set_secrets",
     "start_sandbox",
     "version",
 ]
@@ -104,13 +105,30 @@ class PullCancel:
     def __init__(self) -> None: ...
     def cancel(self) -> None: ...
 
-def create_sandbox(config_json: str, replace: bool, detached: bool, timeout_s: float) -> str:
+def create_sandbox(
+    config_json: str,
+    replace: bool,
+    detached: bool,
+    timeout_s: float,
+    secret_values: dict[str, str],
+) -> str:
     """Records the sandbox, starts its supervisor and waits until the guest agent answers;
-    returns its SandboxInfo JSON."""
+    returns its SandboxInfo JSON. ``secret_values`` (env var -> value, one per secret of the
+    config) go to the supervisor over a pipe and are stored nowhere;
+    ``SecretValueMissingError`` when one is missing."""
 
-def start_sandbox(name: str, detached: bool, timeout_s: float) -> str:
-    """Boots a stopped or crashed sandbox again with its recorded configuration and disk;
-    returns its SandboxInfo JSON."""
+def start_sandbox(
+    name: str, detached: bool, timeout_s: float, secret_values: dict[str, str]
+) -> str:
+    """Boots a stopped or crashed sandbox again with its recorded configuration and disk, and
+    its secrets' values; returns its SandboxInfo JSON."""
+
+def set_secrets(name: str, update_json: str) -> None:
+    """Replaces the sandbox's secrets with ``update_json``
+    (``[{"config": SecretConfig, "value": str | None}]``, ``None`` keeping the running value):
+    first in the running gateway, then in the stored config (without values, the placeholders
+    in its env). ``SecretValueMissingError`` when a running secret to keep has no value,
+    ``InvalidConfigError`` for a bad set."""
 
 def list_sandboxes() -> str:
     """A JSON list of SandboxInfo."""

@@ -7,11 +7,13 @@ import asyncio
 import json
 import secrets
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from microsandbox_tui import (
     AttachOptions,
     DnsConfig,
+    EnvSource,
     Image,
     InvalidConfigError,
     LayerDownloadComplete,
@@ -26,7 +28,10 @@ from microsandbox_tui import (
     RegistryAuth,
     Resolved,
     Sandbox,
+    Secret,
+    SecretEntry,
     TlsConfig,
+    ViolationAction,
     Volume,
     inspect_image,
     list_images,
@@ -102,6 +107,25 @@ def network_of(args: argparse.Namespace) -> Network:
     )
 
 
+def secret_entry(env_var: str, hosts: Sequence[str], on_violation: ViolationAction) -> SecretEntry:
+    """A ``--secret``: the value read from the caller's variable ``env_var``, at create and
+    at each start; ``*.NAME`` hosts are patterns."""
+    entry = Secret.env(
+        env_var,
+        allow_hosts=[host for host in hosts if not host.startswith("*.")],
+        allow_host_patterns=[host for host in hosts if host.startswith("*.")],
+        on_violation=on_violation,
+    )
+    # Its source once the entry checked the name, which a bad one then names as a secret's.
+    return entry.model_copy(update={"source": EnvSource(name=env_var)})
+
+
+def secrets_of(args: argparse.Namespace) -> list[SecretEntry]:
+    """``--secret`` and ``--secret-on-violation`` as the sandbox's secrets."""
+    on_violation = ViolationAction(args.secret_on_violation.replace("-", "_"))
+    return [secret_entry(env_var, hosts, on_violation) for env_var, hosts in args.secrets]
+
+
 async def create(args: argparse.Namespace) -> int:
     await Sandbox.create(
         args.name,
@@ -110,6 +134,7 @@ async def create(args: argparse.Namespace) -> int:
         memory=args.memory,
         volumes=_volumes(args),
         network=network_of(args),
+        secrets=secrets_of(args),
         detached=True,
     )
     print(args.name)
@@ -126,6 +151,7 @@ async def run(args: argparse.Namespace) -> int:
         memory=args.memory,
         volumes=volumes,
         network=network_of(args),
+        secrets=secrets_of(args),
     ) as sandbox:
         result = await sandbox.exec(args.argv[0], args.argv[1:])
         if volumes:

@@ -25,6 +25,7 @@ from microsandbox_tui.formatting import (
     format_timestamp,
     network_rows,
     policy_rules,
+    secret_rows,
     tls_rows,
     uptime_seconds,
 )
@@ -102,6 +103,7 @@ def inspect_rows(info: SandboxInfo, now: datetime) -> list[list[str]]:
         *((f"rule {index}", str(rule)) for index, rule in enumerate(policy_rules(config.network))),
         *dns_rows(config.network),
         *tls_rows(config.network),
+        *secret_rows(config.secrets),
     ]
     return [[label, value] for label, value in rows]
 

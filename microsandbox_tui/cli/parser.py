@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ from microsandbox_tui import (
     Rule,
     Size,
     TlsConfig,
+    ViolationAction,
     Volume,
     __version__,
 )
@@ -116,6 +118,31 @@ def tls_upstream_ca_flag(text: str) -> str:
     except InvalidConfigError as error:
         raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
     return path
+
+
+def secret_flag(text: str) -> tuple[str, tuple[str, ...]]:
+    """``--secret ENV@HOST[,HOST...]``: the variable and the hosts (``*.NAME`` for every
+    name below NAME) its value may be sent to. The value is the caller's variable ENV."""
+    env_var, at, hosts_text = text.partition("@")
+    hosts = tuple(host for host in hosts_text.split(",") if host)
+    if not at or not hosts:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ENV@HOST[,HOST...]")
+    try:
+        commands.secret_entry(env_var, hosts, ViolationAction.BLOCK_AND_LOG)
+    except InvalidConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
+    return env_var, hosts
+
+
+def check_secret_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A ``--secret``'s value comes from the caller's environment, never from argv: a
+    variable that is not set is a usage error."""
+    for env_var, _ in getattr(args, "secrets", ()):
+        if not os.environ.get(env_var):
+            parser.error(
+                f"--secret {env_var}: the environment variable {env_var} is not set (the value "
+                "is read from it, never from the command line)"
+            )
 
 
 def rules_flag(text: str) -> tuple[Rule, ...]:
@@ -275,6 +302,29 @@ def _add_resources(parser: argparse.ArgumentParser) -> None:
         "guest's memory); repeatable",
     )
     _add_network(parser)
+    _add_secrets(parser)
+
+
+def _add_secrets(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secret",
+        dest="secrets",
+        action="append",
+        default=[],
+        type=secret_flag,
+        metavar="ENV@HOST[,HOST...]",
+        help="give the guest $ENV as a placeholder, and put the value of your own ENV into "
+        "requests to HOST (*.NAME: every name below NAME) on their way out; read again at "
+        "each start; repeatable",
+    )
+    parser.add_argument(
+        "--secret-on-violation",
+        dest="secret_on_violation",
+        choices=[action.value.replace("_", "-") for action in ViolationAction],
+        default=ViolationAction.BLOCK_AND_LOG.value.replace("_", "-"),
+        help="when a placeholder heads for another host: block (an HTTP 403), block-and-log "
+        "(also a flow-log line, the default) or block-and-terminate (also stop the sandbox)",
+    )
 
 
 def _add_detach_keys(parser: argparse.ArgumentParser) -> None:
@@ -487,6 +537,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(words)
     check_policy_flags(parser, args)
+    check_secret_flags(parser, args)
     if not hasattr(args, "argv"):
         if tail is not None:
             parser.error(f"{args.subcommand} takes no command after --")

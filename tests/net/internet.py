@@ -11,11 +11,11 @@ default route through it, so sandboxes there get IPv6; the IPv6 test hosts are i
 documentation range 2001:db8::/32 (public) and in fd00::/8 (private, inside fc00::/7).
 
 With ``tls_hosts``, both public test hosts also serve HTTPS on port 443: ``secure.test`` (and
-``bypassed.test``, the same server) with a certificate of the fake internet's test CA, which a
-test passes to the sandbox as the upstream trust, and ``untrusted.test`` with one of a rogue
-CA nobody trusts. ``h2only.test``, on a host of its own, speaks HTTP/2 alone (ALPN ``h2``; an
-HTTP/1.1 client is refused), with a certificate of the test CA. The certificates are made
-with ``openssl`` in the workdir.
+``bypassed.test`` and ``elsewhere.test``, the same server) with a certificate of the fake
+internet's test CA, which a test passes to the sandbox as the upstream trust, and
+``untrusted.test`` with one of a rogue CA nobody trusts. ``h2only.test``, on a host of its
+own, speaks HTTP/2 alone (ALPN ``h2``; an HTTP/1.1 client is refused), with a certificate of
+the test CA. The certificates are made with ``openssl`` in the workdir.
 
 Before anything is sent, :meth:`FakeInternet.check_route` asks ``ip route get`` in the
 sending namespace where the address leads, and refuses unless it is a host of ours. The
@@ -73,6 +73,11 @@ SECURE_NAME = "secure.test"
 """HTTPS on :data:`HTTP_HOST` with a certificate of the test CA (``tls_hosts``)."""
 BYPASSED_NAME = "bypassed.test"
 """The same HTTPS server and certificate as :data:`SECURE_NAME`, for a name a test bypasses."""
+ELSEWHERE_NAME = "elsewhere.test"
+"""The same HTTPS server and certificate as :data:`SECURE_NAME`, for a name a secret may not
+be sent to."""
+TRUSTED_NAMES = (SECURE_NAME, BYPASSED_NAME, ELSEWHERE_NAME)
+"""Every name the test CA's certificate of :data:`HTTP_HOST` holds."""
 UNTRUSTED_NAME = "untrusted.test"
 """HTTPS on :data:`SECOND_HTTP_HOST` with a certificate of a CA nobody trusts."""
 H2_ONLY_NAME = "h2only.test"
@@ -80,6 +85,7 @@ H2_ONLY_NAME = "h2only.test"
 TLS_ZONE: dict[str, list[str]] = {
     SECURE_NAME: [HTTP_HOST],
     BYPASSED_NAME: [HTTP_HOST],
+    ELSEWHERE_NAME: [HTTP_HOST],
     UNTRUSTED_NAME: [SECOND_HTTP_HOST],
     H2_ONLY_NAME: [H2_ONLY_HOST],
 }
@@ -310,7 +316,7 @@ class FakeInternet:
             if self.tls_hosts:
                 self.pki = make_test_pki(
                     self.workdir / "pki",
-                    trusted_names=[SECURE_NAME, BYPASSED_NAME],
+                    trusted_names=list(TRUSTED_NAMES),
                     trusted_address=HTTP_HOST,
                     untrusted_names=[UNTRUSTED_NAME],
                     untrusted_address=SECOND_HTTP_HOST,

@@ -9,14 +9,17 @@ supervisor does.
 
 Commands (``op``): ``create`` (``name``, ``image``: a pulled OCI reference or null,
 ``network``: the SDK's stored network JSON or null,
-``ports``: ``{"8080": 80}`` or null), ``sh`` (``script``, ``timeout_s``, ``env``: the
+``ports``: ``{"8080": 80}`` or null, ``secrets``: a list of ``Secret.env`` keyword
+arguments or null), ``sh`` (``script``, ``timeout_s``, ``env``: the
 exec's own variables or null), ``serve`` (a TCP
 server on the host: ``address``, ``mode`` ``hello`` or ``count``), ``tcp`` (a client:
 ``address``, ``port``, ``send``, ``half_close``), ``udp`` (``address``, ``port``, ``send``),
 ``push`` (``address``, ``port``, ``size``: that many bytes, then a half-close),
 ``metrics``, ``set_policy`` (``policy``: a preset's name or the stored policy JSON; answers
-the seconds the call took), ``restart`` (stop, then start again; answers the stored policy),
-``network_log`` (the flow log's records as JSON), ``stop``. A failure answers
+the seconds the call took), ``restart`` (stop, then start again, with ``secrets`` as for
+``create`` when given; answers the stored policy), ``set_secret`` (``secret``: as one of
+``create``'s), ``info`` (status, exit reason, pids), ``network_log`` (the flow log's records
+as JSON), ``stop``. A failure answers
 ``{"error": CLASS, "message": ...}``.
 """
 
@@ -30,7 +33,7 @@ import threading
 import time
 from typing import Any
 
-from microsandbox_tui import Image, Network, NetworkPolicy, PullPolicy, Sandbox
+from microsandbox_tui import Image, Network, NetworkPolicy, PullPolicy, Sandbox, Secret, SecretEntry
 
 CLIENT_TIMEOUT_S = 20.0
 
@@ -46,8 +49,11 @@ class Driver:
         image: str | None,
         network: dict[str, Any] | None,
         ports: dict[str, int] | None,
+        secrets: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         options: dict[str, Any] = {"replace": True}
+        if secrets is not None:
+            options["secrets"] = _secret_entries(secrets)
         if image is not None:
             # Pulled beforehand by the test, outside this namespace: never pulled here.
             options["image"] = Image.oci(image, insecure=True, pull_policy=PullPolicy.NEVER)
@@ -126,11 +132,32 @@ class Driver:
         await self.sandbox.set_network_policy(chosen)
         return {"seconds": time.monotonic() - started}
 
-    async def restart(self) -> dict[str, Any]:
+    async def restart(self, secrets: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         assert self.sandbox is not None, "create first"
-        await self.sandbox.stop_and_wait()
-        self.sandbox = await (await Sandbox.get(self.sandbox.name)).start()
+        name = self.sandbox.name
+        # A start that failed left it stopped, with the old handle's connection gone.
+        if (await Sandbox.get_info(name)).status.is_live:
+            await self.sandbox.stop_and_wait()
+        handle = await Sandbox.get(name)
+        entries = None if secrets is None else _secret_entries(secrets)
+        self.sandbox = await handle.start(secrets=entries)
         return {"policy": self.sandbox.config.network.model_dump(mode="json")["policy"]}
+
+    async def set_secret(self, secret: dict[str, Any]) -> dict[str, Any]:
+        assert self.sandbox is not None, "create first"
+        (entry,) = _secret_entries([secret])
+        await self.sandbox.set_secret(entry)
+        return {"env": self.sandbox.config.env}
+
+    async def info(self) -> dict[str, Any]:
+        assert self.sandbox is not None, "create first"
+        info = await Sandbox.get_info(self.sandbox.name)
+        return {
+            "status": str(info.status),
+            "exit_reason": info.exit_reason,
+            "supervisor_pid": info.supervisor_pid,
+            "vmm_pid": info.vmm_pid,
+        }
 
     async def network_log(self) -> dict[str, Any]:
         assert self.sandbox is not None, "create first"
@@ -139,10 +166,16 @@ class Driver:
 
     async def stop(self) -> dict[str, Any]:
         if self.sandbox is not None:
-            await self.sandbox.stop_and_wait()
-            await Sandbox.remove(self.sandbox.name)
-            self.sandbox = None
+            sandbox, self.sandbox = self.sandbox, None
+            # One stopped by its gateway (block_and_terminate) has nothing left to stop.
+            if (await Sandbox.get_info(sandbox.name)).status.is_live:
+                await sandbox.stop_and_wait()
+            await Sandbox.remove(sandbox.name)
         return {}
+
+
+def _secret_entries(secrets: list[dict[str, Any]]) -> list[SecretEntry]:
+    return [Secret.env(**secret) for secret in secrets]
 
 
 def _serve(listener: socket.socket, mode: str) -> None:
@@ -175,7 +208,11 @@ async def handle(driver: Driver, command: dict[str, Any]) -> dict[str, Any]:
     if op == "set_policy":
         return await driver.set_policy(**command)
     if op == "restart":
-        return await driver.restart()
+        return await driver.restart(**command)
+    if op == "set_secret":
+        return await driver.set_secret(**command)
+    if op == "info":
+        return await driver.info()
     if op == "network_log":
         return await driver.network_log()
     if op == "serve":

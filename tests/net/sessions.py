@@ -30,6 +30,7 @@ class GuestSession:
         network: dict[str, Any] | None = None,
         ports: dict[int, int] | None = None,
         env: dict[str, str] | None = None,
+        secrets: list[dict[str, Any]] | None = None,
     ) -> None:
         self._process = internet.popen_in_host(
             [sys.executable, "-m", "net.sandbox_driver"],
@@ -51,6 +52,7 @@ class GuestSession:
                 image=image,
                 network=network,
                 ports=None if ports is None else {str(h): g for h, g in ports.items()},
+                secrets=secrets,
             )
         except BaseException:
             self.kill()

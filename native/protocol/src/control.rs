@@ -1,7 +1,10 @@
 //! Messages between an SDK client and a sandbox's supervisor, in frames flagged
 //! [`crate::FLAG_CONTROL`]. Guest messages travel on the same connection without the flag.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
 
 /// Client → supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +33,40 @@ pub enum ControlRequest {
     /// spec's policy (a preset name or a custom policy). New flows and DNS queries are decided
     /// by it at once, and open flows it denies are closed.
     SetNetworkPolicy { policy: String },
+    /// Replaces the running sandbox's secrets with a whole new set (see [`SecretsUpdate`]).
+    /// New flows use it at once, open intercepted flows from their next request.
+    SetSecrets { secrets: SecretsUpdate },
+}
+
+/// A sandbox's new set of secrets, as the JSON text
+/// `[{"config": <SecretConfig>, "value": "..." | null}, ...]`, where a `null` value keeps the
+/// running value of that environment variable. It holds values: its `Debug` shows none of it,
+/// and its text is zeroed when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretsUpdate(String);
+
+impl SecretsUpdate {
+    pub fn new(json: String) -> Self {
+        Self(json)
+    }
+
+    /// The JSON text, for the one place that parses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretsUpdate {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("SecretsUpdate(<redacted>)")
+    }
+}
+
+impl Drop for SecretsUpdate {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
 }
 
 /// Supervisor → client.
@@ -73,4 +110,26 @@ pub struct SupervisorStatus {
     pub kernel_release: String,
     /// Milliseconds from starting QEMU to the agent's hello.
     pub boot_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secrets_update_survives_the_wire_and_its_debug_shows_no_value() {
+        let json = r#"[{"config": {"env_var": "KEY"}, "value": "hunter2-value"}]"#;
+        let request = ControlRequest::SetSecrets {
+            secrets: SecretsUpdate::new(json.into()),
+        };
+        let debug = format!("{request:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        let frame = crate::Frame::new(7, crate::FLAG_CONTROL, &request).unwrap();
+        let decoded: ControlRequest = frame.decode().unwrap();
+        assert_eq!(decoded, request);
+        let ControlRequest::SetSecrets { secrets } = decoded else {
+            unreachable!("decoded as the request sent");
+        };
+        assert_eq!(secrets.expose(), json);
+    }
 }

@@ -5,7 +5,7 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::records;
-use msb_protocol::control::{ControlRequest, ControlResponse, SessionInfo};
+use msb_protocol::control::{ControlRequest, ControlResponse, SecretsUpdate, SessionInfo};
 use msb_protocol::guest::{AgentMessage, ExecRequest, HostMessage, TerminalSize};
 use msb_protocol::{Frame, FLAG_CONTROL};
 use msb_supervisor::paths::SandboxFiles;
@@ -176,6 +176,27 @@ impl Connection {
         match decode_control(&frame)? {
             ControlResponse::Done => Ok(()),
             ControlResponse::Error { message } => Err(policy_refusal(message)),
+            other => Err(RuntimeError::Protocol(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Hands the running gateway a new set of secrets (`update_json`, see
+    /// [`SecretsUpdate`]). A network that cannot take secrets is a `NetworkChange`; any other
+    /// refusal names what was wrong with the set.
+    pub fn set_secrets(&self, update_json: &str) -> Result<()> {
+        let request = ControlRequest::SetSecrets {
+            secrets: SecretsUpdate::new(update_json.to_owned()),
+        };
+        let (_, frames) = self.start(FLAG_CONTROL, &request)?;
+        let frame = frames.recv().map_err(|_| self.closed())?;
+        match decode_control(&frame)? {
+            ControlResponse::Done => Ok(()),
+            ControlResponse::Error { message } if message.starts_with(NO_SECRETS_PREFIX) => {
+                Err(RuntimeError::NetworkChange(message))
+            }
+            ControlResponse::Error { message } => Err(RuntimeError::InvalidConfig(message)),
             other => Err(RuntimeError::Protocol(format!(
                 "unexpected reply {other:?}"
             ))),
@@ -358,6 +379,9 @@ fn policy_refusal(message: String) -> RuntimeError {
         RuntimeError::NetworkChange(message)
     }
 }
+
+/// How the supervisor's message begins when its network cannot take secrets.
+const NO_SECRETS_PREFIX: &str = "this sandbox's network cannot change its secrets";
 
 /// How the supervisor's message for a policy it cannot parse begins.
 const BAD_POLICY_PREFIX: &str = "network.policy:";

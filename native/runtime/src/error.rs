@@ -45,6 +45,9 @@ pub enum RuntimeError {
     /// A published port's host address is bound by another process.
     #[error("host port {address} is already in use")]
     PortInUse { address: String },
+    /// A secret of the sandbox has no value to start or update it with.
+    #[error("secret {0} has no value: pass it again with secrets=[...] or give it a source")]
+    SecretValueMissing(String),
     #[error("{0}")]
     Network(String),
     /// The running sandbox's network refused a new policy: it is not our gateway (the
@@ -97,6 +100,7 @@ impl RuntimeError {
             Self::VolumeInUse { .. } => "VolumeInUseError",
             Self::VolumeBusy { .. } => "VolumeBusyError",
             Self::PortInUse { .. } => "PortInUseError",
+            Self::SecretValueMissing(_) => "SecretValueMissingError",
             Self::Network(_) => "MicrosandboxError",
             Self::NetworkChange(_) => "NetworkChangeError",
             Self::NotInstalled(_) => "RuntimeNotInstalledError",
@@ -153,6 +157,7 @@ impl From<SupervisorError> for RuntimeError {
             SupervisorError::Accelerator(reason) => Self::Accelerator(reason),
             SupervisorError::Protocol(reason) => Self::Protocol(reason),
             SupervisorError::PortInUse { address } => Self::PortInUse { address },
+            SupervisorError::SecretValueMissing(env_var) => Self::SecretValueMissing(env_var),
             SupervisorError::Network(reason) => Self::Network(format!("network: {reason}")),
             SupervisorError::State(error) => Self::State(error),
             SupervisorError::Image(error) => Self::Image(error),
@@ -250,6 +255,10 @@ mod tests {
                 "PortInUseError",
             ),
             (SupervisorError::Network("n".into()), "MicrosandboxError"),
+            (
+                SupervisorError::SecretValueMissing("OPENAI_API_KEY".into()),
+                "SecretValueMissingError",
+            ),
             (
                 SupervisorError::State(msb_state::StateError::SandboxNotFound("a".into())),
                 "SandboxNotFoundError",

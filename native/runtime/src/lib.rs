@@ -14,6 +14,7 @@ mod launch;
 mod policy;
 mod records;
 mod sandboxes;
+mod secrets;
 mod volumes;
 mod wire;
 

@@ -1,5 +1,5 @@
 //! Python bindings of the sandbox collection ([`crate::sandboxes`]): create, start, list,
-//! get, remove, and where a sandbox's logs are.
+//! get, remove, a new network policy or set of secrets, and where a sandbox's logs are.
 
 use crate::binaries;
 use crate::error::{Result, RuntimeError};
@@ -7,13 +7,17 @@ use crate::launch::Launch;
 use crate::policy;
 use crate::records;
 use crate::sandboxes::{self, CreateRequest};
+use crate::secrets;
 use crate::wire::to_json;
+use msb_net::secrets::SecretValue;
 use msb_state::SandboxRecord;
 use msb_supervisor::network;
 use msb_supervisor::paths::SandboxFiles;
+use msb_supervisor::secrets::SecretValues;
 use pyo3::prelude::*;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A sandbox's record as the SDK's `SandboxInfo`.
@@ -87,11 +91,18 @@ fn info_json(record: &SandboxRecord) -> Result<String> {
     Ok(to_json(&SandboxInfo::of(record)?))
 }
 
+/// How a supervisor is to run, as the SDK asks for it.
+struct LaunchRequest {
+    detached: bool,
+    timeout_s: f64,
+    /// The secrets' values by environment variable, for the supervisor's pipe only.
+    secret_values: SecretValues,
+}
+
 /// Starts a supervisor (through `start`) with this runtime's binaries, outside the GIL.
 fn launch_supervisor(
     py: Python<'_>,
-    detached: bool,
-    timeout_s: f64,
+    request: LaunchRequest,
     start: impl FnOnce(Launch<'_>) -> Result<SandboxRecord> + Send,
 ) -> PyResult<String> {
     Ok(py.allow_threads(|| {
@@ -100,14 +111,25 @@ fn launch_supervisor(
         let record = start(Launch {
             supervisor: &supervisor,
             agent: &agent,
-            detached,
-            timeout: Duration::from_secs_f64(timeout_s.max(0.0)),
+            detached: request.detached,
+            timeout: Duration::from_secs_f64(request.timeout_s.max(0.0)),
+            secret_values: &request.secret_values,
         })?;
         info_json(&record)
     })?)
 }
 
+/// The values as the supervisor's pipe takes them, zeroed when dropped.
+fn secret_values(values: BTreeMap<String, String>) -> SecretValues {
+    values
+        .into_iter()
+        .map(|(env_var, value)| (env_var, SecretValue::new(value)))
+        .collect()
+}
+
 /// Records the sandbox, starts its supervisor and waits until the guest agent answers.
+/// `secret_values` holds the value of each of the config's secrets (by environment
+/// variable); they go to the supervisor over a pipe and are stored nowhere.
 #[pyfunction]
 fn create_sandbox(
     py: Python<'_>,
@@ -115,8 +137,14 @@ fn create_sandbox(
     replace: bool,
     detached: bool,
     timeout_s: f64,
+    secret_values: BTreeMap<String, String>,
 ) -> PyResult<String> {
-    launch_supervisor(py, detached, timeout_s, |launch| {
+    let request = LaunchRequest {
+        detached,
+        timeout_s,
+        secret_values: self::secret_values(secret_values),
+    };
+    launch_supervisor(py, request, |launch| {
         sandboxes::create(CreateRequest {
             config_json: &config_json,
             replace,
@@ -125,12 +153,22 @@ fn create_sandbox(
     })
 }
 
-/// Boots a stopped or crashed sandbox again with its recorded configuration and disk.
+/// Boots a stopped or crashed sandbox again with its recorded configuration and disk, and
+/// the values of its secrets (`secret_values`, as for `create_sandbox`).
 #[pyfunction]
-fn start_sandbox(py: Python<'_>, name: String, detached: bool, timeout_s: f64) -> PyResult<String> {
-    launch_supervisor(py, detached, timeout_s, |launch| {
-        sandboxes::start(&name, launch)
-    })
+fn start_sandbox(
+    py: Python<'_>,
+    name: String,
+    detached: bool,
+    timeout_s: f64,
+    secret_values: BTreeMap<String, String>,
+) -> PyResult<String> {
+    let request = LaunchRequest {
+        detached,
+        timeout_s,
+        secret_values: self::secret_values(secret_values),
+    };
+    launch_supervisor(py, request, |launch| sandboxes::start(&name, launch))
 }
 
 #[pyfunction]
@@ -161,6 +199,14 @@ fn remove_sandbox(py: Python<'_>, name: String, force: bool) -> PyResult<()> {
 #[pyfunction]
 fn set_network_policy(py: Python<'_>, name: String, policy_json: String) -> PyResult<()> {
     Ok(py.allow_threads(|| policy::set_network_policy(&name, &policy_json))?)
+}
+
+/// Replaces the sandbox's secrets with the set `update_json`
+/// (`[{"config": <SecretConfig>, "value": "..." | null}]`, `null` keeping a running value):
+/// live if it runs, and in its stored config (without values) for its next start.
+#[pyfunction]
+fn set_secrets(py: Python<'_>, name: String, update_json: String) -> PyResult<()> {
+    Ok(py.allow_threads(|| secrets::set_secrets(&name, &update_json))?)
 }
 
 /// The rules a preset (`none`, `public_only`, `allow_all`) stands for, as the JSON of a
@@ -197,6 +243,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(get_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(remove_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(set_network_policy, module)?)?;
+    module.add_function(wrap_pyfunction!(set_secrets, module)?)?;
     module.add_function(wrap_pyfunction!(preset_policy, module)?)?;
     module.add_function(wrap_pyfunction!(log_path, module)?)?;
     Ok(())

@@ -16,6 +16,7 @@ use msb_supervisor::database;
 use msb_supervisor::paths::SandboxFiles;
 use msb_supervisor::process;
 use msb_supervisor::root::RootImage;
+use msb_supervisor::secrets;
 use msb_supervisor::spec::{ImageSource, SandboxSpec};
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub struct CreateRequest<'a> {
 
 pub fn create(request: CreateRequest<'_>) -> Result<SandboxRecord> {
     let spec = SandboxSpec::from_json(request.config_json)?;
+    check_secrets(&spec, &request.launch)?;
     let files = SandboxFiles::new(&spec.name)?;
     artifacts::boot_artifacts(request.launch.agent)?;
     let mut db = database::open()?;
@@ -103,6 +105,13 @@ fn check_image(db: &mut Database, image: &ImageSource) -> Result<RootImage> {
     }
 }
 
+/// Every secret of the spec has a value, and the set is one the gateway takes: checked
+/// before anything is recorded or started.
+fn check_secrets(spec: &SandboxSpec, launch: &Launch<'_>) -> Result<()> {
+    secrets::build(&spec.secrets, launch.secret_values)?;
+    Ok(())
+}
+
 fn check_volumes(spec: &SandboxSpec, root: &RootImage, files: &SandboxFiles) -> Result<()> {
     volumes::check_mounts(spec, root.disk(files).virtio_devices())
 }
@@ -116,6 +125,7 @@ pub fn start(name: &str, launch: Launch<'_>) -> Result<SandboxRecord> {
         return Err(RuntimeError::SandboxAlreadyRunning(name.into()));
     }
     let spec = SandboxSpec::from_json(&record.config)?;
+    check_secrets(&spec, &launch)?;
     let root = check_image(&mut db, &spec.image)?;
     let files = SandboxFiles::new(name)?;
     check_volumes(&spec, &root, &files)?;

@@ -257,6 +257,19 @@ impl Database {
         )
     }
 
+    /// Replaces the sandbox's secrets (`config.secrets`, a JSON array of secret configs,
+    /// never values) and its exec environment (`config.env`, which holds their placeholders)
+    /// in one statement, leaving every other key as it is.
+    pub fn set_secrets(&mut self, name: &str, secrets_json: &str, env_json: &str) -> Result<()> {
+        self.update(
+            name,
+            "UPDATE sandboxes
+             SET config = json_set(config, '$.secrets', json(?2), '$.env', json(?3))
+             WHERE name = ?1",
+            params![name, secrets_json, env_json],
+        )
+    }
+
     pub fn delete_sandbox(&mut self, name: &str) -> Result<()> {
         self.update(name, "DELETE FROM sandboxes WHERE name = ?1", params![name])
     }
@@ -272,6 +285,32 @@ impl Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_and_env_are_replaced_and_the_rest_of_the_config_kept() {
+        let mut db = Database::open_in_memory().unwrap();
+        db.insert_sandbox(
+            "a",
+            r#"{"cpus": 2, "env": {"A": "1"}, "secrets": []}"#,
+            false,
+        )
+        .unwrap();
+        db.set_secrets(
+            "a",
+            r#"[{"env_var": "KEY", "placeholder": "$MSB_KEY"}]"#,
+            r#"{"A": "1", "KEY": "$MSB_KEY"}"#,
+        )
+        .unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&db.sandbox("a").unwrap().config).unwrap();
+        assert_eq!(config["cpus"], 2);
+        assert_eq!(config["env"]["KEY"], "$MSB_KEY");
+        assert_eq!(config["secrets"][0]["env_var"], "KEY");
+        assert!(matches!(
+            db.set_secrets("nope", "[]", "{}"),
+            Err(StateError::SandboxNotFound(_))
+        ));
+    }
 
     #[test]
     fn insert_rejects_duplicate_names() {

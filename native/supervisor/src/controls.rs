@@ -1,14 +1,21 @@
 //! What the relay does with the VM on a client's behalf beyond the agent channel (pause,
-//! resume, detach, recording a drain, a new network policy), and the QMP connection the
-//! sampler reads disks with.
+//! resume, detach, recording a drain, a new network policy, new secrets), and the QMP
+//! connection the sampler reads disks with.
 
 use crate::lifecycle::Lifecycle;
 use crate::network::PolicyControl;
 use crate::relay;
+use crate::secrets::SecretsControl;
 use msb_engine::qmp::{Qmp, QmpError};
 use msb_state::{SandboxStatus, StatusChange};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// What changes the running network.
+pub struct NetworkControls {
+    pub policy: PolicyControl,
+    pub secrets: SecretsControl,
+}
 
 /// Pause, resume and detach, as the relay carries them out for clients.
 pub struct VmControls {
@@ -17,7 +24,7 @@ pub struct VmControls {
     /// One QMP connection, opened on first use (QEMU serves one QMP client at a time).
     qmp: Mutex<Option<Qmp>>,
     lifecycle: Arc<Lifecycle>,
-    network: PolicyControl,
+    network: NetworkControls,
 }
 
 const QMP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,7 +34,7 @@ impl VmControls {
         name: &str,
         qmp_socket: std::path::PathBuf,
         lifecycle: Arc<Lifecycle>,
-        network: PolicyControl,
+        network: NetworkControls,
     ) -> Self {
         Self {
             name: name.to_string(),
@@ -101,7 +108,11 @@ impl relay::VmControl for VmControls {
     }
 
     fn set_network_policy(&self, policy: &str) -> std::result::Result<(), String> {
-        self.network.set(policy)
+        self.network.policy.set(policy)
+    }
+
+    fn set_secrets(&self, update_json: &str) -> std::result::Result<(), String> {
+        self.network.secrets.set(update_json)
     }
 
     fn detach(&self) -> std::result::Result<(), String> {

@@ -22,6 +22,9 @@ pub enum SupervisorError {
     /// A published port's host address (`ADDRESS:PORT/PROTOCOL`) is bound by someone else.
     #[error("host port {address} is already in use")]
     PortInUse { address: String },
+    /// A secret of the config has no value: neither the runtime nor a client gave one.
+    #[error("secret {0} has no value: pass it again with secrets=[...] or give it a source")]
+    SecretValueMissing(String),
     /// The network could not be set up.
     #[error("network: {0}")]
     Network(String),

@@ -16,6 +16,7 @@ pub mod network;
 pub mod paths;
 pub mod process;
 pub mod root;
+pub mod secrets;
 pub mod spec;
 pub mod supervise;
 

@@ -1,13 +1,14 @@
-//! `msb-supervisor NAME --agent PATH [--parent-pid PID] [--ready-fd FD]`: the supervisor of
-//! one sandbox, started by the runtime. It logs to stderr (the sandbox's `supervisor.log`) at
-//! the level of `MSB_LOG`, `info` when unset.
+//! `msb-supervisor NAME --agent PATH [--parent-pid PID] [--ready-fd FD] [--secrets-fd FD]`:
+//! the supervisor of one sandbox, started by the runtime. It logs to stderr (the sandbox's
+//! `supervisor.log`) at the level of `MSB_LOG`, `info` when unset.
 
 use msb_supervisor::logging::{self, Destination, LogLevel};
 use msb_supervisor::supervise::{self, Options};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: msb-supervisor NAME --agent PATH [--parent-pid PID] [--ready-fd FD]";
+const USAGE: &str =
+    "usage: msb-supervisor NAME --agent PATH [--parent-pid PID] [--ready-fd FD] [--secrets-fd FD]";
 
 fn main() -> ExitCode {
     let options = match parse(std::env::args().skip(1)) {
@@ -47,12 +48,14 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut agent = None;
     let mut parent_pid = None;
     let mut ready_fd = None;
+    let mut secrets_fd = None;
     while let Some(arg) = args.next() {
         let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
         match arg.as_str() {
             "--agent" => agent = Some(PathBuf::from(value("--agent")?)),
             "--parent-pid" => parent_pid = Some(number(&value("--parent-pid")?)?),
             "--ready-fd" => ready_fd = Some(number(&value("--ready-fd")?)?),
+            "--secrets-fd" => secrets_fd = Some(number(&value("--secrets-fd")?)?),
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             _ if name.is_none() => name = Some(arg),
             _ => return Err(format!("unexpected argument {arg:?}")),
@@ -63,6 +66,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         agent: agent.ok_or("--agent is missing")?,
         parent_pid,
         ready_fd,
+        secrets_fd,
     })
 }
 
@@ -82,7 +86,7 @@ mod tests {
     #[test]
     fn parses_the_command_line_the_runtime_passes() {
         let options = parse(args(
-            "web --agent /a/msb-agent --ready-fd 3 --parent-pid 42",
+            "web --agent /a/msb-agent --ready-fd 3 --secrets-fd 4 --parent-pid 42",
         ))
         .unwrap();
         assert_eq!(
@@ -92,10 +96,14 @@ mod tests {
                 agent: "/a/msb-agent".into(),
                 parent_pid: Some(42),
                 ready_fd: Some(3),
+                secrets_fd: Some(4),
             }
         );
         let detached = parse(args("web --agent /a")).unwrap();
-        assert_eq!((detached.parent_pid, detached.ready_fd), (None, None));
+        assert_eq!(
+            (detached.parent_pid, detached.ready_fd, detached.secrets_fd),
+            (None, None, None)
+        );
     }
 
     #[test]
@@ -106,6 +114,7 @@ mod tests {
             "--agent /a",
             "web --agent",
             "web --agent /a --ready-fd x",
+            "web --agent /a --secrets-fd",
             "web --agent /a --verbose",
             "web other --agent /a",
         ] {

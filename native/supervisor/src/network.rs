@@ -6,7 +6,9 @@
 //! `./dev bench net` only: the same kernel, image and guest set-up, another network.
 //!
 //! The gateway's flow log goes to the sandbox's `network.log`, one JSON line per record, and
-//! a client's `SetNetworkPolicy` reaches the running gateway through [`PolicyControl`].
+//! a client's `SetNetworkPolicy` reaches the running gateway through [`PolicyControl`], its
+//! `SetSecrets` through [`SecretsControl`]. The gateway gets the sandbox's secrets with their
+//! values, and reports a `block_and_terminate` violation to the [`Terminator`].
 
 use std::fs::{self, File};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -19,12 +21,14 @@ use msb_engine::qemu::{NetBackend, NetDevice, SlirpForward};
 use msb_net::gateway::{Counters, Gateway, GatewayConfig, GatewayError, HostFacts};
 use msb_net::gateway::{FlowLogSink, FlowRecord, PolicyHandle, PolicySpec};
 use msb_net::gateway::{PortProtocol, PublishedPort};
+use msb_net::secrets::Secrets;
 use msb_net::stack::{NetConfig, IPV6_PREFIX};
 use msb_protocol::guest::{GuestIpv6, GuestNetwork};
 
 use crate::error::{Result, SupervisorError};
 use crate::logs::{RotatingLog, MAX_LOG_BYTES};
 use crate::paths;
+use crate::secrets::{self, SecretsControl, Terminator};
 use crate::spec::SandboxSpec;
 
 /// The name the guest's `/etc/hosts` gives the gateway, which stands for the host: under a
@@ -44,6 +48,7 @@ pub struct Network {
     passt: Option<Child>,
     /// QEMU's end of the socketpair, kept open until QEMU has inherited it.
     qemu_end: Option<OwnedFd>,
+    secrets: SecretsControl,
     pub device: NetDevice,
     pub guest: GuestNetwork,
 }
@@ -68,6 +73,11 @@ impl Network {
             Some(gateway) => PolicyControl::Gateway(gateway.policy_handle()),
             None => PolicyControl::Baseline,
         }
+    }
+
+    /// What changes the running network's secrets.
+    pub fn secrets_control(&self) -> SecretsControl {
+        self.secrets.clone()
     }
 
     /// Ends the network once QEMU is gone.
@@ -164,21 +174,30 @@ fn mtu_override() -> Result<Option<usize>> {
     }
 }
 
-/// Binds the published ports and starts the gateway of `spec` on slot `slot`'s link, its
-/// flow log written to `network_log`.
-pub fn start(spec: &SandboxSpec, slot: u32, network_log: &Path) -> Result<Network> {
+/// What the gateway is given besides the spec: where its flow log goes, the secrets with
+/// their values, and who stops the VM on a `block_and_terminate` violation.
+pub struct GatewaySetup<'a> {
+    pub network_log: &'a Path,
+    pub secrets: Secrets,
+    pub terminator: Arc<Terminator>,
+}
+
+/// Binds the published ports and starts the gateway of `spec` on slot `slot`'s link.
+pub fn start(spec: &SandboxSpec, slot: u32, setup: GatewaySetup<'_>) -> Result<Network> {
     let host = HostFacts::read();
     let link = link(slot, host.has_ipv6_route)?;
     let guest = guest_network(spec, &link);
-    match std::env::var(BASELINE_ENV).as_deref() {
-        Err(_) | Ok("") => {
-            let log = RotatingLog::open(network_log, MAX_LOG_BYTES)
-                .map_err(SupervisorError::io("opening the network log"))?;
-            start_ours(spec, link, guest, host, log)
-        }
-        Ok("slirp") => Ok(slirp(spec, guest)),
-        Ok("passt") => start_passt(spec, link, guest),
-        Ok(other) => Err(SupervisorError::InvalidConfig(format!(
+    let baseline = std::env::var(BASELINE_ENV).unwrap_or_default();
+    if !baseline.is_empty() && !setup.secrets.is_empty() {
+        return Err(SupervisorError::InvalidConfig(format!(
+            "{BASELINE_ENV}={baseline}: a baseline network cannot substitute secrets"
+        )));
+    }
+    match baseline.as_str() {
+        "" => start_ours(spec, link, guest, host, setup),
+        "slirp" => Ok(slirp(spec, guest)),
+        "passt" => start_passt(spec, link, guest),
+        other => Err(SupervisorError::InvalidConfig(format!(
             "{BASELINE_ENV}={other:?}: expected slirp or passt"
         ))),
     }
@@ -211,8 +230,13 @@ fn start_ours(
     link: NetConfig,
     guest: GuestNetwork,
     host: HostFacts,
-    network_log: RotatingLog,
+    setup: GatewaySetup<'_>,
 ) -> Result<Network> {
+    let network_log = RotatingLog::open(setup.network_log, MAX_LOG_BYTES)
+        .map_err(SupervisorError::io("opening the network log"))?;
+    secrets::describe(&setup.secrets)
+        .iter()
+        .for_each(|line| log::info!("{line}"));
     let (ours, qemus) =
         UnixStream::pair().map_err(SupervisorError::io("creating the network socketpair"))?;
     let config = GatewayConfig {
@@ -223,15 +247,18 @@ fn start_ours(
         random_seed: random_seed(),
         flow_log: Some(Box::new(NetworkLog(network_log))),
         home_ca: paths::interception_ca(),
+        secrets: setup.secrets.clone(),
+        on_terminate: Some(setup.terminator.callback()),
     };
-    let uses_home_ca = spec
-        .network
-        .tls
-        .as_ref()
-        .is_some_and(|tls| tls.ca_cert.is_none());
+    // Without a `tls` section, the flows to secret hosts are intercepted with the home's CA.
+    let uses_home_ca = match &spec.network.tls {
+        Some(tls) => tls.ca_cert.is_none(),
+        None => !setup.secrets.is_empty(),
+    };
     let home_ca_lock = uses_home_ca.then(lock_home_ca).transpose()?;
     let gateway = Gateway::start(config, ours).map_err(gateway_error)?;
     drop(home_ca_lock);
+    let secrets = SecretsControl::new(Some(gateway.secrets_handle()), setup.secrets);
     let qemu_end = OwnedFd::from(qemus);
     let device = NetDevice {
         backend: NetBackend::Socket {
@@ -244,6 +271,7 @@ fn start_ours(
         gateway: Some(gateway),
         passt: None,
         qemu_end: Some(qemu_end),
+        secrets,
         device,
         guest,
     })
@@ -270,6 +298,7 @@ fn slirp(spec: &SandboxSpec, mut guest: GuestNetwork) -> Network {
         gateway: None,
         passt: None,
         qemu_end: None,
+        secrets: SecretsControl::new(None, Secrets::default()),
         device: NetDevice {
             backend: NetBackend::Slirp { host_forwards },
             mac: guest.mac,
@@ -316,6 +345,7 @@ fn start_passt(spec: &SandboxSpec, link: NetConfig, mut guest: GuestNetwork) -> 
             mtu: offered_mtu(&link),
         },
         qemu_end: Some(qemu_end),
+        secrets: SecretsControl::new(None, Secrets::default()),
         guest,
     })
 }

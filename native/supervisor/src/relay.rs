@@ -64,6 +64,8 @@ pub trait VmControl: Send + Sync {
     fn draining(&self) -> std::result::Result<(), String>;
     /// Swaps `policy` (a `PolicySpec`'s JSON) into the running network.
     fn set_network_policy(&self, policy: &str) -> std::result::Result<(), String>;
+    /// Swaps a new set of secrets (the JSON of a `SecretsUpdate`) into the running network.
+    fn set_secrets(&self, update_json: &str) -> std::result::Result<(), String>;
 }
 
 pub struct Relay {
@@ -412,6 +414,10 @@ impl Relay {
                 .vm
                 .set_network_policy(&policy)
                 .map(|()| ControlResponse::Done),
+            Ok(ControlRequest::SetSecrets { secrets }) => self
+                .vm
+                .set_secrets(secrets.expose())
+                .map(|()| ControlResponse::Done),
             Err(error) => Err(format!("bad control request: {error}")),
         };
         let response = outcome.unwrap_or_else(|message| ControlResponse::Error { message });
@@ -468,6 +474,9 @@ mod tests {
         }
         fn set_network_policy(&self, policy: &str) -> std::result::Result<(), String> {
             Err(format!("no network here to take {policy}"))
+        }
+        fn set_secrets(&self, _update_json: &str) -> std::result::Result<(), String> {
+            Err("no network here to take secrets".into())
         }
     }
 

@@ -6,6 +6,7 @@
 use crate::error::{Result, SupervisorError};
 use crate::logging::LogLevel;
 use msb_net::gateway::NetworkSpec;
+use msb_net::secrets::SecretSpec;
 use msb_protocol::filesystem::DiskFilesystem;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -100,6 +101,10 @@ pub struct SandboxSpec {
     /// Policy, DNS and published ports; absent means public-only.
     #[serde(default)]
     pub network: NetworkSpec,
+    /// Secrets the gateway substitutes for their placeholders; their values come from the
+    /// runtime over a pipe, never from here.
+    #[serde(default)]
+    pub secrets: Vec<SecretSpec>,
 }
 
 impl SandboxSpec {

@@ -6,7 +6,7 @@
 //! and routes frames to clients; one thread per client; one watches the creator process of an
 //! attached sandbox; one waits for termination signals; one samples metrics.
 
-use crate::controls::VmControls;
+use crate::controls::{NetworkControls, VmControls};
 use crate::database;
 use crate::error::{describe_agent_error, Result, SupervisorError};
 use crate::lifecycle::Lifecycle;
@@ -17,6 +17,7 @@ use crate::ready::{Outcome, ReadyPipe};
 use crate::relay::Relay;
 use crate::root::RootImage;
 use crate::sampler;
+use crate::secrets::{self, SecretValues, Terminator};
 use crate::signals;
 use crate::spec::SandboxSpec;
 use crate::virtiofsd::Helper;
@@ -45,17 +46,25 @@ pub struct Options {
     pub parent_pid: Option<u32>,
     /// The descriptor of the ready pipe (see [`ReadyPipe`]).
     pub ready_fd: Option<i32>,
+    /// The descriptor of the pipe the secrets' values come on (see [`secrets::read_values`]).
+    pub secrets_fd: Option<i32>,
 }
 
 /// Runs the supervisor of sandbox `options.name` until its VM is gone.
 pub fn run(options: &Options) -> Result<()> {
     let name = options.name.as_str();
     let mut ready = ReadyPipe::new(options.ready_fd);
+    // First: the runtime blocks until the pipe is read, and nothing else may hold it.
+    let values = options
+        .secrets_fd
+        .map_or_else(|| Ok(SecretValues::new()), secrets::read_values);
     let files = SandboxFiles::new(name)?;
     let mut db = database::open()?;
     let pid = std::process::id();
     db.set_supervisor(name, pid, process::start_time(pid).unwrap_or(0))?;
-    let booted = boot(&db, name, &files, &options.agent);
+    let terminator = Arc::new(Terminator::default());
+    let booted =
+        values.and_then(|values| boot(&db, name, &files, &options.agent, &values, &terminator));
     let StartedVm {
         mut qemu,
         network,
@@ -76,11 +85,15 @@ pub fn run(options: &Options) -> Result<()> {
         status.agent_version
     );
     let lifecycle = Arc::new(Lifecycle::new(status.vmm_pid));
+    terminator.attach(lifecycle.clone());
     let controls = Arc::new(VmControls::new(
         name,
         files.qmp_socket(),
         lifecycle.clone(),
-        network.policy_control(),
+        NetworkControls {
+            policy: network.policy_control(),
+            secrets: network.secrets_control(),
+        },
     ));
     let exec_log = RotatingLog::open(&files.exec_log(), MAX_LOG_BYTES)
         .map_err(SupervisorError::io("opening the exec log"))?;
@@ -127,18 +140,29 @@ pub fn run(options: &Options) -> Result<()> {
     recorded
 }
 
-/// Resolves the sandbox's root and boots its VM.
+/// Resolves the sandbox's root and its secrets, and boots its VM.
 fn boot(
     db: &Database,
     name: &str,
     files: &SandboxFiles,
     agent: &std::path::Path,
+    values: &SecretValues,
+    terminator: &Arc<Terminator>,
 ) -> Result<StartedVm> {
     let record = db.sandbox(name)?;
     let spec = SandboxSpec::from_json(&record.config)?;
+    let secrets = secrets::build(&spec.secrets, values)?;
     let root = RootImage::resolve(&spec.image, db)?;
     log::debug!("root file system: {root:?}");
-    vm::start(&spec, &root, files, agent, record.net_slot)
+    let plan = vm::BootPlan {
+        root: &root,
+        files,
+        agent,
+        net_slot: record.net_slot,
+        secrets,
+        terminator: terminator.clone(),
+    };
+    vm::start(&spec, plan)
 }
 
 /// Records the end of the VM: stopped if someone asked for it, crashed otherwise.

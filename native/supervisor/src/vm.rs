@@ -9,17 +9,20 @@ use crate::network::{self, Network};
 use crate::paths::{self, SandboxFiles};
 use crate::process;
 use crate::root::RootImage;
+use crate::secrets::Terminator;
 use crate::spec::SandboxSpec;
 use crate::virtiofsd::Helper;
 use crate::volumes;
 use msb_engine::accel;
 use msb_engine::qemu::{self, RootDisk, VmConfig};
+use msb_net::secrets::Secrets;
 use msb_protocol::control::SupervisorStatus;
 use msb_protocol::guest::MountRequest;
 use std::io::Read;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Size of a sandbox's writable disk. It is sparse: only written blocks use host disk.
@@ -39,15 +42,27 @@ pub struct StartedVm {
     pub mounts: Vec<MountRequest>,
 }
 
-/// Boots `spec`'s VM on `root`, its network on slot `net_slot`, and waits for the agent's
-/// hello.
-pub fn start(
-    spec: &SandboxSpec,
-    root: &RootImage,
-    files: &SandboxFiles,
-    agent: &Path,
-    net_slot: u32,
-) -> Result<StartedVm> {
+/// Where the VM boots from and what its network gets besides the spec.
+pub struct BootPlan<'a> {
+    pub root: &'a RootImage,
+    pub files: &'a SandboxFiles,
+    pub agent: &'a Path,
+    pub net_slot: u32,
+    /// The spec's secrets with their values.
+    pub secrets: Secrets,
+    pub terminator: Arc<Terminator>,
+}
+
+/// Boots `spec`'s VM as `plan` says, and waits for the agent's hello.
+pub fn start(spec: &SandboxSpec, plan: BootPlan<'_>) -> Result<StartedVm> {
+    let BootPlan {
+        root,
+        files,
+        agent,
+        net_slot,
+        secrets,
+        terminator,
+    } = plan;
     let artifacts = artifacts::boot_artifacts(agent)?;
     let choice = accel::request_from_env()
         .and_then(accel::choose)
@@ -87,7 +102,12 @@ pub fn start(
         .map_err(SupervisorError::io("opening the console log"))?;
     // Before QEMU: a busy published port fails the start here, and QEMU's socket already
     // has its reader when QEMU comes up.
-    let mut network = match network::start(spec, net_slot, &files.network_log()) {
+    let setup = network::GatewaySetup {
+        network_log: &files.network_log(),
+        secrets,
+        terminator,
+    };
+    let mut network = match network::start(spec, net_slot, setup) {
         Ok(network) => network,
         Err(error) => {
             helpers.into_iter().for_each(Helper::stop);

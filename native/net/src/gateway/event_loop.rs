@@ -26,6 +26,7 @@ use super::udp::UdpState;
 use super::{Control, Counters, EventLoop, GatewayConfig, GatewayError};
 use crate::dns::{HostDns, Resolver, DEFAULT_MAX_PENDING};
 use crate::policy::{Evaluator, Flow, FlowDirection, HostAddresses, Protocol, Verdict};
+use crate::secrets::SharedSecrets;
 use crate::stack::{Received, ResolvedNames, Stack, StackOptions};
 use crate::wire::classified::{Classified, Gateway as GatewayAddresses};
 use crate::wire::classify::Classifier;
@@ -167,11 +168,9 @@ impl EventLoop {
                 id_seed: config.random_seed.rotate_left(17),
             },
         )?;
-        let tls = config
-            .spec
-            .tls
-            .as_ref()
-            .map(|spec| TlsInterception::new(spec, &config.home_ca))
+        let intercepts = config.spec.tls.is_some() || !config.secrets.is_empty();
+        let tls = intercepts
+            .then(|| TlsInterception::new(config.spec.tls.as_ref(), &config.home_ca))
             .transpose()?;
         let mut tokens = Tokens::default();
         let published = Published::bind(&config.spec.ports, poll.registry(), &mut tokens)?;
@@ -206,6 +205,8 @@ impl EventLoop {
             pins: Pins::default(),
             flow_log: FlowLog::new(config.flow_log),
             tls,
+            secrets: SharedSecrets::new(config.secrets),
+            on_terminate: config.on_terminate,
             control,
             next_ip_id: (config.random_seed & 0xffff) as u16,
             busy: false,
@@ -224,6 +225,7 @@ impl EventLoop {
     }
 
     pub fn run(mut self) {
+        self.warn_of_bypassed_secret_hosts();
         let mut events = Events::with_capacity(256);
         loop {
             let timeout = self.next_timeout();
@@ -265,7 +267,12 @@ impl EventLoop {
         }
         if let Some(policy) = requests.policy.take() {
             self.change_policy(policy);
-            requests.policies_taken = requests.policies_sent;
+        }
+        if let Some(secrets) = requests.secrets.take() {
+            self.change_secrets(secrets);
+        }
+        if requests.changes_taken < requests.changes_sent {
+            requests.changes_taken = requests.changes_sent;
             control.taken.notify_all();
         }
         true

@@ -9,7 +9,8 @@
 //! "dst":"203.0.113.7:443","domain":"api.example.com","sni":null,"action":"allow","rule":2,
 //! "rule_text":"allow@.example.com:tcp:443","reason":null}`; `close` records carry
 //! `bytes_sent` (guest to peer), `bytes_received` and `duration_ms`; `dns` records `name`,
-//! `qtype`, `rcode` and `answers`.
+//! `qtype`, `rcode` and `answers`. A `flow` record about a secret (reason `secret_injected`
+//! or `secret_violation`) adds `secret`, the secret's environment variable, never its value.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +48,10 @@ pub mod reason {
     pub const TLS_LEAF: &str = "tls: cannot mint a leaf certificate";
     pub const TLS_GUEST_HANDSHAKE: &str = "tls: guest handshake failed";
     pub const TLS_GUEST: &str = "tls: guest broke tls";
+    /// A placeholder headed for a host its secret may not go to; the request was blocked.
+    pub const SECRET_VIOLATION: &str = "secret_violation";
+    /// A placeholder was replaced by its secret's value in a request.
+    pub const SECRET_INJECTED: &str = "secret_injected";
 }
 
 /// Where the supervisor keeps the records.
@@ -86,6 +91,9 @@ pub struct FlowDecision {
     pub rule: Option<usize>,
     pub rule_text: String,
     pub reason: Option<&'static str>,
+    /// The environment variable of the secret a `secret_*` record is about (never its value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// An allowed flow that ended.
@@ -264,6 +272,7 @@ impl Decided<'_> {
             rule,
             rule_text,
             reason,
+            secret: None,
         })
     }
 }
@@ -300,6 +309,7 @@ impl super::EventLoop {
             rule: None,
             rule_text: "default".to_owned(),
             reason: Some(reason),
+            secret: None,
         });
         self.flow_log.record(record, Instant::now());
     }
@@ -401,6 +411,7 @@ mod tests {
             rule: Some(2),
             rule_text: "allow@.example.com:tcp:443".into(),
             reason: None,
+            secret: None,
         })
     }
 
@@ -411,6 +422,20 @@ mod tests {
             line,
             r#"{"kind":"flow","time":"2026-12-02T03:00:00.123Z","direction":"egress","protocol":"tcp","src":"172.16.0.2:40000","dst":"203.0.113.7:443","domain":"api.example.com","sni":null,"action":"allow","rule":2,"rule_text":"allow@.example.com:tcp:443","reason":null}"#
         );
+    }
+
+    #[test]
+    fn a_secret_record_names_the_secret_and_other_records_have_no_secret_field() {
+        let FlowRecord::Flow(mut injected) = decision(Action::Allow, "203.0.113.7:443") else {
+            unreachable!("decision builds a flow record");
+        };
+        injected.reason = Some(reason::SECRET_INJECTED);
+        injected.secret = Some("OPENAI_API_KEY".into());
+        let value = serde_json::to_value(FlowRecord::Flow(injected)).unwrap();
+        assert_eq!(value["reason"], "secret_injected");
+        assert_eq!(value["secret"], "OPENAI_API_KEY");
+        let plain = serde_json::to_value(decision(Action::Allow, "203.0.113.7:443")).unwrap();
+        assert!(plain.get("secret").is_none(), "{plain}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod icmp;
 mod intercepting;
 mod policy_change;
 mod ports;
+mod secrets;
 mod sni;
 pub mod spec;
 mod tcp;
@@ -50,6 +51,7 @@ use udp::UdpState;
 
 use crate::dns::ResolverError;
 use crate::policy::Policy;
+use crate::secrets::Secrets;
 use crate::stack::{ConfigError, NetConfig, Stack};
 use crate::wire::classify::Classifier;
 use crate::wire::emit::LinkAddresses;
@@ -58,13 +60,15 @@ use crate::wire::reassembly::Reassembler;
 pub use flow_log::{FlowLogSink, FlowRecord};
 pub use host::HostFacts;
 pub use intercepting::{CaPaths, TlsSetupError};
+pub use secrets::{SecretsHandle, TerminateReason};
 pub use spec::{
     NetworkSpec, PolicySpec, PortProtocol, Preset, PublishedPort, SpecError, TlsSpec, TlsSpecError,
 };
 
-/// How long [`Gateway::set_policy`] waits for the loop to take the policy: an iteration
-/// takes microseconds, so only a loop that is gone or stuck misses it.
-const POLICY_CHANGE_WAIT: Duration = Duration::from_secs(2);
+/// How long [`Gateway::set_policy`] (and [`SecretsHandle::set_secrets`]) waits for the loop to
+/// take the change: an iteration takes microseconds, so only a loop that is gone or stuck
+/// misses it.
+const CHANGE_WAIT: Duration = Duration::from_secs(2);
 
 /// Everything one sandbox's gateway is built from.
 pub struct GatewayConfig {
@@ -77,8 +81,13 @@ pub struct GatewayConfig {
     pub random_seed: u64,
     /// Where every flow decision is recorded; `None` records nothing.
     pub flow_log: Option<Box<dyn FlowLogSink>>,
-    /// The home's interception CA, for a spec whose `tls` names no CA of its own.
+    /// The home's interception CA, for a spec whose `tls` names no CA of its own, and for
+    /// the flows intercepted only because a secret may go to their host.
     pub home_ca: CaPaths,
+    /// The values put into requests to the hosts each secret allows.
+    pub secrets: Secrets,
+    /// Told when a `block_and_terminate` secret was sent where it may not go.
+    pub on_terminate: Option<Box<dyn Fn(TerminateReason) + Send>>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -90,6 +99,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("host", &self.host)
             .field("flow_log", &self.flow_log.is_some())
             .field("home_ca", &self.home_ca)
+            .field("secrets", &self.secrets)
+            .field("on_terminate", &self.on_terminate.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -99,12 +110,13 @@ impl std::fmt::Debug for GatewayConfig {
 struct Requests {
     stop: bool,
     policy: Option<Policy>,
-    /// Policies handed over so far, and how many the loop has taken.
-    policies_sent: u64,
-    policies_taken: u64,
+    secrets: Option<Secrets>,
+    /// Changes (policies, secrets) handed over so far, and how many the loop has taken.
+    changes_sent: u64,
+    changes_taken: u64,
 }
 
-/// The requests and the condition the loop signals when it took a policy.
+/// The requests and the condition the loop signals when it took a change.
 #[derive(Debug, Default)]
 struct Control {
     requests: Mutex<Requests>,
@@ -117,6 +129,36 @@ impl Control {
         self.requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Hands a change to the loop (`put` writes it into the requests) and waits until the
+    /// loop has taken it.
+    fn hand_over(
+        &self,
+        waker: &Waker,
+        what: &'static str,
+        put: impl FnOnce(&mut Requests),
+    ) -> Result<(), GatewayError> {
+        let mut requests = self.lock();
+        put(&mut requests);
+        requests.changes_sent += 1;
+        let sent = requests.changes_sent;
+        waker
+            .wake()
+            .map_err(GatewayError::io("waking the network loop"))?;
+        let (requests, _) = self
+            .taken
+            .wait_timeout_while(requests, CHANGE_WAIT, |requests| {
+                requests.changes_taken < sent
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if requests.changes_taken < sent {
+            return Err(GatewayError::NotTaken {
+                what,
+                wait: CHANGE_WAIT,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -143,9 +185,17 @@ pub enum GatewayError {
         protocol: PortProtocol,
         source: io::Error,
     },
-    /// The loop did not take a new policy in time (it has ended, or is stuck).
-    #[error("the network loop did not take the new policy within {0:?}")]
-    PolicyNotTaken(Duration),
+    /// The loop did not take a new policy or set of secrets in time (it has ended, or is
+    /// stuck).
+    #[error("the network loop did not take the new {what} within {wait:?}")]
+    NotTaken { what: &'static str, wait: Duration },
+    /// Secrets were given to a gateway that started with none and without `tls`: its guest
+    /// was not given the interception CA, so the sandbox must be restarted for them.
+    #[error(
+        "the sandbox started without secrets or TLS interception: restart it for its secrets \
+         to be put into requests"
+    )]
+    SecretsNeedRestart,
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -211,6 +261,9 @@ struct EventLoop {
     flow_log: FlowLog,
     /// `None` when the spec intercepts no TLS.
     tls: Option<TlsInterception>,
+    /// What intercepted flows substitute; replaced by [`SecretsHandle::set_secrets`].
+    secrets: crate::secrets::SharedSecrets,
+    on_terminate: Option<Box<dyn Fn(TerminateReason) + Send>>,
     control: Arc<Control>,
     next_ip_id: u16,
     /// Set when an iteration stopped with work left, so the next wait does not sleep.
@@ -273,6 +326,12 @@ impl Gateway {
         }
     }
 
+    /// A handle that replaces the secrets from another thread, for as long as the loop runs.
+    pub fn secrets_handle(&self) -> SecretsHandle {
+        let intercepting = self.tls_ca_pem.is_some();
+        SecretsHandle::new(self.waker.clone(), self.control.clone(), intercepting)
+    }
+
     pub fn counters(&self) -> Arc<Counters> {
         self.counters.clone()
     }
@@ -302,24 +361,9 @@ pub struct PolicyHandle {
 impl PolicyHandle {
     /// See [`Gateway::set_policy`].
     pub fn set_policy(&self, policy: Policy) -> Result<(), GatewayError> {
-        let mut requests = self.control.lock();
-        requests.policy = Some(policy);
-        requests.policies_sent += 1;
-        let sent = requests.policies_sent;
-        self.waker
-            .wake()
-            .map_err(GatewayError::io("waking the network loop"))?;
-        let (requests, _) = self
-            .control
-            .taken
-            .wait_timeout_while(requests, POLICY_CHANGE_WAIT, |requests| {
-                requests.policies_taken < sent
-            })
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if requests.policies_taken < sent {
-            return Err(GatewayError::PolicyNotTaken(POLICY_CHANGE_WAIT));
-        }
-        Ok(())
+        self.control.hand_over(&self.waker, "policy", |requests| {
+            requests.policy = Some(policy);
+        })
     }
 }
 

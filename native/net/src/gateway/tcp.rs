@@ -227,7 +227,7 @@ impl EventLoop {
             && self
                 .tls
                 .as_ref()
-                .is_some_and(|tls| tls.intercepts_port(dst.port()))
+                .is_some_and(|tls| tls.intercepts_port(dst.port(), &self.secrets.current()))
         {
             held = Hold::ForName;
         }

@@ -6,6 +6,19 @@
 //! it is zeroed when dropped and its `Debug` shows nothing of it. [`Secrets`] is a sandbox's
 //! validated set, as the gateway gets it.
 
+mod chunked;
+mod filter;
+mod http1;
+mod http2;
+mod shared;
+mod substitute;
+mod violation;
+
+pub use filter::SecretsFilter;
+pub use shared::SharedSecrets;
+pub use substitute::Route;
+pub use violation::{SecretEvent, SecretReports};
+
 use std::collections::BTreeSet;
 use std::fmt;
 

@@ -4,8 +4,8 @@
 //! [`Interception::feed_guest`], what the real server sent into
 //! [`Interception::feed_upstream`], and [`Interception::for_guest`] /
 //! [`Interception::for_upstream`] out to the sockets, as far as they take it. Plaintext
-//! passes between the two connections through a [`PlaintextFilter`], where requests will be
-//! rewritten.
+//! passes between the two connections through a [`PlaintextFilter`], where the secrets
+//! rewriter (`crate::secrets`) puts values into requests, and may answer the guest itself.
 //!
 //! Order: the guest's ClientHello is read first (without answering it); our connection to the
 //! real server is opened with the same SNI and the same ALPN offer, and only when that
@@ -78,12 +78,37 @@ pub enum InterceptError {
     Failed,
 }
 
+/// What a [`PlaintextFilter`] passes on from one call: bytes for each side, and whether the
+/// flow is to end once they are sent. Its `Debug` shows only lengths: the bytes for the real
+/// server may hold a secret's value.
+#[derive(Default)]
+pub struct Filtered {
+    pub to_upstream: Vec<u8>,
+    /// Bytes the filter answers the guest with itself (a refusal), or the real server's.
+    pub to_guest: Vec<u8>,
+    /// Both sides are sent a close_notify after these bytes.
+    pub end: bool,
+}
+
+impl std::fmt::Debug for Filtered {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Filtered")
+            .field("to_upstream", &self.to_upstream.len())
+            .field("to_guest", &self.to_guest.len())
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
 /// Sees every plaintext byte of an intercepted flow, in order, and decides what is passed on.
 pub trait PlaintextFilter: Send {
-    /// The guest sent `plaintext`; what goes to the real server is appended to `out`.
-    fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Vec<u8>);
-    /// The real server sent `plaintext`; what goes to the guest is appended to `out`.
-    fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Vec<u8>);
+    /// The guest's TLS is open, with `alpn`, the protocol the real server chose.
+    fn opened(&mut self, _alpn: Option<&[u8]>) {}
+    /// The guest sent `plaintext`.
+    fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Filtered);
+    /// The real server sent `plaintext`.
+    fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Filtered);
 }
 
 /// Passes every byte as it is.
@@ -91,12 +116,12 @@ pub trait PlaintextFilter: Send {
 pub struct PassThrough;
 
 impl PlaintextFilter for PassThrough {
-    fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(plaintext);
+    fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Filtered) {
+        out.to_upstream.extend_from_slice(plaintext);
     }
 
-    fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(plaintext);
+    fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Filtered) {
+        out.to_guest.extend_from_slice(plaintext);
     }
 }
 
@@ -127,6 +152,7 @@ impl Interceptor {
             for_upstream: Outbox::default(),
             closed_by_guest: false,
             closed_by_upstream: false,
+            ended_by_filter: false,
         }
     }
 }
@@ -154,6 +180,8 @@ pub struct Interception {
     for_upstream: Outbox,
     closed_by_guest: bool,
     closed_by_upstream: bool,
+    /// The filter ended the flow; nothing more passes either way.
+    ended_by_filter: bool,
 }
 
 impl Interception {
@@ -299,7 +327,7 @@ impl Interception {
             self.pass_to_guest();
             if state.peer_has_closed() && !self.closed_by_upstream {
                 self.closed_by_upstream = true;
-                if let GuestSide::Open(guest) = &mut self.guest {
+                if let (GuestSide::Open(guest), false) = (&mut self.guest, self.ended_by_filter) {
                     guest.send_close_notify();
                 }
             }
@@ -353,6 +381,7 @@ impl Interception {
             })?;
         guest.set_buffer_limit(None);
         self.guest = GuestSide::Open(Box::new(guest));
+        self.filter.opened(alpn.as_deref());
         let held = std::mem::take(&mut self.held_from_guest);
         self.read_from_guest(&held)
     }
@@ -385,7 +414,7 @@ impl Interception {
             self.pass_to_upstream();
             if state.peer_has_closed() && !self.closed_by_guest {
                 self.closed_by_guest = true;
-                if let Some(upstream) = &mut self.upstream {
+                if let (Some(upstream), false) = (&mut self.upstream, self.ended_by_filter) {
                     upstream.send_close_notify();
                 }
             }
@@ -403,32 +432,49 @@ impl Interception {
 
     /// Moves the guest's plaintext, filtered, to the real server.
     fn pass_to_upstream(&mut self) {
-        let (GuestSide::Open(guest), Some(upstream)) = (&mut self.guest, &mut self.upstream) else {
+        let (GuestSide::Open(guest), Some(_)) = (&mut self.guest, &self.upstream) else {
             return;
         };
-        let mut filtered = Vec::new();
+        let mut filtered = Filtered::default();
         let filter = &mut self.filter;
         drain_plaintext(guest.as_mut(), |plaintext| {
             filter.guest_to_upstream(plaintext, &mut filtered)
         });
-        if !filtered.is_empty() {
-            // Cannot fail: the buffer limit is off.
-            let _ = upstream.writer().write_all(&filtered);
-        }
+        self.deliver(filtered);
     }
 
     /// Moves the real server's plaintext, filtered, to the guest (once it can be answered).
     fn pass_to_guest(&mut self) {
-        let (GuestSide::Open(guest), Some(upstream)) = (&mut self.guest, &mut self.upstream) else {
+        let (GuestSide::Open(_), Some(upstream)) = (&self.guest, &mut self.upstream) else {
             return;
         };
-        let mut filtered = Vec::new();
+        let mut filtered = Filtered::default();
         let filter = &mut self.filter;
         drain_plaintext(upstream, |plaintext| {
             filter.upstream_to_guest(plaintext, &mut filtered)
         });
-        if !filtered.is_empty() {
-            let _ = guest.writer().write_all(&filtered);
+        self.deliver(filtered);
+    }
+
+    /// Writes what a filter passed on into the two connections.
+    fn deliver(&mut self, filtered: Filtered) {
+        let (GuestSide::Open(guest), Some(upstream)) = (&mut self.guest, &mut self.upstream) else {
+            return;
+        };
+        if self.ended_by_filter {
+            return;
+        }
+        // Cannot fail: the buffer limits are off.
+        if !filtered.to_upstream.is_empty() {
+            let _ = upstream.writer().write_all(&filtered.to_upstream);
+        }
+        if !filtered.to_guest.is_empty() {
+            let _ = guest.writer().write_all(&filtered.to_guest);
+        }
+        if filtered.end {
+            self.ended_by_filter = true;
+            guest.send_close_notify();
+            upstream.send_close_notify();
         }
     }
 
@@ -865,12 +911,12 @@ mod tests {
     struct ChangeCase;
 
     impl PlaintextFilter for ChangeCase {
-        fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Vec<u8>) {
-            out.extend(plaintext.to_ascii_uppercase());
+        fn guest_to_upstream(&mut self, plaintext: &[u8], out: &mut Filtered) {
+            out.to_upstream.extend(plaintext.to_ascii_uppercase());
         }
 
-        fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Vec<u8>) {
-            out.extend(plaintext.to_ascii_lowercase());
+        fn upstream_to_guest(&mut self, plaintext: &[u8], out: &mut Filtered) {
+            out.to_guest.extend(plaintext.to_ascii_lowercase());
         }
     }
 
@@ -891,6 +937,70 @@ mod tests {
         pump(&mut f.guest, &mut f.flow, &mut f.server).unwrap();
         assert_eq!(f.server.received, b"GET /SECRET");
         assert_eq!(f.guest.received, b"200 ok");
+    }
+
+    fn secrets_filter(
+        inject_everywhere: bool,
+    ) -> (Box<dyn PlaintextFilter>, crate::secrets::SecretReports) {
+        let spec = serde_json::from_value(serde_json::json!({
+            "env_var": "KEY", "placeholder": "$MSB_KEY", "allow_hosts": ["api.test"],
+            "inject": {"body": inject_everywhere},
+        }))
+        .unwrap();
+        let value = crate::secrets::SecretValue::new("s3cr3t-value".into());
+        let secrets = crate::secrets::Secrets::new(vec![crate::secrets::Secret { spec, value }]);
+        let shared = crate::secrets::SharedSecrets::new(secrets.unwrap());
+        let reports = crate::secrets::SecretReports::default();
+        let route = crate::secrets::Route {
+            sni: "api.test".into(),
+            sni_pinned: true,
+        };
+        let filter = crate::secrets::SecretsFilter::new(route, shared, reports.clone());
+        (Box::new(filter), reports)
+    }
+
+    #[test]
+    fn a_secret_goes_into_a_request_inside_tls_and_only_the_server_sees_it() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::new("api.test", &[b"http/1.1"]);
+        let interceptor = interceptor(&leaves, true, &[&server.ca_file]);
+        let guest = guest_client(&ca, "api.test", &[b"http/1.1"]);
+        let (filter, reports) = secrets_filter(true);
+        let mut f = handshake_with(&interceptor, guest, filter, &server).unwrap();
+        let request = b"POST / HTTP/1.1\r\nHost: api.test\r\nX-Key: $MSB_KEY\r\n\
+            Content-Length: 8\r\n\r\n$MSB_KEY";
+        f.guest.connection.writer().write_all(request).unwrap();
+        pump(&mut f.guest, &mut f.flow, &mut f.server).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&f.server.received),
+            "POST / HTTP/1.1\r\nHost: api.test\r\nX-Key: s3cr3t-value\r\n\
+             content-length: 12\r\n\r\ns3cr3t-value"
+        );
+        assert_eq!(reports.take().len(), 1);
+    }
+
+    #[test]
+    fn a_request_the_filter_refuses_is_answered_inside_tls_and_the_flow_ended() {
+        let ca = test_ca();
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let server = TestServer::new("api.test", &[]);
+        let interceptor = interceptor(&leaves, true, &[&server.ca_file]);
+        let guest = guest_client(&ca, "api.test", &[]);
+        let (filter, _reports) = secrets_filter(false);
+        let mut f = handshake_with(&interceptor, guest, filter, &server).unwrap();
+        let request = b"GET / HTTP/1.1\r\nHost: other.test\r\nX-Key: $MSB_KEY\r\n\r\n";
+        f.guest.connection.writer().write_all(request).unwrap();
+        pump(&mut f.guest, &mut f.flow, &mut f.server).unwrap();
+        assert!(f.server.received.is_empty(), "nothing reached the server");
+        let answer = String::from_utf8_lossy(&f.guest.received).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
+        let mut probe = [0; 1];
+        assert_eq!(
+            f.guest.connection.reader().read(&mut probe).unwrap(),
+            0,
+            "close_notify"
+        );
     }
 
     #[test]

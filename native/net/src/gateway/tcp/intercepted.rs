@@ -17,8 +17,9 @@ use std::time::Duration;
 use super::super::flow_log::{reason, Decided};
 use super::EventLoop;
 use crate::policy::Protocol;
-use crate::stack::{Event, FlowId};
-use crate::tls::intercept::{InterceptError, Interception, PassThrough};
+use crate::secrets::{Route, SecretReports, SecretsFilter};
+use crate::stack::{Event, FlowId, ResolvedNames};
+use crate::tls::intercept::{InterceptError, Interception, PassThrough, PlaintextFilter};
 
 /// The most bytes an outbox holds before the side that fills it is no longer read: the
 /// guest socket's buffer (`StackOptions::socket_buffer_len`), so an intercepted flow holds
@@ -32,6 +33,11 @@ pub(super) struct Intercepted {
     pub(super) guest_finished: bool,
     /// The host's FIN was passed on to the guest.
     host_eof_reported: bool,
+    /// What the flow's secrets rewriter did; `None` when the sandbox had no secrets as the
+    /// flow began (its bytes then pass as they are).
+    pub(super) secret_reports: Option<SecretReports>,
+    /// The supervisor was told to stop the sandbox for this flow (once is enough).
+    pub(super) terminated: bool,
 }
 
 impl std::fmt::Debug for Intercepted {
@@ -71,16 +77,29 @@ impl EventLoop {
         let Some(host) = connection.facts.sni.clone() else {
             return;
         };
-        if !tls.intercepts(connection.facts.dst.port(), &host) {
+        let secrets = self.secrets.current();
+        if !tls.intercepts(connection.facts.dst.port(), &host, &secrets) {
             return;
         }
-        let interception = tls
-            .interceptor()
-            .intercept(connection.facts.dst.ip(), Box::new(PassThrough));
+        let destination = connection.facts.dst.ip();
+        let (filter, secret_reports): (Box<dyn PlaintextFilter>, _) = if secrets.is_empty() {
+            (Box::new(PassThrough), None)
+        } else {
+            let route = Route {
+                sni_pinned: self.pins.names_for(destination).contains(&host),
+                sni: host.clone(),
+            };
+            let reports = SecretReports::default();
+            let filter = SecretsFilter::new(route, self.secrets.clone(), reports.clone());
+            (Box::new(filter), Some(reports))
+        };
+        let interception = tls.interceptor().intercept(destination, filter);
         connection.intercepted = Some(Box::new(Intercepted {
             tls: interception,
             guest_finished: false,
             host_eof_reported: false,
+            secret_reports,
+            terminated: false,
         }));
         let facts = connection.facts.clone();
         let verdict = self.decide_with_named_host(&facts, &host);
@@ -110,9 +129,13 @@ impl EventLoop {
             match moved {
                 Ok(true) => {}
                 Ok(false) => break,
-                Err(failure) => return self.fail_interception(now, flow_id, failure),
+                Err(failure) => {
+                    self.report_secrets(flow_id);
+                    return self.fail_interception(now, flow_id, failure);
+                }
             }
         }
+        self.report_secrets(flow_id);
         self.pass_fins_on(now, flow_id);
     }
 
@@ -253,6 +276,32 @@ impl EventLoop {
             }
         };
         self.abort_flow(now, flow_id, why);
+    }
+
+    /// Logs what the flow's secrets rewriter did, and tells the supervisor to stop the
+    /// sandbox (once per flow) for a `block_and_terminate` secret sent where it may not go.
+    fn report_secrets(&mut self, flow_id: FlowId) {
+        let Some(connection) = self.host_tcp.connections.get(&flow_id) else {
+            return;
+        };
+        let Some(intercepted) = connection.intercepted.as_deref() else {
+            return;
+        };
+        let Some(events) = intercepted.secret_reports.as_ref().map(SecretReports::take) else {
+            return;
+        };
+        let facts = connection.facts.clone();
+        for event in events {
+            let Some(reason) = self.log_secret_event(&facts, event) else {
+                continue;
+            };
+            let Some(intercepted) = self.intercepted_mut(flow_id) else {
+                continue;
+            };
+            if !std::mem::replace(&mut intercepted.terminated, true) {
+                self.terminate(reason);
+            }
+        }
     }
 
     fn intercepted_mut(&mut self, flow_id: FlowId) -> Option<&mut Intercepted> {
