@@ -30,6 +30,7 @@ from .internet import (
     BYPASSED_NAME,
     DNS_HOST,
     ELSEWHERE_NAME,
+    H2_ONLY_NAME,
     SECURE_NAME,
     FakeInternet,
     unavailable_reason,
@@ -47,7 +48,11 @@ PLACEHOLDER = "$MSB_OPENAI_API_KEY"
 GUEST_MARKER = "msb-test-marker:"
 STOPPED_WITHIN_S = 10.0
 
-OPENAI = {"env_var": "OPENAI_API_KEY", "from_env": "OPENAI_API_KEY", "allow_hosts": [SECURE_NAME]}
+OPENAI = {
+    "env_var": "OPENAI_API_KEY",
+    "from_env": "OPENAI_API_KEY",
+    "allow_hosts": [SECURE_NAME, H2_ONLY_NAME],
+}
 SECOND = {"env_var": "SECOND_KEY", "value": SECOND_VALUE, "allow_hosts": [SECURE_NAME]}
 
 PEER_ISSUER_PROBE = """
@@ -149,6 +154,28 @@ def test_the_guest_sees_the_placeholder_and_the_secret_host_gets_the_value(
     assert _header(request, "x-second") == SECOND_VALUE
     injected = _secret_records(intercepting, "secret_injected")
     assert {entry["secret"] for entry in injected} >= {"OPENAI_API_KEY", "SECOND_KEY"}
+
+
+def test_an_http2_only_server_gets_the_value_in_every_request_of_one_connection(
+    internet: FakeInternet, intercepting: GuestSession
+) -> None:
+    # Two requests on one HTTP/2 connection: the second may name the header through the
+    # guest's HPACK table, which the gateway must decode and re-encode for the server.
+    before = len(internet.servers["h2only"].events())
+    urls = " ".join(f"-o /dev/null https://{H2_ONLY_NAME}/h2/{index}" for index in range(2))
+    reply = _curl(
+        intercepting,
+        "--http2",
+        "-w '%{http_version} %{num_connects}\\n'",
+        '-H "Authorization: Bearer $OPENAI_API_KEY"',
+        urls,
+    )
+    assert reply["exit_code"] == 0, reply
+    assert reply["stdout"].split() == ["2", "1", "2", "0"], reply
+    requests = [e for e in internet.servers["h2only"].events()[before:] if "method" in e]
+    assert [request["path"] for request in requests] == ["/h2/0", "/h2/1"]
+    for request in requests:
+        assert _header(request, "authorization") == f"Bearer {VALUE}", request
 
 
 def test_basic_auth_credentials_carry_the_value(

@@ -4,18 +4,10 @@
 
 use super::http1::Http1;
 use super::http2::Http2;
+use super::shared::{Flow, SharedSecrets};
 use super::substitute::Route;
 use super::violation::SecretReports;
-use super::SharedSecrets;
 use crate::tls::intercept::{Filtered, PlaintextFilter};
-
-/// What a request's rewriting needs of its flow.
-#[derive(Debug)]
-pub struct Flow<'a> {
-    pub route: &'a Route,
-    pub secrets: &'a SharedSecrets,
-    pub reports: &'a SecretReports,
-}
 
 pub struct SecretsFilter {
     route: Route,

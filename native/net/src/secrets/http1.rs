@@ -19,7 +19,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
 use super::chunked::{encode_chunk, ChunkedDecoder};
-use super::filter::Flow;
+use super::shared::Flow;
 use super::substitute::{Place, Substitution, Violation};
 use super::violation::{blocked_text, http1_response, SecretEvent};
 use super::Secrets;

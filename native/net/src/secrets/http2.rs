@@ -23,8 +23,8 @@ use std::collections::{HashMap, HashSet};
 use loona_hpack::encoder::encode_integer_into;
 use loona_hpack::Decoder;
 
-use super::filter::Flow;
 use super::http1::rewrite_basic;
+use super::shared::Flow;
 use super::substitute::{Place, Substitution, Violation};
 use super::violation::{blocked_text, SecretEvent};
 use crate::tls::intercept::Filtered;

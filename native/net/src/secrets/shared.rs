@@ -1,10 +1,21 @@
 //! The set of secrets the gateway's loop and its intercepted flows share: the loop replaces
 //! it when the supervisor sends a new one, and each flow's rewriter takes the current set at
-//! the start of every request, so a rotated value is used from the next request on.
+//! the start of every request, so a rotated value is used from the next request on; and
+//! [`Flow`], what the HTTP/1.1 and HTTP/2 rewriters are given of the flow they rewrite.
 
 use std::sync::{Arc, PoisonError, RwLock};
 
+use super::substitute::Route;
+use super::violation::SecretReports;
 use super::Secrets;
+
+/// What a request's rewriting needs of its flow.
+#[derive(Debug)]
+pub struct Flow<'a> {
+    pub route: &'a Route,
+    pub secrets: &'a SharedSecrets,
+    pub reports: &'a SecretReports,
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct SharedSecrets(Arc<RwLock<Arc<Secrets>>>);
