@@ -25,6 +25,8 @@ from .network import Action, Direction
 
 #: ``rule_text`` of a decision no rule made.
 DEFAULT_RULE_TEXT = "default"
+#: The ``reason`` of a record of a secret's placeholder sent where the secret may not go.
+SECRET_VIOLATION = "secret_violation"
 
 
 class FlowLogEntry(BaseModel):
@@ -95,6 +97,10 @@ class FlowLogEntry(BaseModel):
     @property
     def denied(self) -> bool:
         return self.action is Action.DENY
+
+    @property
+    def is_secret_violation(self) -> bool:
+        return self.reason == SECRET_VIOLATION
 
     @property
     def _peer(self) -> str | None:

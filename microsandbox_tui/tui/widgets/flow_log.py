@@ -6,6 +6,7 @@ blocked is not one: no rule would let its secret go there."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual import on, work
@@ -19,9 +20,9 @@ from microsandbox_tui import Direction, Rule
 from microsandbox_tui.formatting import format_size
 from microsandbox_tui.network import Protocol
 
-from .secret_violations import SECRET_VIOLATION
-
 if TYPE_CHECKING:
+    from textual.widget import Widget
+
     from microsandbox_tui.network_log import FlowLogEntry
 
     from ..app import MsbApp
@@ -86,7 +87,7 @@ def entry_detail(entry: FlowLogEntry) -> str:
 def is_allowable(entry: FlowLogEntry) -> bool:
     """Whether a rule could allow what ``entry`` was refused: the policy denied it (not a
     secret, whose hosts no rule changes)."""
-    return entry.denied and entry.reason != SECRET_VIOLATION
+    return entry.denied and not entry.is_secret_violation
 
 
 def allow_rule_for(entry: FlowLogEntry) -> Rule:
@@ -102,6 +103,19 @@ def allow_rule_for(entry: FlowLogEntry) -> Rule:
         destination=entry.domain or entry.peer_host,
         port=entry.peer_port if protocol in _PORTED else None,
     )
+
+
+async def feed_from_flow_log(
+    widget: Widget, sandbox: str, tail: int, add: Callable[[FlowLogEntry], None]
+) -> None:
+    """Hands ``add`` the last ``tail`` entries of ``sandbox``'s flow log, then each new one,
+    until the log ends (the sandbox stopped); an error is reported, not raised."""
+    app = cast("MsbApp", widget.app)
+    try:
+        async for entry in app.source.network_log(sandbox, tail=tail, follow=True):
+            add(entry)
+    except Exception as error:
+        app.report_error(error, context=f"reading the flow log of {sandbox}")
 
 
 class FlowFilter(Input):
@@ -227,14 +241,7 @@ class FlowLogView(Vertical):
 
     @work(exclusive=True, group="flow-log", exit_on_error=False)
     async def _follow(self) -> None:
-        app = cast("MsbApp", self.app)
-        try:
-            async for entry in app.source.network_log(
-                self.sandbox, tail=BACKLOG_ENTRIES, follow=True
-            ):
-                self.add(entry)
-        except Exception as error:
-            app.report_error(error, context=f"reading the flow log of {self.sandbox}")
+        await feed_from_flow_log(self, self.sandbox, BACKLOG_ENTRIES, self.add)
         self.following = False
         self.table.border_subtitle = "end of the flow log"
 

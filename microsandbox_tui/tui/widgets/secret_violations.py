@@ -6,20 +6,19 @@ with the secret's env var and the host. Values never reach the flow log."""
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable
 
+from .flow_log import feed_from_flow_log
+
 if TYPE_CHECKING:
     from microsandbox_tui.network_log import FlowLogEntry
 
-    from ..app import MsbApp
 
-#: The flow log's ``reason`` of a secret sent where it may not go.
-SECRET_VIOLATION = "secret_violation"
 #: Flow-log entries read from before the view opened: violations are rare, so further back
 #: than the flow log view's backlog.
 BACKLOG_ENTRIES = 10_000
@@ -29,7 +28,7 @@ COLUMNS = (("TIME", 8), ("SECRET", 20), ("HOST", 28), ("DESTINATION", 22))
 
 
 def is_violation(entry: FlowLogEntry) -> bool:
-    return entry.reason == SECRET_VIOLATION
+    return entry.is_secret_violation
 
 
 def violation_cells(entry: FlowLogEntry) -> tuple[str, str, str, str]:
@@ -94,13 +93,6 @@ class SecretViolationsView(Vertical):
 
     @work(exclusive=True, group="secret-violations", exit_on_error=False)
     async def _follow(self) -> None:
-        app = cast("MsbApp", self.app)
-        try:
-            async for entry in app.source.network_log(
-                self.sandbox, tail=BACKLOG_ENTRIES, follow=True
-            ):
-                self.add(entry)
-        except Exception as error:
-            app.report_error(error, context=f"reading the flow log of {self.sandbox}")
+        await feed_from_flow_log(self, self.sandbox, BACKLOG_ENTRIES, self.add)
         self.following = False
         self.table.border_subtitle = "end of the flow log"
