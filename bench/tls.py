@@ -174,9 +174,10 @@ def report(results: dict[str, list[dict[str, float]]]) -> None:
         for mode, runs in results.items()
     }
     keys = list(medians["relayed"])
-    print(f"\n{'tls':<14}" + "".join(f"{key:>19}" for key in keys))
+    width = max(len(key) for key in keys) + 2
+    print(f"\n{'tls':<14}" + "".join(f"{key:>{width}}" for key in keys))
     for mode, figures in medians.items():
-        print(f"{mode:<14}" + "".join(f"{figures[key]:>19.2f}" for key in keys))
+        print(f"{mode:<14}" + "".join(f"{figures[key]:>{width}.2f}" for key in keys))
     ratios = {key: medians["intercepted"][key] / medians["relayed"][key] for key in keys}
     print("ratio intercepted / relayed: " + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
 

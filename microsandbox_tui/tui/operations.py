@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import posixpath
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -128,10 +128,11 @@ async def stop_sandbox(name: str) -> None:
     await sandbox.close()
 
 
-async def start_sandbox(name: str) -> None:
-    """Boots a stopped or crashed sandbox again, detached so that it outlives the dashboard."""
+async def start_sandbox(name: str, secrets: Sequence[SecretEntry] = ()) -> None:
+    """Boots a stopped or crashed sandbox again, detached so that it outlives the dashboard;
+    ``secrets`` give the values of its secrets that have no source to read them from."""
     handle = await Sandbox.get(name)
-    sandbox = await handle.start(detached=True)
+    sandbox = await handle.start(detached=True, secrets=secrets)
     await sandbox.close()
 
 
@@ -140,10 +141,11 @@ async def kill_sandbox(name: str) -> None:
     await sandbox.kill()
 
 
-async def restart_sandbox(name: str) -> None:
-    """A clean shutdown, then a boot with the same configuration and disk."""
+async def restart_sandbox(name: str, secrets: Sequence[SecretEntry] = ()) -> None:
+    """A clean shutdown, then a boot with the same configuration and disk (and ``secrets``,
+    as for :func:`start_sandbox`)."""
     await stop_sandbox(name)
-    await start_sandbox(name)
+    await start_sandbox(name, secrets)
 
 
 async def toggle_pause(name: str) -> SandboxStatus:

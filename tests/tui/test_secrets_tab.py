@@ -1,7 +1,8 @@
 """The Secrets tab and the secret form, on recorded data: a secret added through the form (its
 value masked, never listed, never kept by the form or the screen), rotated, its hosts edited,
 removed after a confirmation, a bad host refused inline, the violations of the flow log,
-read-only mode, and the create form handing its secrets to ``Sandbox.create``. The SDK is
+read-only mode, the create form handing its secrets to ``Sandbox.create``, and a start asking
+for the values no source gives. The SDK is
 replaced at the dashboard's data source."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from microsandbox_tui.tui import operations
 from microsandbox_tui.tui.data import RecordedSource
 from microsandbox_tui.tui.dialogs import ConfirmDialog, CreateSandboxDialog, SecretFormDialog
 from microsandbox_tui.tui.operations import CreateRequest
-from microsandbox_tui.tui.screens import SandboxDetailScreen
+from microsandbox_tui.tui.screens import SandboxDetailScreen, sandbox_actions
 from microsandbox_tui.tui.widgets.secrets_panel import SECRET_EDITING_ACTIONS
 
 Waiter = Callable[..., Awaitable[None]]
@@ -346,3 +347,54 @@ async def test_a_secret_violation_in_the_network_tab_offers_no_allow_rule(
         assert not app.screen.active_bindings["A"].enabled, "a policy rule would not help"
         await pilot.press("A")
         assert app.screen is detail
+
+
+async def test_starting_asks_for_the_values_no_source_gives_and_hands_them_to_the_start(
+    monkeypatch: pytest.MonkeyPatch, wait_until: Waiter
+) -> None:
+    started: list[tuple[str, tuple[SecretEntry, ...]]] = []
+
+    async def start(name: str, secrets: tuple[SecretEntry, ...] = ()) -> None:
+        started.append((name, secrets))
+
+    monkeypatch.setattr(sandbox_actions, "start_sandbox", start)
+    app = recorded_app()
+    typed = a_value()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for_listing(pilot)
+        app.screen.query_one("#sandboxes").select("batch")  # type: ignore[attr-defined]
+        await pilot.press("u")
+        form = app.screen
+        # Of batch's three secrets only STRIPE_KEY has no source: only its value is asked.
+        assert isinstance(form, SecretFormDialog) and form.rotating
+        value_field = form.query_one("#value", Input)
+        assert value_field.password
+        await pilot.press(*typed, "enter")
+        await wait_until(pilot, lambda: started, timeout=5, what="the start")
+        [(name, [entry])] = started
+        assert name == "batch"
+        assert entry.env_var == "STRIPE_KEY"
+        assert entry.value is not None and entry.value.get_secret_value() == typed
+        assert value_field.value == "", "the form keeps nothing"
+
+
+async def test_cancelling_a_value_asked_at_start_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started: list[str] = []
+
+    async def start(name: str, secrets: tuple[SecretEntry, ...] = ()) -> None:
+        started.append(name)
+
+    monkeypatch.setattr(sandbox_actions, "start_sandbox", start)
+    app = recorded_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for_listing(pilot)
+        app.screen.query_one("#sandboxes").select("batch")  # type: ignore[attr-defined]
+        await pilot.press("u")
+        assert isinstance(app.screen, SecretFormDialog)
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, SecretFormDialog)
+        assert started == []
+        assert any("STRIPE_KEY has no value" in str(n.message) for n in app._notifications)

@@ -1,4 +1,7 @@
-"""The lifecycle keys on a sandbox, shared by the sandboxes table and the detail screen."""
+"""The lifecycle keys on a sandbox, shared by the sandboxes table and the detail screen.
+
+Starting (or restarting) a sandbox whose secrets have no source to read them from asks for
+their values first, one masked form each; cancelling one cancels the start."""
 
 from __future__ import annotations
 
@@ -6,9 +9,9 @@ from collections.abc import Awaitable, Callable
 
 from textual.binding import Binding, BindingType
 
-from microsandbox_tui import SandboxInfo, SandboxStatus
+from microsandbox_tui import SandboxInfo, SandboxStatus, SecretConfig, SecretEntry
 
-from ..dialogs import ConfirmDialog
+from ..dialogs import ConfirmDialog, SecretFormDialog
 from ..operations import (
     delete_sandbox,
     kill_sandbox,
@@ -72,7 +75,44 @@ class SandboxActionsScreen(MsbScreen):
     def action_start(self) -> None:
         allowed = frozenset({SandboxStatus.STOPPED, SandboxStatus.CRASHED})
         if name := self._target_in(allowed, "start"):
-            self._operate(name, start_sandbox, "starting", "is running")
+            self._with_secret_values(
+                name,
+                "starting",
+                lambda secrets: self._operate(
+                    name, lambda n: start_sandbox(n, secrets), "starting", "is running"
+                ),
+            )
+
+    def _with_secret_values(
+        self, name: str, doing: str, then: Callable[[tuple[SecretEntry, ...]], None]
+    ) -> None:
+        """Asks for the value of each secret of ``name`` that no source gives, then hands
+        them to ``then``; a cancelled form ends it there, with nothing started."""
+        info = self.target_info(name)
+        asked = [s for s in info.config.secrets if s.source is None] if info else []
+        given: list[SecretEntry] = []
+
+        def ask_next() -> None:
+            if len(given) == len(asked):
+                then(tuple(given))
+                return
+            secret: SecretConfig = asked[len(given)]
+            self.app.push_screen(
+                SecretFormDialog(
+                    secret, rotate=True, title=f"{secret.env_var}'s value for {doing} {name}"
+                ),
+                callback=answered,
+            )
+
+        def answered(entry: SecretEntry | None) -> None:
+            if entry is None:
+                missing = asked[len(given)].env_var
+                self.notify(f"{doing} {name} cancelled: {missing} has no value", markup=False)
+                return
+            given.append(entry)
+            ask_next()
+
+        ask_next()
 
     def action_pause(self) -> None:
         allowed = frozenset({SandboxStatus.RUNNING, SandboxStatus.PAUSED})
@@ -81,7 +121,13 @@ class SandboxActionsScreen(MsbScreen):
 
     def action_restart(self) -> None:
         if name := self._target_in(frozenset({SandboxStatus.RUNNING}), "restart"):
-            self._operate(name, restart_sandbox, "restarting", "restarted")
+            self._with_secret_values(
+                name,
+                "restarting",
+                lambda secrets: self._operate(
+                    name, lambda n: restart_sandbox(n, secrets), "restarting", "restarted"
+                ),
+            )
 
     def action_kill(self) -> None:
         name = self._target_in(_LIVE, "kill")
