@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from microsandbox_tui import (
     DEFAULT_IMAGE,
@@ -40,6 +41,18 @@ COMMAND_SEPARATOR = "--"
 READ_ONLY = "ro"
 
 
+@contextmanager
+def _flag_error(strip_location: bool = False) -> Iterator[None]:
+    """Turns the SDK's :class:`InvalidConfigError` about a flag's value into argparse's error;
+    ``strip_location`` drops the message's config location (``network.tls.bypass: ...``),
+    which names no flag."""
+    try:
+        yield
+    except InvalidConfigError as error:
+        message = str(error).split(": ", 1)[1] if strip_location else str(error)
+        raise argparse.ArgumentTypeError(message) from None
+
+
 def volume_flag(text: str) -> tuple[str, MountConfig]:
     """``-v SOURCE:GUEST_PATH[:ro]``: SOURCE is a host directory when it contains ``/`` or
     starts with ``.``, else a named volume."""
@@ -58,10 +71,8 @@ def volume_flag(text: str) -> tuple[str, MountConfig]:
 
 def size_flag(text: str) -> Size:
     """A size as :meth:`Size.parse` reads it: ``512M``, ``1.5G``; a number alone is MiB."""
-    try:
+    with _flag_error():
         return Size.parse(text)
-    except InvalidConfigError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def tmpfs_flag(text: str) -> tuple[str, MountConfig]:
@@ -75,48 +86,38 @@ def tmpfs_flag(text: str) -> tuple[str, MountConfig]:
 
 def publish_flag(text: str) -> PublishedPort:
     """``-p HOST:GUEST[/udp]`` or ``-p ADDR:HOST:GUEST[/tcp|udp]``."""
-    try:
+    with _flag_error():
         return parse_published_port(text)
-    except InvalidConfigError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def deny_domain_flag(text: str) -> str:
     """``--deny-domain NAME``; a leading dot denies the zone (``.evil.com``)."""
-    try:
+    with _flag_error(strip_location=True):
         if text.startswith("."):
             Network(deny_domain_suffixes=[text])
         else:
             Network(deny_domains=[text])
-    except InvalidConfigError as error:
-        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
     return text
 
 
 def nameserver_flag(text: str) -> str:
     """``--dns-nameserver ADDR``: an IP, ``IP:PORT`` or ``[IPv6]:PORT``."""
-    try:
+    with _flag_error(strip_location=True):
         DnsConfig(nameservers=[text])
-    except InvalidConfigError as error:
-        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
     return text
 
 
 def tls_bypass_flag(text: str) -> str:
     """``--tls-bypass NAME``: a name, or ``*.NAME`` for every name below it."""
-    try:
+    with _flag_error(strip_location=True):
         TlsConfig(bypass=[text])
-    except InvalidConfigError as error:
-        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
     return text
 
 
 def tls_upstream_ca_flag(text: str) -> str:
     """``--tls-upstream-ca PATH``: an existing PEM file, as an absolute path."""
-    try:
+    with _flag_error(strip_location=True):
         (path,) = TlsConfig(upstream_ca_cert=text).upstream_ca_certs
-    except InvalidConfigError as error:
-        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
     return path
 
 
@@ -127,10 +128,8 @@ def secret_flag(text: str) -> tuple[str, tuple[str, ...]]:
     hosts = tuple(host for host in hosts_text.split(",") if host)
     if not at or not hosts:
         raise argparse.ArgumentTypeError(f"{text!r}: expected ENV@HOST[,HOST...]")
-    try:
+    with _flag_error(strip_location=True):
         commands.secret_entry(env_var, hosts, ViolationAction.BLOCK_AND_LOG)
-    except InvalidConfigError as error:
-        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
     return env_var, hosts
 
 
@@ -147,10 +146,8 @@ def check_secret_flags(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 def rules_flag(text: str) -> tuple[Rule, ...]:
     """``--net-rule RULE[,RULE...]`` in the grammar of :func:`parse_rule`."""
-    try:
+    with _flag_error():
         return parse_rules(text)
-    except InvalidConfigError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _add_policy(parser: argparse.ArgumentParser, preset_default: str | None) -> None:
