@@ -1,5 +1,5 @@
-"""Reading a sandbox's logs: the guest console, the log of commands run in it, and the
-network's flow log."""
+"""Reading a sandbox's logs: the guest console, the log of commands run in it, the
+network's flow log, and its runtime's (supervisor's) log."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ class LogSource(StrEnum):
     EXEC = "exec"
     #: The flow log; :func:`read_logs` gives its records as lines for people.
     NETWORK = "network"
+    #: The sandbox's supervisor: how its VM started (from a template or cold, and why) and
+    #: what went wrong.
+    RUNTIME = "runtime"
 
 
 def _read_lines(path: Path) -> list[str]:

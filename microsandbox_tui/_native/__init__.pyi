@@ -194,8 +194,8 @@ def set_network_policy(name: str, policy_json: str) -> None:
     ``NetworkChangeError`` when the running network cannot change its policy."""
 
 def log_path(name: str, source: str) -> str:
-    """The ``console``, ``exec`` or ``network`` log of a sandbox; its previous generation has
-    ``.1`` appended."""
+    """The ``console``, ``exec``, ``network`` or ``runtime`` log of a sandbox; its previous
+    generation has ``.1`` appended."""
 
 @final
 class ExecResult:

@@ -1,11 +1,8 @@
 """What the benchmarks need beyond the SDK; only in development builds (the ``bench`` feature
 of the native module)."""
 
-__all__ = ["boot_command", "hello_frame"]
+__all__ = ["boot_command"]
 
 def boot_command(work_dir: str) -> list[str]:
     """QEMU argv booting the default image with its per-VM files in ``work_dir``: the kernel,
     initramfs and devices a sandbox gets, without the supervisor."""
-
-def hello_frame() -> bytes:
-    """The host's first frame on the agent channel (hello with the current time)."""

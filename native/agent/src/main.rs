@@ -1,7 +1,7 @@
 //! The guest agent: `/init` (PID 1) of every sandbox VM.
 //!
 //! It turns the initramfs into the sandbox's system (kernel modules, root file system, the
-//! usual mounts; see [`boot`]) and then serves the host over the `agent` virtio-serial port
+//! usual mounts; see [`boot`], finished from the host's first hello) and serves the host over the `agent` virtio-serial port
 //! (see [`server`]): hello, clock and network (see [`network`]), ping, command execution,
 //! file system requests and volume mounts (see [`fs`]), shutdown.
 
@@ -16,7 +16,6 @@ macro_rules! log {
 
 mod boot;
 mod channel;
-mod cmdline;
 mod exec;
 mod fs;
 mod modules;
@@ -38,12 +37,10 @@ fn main() {
         log!("this is the init of a sandbox VM and only runs as PID 1");
         std::process::exit(2);
     }
-    match boot::boot() {
-        Ok(booted) => server::serve(booted),
-        Err(error) => {
-            // Nothing can work without a root file system: say why on the console and stop.
-            log!("boot failed: {error}");
-            power::off()
-        }
+    if let Err(error) = boot::early() {
+        // Nothing can work without /proc, /sys and /dev: say why on the console and stop.
+        log!("boot failed: {error}");
+        power::off()
     }
+    server::serve()
 }

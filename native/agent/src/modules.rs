@@ -1,5 +1,6 @@
 //! Loading the kernel modules the initramfs carries. The host computed the dependency order
-//! and wrote it to `/lib/modules/order`, so no depmod data is needed in the guest.
+//! and wrote it to two lists in `/lib/modules` (`msb_protocol::EARLY_MODULE_LIST` and
+//! `DEVICE_MODULE_LIST`), so no depmod data is needed in the guest.
 
 use crate::sys;
 use std::os::fd::AsFd;
@@ -22,11 +23,11 @@ pub fn parse_order(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Loads every listed module. A module that fails is reported and skipped: a missing
+/// Loads every module listed in `list`. A module that fails is reported and skipped: a missing
 /// optional driver (balloon, rng) must not keep the sandbox from booting, and a missing
 /// essential one shows up as a clear error later (no disk, no agent port).
-pub fn load_all() -> Vec<ModuleError> {
-    let Ok(order) = std::fs::read_to_string(Path::new(MODULE_DIR).join("order")) else {
+pub fn load_all(list: &str) -> Vec<ModuleError> {
+    let Ok(order) = std::fs::read_to_string(Path::new(MODULE_DIR).join(list)) else {
         return Vec::new();
     };
     parse_order(&order)

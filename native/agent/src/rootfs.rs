@@ -2,9 +2,9 @@
 //! virtio-blk disks, or a virtio-fs share), giving it the usual kernel file systems, and
 //! switching into it.
 
-use crate::cmdline::{LowerSpec, RootSpec};
 use crate::sys;
 use msb_protocol::filesystem::DiskFilesystem;
+use msb_protocol::guest::{GuestLower, GuestRoot};
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
@@ -109,12 +109,12 @@ fn create_dir(path: &str) -> Result<(), RootError> {
     })
 }
 
-/// Mounts the root file system described by the command line at [`NEW_ROOT`].
-pub fn mount_root(root: &RootSpec) -> Result<(), RootError> {
+/// Mounts the root file system the hello describes at [`NEW_ROOT`].
+pub fn mount_root(root: &GuestRoot) -> Result<(), RootError> {
     create_dir(NEW_ROOT)?;
     match root {
-        RootSpec::Virtiofs { tag } => mount(tag, NEW_ROOT, "virtiofs", 0, ""),
-        RootSpec::Overlay { lowers, upper } => {
+        GuestRoot::Virtiofs { tag } => mount(tag, NEW_ROOT, "virtiofs", 0, ""),
+        GuestRoot::Overlay { lowers, upper } => {
             let mut serials: Vec<&str> = lowers.iter().map(|l| l.serial.as_str()).collect();
             serials.push(upper);
             let disks = wait_for_disks(&serials)?;
@@ -138,7 +138,7 @@ pub fn mount_root(root: &RootSpec) -> Result<(), RootError> {
 }
 
 /// Mounts a lower read-only with the file system the host named, else the detected one.
-fn mount_lower(lower: &LowerSpec, device: &str, dir: &str) -> Result<(), RootError> {
+fn mount_lower(lower: &GuestLower, device: &str, dir: &str) -> Result<(), RootError> {
     let fstype = match lower.fstype {
         Some(fstype) => fstype,
         None => filesystem_of(device)?,

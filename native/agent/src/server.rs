@@ -7,7 +7,7 @@
 //! again and serves it as a new connection: sessions and file transfers of the old host are
 //! hung up and their late output is dropped. It never exits.
 
-use crate::boot::Booted;
+use crate::boot::{self, Booted};
 use crate::channel::Channel;
 use crate::exec::{self, input::Input};
 use crate::fs::{self, Cancel, Piece};
@@ -17,12 +17,12 @@ use crate::reaper::Reaper;
 use crate::sessions::{Session, Sessions, Target};
 use crate::{shutdown, sys};
 use msb_protocol::guest::{
-    AgentError, AgentErrorKind, AgentMessage, GuestNetwork, HostMessage, HELLO_ID,
+    AgentError, AgentErrorKind, AgentMessage, GuestBoot, GuestNetwork, HostMessage, HELLO_ID,
 };
 use msb_protocol::{Frame, FrameError, AGENT_PORT_NAME, FLAG_END, PROTOCOL_VERSION};
 use std::io::BufReader;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// How often to look for a host while none is connected.
@@ -32,7 +32,8 @@ const READ_BUFFER: usize = 256 * 1024;
 const DISCARD_SETTLE: Duration = Duration::from_millis(50);
 
 struct Server {
-    booted: Booted,
+    /// Set by the first hello (see [`boot::finish`]); until then only a hello is served.
+    booted: OnceLock<Booted>,
     context: exec::Context,
     fs: fs::Service,
     network: NetworkSetup,
@@ -56,7 +57,7 @@ fn error(kind: AgentErrorKind, message: String) -> AgentMessage {
 }
 
 /// Serves the host forever.
-pub fn serve(booted: Booted) -> ! {
+pub fn serve() -> ! {
     let reaper = Arc::new(Reaper::default());
     {
         let reaper = reaper.clone();
@@ -68,7 +69,7 @@ pub fn serve(booted: Booted) -> ! {
     }
     let channel = Arc::new(Channel::default());
     let server = Server {
-        booted,
+        booted: OnceLock::new(),
         fs: fs::Service::new(channel.clone()),
         network: NetworkSetup::default(),
         context: exec::Context {
@@ -87,6 +88,10 @@ pub fn serve(booted: Booted) -> ! {
     let mut port = open_port(&path);
     loop {
         let generation = server.context.channel.attach(port.clone());
+        if server.booted.get().is_none() {
+            // The point a template is saved at: the host waits for this before it does.
+            server.send(generation, HELLO_ID, FLAG_END, &AgentMessage::AwaitingHello);
+        }
         let mut reader = BufReader::with_capacity(READ_BUFFER, PortReader::new(port.clone()));
         let mut frames = 0u64;
         let ended = loop {
@@ -200,9 +205,24 @@ impl Server {
             HostMessage::Hello {
                 version,
                 unix_time_ns,
+                boot,
                 network,
                 tls_ca_pem,
-            } => self.hello(generation, version, unix_time_ns, network, tls_ca_pem),
+            } => self.hello(
+                generation,
+                version,
+                unix_time_ns,
+                &boot,
+                network,
+                tls_ca_pem,
+            ),
+            _ if self.booted.get().is_none() => {
+                let reply = error(
+                    AgentErrorKind::InvalidRequest,
+                    "the guest has not booted: the first frame must be the hello".into(),
+                );
+                self.send(generation, id, FLAG_END, &reply)
+            }
             HostMessage::Ping => self.send(generation, id, FLAG_END, &AgentMessage::Pong),
             HostMessage::Exec(request) => {
                 if self.context.sessions.is_running(id) {
@@ -251,7 +271,8 @@ impl Server {
                     &AgentMessage::ShutdownAck,
                 );
                 self.fs.stop_all(generation);
-                shutdown::shutdown(&self.booted.old_root, self.booted.overlay);
+                let booted = self.booted.get().expect("only a booted guest gets here");
+                shutdown::shutdown(&booted.old_root, booted.overlay);
             }
         }
     }
@@ -306,11 +327,39 @@ impl Server {
         self.send(generation, id, FLAG_END, &reply);
     }
 
+    /// The boot, finished from `boot` on the first hello. A guest that cannot finish booting
+    /// tells the host why and powers off: nothing can work without its root.
+    fn boot(&self, generation: u64, boot: &GuestBoot) -> Option<&Booted> {
+        if let Some(booted) = self.booted.get() {
+            return Some(booted);
+        }
+        log!(
+            "booting {} ({:.2} s after kernel start)",
+            boot.hostname,
+            uptime()
+        );
+        match boot::finish(boot) {
+            Ok(booted) => Some(self.booted.get_or_init(|| booted)),
+            Err(boot_error) => {
+                log!("boot failed: {boot_error}");
+                let reply = error(
+                    AgentErrorKind::Internal,
+                    format!("boot failed: {boot_error}"),
+                );
+                self.context
+                    .channel
+                    .send_last(generation, HELLO_ID, FLAG_END, &reply);
+                crate::power::off()
+            }
+        }
+    }
+
     fn hello(
         &self,
         generation: u64,
         version: u32,
         unix_time_ns: u64,
+        boot: &GuestBoot,
         network: Option<GuestNetwork>,
         tls_ca_pem: Option<String>,
     ) {
@@ -326,7 +375,10 @@ impl Server {
         if let Err(clock_error) = sys::set_realtime_clock(unix_time_ns) {
             log!("cannot set the clock: {clock_error}");
         }
-        let root = if self.booted.overlay {
+        let Some(booted) = self.boot(generation, boot) else {
+            return;
+        };
+        let root = if booted.overlay {
             network::Root::Ours
         } else {
             network::Root::LiveHostDirectory

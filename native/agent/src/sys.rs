@@ -138,6 +138,28 @@ pub fn set_hostname(name: &str) -> io::Result<()> {
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
 }
 
+/// `RNDADDENTROPY` and `RNDRESEEDCRNG` from `<linux/random.h>` (`_IOW('R', 0x03, int[2])` and
+/// `_IO('R', 0x07)`), which the libc crate does not define.
+const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+
+/// Mixes `bytes` into the kernel's input pool, credited as entropy, and makes the kernel's
+/// generator reseed from it at once, so that every random byte from here on depends on them.
+pub fn add_entropy_and_reseed(bytes: &[u8]) -> io::Result<()> {
+    let random = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")?;
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut request = Vec::with_capacity(8 + bytes.len());
+    request.extend_from_slice(&((bytes.len() * 8) as i32).to_ne_bytes());
+    request.extend_from_slice(&(bytes.len() as i32).to_ne_bytes());
+    request.extend_from_slice(bytes);
+    // SAFETY: `request` is a rand_pool_info followed by `buf_size` bytes.
+    check(unsafe { libc::ioctl(random.as_raw_fd(), RNDADDENTROPY, request.as_ptr()) })?;
+    // SAFETY: RNDRESEEDCRNG takes no argument.
+    check(unsafe { libc::ioctl(random.as_raw_fd(), RNDRESEEDCRNG) }).map(drop)
+}
+
 /// Sets the wall clock; the guest has no battery-backed clock of its own to trust.
 pub fn set_realtime_clock(unix_time_ns: u64) -> io::Result<()> {
     let time = libc::timespec {

@@ -6,7 +6,7 @@
 
 use crate::cpio::{Entry, Writer};
 use crate::fsutil;
-use crate::kernel::KernelArtifacts;
+use crate::kernel::{self, KernelArtifacts};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// Bumped whenever the archive's layout changes, so that old cached archives are not reused.
-const FORMAT_VERSION: &str = "msb-initramfs-1";
+/// 2: the module order split into an early and a device list.
+const FORMAT_VERSION: &str = "msb-initramfs-2";
 const CACHE_DIR: &str = "initramfs";
 const DIRECTORIES: &[&str] = &["dev", "proc", "sys", "newroot", "lib", "lib/modules"];
 /// The console device (major 5, minor 1): the kernel opens it for init's stdio before /dev
@@ -110,7 +111,14 @@ fn cache_key(agent: &[u8], release: &str, modules: &[Module]) -> String {
 fn write_archive(path: &Path, agent: &[u8], modules: &[Module]) -> Result<(), InitramfsError> {
     let file = File::create(path).map_err(io_error(path))?;
     let mut writer = Writer::new(BufWriter::new(file));
-    let order: String = modules.iter().map(|m| format!("{}\n", m.name)).collect();
+    let list = |devices: bool| -> String {
+        modules
+            .iter()
+            .filter(|m| kernel::is_device_driver(&m.name) == devices)
+            .map(|m| format!("{}\n", m.name))
+            .collect()
+    };
+    let (early, devices) = (list(false), list(true));
     let write = |writer: &mut Writer<_>| -> std::io::Result<()> {
         for dir in DIRECTORIES {
             writer.add(&Entry::dir(dir))?;
@@ -124,7 +132,17 @@ fn write_archive(path: &Path, agent: &[u8], modules: &[Module]) -> Result<(), In
                 &module.bytes,
             ))?;
         }
-        writer.add(&Entry::file("lib/modules/order", 0o644, order.as_bytes()))
+        for (name, order) in [
+            (msb_protocol::EARLY_MODULE_LIST, &early),
+            (msb_protocol::DEVICE_MODULE_LIST, &devices),
+        ] {
+            writer.add(&Entry::file(
+                &format!("lib/modules/{name}"),
+                0o644,
+                order.as_bytes(),
+            ))?;
+        }
+        Ok(())
     };
     write(&mut writer).map_err(io_error(path))?;
     let mut out = writer.finish().map_err(io_error(path))?;
@@ -181,10 +199,8 @@ mod tests {
             assert_eq!(find(d).mode & S_IFDIR, S_IFDIR);
         }
         assert_eq!(find("lib/modules/virtio-rng.ko").data, b"rng");
-        assert_eq!(
-            find("lib/modules/order").data,
-            b"virtio_ring.ko\nvirtio-rng.ko\n"
-        );
+        assert_eq!(find("lib/modules/order").data, b"virtio_ring.ko\n");
+        assert_eq!(find("lib/modules/order.devices").data, b"virtio-rng.ko\n");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod qemu;
 pub mod qmp;
+pub mod snapshot;
 pub mod tsc;
 
 mod cpio;

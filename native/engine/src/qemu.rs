@@ -6,6 +6,7 @@
 
 use crate::accel::Accelerator;
 use msb_protocol::filesystem::DiskFilesystem;
+use msb_protocol::guest::{GuestLower, GuestRoot};
 use std::ffi::{CStr, CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -231,6 +232,27 @@ pub struct VmConfig {
     pub extra_disks: Vec<ExtraDisk>,
     /// Volume directories shared with virtio-fs, besides a virtio-fs root.
     pub shares: Vec<Share>,
+    /// Guest RAM in a template's memory file, to save a template or restore from one.
+    pub template: Option<TemplateMemory>,
+}
+
+/// A template's guest RAM: a file QEMU maps as the guest's memory (see
+/// [`crate::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateMemory {
+    pub ram_file: PathBuf,
+    pub role: TemplateRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateRole {
+    /// The VM builds the template: its RAM is the file itself (`share=on`), which is left
+    /// holding the guest's memory when QEMU stops.
+    Save,
+    /// The VM starts from the template: a private copy-on-write mapping of the file
+    /// (`share=off`), whose pages every sandbox of the template shares until it writes them,
+    /// and QEMU waits for the device state (`-incoming defer`).
+    Restore,
 }
 
 impl VmConfig {
@@ -440,6 +462,7 @@ pub fn arguments(cfg: &VmConfig) -> Vec<String> {
     // Entropy: without it a fresh guest can block in getrandom() for a long time.
     args.pair("-device", "virtio-rng-device");
     virtiofs_arguments(&mut args, cfg);
+    template_arguments(&mut args, cfg);
     root_arguments(&mut args, cfg);
     for (index, disk) in cfg.extra_disks.iter().enumerate() {
         let id = format!("disk{index}");
@@ -462,10 +485,32 @@ pub fn arguments(cfg: &VmConfig) -> Vec<String> {
 /// virtio_mmio finds the devices. virtio-fs needs guest RAM in shared memory.
 fn machine(cfg: &VmConfig) -> String {
     let mut machine = format!("microvm,x-option-roms=off,rtc={RTC},acpi=on");
-    if cfg.virtiofs_shares().next().is_some() {
+    if cfg.virtiofs_shares().next().is_some() || cfg.template.is_some() {
         machine.push_str(",memory-backend=mem");
     }
     machine
+}
+
+/// Guest RAM in the template's memory file; a restoring VM waits for the device state.
+fn template_arguments(args: &mut Args, cfg: &VmConfig) {
+    let Some(template) = &cfg.template else {
+        return;
+    };
+    let share = match template.role {
+        TemplateRole::Save => "on",
+        TemplateRole::Restore => "off",
+    };
+    args.pair(
+        "-object",
+        &format!(
+            "memory-backend-file,id=mem,size={}M,mem-path={},share={share}",
+            cfg.memory_mib,
+            path(&template.ram_file)
+        ),
+    );
+    if template.role == TemplateRole::Restore {
+        args.pair("-incoming", "defer");
+    }
 }
 
 /// One shared-memory backend for the guest's RAM (virtiofsd maps it), then a vhost-user-fs
@@ -522,56 +567,38 @@ fn lower_serial(index: usize) -> String {
     format!("{LAYER_SERIAL_PREFIX}{index}")
 }
 
-/// The kernel command line: base parameters, the TSC rate under TCG, and the `msb.*` keys
-/// the guest agent reads (`msb.hostname`, `msb.root`, `msb.root_tag` or `msb.lower` +
-/// `msb.upper`). `msb.lower` lists the lowers' serials, top first, each followed by
-/// `:FSTYPE` when the guest must mount it with that file system rather than detect one
-/// (`msb.lower=layer0:ext4,layer1`): one list, so a file system cannot be paired with the
-/// wrong disk.
+/// The kernel command line: base parameters and the TSC rate under TCG. Nothing of one
+/// sandbox goes here (its root and hostname travel in the hello, see [`guest_root`]), so
+/// that every sandbox of a shape boots the same guest and can share a template.
 pub fn kernel_command_line(cfg: &VmConfig) -> String {
     let mut params: Vec<String> = BASE_KERNEL_PARAMS.iter().map(|p| p.to_string()).collect();
     if cfg.accelerator == Accelerator::Tcg && cfg.tsc_khz > 0 {
         params.push(format!("tsc_early_khz={}", cfg.tsc_khz));
         params.push("tsc=reliable".into());
     }
-    params.push(format!("msb.hostname={}", cmdline_word(&cfg.name)));
-    match &cfg.root {
-        RootDisk::Virtiofs(share) => {
-            params.push("msb.root=virtiofs".into());
-            params.push(format!("msb.root_tag={}", cmdline_word(&share.tag)));
-        }
-        RootDisk::Overlay { lowers, .. } => {
-            let lowers: Vec<String> = lowers.iter().enumerate().map(lower_word).collect();
-            params.push("msb.root=overlay".into());
-            params.push(format!("msb.lower={}", lowers.join(",")));
-            params.push(format!("msb.upper={UPPER_SERIAL}"));
-        }
-    }
     params.join(" ")
 }
 
-/// `SERIAL` or `SERIAL:FSTYPE`; file system names are plain command-line words already.
-fn lower_word((index, lower): (usize, &Lower)) -> String {
-    let serial = lower_serial(index);
-    match lower.fstype() {
-        Some(fstype) => format!("{serial}:{fstype}"),
-        None => serial,
+/// What the guest agent is told to mount as its root: the virtio-fs tag, or the disks'
+/// serials (lowers top first, each with the file system the guest must mount it with when
+/// it must not detect one), as [`arguments`] attaches them.
+pub fn guest_root(root: &RootDisk) -> GuestRoot {
+    match root {
+        RootDisk::Virtiofs(share) => GuestRoot::Virtiofs {
+            tag: share.tag.clone(),
+        },
+        RootDisk::Overlay { lowers, .. } => GuestRoot::Overlay {
+            lowers: lowers
+                .iter()
+                .enumerate()
+                .map(|(index, lower)| GuestLower {
+                    serial: lower_serial(index),
+                    fstype: lower.fstype(),
+                })
+                .collect(),
+            upper: UPPER_SERIAL.to_string(),
+        },
     }
-}
-
-/// The kernel splits its command line on spaces and treats quotes specially; a value with
-/// anything but these characters would be cut or misread.
-fn cmdline_word(value: &str) -> String {
-    value
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
 }
 
 /// Doubles commas, QEMU's escape inside `key=value,...` options.
@@ -646,6 +673,7 @@ mod tests {
             net: None,
             extra_disks: vec![],
             shares: vec![],
+            template: None,
         }
     }
 
@@ -686,8 +714,7 @@ mod tests {
         assert_eq!(values(&args, "-initrd"), ["/c/init.cpio"]);
         assert_eq!(
             values(&args, "-append"),
-            ["console=ttyS0 quiet reboot=t panic=-1 tsc_early_khz=2596142 tsc=reliable msb.hostname=web \
-              msb.root=overlay msb.lower=layer0,layer1 msb.upper=upper"]
+            ["console=ttyS0 quiet reboot=t panic=-1 tsc_early_khz=2596142 tsc=reliable"]
         );
         assert_eq!(
             values(&args, "-chardev"),
@@ -754,8 +781,16 @@ mod tests {
             ]
         );
         assert!(values(&args, "-device").contains(&"virtio-blk-device,drive=layer0,serial=layer0"));
-        assert!(values(&args, "-append")[0]
-            .ends_with(" msb.root=overlay msb.lower=layer0:ext4 msb.upper=upper"));
+        assert_eq!(
+            guest_root(&cfg.root),
+            GuestRoot::Overlay {
+                lowers: vec![GuestLower {
+                    serial: "layer0".into(),
+                    fstype: Some(DiskFilesystem::Ext4)
+                }],
+                upper: "upper".into()
+            }
+        );
         assert_eq!(cfg.root.virtio_devices(), 2);
     }
 
@@ -767,7 +802,10 @@ mod tests {
             values(&args, "-drive")[0],
             "id=layer0,file=/h/root.img,format=raw,if=none,snapshot=on"
         );
-        assert!(values(&args, "-append")[0].ends_with(" msb.lower=layer0 msb.upper=upper"));
+        let GuestRoot::Overlay { lowers, .. } = guest_root(&cfg.root) else {
+            panic!("an overlay root");
+        };
+        assert_eq!(lowers[0].fstype, None);
     }
 
     #[test]
@@ -779,8 +817,22 @@ mod tests {
             disk("/h/bottom.qcow2", "qcow2", Some(DiskFilesystem::Ext2)),
         ]);
         let args = arguments(&cfg);
-        assert!(values(&args, "-append")[0]
-            .ends_with(" msb.lower=layer0,layer1:erofs,layer2,layer3:ext2 msb.upper=upper"));
+        let GuestRoot::Overlay { lowers, .. } = guest_root(&cfg.root) else {
+            panic!("an overlay root");
+        };
+        let described: Vec<(&str, Option<DiskFilesystem>)> = lowers
+            .iter()
+            .map(|lower| (lower.serial.as_str(), lower.fstype))
+            .collect();
+        assert_eq!(
+            described,
+            [
+                ("layer0", None),
+                ("layer1", Some(DiskFilesystem::Erofs)),
+                ("layer2", None),
+                ("layer3", Some(DiskFilesystem::Ext2)),
+            ]
+        );
         assert_eq!(
             values(&args, "-drive")[..4],
             [
@@ -793,15 +845,29 @@ mod tests {
     }
 
     #[test]
-    fn every_fstype_is_one_word_of_the_kernel_command_line() {
-        for fstype in DiskFilesystem::ALL {
-            let name = fstype.name();
-            assert_eq!(cmdline_word(name), name);
-            assert!(
-                !name.contains([':', ',']),
-                "{name} would split the lower list"
-            );
-        }
+    fn a_template_is_saved_from_shared_file_memory_and_restored_from_a_private_mapping() {
+        let mut cfg = config(overlay(), Accelerator::Tcg);
+        cfg.template = Some(TemplateMemory {
+            ram_file: "/t/ab,c/ram".into(),
+            role: TemplateRole::Save,
+        });
+        let args = arguments(&cfg);
+        assert_eq!(
+            values(&args, "-M"),
+            ["microvm,x-option-roms=off,rtc=on,acpi=on,memory-backend=mem"]
+        );
+        assert_eq!(
+            values(&args, "-object"),
+            ["memory-backend-file,id=mem,size=512M,mem-path=/t/ab,,c/ram,share=on"]
+        );
+        assert!(values(&args, "-incoming").is_empty());
+        cfg.template.as_mut().unwrap().role = TemplateRole::Restore;
+        let args = arguments(&cfg);
+        assert_eq!(
+            values(&args, "-object"),
+            ["memory-backend-file,id=mem,size=512M,mem-path=/t/ab,,c/ram,share=off"]
+        );
+        assert_eq!(values(&args, "-incoming"), ["defer"]);
     }
 
     #[test]
@@ -826,7 +892,7 @@ mod tests {
             tag: "rootfs".into(),
         });
         assert_eq!(root.virtio_devices(), 1);
-        let args = arguments(&config(root, Accelerator::Tcg));
+        let args = arguments(&config(root.clone(), Accelerator::Tcg));
         assert_eq!(
             values(&args, "-M"),
             ["microvm,x-option-roms=off,rtc=on,acpi=on,memory-backend=mem"]
@@ -838,8 +904,12 @@ mod tests {
         assert_eq!(values(&args, "-global"), ["virtio-mmio.force-legacy=false"]);
         assert!(values(&args, "-chardev").contains(&"socket,id=vfs0,path=/s/vfs.sock"));
         assert!(values(&args, "-device").contains(&"vhost-user-fs-device,chardev=vfs0,tag=rootfs"));
-        assert!(values(&args, "-append")[0]
-            .ends_with("msb.hostname=web msb.root=virtiofs msb.root_tag=rootfs"));
+        assert_eq!(
+            guest_root(&root),
+            GuestRoot::Virtiofs {
+                tag: "rootfs".into()
+            }
+        );
         assert!(values(&args, "-drive").is_empty());
     }
 
@@ -976,7 +1046,7 @@ mod tests {
             values(&args, "-chardev")[0],
             "socket,id=console,path=/odd,,dir/console.sock,server=off"
         );
-        assert!(values(&args, "-append")[0].contains("msb.hostname=a-b-c "));
+        assert!(!values(&args, "-append")[0].contains("a,b"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -91,6 +92,20 @@ impl Qmp {
             .and_then(Value::as_str)
             .map(str::to_string)
             .ok_or_else(|| QmpError::Protocol(format!("query-status without status: {status}")))
+    }
+
+    /// Hands QEMU descriptor `fd` under `name` (`getfd`), for commands that take `fd:NAME`.
+    /// QEMU takes it from the command's message (`SCM_RIGHTS`); outgoing migrations accept
+    /// only such named descriptors, not inherited ones.
+    pub fn pass_fd(&mut self, name: &str, fd: BorrowedFd<'_>) -> Result<(), QmpError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let line = format!(
+            "{}\n",
+            json!({ "execute": "getfd", "arguments": { "fdname": name }, "id": id })
+        );
+        send_with_fd(&self.writer, line.as_bytes(), fd)?;
+        self.reply("getfd", id).map(drop)
     }
 
     /// Pauses the vCPUs.
@@ -190,6 +205,42 @@ impl Qmp {
             Err(error) => Err(error.into()),
         }
     }
+}
+
+/// Writes `bytes` with `fd` attached as `SCM_RIGHTS`, in one `sendmsg`.
+fn send_with_fd(socket: &UnixStream, bytes: &[u8], fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: msghdr is plain data; the pointers set below outlive the sendmsg call.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = space as _;
+    // SAFETY: the control buffer holds one header with room for one descriptor.
+    unsafe {
+        let header = libc::CMSG_FIRSTHDR(&message);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), raw);
+    }
+    // SAFETY: a valid msghdr on a connected socket.
+    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &message, 0) };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if (sent as usize) < bytes.len() {
+        // The descriptor went with the first bytes; the rest is an ordinary write.
+        (&*socket).write_all(&bytes[sent as usize..])?;
+    }
+    Ok(())
 }
 
 fn connect_with_retry(path: &Path, timeout: Duration) -> Result<UnixStream, QmpError> {

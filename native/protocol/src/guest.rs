@@ -9,15 +9,67 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// Request id of the hello handshake, the first frame in each direction.
 pub const HELLO_ID: u32 = 0;
 
+/// Everything sandbox-specific the agent needs to finish booting. It travels in the hello
+/// rather than on the kernel command line so that a guest restored from a template (a
+/// snapshot taken while the agent waited for its first hello) gets its own: the template's
+/// command line is the same for every sandbox of its shape.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestBoot {
+    pub root: GuestRoot,
+    /// The kernel hostname.
+    pub hostname: String,
+    /// Bytes from the host's random source, mixed into the guest kernel's entropy pool and
+    /// made to reseed its generator before anything else runs: guests restored from one
+    /// template would otherwise share the random state the template was saved with.
+    #[serde(with = "serde_bytes")]
+    pub entropy: Vec<u8>,
+}
+
+impl std::fmt::Debug for GuestBoot {
+    /// Leaves the entropy out: it seeds the guest's keys and has no business in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestBoot")
+            .field("root", &self.root)
+            .field("hostname", &self.hostname)
+            .field("entropy", &format_args!("[{} bytes]", self.entropy.len()))
+            .finish()
+    }
+}
+
+/// Where the sandbox's root file system comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GuestRoot {
+    /// A host directory shared with virtio-fs under this tag.
+    Virtiofs { tag: String },
+    /// virtio-blk disks, named by their serial: read-only lowers (top-most first) joined by
+    /// overlayfs over a writable upper disk.
+    Overlay {
+        lowers: Vec<GuestLower>,
+        upper: String,
+    },
+}
+
+/// One read-only lower disk of an overlay root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestLower {
+    /// The disk's virtio-blk serial.
+    pub serial: String,
+    /// The file system to mount it with; `None` means detect it from the superblock.
+    pub fstype: Option<crate::filesystem::DiskFilesystem>,
+}
+
 /// Host → agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HostMessage {
     /// First frame of a connection. Carries the host's wall clock, because the guest has no
-    /// RTC, and the guest's network.
+    /// RTC, what the guest boots into (the first hello of a boot; later ones repeat it and
+    /// the agent ignores it), and the guest's network.
     Hello {
         version: u32,
         unix_time_ns: u64,
+        boot: GuestBoot,
         /// `None`: the sandbox has no network interface. Added within version 2 without a
         /// bump, being compatible both ways: a hello without it decodes as `None`, and an
         /// agent that does not know it ignores it (like any unknown field).
@@ -276,6 +328,10 @@ pub struct ResourceLimit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentMessage {
+    /// Sent by an agent that has not booted yet each time a host connects: it has loaded
+    /// only what the channel needs, touched no disk and no sandbox data, and waits for the
+    /// hello. A host building a template saves the VM at this point.
+    AwaitingHello,
     Hello {
         version: u32,
         agent_version: String,
@@ -453,70 +509,33 @@ mod tests {
         }
     }
 
-    /// The hello's network as it was before it carried IPv6.
-    #[derive(Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(tag = "type", rename_all = "snake_case")]
-    enum HelloWithIpv4Network {
-        Hello {
-            version: u32,
-            unix_time_ns: u64,
-            network: Option<Ipv4Network>,
-        },
-    }
-
-    #[derive(Debug, PartialEq, Serialize, Deserialize)]
-    struct Ipv4Network {
-        mac: [u8; 6],
-        #[serde(with = "super::ipv4_octets")]
-        address: Ipv4Addr,
-        prefix_len: u8,
-        #[serde(with = "super::ipv4_octets")]
-        gateway: Ipv4Addr,
-        mtu: u16,
-        hostname: String,
-        host_alias: String,
+    fn guest_boot() -> GuestBoot {
+        GuestBoot {
+            root: GuestRoot::Overlay {
+                lowers: vec![
+                    GuestLower {
+                        serial: "layer0".into(),
+                        fstype: Some(crate::filesystem::DiskFilesystem::Erofs),
+                    },
+                    GuestLower {
+                        serial: "layer1".into(),
+                        fstype: None,
+                    },
+                ],
+                upper: "upper".into(),
+            },
+            hostname: "web".into(),
+            entropy: vec![7; 64],
+        }
     }
 
     #[test]
-    fn a_network_without_the_ipv6_field_decodes_as_ipv4_only() {
-        let old = HelloWithIpv4Network::Hello {
-            version: 2,
-            unix_time_ns: 42,
-            network: Some(Ipv4Network {
-                mac: [0x02, 0x6d, 0x73, 0x62, 0x00, 0x01],
-                address: Ipv4Addr::new(172, 16, 0, 2),
-                prefix_len: 30,
-                gateway: Ipv4Addr::new(172, 16, 0, 1),
-                mtu: 1500,
-                hostname: "web".into(),
-                host_alias: "host.msb.internal".into(),
-            }),
-        };
-        let frame = Frame::new(HELLO_ID, crate::FLAG_END, &old).unwrap();
-        assert_eq!(
-            frame.decode::<HostMessage>().unwrap(),
-            HostMessage::Hello {
-                version: 2,
-                unix_time_ns: 42,
-                network: Some(guest_network()),
-                tls_ca_pem: None,
-            }
-        );
-    }
-
-    /// The hello as it was before it carried a network.
-    #[derive(Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(tag = "type", rename_all = "snake_case")]
-    enum HelloWithoutNetwork {
-        Hello { version: u32, unix_time_ns: u64 },
-    }
-
-    #[test]
-    fn a_hello_with_a_network_round_trips() {
+    fn a_hello_with_its_boot_and_network_round_trips() {
         for network in [Some(guest_network()), Some(guest_network_with_ipv6()), None] {
             let hello = HostMessage::Hello {
                 version: crate::PROTOCOL_VERSION,
                 unix_time_ns: 1_700_000_000_000_000_000,
+                boot: guest_boot(),
                 network,
                 tls_ca_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
             };
@@ -526,38 +545,28 @@ mod tests {
     }
 
     #[test]
-    fn a_hello_without_the_network_field_decodes_as_no_network() {
-        let old = HelloWithoutNetwork::Hello {
-            version: 2,
-            unix_time_ns: 42,
+    fn a_virtiofs_root_round_trips() {
+        let boot = GuestBoot {
+            root: GuestRoot::Virtiofs { tag: "root".into() },
+            ..guest_boot()
         };
-        let frame = Frame::new(HELLO_ID, crate::FLAG_END, &old).unwrap();
-        assert_eq!(
-            frame.decode::<HostMessage>().unwrap(),
-            HostMessage::Hello {
-                version: 2,
-                unix_time_ns: 42,
-                network: None,
-                tls_ca_pem: None,
-            }
-        );
+        let frame = Frame::new(HELLO_ID, crate::FLAG_END, &boot).unwrap();
+        assert_eq!(frame.decode::<GuestBoot>().unwrap(), boot);
     }
 
     #[test]
-    fn an_agent_that_predates_the_network_field_still_reads_the_hello() {
-        let hello = HostMessage::Hello {
-            version: 2,
-            unix_time_ns: 42,
-            network: Some(guest_network()),
-            tls_ca_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
-        };
-        let frame = Frame::new(HELLO_ID, crate::FLAG_END, &hello).unwrap();
+    fn the_boot_entropy_stays_out_of_debug_output() {
+        let shown = format!("{:?}", guest_boot());
+        assert!(shown.contains("[64 bytes]"), "{shown}");
+        assert!(!shown.contains("7, 7"), "{shown}");
+    }
+
+    #[test]
+    fn awaiting_hello_round_trips() {
+        let frame = Frame::new(HELLO_ID, crate::FLAG_END, &AgentMessage::AwaitingHello).unwrap();
         assert_eq!(
-            frame.decode::<HelloWithoutNetwork>().unwrap(),
-            HelloWithoutNetwork::Hello {
-                version: 2,
-                unix_time_ns: 42
-            }
+            frame.decode::<AgentMessage>().unwrap(),
+            AgentMessage::AwaitingHello
         );
     }
 

@@ -27,7 +27,13 @@ pub use frame::{
 /// Version of the message set. Bumped on any incompatible change; both sides refuse a peer
 /// with a different major version during the hello handshake. A new field that decodes to a
 /// default when absent (`#[serde(default)]`) is compatible: older peers ignore it.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The initramfs's module lists in `/lib/modules`, file names in load order: the first is
+/// loaded before the agent waits for the hello (modules that keep no per-sandbox state), the
+/// second after it (device drivers, which read each sandbox's disks and MAC as they bind).
+pub const EARLY_MODULE_LIST: &str = "order";
+pub const DEVICE_MODULE_LIST: &str = "order.devices";
 
 /// Name of the virtio-serial port that carries the agent channel.
 pub const AGENT_PORT_NAME: &str = "agent";

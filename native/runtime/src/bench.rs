@@ -38,21 +38,11 @@ fn bare_boot_argv(work_dir: PathBuf) -> Result<Vec<String>> {
     Ok(argv)
 }
 
-/// The host's first frame on the agent channel (hello with the current time).
-#[pyfunction]
-fn hello_frame(py: Python<'_>) -> PyResult<Py<PyBytes>> {
-    let bytes = handshake::hello_frame(handshake::GuestSetup::default())
-        .map_err(RuntimeError::from)?
-        .to_bytes();
-    Ok(PyBytes::new(py, &bytes).unbind())
-}
-
 /// Adds the `bench` submodule, also importable as `microsandbox_tui._native.bench`.
 pub fn register(parent: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = parent.py();
     let module = PyModule::new(py, "bench")?;
     module.add_function(wrap_pyfunction!(boot_command, &module)?)?;
-    module.add_function(wrap_pyfunction!(hello_frame, &module)?)?;
     parent.add_submodule(&module)?;
     py.import("sys")?
         .getattr("modules")?

@@ -217,7 +217,8 @@ fn preset_policy(name: String) -> PyResult<String> {
 }
 
 /// The log file of a sandbox: `console` (the guest kernel's console), `exec` (commands and
-/// how they ended) or `network` (the flow log, one JSON record a line). The previous
+/// how they ended), `network` (the flow log, one JSON record a line) or `runtime` (its
+/// supervisor's: how the VM started, from a template or cold and why, and what went wrong). The previous
 /// generation, if any, has the same path with `.1` appended.
 #[pyfunction]
 fn log_path(name: String, source: String) -> PyResult<String> {
@@ -226,9 +227,10 @@ fn log_path(name: String, source: String) -> PyResult<String> {
         "console" => files.console_log(),
         "exec" => files.exec_log(),
         "network" => files.network_log(),
+        "runtime" => files.supervisor_log(),
         other => {
             return Err(RuntimeError::InvalidConfig(format!(
-                "unknown log {other:?}: expected console, exec or network"
+                "unknown log {other:?}: expected console, exec, network or runtime"
             ))
             .into())
         }

@@ -19,6 +19,7 @@ pub mod root;
 pub mod secrets;
 pub mod spec;
 pub mod supervise;
+pub mod templates;
 
 mod controls;
 pub mod handshake;

@@ -20,6 +20,7 @@ use crate::sampler;
 use crate::secrets::{self, SecretValues, Terminator};
 use crate::signals;
 use crate::spec::SandboxSpec;
+use crate::templates;
 use crate::virtiofsd::Helper;
 use crate::vm::{self, StartedVm};
 use msb_protocol::guest::{AgentMessage, HostMessage, MountRequest};
@@ -72,6 +73,7 @@ pub fn run(options: &Options) -> Result<()> {
         agent_stream,
         status,
         mounts,
+        template_to_build,
     } = match booted {
         Ok(started) => started,
         Err(error) => return start_failed(&mut db, name, error, &mut ready),
@@ -130,6 +132,11 @@ pub fn run(options: &Options) -> Result<()> {
         network: network.counters(),
     });
     ready.send(&Outcome::Ready);
+    // Only now, so that the first sandbox of a shape does not share the host with it while it
+    // boots.
+    if let Some(shape) = template_to_build {
+        templates::build_in_background(shape);
+    }
     let exit = qemu.wait();
     network.stop();
     let recorded = record_exit(&mut db, name, &lifecycle, &exit);

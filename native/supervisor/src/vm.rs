@@ -1,5 +1,6 @@
 //! Starting the VM: the root's upper disk or virtiofsd, the volumes' devices, the network,
-//! QEMU, the console log, and the agent handshake.
+//! QEMU (restored from the shape's template when there is one, else booted cold), the
+//! console log, and the agent handshake.
 
 use crate::artifacts::{self, BootArtifacts};
 use crate::error::{Result, SupervisorError};
@@ -11,14 +12,19 @@ use crate::process;
 use crate::root::RootImage;
 use crate::secrets::Terminator;
 use crate::spec::SandboxSpec;
+use crate::templates::{self, Shape, Template};
 use crate::virtiofsd::Helper;
 use crate::volumes;
 use msb_engine::accel;
 use msb_engine::qemu::{self, RootDisk, VmConfig};
+use msb_engine::qmp::{Qmp, QmpError};
+use msb_engine::snapshot;
 use msb_net::secrets::Secrets;
 use msb_protocol::control::SupervisorStatus;
 use msb_protocol::guest::MountRequest;
+use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -40,6 +46,9 @@ pub struct StartedVm {
     pub status: SupervisorStatus,
     /// What the agent is to mount once it answered, parents before children.
     pub mounts: Vec<MountRequest>,
+    /// The shape of a VM that booted cold: its template is to be built once the sandbox is
+    /// up (see [`templates::build_in_background`]).
+    pub template_to_build: Option<Shape>,
 }
 
 /// Where the VM boots from and what its network gets besides the spec.
@@ -127,29 +136,44 @@ pub fn start(spec: &SandboxSpec, plan: BootPlan<'_>) -> Result<StartedVm> {
     config.extra_disks = volumes.disks;
     config.shares = volumes.shares;
     config.net = Some(network.device.clone());
-    let launched = Instant::now();
-    let mut command = qemu::command(&artifacts.qemu, &config);
-    log::debug!("starting {command:?}");
-    if let Some(fd) = network.device.inherited_fd() {
-        process::inherit_fd(&mut command, fd);
-    }
-    let spawned = process::kill_with_parent(command.stdin(Stdio::null())).spawn();
-    network.qemu_spawned();
-    let mut qemu = spawned.map_err(SupervisorError::io(format!(
-        "starting {}",
-        artifacts.qemu.display()
-    )))?;
-    spawn_console_writer(console_listener, console_log);
     let guest = handshake::GuestSetup {
+        boot: handshake::guest_boot(qemu::guest_root(&config.root), &spec.name)?,
         network: Some(network.guest.clone()),
         tls_ca_pem: network.tls_ca_pem(),
     };
-    let hello = handshake::handshake(&agent_listener, &mut qemu, guest);
-    let (agent_stream, hello) = match hello {
-        Ok(done) => done,
+    let shape = templates::enabled()
+        .then(|| templates::shape_of(&config, &artifacts))
+        .flatten();
+    spawn_console_writer(console_listener, console_log);
+    let launch = Launch {
+        qemu: &artifacts.qemu,
+        config: &config,
+        network: &network,
+        agent_listener: &agent_listener,
+        guest: &guest,
+    };
+    let launched = Instant::now();
+    let restored = shape
+        .as_ref()
+        .and_then(templates::find)
+        .and_then(|template| match launch.run(Some(&template)) {
+            Ok(up) => {
+                log::info!("restored from template {}", template.key);
+                Some(up)
+            }
+            Err(error) => {
+                log::warn!(
+                    "restoring from template {} failed, booting cold instead: {error}",
+                    template.key
+                );
+                template.discard();
+                None
+            }
+        });
+    let cold = restored.is_none();
+    let up = match restored.map_or_else(|| launch.run(None), Ok) {
+        Ok(up) => up,
         Err(error) => {
-            let _ = qemu.kill();
-            let _ = qemu.wait();
             helpers.into_iter().for_each(Helper::stop);
             return Err(SupervisorError::Start {
                 name: spec.name.clone(),
@@ -157,6 +181,12 @@ pub fn start(spec: &SandboxSpec, plan: BootPlan<'_>) -> Result<StartedVm> {
             });
         }
     };
+    network.qemu_spawned();
+    let Up {
+        qemu,
+        agent_stream,
+        hello,
+    } = up;
     let status = SupervisorStatus {
         supervisor_pid: std::process::id(),
         vmm_pid: qemu.id(),
@@ -172,7 +202,82 @@ pub fn start(spec: &SandboxSpec, plan: BootPlan<'_>) -> Result<StartedVm> {
         agent_stream,
         status,
         mounts: volumes.mounts,
+        template_to_build: shape.filter(|_| cold),
     })
+}
+
+/// What starting QEMU needs, once per attempt: a restore, then a cold boot if it failed.
+struct Launch<'a> {
+    qemu: &'a Path,
+    config: &'a VmConfig,
+    network: &'a Network,
+    agent_listener: &'a UnixListener,
+    guest: &'a handshake::GuestSetup,
+}
+
+/// A VM whose agent answered the hello.
+struct Up {
+    qemu: Child,
+    agent_stream: UnixStream,
+    hello: handshake::AgentHello,
+}
+
+impl Launch<'_> {
+    /// Starts QEMU (restoring `template` if given) and waits for the agent's hello; QEMU is
+    /// killed if that fails.
+    fn run(&self, template: Option<&Template>) -> Result<Up> {
+        let mut config = self.config.clone();
+        config.template = template.map(Template::memory);
+        let state = template
+            .map(Template::open_state)
+            .transpose()
+            .map_err(SupervisorError::io("opening the template's state"))?;
+        let mut command = qemu::command(self.qemu, &config);
+        log::debug!("starting {command:?}");
+        if let Some(fd) = self.network.device.inherited_fd() {
+            process::inherit_fd(&mut command, fd);
+        }
+        if let Some(state) = &state {
+            process::inherit_fd(&mut command, state.as_raw_fd());
+        }
+        let mut qemu = process::kill_with_parent(command.stdin(Stdio::null()))
+            .spawn()
+            .map_err(SupervisorError::io(format!(
+                "starting {}",
+                self.qemu.display()
+            )))?;
+        let answered = self.restore(&config, state.as_ref()).and_then(|()| {
+            let timeout = if template.is_some() {
+                handshake::RESTORE_TIMEOUT
+            } else {
+                handshake::BOOT_TIMEOUT
+            };
+            handshake::handshake(self.agent_listener, &mut qemu, self.guest, timeout)
+        });
+        match answered {
+            Ok((agent_stream, hello)) => Ok(Up {
+                qemu,
+                agent_stream,
+                hello,
+            }),
+            Err(error) => {
+                let _ = qemu.kill();
+                let _ = qemu.wait();
+                Err(error)
+            }
+        }
+    }
+
+    /// Loads the template's device state into the QEMU just started, if restoring.
+    fn restore(&self, config: &VmConfig, state: Option<&File>) -> Result<()> {
+        let Some(state) = state else {
+            return Ok(());
+        };
+        let failed = |error: QmpError| SupervisorError::Protocol(format!("restoring: {error}"));
+        let mut qmp =
+            Qmp::connect(&config.qmp_socket, handshake::RESTORE_TIMEOUT).map_err(failed)?;
+        snapshot::restore(&mut qmp, state.as_raw_fd(), handshake::RESTORE_TIMEOUT).map_err(failed)
+    }
 }
 
 /// The VM's configuration; also used by `boot_command` to benchmark a bare boot.
@@ -200,20 +305,21 @@ pub fn vm_config(
         net: None,
         extra_disks: Vec::new(),
         shares: Vec::new(),
+        template: None,
     }
 }
 
 /// Copies the guest console from QEMU into the rotating console log. QEMU connects while it
-/// starts; the thread ends when QEMU closes the connection.
+/// starts; a QEMU started after a failed restore connects again, so the thread serves one
+/// connection after the other for as long as the supervisor lives.
 fn spawn_console_writer(listener: UnixListener, mut log: RotatingLog) {
     std::thread::spawn(move || {
-        let Ok((mut stream, _)) = listener.accept() else {
-            return;
-        };
         let mut buffer = [0u8; 16 * 1024];
-        while let Ok(read) = stream.read(&mut buffer) {
-            if read == 0 || log.append(&buffer[..read]).is_err() {
-                break;
+        while let Ok((mut stream, _)) = listener.accept() {
+            while let Ok(read) = stream.read(&mut buffer) {
+                if read == 0 || log.append(&buffer[..read]).is_err() {
+                    break;
+                }
             }
         }
     });

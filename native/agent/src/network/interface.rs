@@ -31,6 +31,33 @@ pub fn with_mac(sysfs_net: &Path, mac: [u8; 6]) -> Option<String> {
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
 }
 
+/// The one interface under `sysfs_net` backed by a device (a `device` link, which loopback
+/// and virtual interfaces lack), if there is exactly one.
+pub fn only_device(sysfs_net: &Path) -> Option<String> {
+    let mut devices = std::fs::read_dir(sysfs_net)
+        .ok()?
+        .flatten()
+        .filter(|entry| entry.path().join("device").exists());
+    let only = devices.next()?;
+    devices
+        .next()
+        .is_none()
+        .then(|| only.file_name().to_string_lossy().into_owned())
+}
+
+/// `ip link set NAME address MAC`. virtio-net changes it while the link is up.
+pub fn set_mac(name: &str, mac: [u8; 6]) -> io::Result<()> {
+    let mut request = interface_request(name)?;
+    // SAFETY: ifreq is plain data; the hardware address is a sockaddr of family ARPHRD_ETHER.
+    unsafe {
+        request.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+        for (slot, byte) in request.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+            *slot = byte as libc::c_char;
+        }
+    }
+    set(libc::SIOCSIFHWADDR, &request)
+}
+
 /// The names of the interfaces under `sysfs_net`, sorted, for an error message.
 pub fn names(sysfs_net: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(sysfs_net)
@@ -291,6 +318,18 @@ mod tests {
             names(sysfs.path()),
             ["bonding_masters", "eth0", "eth1", "lo"]
         );
+    }
+
+    #[test]
+    fn the_only_interface_with_a_device_is_found_and_two_are_ambiguous() {
+        let sysfs = TempDir::new().unwrap();
+        for name in ["lo", "eth0"] {
+            std::fs::create_dir(sysfs.path().join(name)).unwrap();
+        }
+        std::fs::create_dir(sysfs.path().join("eth0/device")).unwrap();
+        assert_eq!(only_device(sysfs.path()).as_deref(), Some("eth0"));
+        std::fs::create_dir_all(sysfs.path().join("eth1/device")).unwrap();
+        assert_eq!(only_device(sysfs.path()), None);
     }
 
     #[test]

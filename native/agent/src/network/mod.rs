@@ -174,11 +174,22 @@ fn set_up_interface(network: &GuestNetwork) -> Result<String, NetworkError> {
     Ok(name)
 }
 
+/// The interface with `mac`. A guest restored from a template has the template's MAC on its
+/// one virtio-net interface (QEMU restores the device's MAC with its state), which is given
+/// `mac` here.
 fn wait_for_interface(mac: [u8; 6]) -> Result<String, NetworkError> {
     let sysfs = Path::new(interface::SYSFS_NET);
     let started = Instant::now();
     loop {
         if let Some(name) = interface::with_mac(sysfs, mac) {
+            return Ok(name);
+        }
+        if let Some(name) = interface::only_device(sysfs) {
+            interface::set_mac(&name, mac).map_err(|source| NetworkError::Interface {
+                interface: name.clone(),
+                step: format!("setting the MAC {}", interface::format_mac(mac)),
+                source,
+            })?;
             return Ok(name);
         }
         if started.elapsed() >= INTERFACE_WAIT {

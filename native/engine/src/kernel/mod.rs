@@ -14,7 +14,7 @@ mod modules;
 pub use apt::{AptError, METAPACKAGE};
 pub use bzimage::BzImageError;
 pub use lz4_legacy::Lz4LegacyError;
-pub use modules::{ModuleError, GUEST_MODULES};
+pub use modules::{is_device_driver, ModuleError, GUEST_MODULES};
 
 use crate::fsutil::{self, TempDir};
 use modules::Presence;

@@ -29,6 +29,24 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_balloon",
 ];
 
+/// The drivers of devices whose configuration differs between sandboxes (disk sizes and
+/// serials, the MAC) or that feed the guest fresh entropy: the guest loads them only after
+/// the hello, so that a guest restored from a template binds them to its own devices.
+const DEVICE_DRIVERS: &[&str] = &[
+    "virtio_blk",
+    "virtio_net",
+    "virtiofs",
+    "virtio_rng",
+    "virtio_balloon",
+];
+
+/// Whether the module file `file_name` (`virtio-rng.ko`) is one of [`DEVICE_DRIVERS`]; the
+/// kernel treats `-` and `_` in module names alike.
+pub fn is_device_driver(file_name: &str) -> bool {
+    let name = file_name.strip_suffix(MODULE_SUFFIX).unwrap_or(file_name);
+    DEVICE_DRIVERS.contains(&name.replace('-', "_").as_str())
+}
+
 /// The module that provides a file system a disk may hold, `None` when Debian's cloud kernel
 /// has it built in (`CONFIG_EXT4_FS=y`, which serves ext2 and ext3 too). EROFS is what image
 /// layers may be besides ext4.
@@ -319,6 +337,14 @@ pub(crate) mod tests {
         section(1, names_at, names.len());
         section(11, info_at, modinfo.len());
         elf
+    }
+
+    #[test]
+    fn device_drivers_are_told_apart_by_module_name() {
+        assert!(is_device_driver("virtio-rng.ko"));
+        assert!(is_device_driver("virtio_blk.ko"));
+        assert!(!is_device_driver("virtio_console.ko"));
+        assert!(!is_device_driver("overlay.ko"));
     }
 
     #[test]

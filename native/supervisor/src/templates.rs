@@ -1,0 +1,621 @@
+//! Templates: booted guests saved once per *shape* and restored by later sandboxes of that
+//! shape instead of booting their kernel.
+//!
+//! A shape is everything of a VM that its guest sees before the agent's first hello: QEMU,
+//! kernel and initramfs (with the agent), accelerator and CPU model, vCPUs, memory, the
+//! command line and the devices in order. It is the QEMU command line of the VM with every
+//! sandbox-specific value (name, files, sockets, disk serials, the MAC) replaced by a fixed
+//! one ([`shape_config`]), hashed together with the identity of the artifacts. A value
+//! forgotten there only makes shapes differ that could have shared a template, never a
+//! restore into the wrong devices.
+//!
+//! A template is built in the background by a throw-away VM of the shape, with placeholder
+//! disks and its RAM in the template's memory file: when its agent says it is waiting for
+//! the hello (having touched no disk and no sandbox data), the VM is saved and quit (see
+//! [`msb_engine::snapshot`]). No sandbox's VM is ever saved, so no template can hold a
+//! sandbox's data or secrets. Templates live in the runtime cache under `templates/<key>/`
+//! (`ram`, `state`, `meta.json`); building one for new artifacts removes those of old ones.
+//! `MSB_SNAPSHOTS=0` turns templates off.
+
+use crate::artifacts::BootArtifacts;
+use crate::paths;
+use crate::process;
+use msb_engine::qemu::{
+    self, ExtraDisk, Lower, NetBackend, RootDisk, TemplateMemory, TemplateRole, VmConfig,
+};
+use msb_engine::qmp::{Qmp, QmpError};
+use msb_engine::snapshot;
+use msb_protocol::guest::AgentMessage;
+use msb_protocol::Frame;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const SNAPSHOTS_ENV: &str = "MSB_SNAPSHOTS";
+/// Bumped when a template's layout or the way it is restored changes.
+const FORMAT: &str = "msb-template-1";
+const TEMPLATES_DIR: &str = "templates";
+const RAM_FILE: &str = "ram";
+const STATE_FILE: &str = "state";
+const META_FILE: &str = "meta.json";
+/// Where the shape's canonical files are, in the hashed command line only.
+const CANONICAL_DIR: &str = "/msb-template";
+/// The descriptor number the canonical network backend names.
+const CANONICAL_NET_FD: i32 = 3;
+/// Templates kept besides stale ones (whose artifacts changed): the shapes in use. Each
+/// takes the RAM its kernel touched, about 75 MB under TCG.
+const MAX_TEMPLATES: usize = 8;
+/// A template boot on a loaded 2-core TCG host takes seconds; this only stops a stuck one.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
+const QMP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Placeholder disks of a template VM: the guest never reads them (their driver is loaded
+/// only after the hello).
+const PLACEHOLDER_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("QMP: {0}")]
+    Qmp(#[from] QmpError),
+    #[error("the template VM {0}")]
+    Guest(String),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TemplateError {
+    let context = context.into();
+    move |source| TemplateError::Io { context, source }
+}
+
+/// Whether templates are on (`MSB_SNAPSHOTS` is not `0`).
+pub fn enabled() -> bool {
+    std::env::var(SNAPSHOTS_ENV).map_or(true, |value| value.trim() != "0")
+}
+
+/// A VM's shape: its key and what a template VM of it is made from.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub key: String,
+    /// The identity of QEMU, kernel and initramfs: templates of other artifacts are stale.
+    artifacts: String,
+    config: VmConfig,
+    qemu: PathBuf,
+}
+
+/// A saved template of a shape.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub key: String,
+    dir: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    format: String,
+    artifacts: String,
+    saved_unix_ms: u64,
+}
+
+impl Template {
+    /// The guest memory a VM restoring this template maps.
+    pub fn memory(&self) -> TemplateMemory {
+        TemplateMemory {
+            ram_file: self.dir.join(RAM_FILE),
+            role: TemplateRole::Restore,
+        }
+    }
+
+    /// The device state, for QEMU to read.
+    pub fn open_state(&self) -> std::io::Result<File> {
+        File::open(self.dir.join(STATE_FILE))
+    }
+
+    /// Removes a template that failed to restore; the next sandbox rebuilds it. Running
+    /// sandboxes keep their mapping of the removed file.
+    pub fn discard(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The shape of `cfg`, or `None` when a VM like it cannot be saved: QEMU cannot migrate
+/// vhost-user-fs (virtio-fs roots and shares), and the slirp baseline has host state.
+pub fn shape_of(cfg: &VmConfig, artifacts: &BootArtifacts) -> Option<Shape> {
+    if !cfg.shares.is_empty() || matches!(cfg.root, RootDisk::Virtiofs(_)) {
+        return None;
+    }
+    if cfg
+        .net
+        .as_ref()
+        .is_some_and(|net| !matches!(net.backend, NetBackend::Socket { .. }))
+    {
+        return None;
+    }
+    let config = shape_config(cfg, Path::new(CANONICAL_DIR), CANONICAL_NET_FD);
+    let artifacts_id = artifacts_identity(artifacts);
+    let mut hash = Sha256::new();
+    for piece in std::iter::once(FORMAT.to_string())
+        .chain(std::iter::once(artifacts_id.clone()))
+        .chain(qemu::arguments(&config))
+    {
+        hash.update((piece.len() as u64).to_le_bytes());
+        hash.update(piece.as_bytes());
+    }
+    let key: String = hash.finalize()[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Some(Shape {
+        key,
+        artifacts: artifacts_id,
+        config,
+        qemu: artifacts.qemu.clone(),
+    })
+}
+
+/// `cfg` with everything of one sandbox replaced: files under `dir`, the network backend on
+/// descriptor `net_fd`, the disk formats raw (the guest does not see a format).
+fn shape_config(cfg: &VmConfig, dir: &Path, net_fd: i32) -> VmConfig {
+    let root = match &cfg.root {
+        RootDisk::Overlay { lowers, .. } => RootDisk::Overlay {
+            lowers: lowers
+                .iter()
+                .enumerate()
+                .map(|(index, lower)| {
+                    let path = dir.join(format!("lower{index}"));
+                    match lower {
+                        Lower::Layer(_) => Lower::Layer(path),
+                        Lower::Disk { .. } => Lower::Disk {
+                            path,
+                            format: "raw".into(),
+                            fstype: None,
+                        },
+                    }
+                })
+                .collect(),
+            upper: dir.join("upper"),
+        },
+        RootDisk::Virtiofs(share) => RootDisk::Virtiofs(share.clone()),
+    };
+    let extra_disks = cfg
+        .extra_disks
+        .iter()
+        .enumerate()
+        .map(|(index, disk)| ExtraDisk {
+            path: dir.join(format!("disk{index}")),
+            serial: format!("disk{index}"),
+            readonly: disk.readonly,
+            format: "raw".into(),
+        })
+        .collect();
+    let net = cfg.net.clone().map(|mut net| {
+        net.backend = NetBackend::Socket { fd: net_fd };
+        net.mac = [0x02, 0, 0, 0, 0, 0];
+        net
+    });
+    VmConfig {
+        name: "template".into(),
+        console_socket: dir.join("console.sock"),
+        qmp_socket: dir.join("qmp.sock"),
+        agent_socket: dir.join("agent.sock"),
+        root,
+        net,
+        extra_disks,
+        shares: Vec::new(),
+        template: None,
+        ..cfg.clone()
+    }
+}
+
+/// Path, size and modification time of each artifact. The initramfs's name is already the
+/// hash of its content (agent and modules).
+fn artifacts_identity(artifacts: &BootArtifacts) -> String {
+    [
+        &artifacts.qemu,
+        &artifacts.kernel.vmlinux,
+        &artifacts.initramfs,
+    ]
+    .iter()
+    .map(|path| match std::fs::metadata(path) {
+        Ok(meta) => format!(
+            "{}:{}:{}.{}",
+            path.display(),
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        ),
+        Err(_) => format!("{}:missing", path.display()),
+    })
+    .collect::<Vec<_>>()
+    .join("|")
+}
+
+fn templates_dir() -> PathBuf {
+    paths::cache_dir().join(TEMPLATES_DIR)
+}
+
+/// The saved template of `shape`, if there is a complete one.
+pub fn find(shape: &Shape) -> Option<Template> {
+    let dir = templates_dir().join(&shape.key);
+    let meta: Meta = serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).ok()?).ok()?;
+    (meta.format == FORMAT && meta.artifacts == shape.artifacts).then(|| Template {
+        key: shape.key.clone(),
+        dir,
+    })
+}
+
+/// Builds the template of `shape` on a thread of its own, unless it exists or another
+/// process is building it. The thread must outlive the template VM, whose parent-death
+/// signal is tied to it: it joins the VM before it ends.
+pub fn build_in_background(shape: Shape) {
+    let spawned = std::thread::Builder::new()
+        .name("template".into())
+        .spawn(move || {
+            let started = Instant::now();
+            match build(&shape) {
+                Ok(true) => log::info!(
+                    "saved template {} in {} ms",
+                    shape.key,
+                    started.elapsed().as_millis()
+                ),
+                Ok(false) => {}
+                Err(error) => log::warn!("building template {} failed: {error}", shape.key),
+            }
+        });
+    if let Err(error) = spawned {
+        log::warn!("cannot start the template builder: {error}");
+    }
+}
+
+/// Builds the template; `false` when there was nothing to do.
+fn build(shape: &Shape) -> Result<bool, TemplateError> {
+    let root = templates_dir();
+    std::fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
+    let Some(_lock) = try_lock(&root.join(format!("{}.lock", shape.key)))? else {
+        return Ok(false);
+    };
+    if find(shape).is_some() {
+        return Ok(false);
+    }
+    let build_dir = root.join(format!(".build-{}-{}", shape.key, std::process::id()));
+    let _ = std::fs::remove_dir_all(&build_dir);
+    std::fs::create_dir(&build_dir).map_err(io(format!("creating {}", build_dir.display())))?;
+    let result = save(shape, &build_dir).and_then(|()| publish(shape, &build_dir, &root));
+    let _ = std::fs::remove_dir_all(&build_dir);
+    result.map(|()| {
+        remove_stale(shape, &root);
+        true
+    })
+}
+
+/// An exclusive lock on `path`, or `None` while another process holds it. The kernel drops
+/// it with the descriptor, also when the holder dies.
+fn try_lock(path: &Path) -> Result<Option<File>, TemplateError> {
+    let file = File::create(path).map_err(io(format!("creating {}", path.display())))?;
+    // SAFETY: flock on a descriptor owned here.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(Some(file))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Boots a VM of the shape in `dir` and saves it when its agent waits for the hello.
+fn save(shape: &Shape, dir: &Path) -> Result<(), TemplateError> {
+    let (net_ours, net_theirs) = if shape.config.net.is_some() {
+        let (a, b) = UnixStream::pair().map_err(io("making the network socketpair"))?;
+        (Some(a), Some(OwnedFd::from(b)))
+    } else {
+        (None, None)
+    };
+    let net_fd = net_theirs.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+    let mut config = shape_config(&shape.config, dir, net_fd);
+    config.template = Some(TemplateMemory {
+        ram_file: dir.join(RAM_FILE),
+        role: TemplateRole::Save,
+    });
+    make_placeholders(&config)?;
+    let agent = UnixListener::bind(&config.agent_socket).map_err(io("binding the agent socket"))?;
+    let console =
+        UnixListener::bind(&config.console_socket).map_err(io("binding the console socket"))?;
+    let state = File::create(dir.join(STATE_FILE)).map_err(io("creating the state file"))?;
+    let mut command = qemu::command(&shape.qemu, &config);
+    if let Some(fd) = &net_theirs {
+        process::inherit_fd(&mut command, fd.as_raw_fd());
+    }
+    let log = File::create(dir.join("qemu.log")).map_err(io("creating the QEMU log"))?;
+    let mut vm = process::kill_with_parent(command.stdin(Stdio::null()).stderr(log))
+        .spawn()
+        .map_err(io(format!("starting {}", shape.qemu.display())))?;
+    drop(net_theirs);
+    drain_console(console);
+    let saved = wait_until_awaiting_hello(&agent, &mut vm).and_then(|()| {
+        let mut qmp = Qmp::connect(&config.qmp_socket, QMP_TIMEOUT)?;
+        snapshot::save(&mut qmp, state.as_fd(), BUILD_TIMEOUT)?;
+        qmp.quit()?;
+        Ok(())
+    });
+    let _ = vm.kill();
+    let _ = vm.wait();
+    drop(net_ours);
+    saved.map_err(|error| match error {
+        TemplateError::Guest(what) => {
+            TemplateError::Guest(format!("{what}{}", tail(&dir.join("qemu.log"))))
+        }
+        other => other,
+    })
+}
+
+fn make_placeholders(config: &VmConfig) -> Result<(), TemplateError> {
+    let mut files: Vec<&Path> = config
+        .extra_disks
+        .iter()
+        .map(|d| d.path.as_path())
+        .collect();
+    if let RootDisk::Overlay { lowers, upper } = &config.root {
+        files.extend(lowers.iter().map(|lower| match lower {
+            Lower::Layer(path) | Lower::Disk { path, .. } => path.as_path(),
+        }));
+        files.push(upper);
+    }
+    for path in files {
+        File::create(path)
+            .and_then(|file| file.set_len(PLACEHOLDER_BYTES))
+            .map_err(io(format!("creating {}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Reads the template VM's console away, so that QEMU never blocks on it.
+fn drain_console(listener: UnixListener) {
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut sink = [0u8; 4096];
+            while matches!(stream.read(&mut sink), Ok(read) if read > 0) {}
+        }
+    });
+}
+
+/// Waits for the agent's `AwaitingHello`, failing if QEMU exits or the time is up.
+fn wait_until_awaiting_hello(listener: &UnixListener, vm: &mut Child) -> Result<(), TemplateError> {
+    let deadline = Instant::now() + BUILD_TIMEOUT;
+    listener.set_nonblocking(true).map_err(io("agent socket"))?;
+    let stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(io("accepting the agent channel")(error)),
+        }
+        alive_until(vm, deadline)?;
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stream.set_nonblocking(false).map_err(io("agent socket"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .map_err(io("agent socket"))?;
+    loop {
+        match Frame::read_from(&mut &stream) {
+            Ok(frame) => match frame.decode::<AgentMessage>() {
+                Ok(AgentMessage::AwaitingHello) => return Ok(()),
+                other => {
+                    return Err(TemplateError::Guest(format!(
+                        "sent {other:?} instead of waiting for the hello"
+                    )))
+                }
+            },
+            Err(msb_protocol::FrameError::Io(error))
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                alive_until(vm, deadline)?
+            }
+            Err(error) => return Err(TemplateError::Guest(format!("channel: {error}"))),
+        }
+    }
+}
+
+fn alive_until(vm: &mut Child, deadline: Instant) -> Result<(), TemplateError> {
+    if let Ok(Some(status)) = vm.try_wait() {
+        return Err(TemplateError::Guest(format!("exited ({status})")));
+    }
+    if Instant::now() > deadline {
+        return Err(TemplateError::Guest(format!(
+            "did not reach the hello within {} s",
+            BUILD_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(())
+}
+
+/// Moves the RAM and the state into `root/<key>` with their metadata, in one rename.
+fn publish(shape: &Shape, build_dir: &Path, root: &Path) -> Result<(), TemplateError> {
+    let staged = root.join(format!(".ready-{}-{}", shape.key, std::process::id()));
+    let _ = std::fs::remove_dir_all(&staged);
+    std::fs::create_dir(&staged).map_err(io(format!("creating {}", staged.display())))?;
+    for name in [RAM_FILE, STATE_FILE] {
+        std::fs::rename(build_dir.join(name), staged.join(name))
+            .map_err(io(format!("moving the template's {name}")))?;
+    }
+    let meta = Meta {
+        format: FORMAT.into(),
+        artifacts: shape.artifacts.clone(),
+        saved_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    };
+    let text = serde_json::to_vec_pretty(&meta).expect("plain data serializes");
+    std::fs::write(staged.join(META_FILE), text).map_err(io("writing the template's meta"))?;
+    let target = root.join(&shape.key);
+    let _ = std::fs::remove_dir_all(&target);
+    std::fs::rename(&staged, &target).map_err(|error| {
+        let _ = std::fs::remove_dir_all(&staged);
+        io(format!("publishing {}", target.display()))(error)
+    })
+}
+
+/// Removes templates of other artifacts (a new QEMU, kernel or agent), then the oldest
+/// beyond [`MAX_TEMPLATES`].
+fn remove_stale(shape: &Shape, root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let mut current = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_dir() || entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let meta: Option<Meta> = std::fs::read(path.join(META_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        match meta {
+            Some(meta) if meta.format == FORMAT && meta.artifacts == shape.artifacts => {
+                current.push((meta.saved_unix_ms, path))
+            }
+            _ => {
+                log::info!("removing the stale template {}", path.display());
+                let _ = std::fs::remove_dir_all(&path);
+                let _ = std::fs::remove_file(path.with_extension("lock"));
+            }
+        }
+    }
+    current.sort();
+    let excess = current.len().saturating_sub(MAX_TEMPLATES);
+    for (_, path) in current.into_iter().take(excess) {
+        let _ = std::fs::remove_dir_all(&path);
+    }
+}
+
+/// The last lines of QEMU's log, for an error.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join("\n");
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; QEMU said: {tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msb_engine::accel::Accelerator;
+    use msb_engine::kernel::KernelArtifacts;
+    use msb_engine::qemu::NetDevice;
+
+    fn artifacts() -> BootArtifacts {
+        BootArtifacts {
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            kernel: KernelArtifacts {
+                release: "6.1".into(),
+                vmlinux: "/c/vmlinux".into(),
+                modules: Vec::new(),
+            },
+            initramfs: "/c/abc.cpio".into(),
+        }
+    }
+
+    fn sandbox(name: &str, dir: &str, mac: u8) -> VmConfig {
+        let dir = Path::new(dir);
+        VmConfig {
+            name: name.into(),
+            vcpus: 1,
+            memory_mib: 512,
+            accelerator: Accelerator::Tcg,
+            tsc_khz: 2_000_000,
+            kernel: "/c/vmlinux".into(),
+            initramfs: "/c/abc.cpio".into(),
+            console_socket: dir.join("console.sock"),
+            qmp_socket: dir.join("qmp.sock"),
+            agent_socket: dir.join("agent.sock"),
+            root: RootDisk::Overlay {
+                lowers: vec![Lower::Layer(format!("/images/{name}.ext4").into())],
+                upper: dir.join("upper.ext4"),
+            },
+            net: Some(NetDevice {
+                backend: NetBackend::Socket {
+                    fd: 10 + i32::from(mac),
+                },
+                mac: [2, 0, 0, 0, 0, mac],
+                mtu: Some(1500),
+            }),
+            extra_disks: vec![ExtraDisk {
+                path: dir.join("vol.qcow2"),
+                serial: format!("vol-{name}"),
+                readonly: false,
+                format: "qcow2".into(),
+            }],
+            shares: Vec::new(),
+            template: None,
+        }
+    }
+
+    fn key(cfg: &VmConfig) -> String {
+        shape_of(cfg, &artifacts()).unwrap().key
+    }
+
+    #[test]
+    fn sandboxes_that_differ_only_in_their_own_files_names_and_mac_share_a_shape() {
+        assert_eq!(key(&sandbox("a", "/s/a", 1)), key(&sandbox("b", "/s/b", 2)));
+    }
+
+    #[test]
+    fn anything_the_guest_sees_before_the_hello_makes_another_shape() {
+        let base = key(&sandbox("a", "/s/a", 1));
+        let changes: [fn(&mut VmConfig); 6] = [
+            |c| c.vcpus = 2,
+            |c| c.memory_mib = 1024,
+            |c| c.accelerator = Accelerator::Kvm,
+            |c| c.extra_disks.clear(),
+            |c| c.net = None,
+            |c| c.extra_disks[0].readonly = true,
+        ];
+        for change in changes {
+            let mut cfg = sandbox("a", "/s/a", 1);
+            change(&mut cfg);
+            assert_ne!(key(&cfg), base, "{cfg:?}");
+        }
+    }
+
+    #[test]
+    fn virtio_fs_cannot_be_saved() {
+        let mut cfg = sandbox("a", "/s/a", 1);
+        cfg.shares.push(msb_engine::qemu::Share {
+            vhost_socket: "/s/a/vfs.sock".into(),
+            tag: "data".into(),
+        });
+        assert!(shape_of(&cfg, &artifacts()).is_none());
+    }
+
+    #[test]
+    fn new_artifacts_make_new_shapes() {
+        let cfg = sandbox("a", "/s/a", 1);
+        let mut other = artifacts();
+        other.initramfs = "/c/def.cpio".into();
+        assert_ne!(
+            shape_of(&cfg, &artifacts()).unwrap().key,
+            shape_of(&cfg, &other).unwrap().key
+        );
+    }
+
+    #[test]
+    fn the_canonical_command_line_names_no_sandbox_file() {
+        let shape = shape_of(&sandbox("secretname", "/s/secretname", 7), &artifacts()).unwrap();
+        let line = qemu::arguments(&shape.config).join(" ");
+        assert!(!line.contains("secretname"), "{line}");
+        assert!(!line.contains("02:00:00:00:00:07"), "{line}");
+    }
+}
