@@ -41,7 +41,7 @@ fn internal(what: &str, error: io::Error) -> AgentError {
 
 /// The process's standard streams: the child's ends and the agent's.
 struct Stdio {
-    /// Descriptors that the child installs as 0, 1, 2 (kept open here until after the fork).
+    /// Descriptors that the child installs as 0, 1, 2 (kept open here until the child has started).
     child: Vec<OwnedFd>,
     child_fds: [RawFd; 3],
     input: Option<Arc<OwnedFd>>,
@@ -148,16 +148,8 @@ pub fn start(
     );
     let pid = context
         .reaper
-        .fork_registered(exit_write, || {
-            // SAFETY: the child runs `child::run`, which only makes async-signal-safe calls on
-            // data prepared before the fork, and ends in execve or _exit.
-            match unsafe { libc::fork() } {
-                -1 => Err(io::Error::last_os_error()),
-                0 => unsafe { child::run(&setup) },
-                pid => Ok(pid),
-            }
-        })
-        .map_err(|error| internal("fork", error))?;
+        .spawn_registered(exit_write, || child::spawn(&setup))
+        .map_err(|error| internal("starting the process", error))?;
     // The child's ends must be closed here, or the streams would never reach EOF.
     drop(report_write);
     drop(stdio.child);
