@@ -15,6 +15,7 @@ use crate::network::{self, trust::GuestTrust, NetworkSetup};
 use crate::port::{self, PortReader};
 use crate::reaper::Reaper;
 use crate::sessions::{Session, Sessions, Target};
+use crate::workers::Workers;
 use crate::{shutdown, sys};
 use msb_protocol::guest::{
     AgentError, AgentErrorKind, AgentMessage, GuestNetwork, HostMessage, HELLO_ID,
@@ -76,6 +77,7 @@ pub fn serve(booted: Booted) -> ! {
             reaper,
             sessions: Arc::new(Sessions::default()),
             trust: Arc::new(GuestTrust::default()),
+            workers: Workers::default(),
         },
     };
     let path = port::wait_for(AGENT_PORT_NAME);

@@ -1,4 +1,5 @@
-//! One thread per exec session moves the process's output to the host and reports its end.
+//! One thread per exec session (from the agent's [`crate::workers::Workers`]) moves the
+//! process's output to the host and reports its end.
 //!
 //! Output and the exit status arrive on descriptors polled together (the reaper writes the
 //! status to a pipe), so the final `Exited` frame is sent by the same thread, after all the
