@@ -19,8 +19,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The most read from a stream at once, and so the most data in one output frame.
-pub const READ_CHUNK: usize = 64 * 1024;
+/// The most read from a stream at once, and so the most data in one output frame: the
+/// protocol's chunk, as file reads use. Each frame has a fixed cost on the way out (port
+/// writes, the relay, the client); `cat` of 16 MiB streamed at 18 instead of 13 MiB/s with
+/// 256 KiB frames rather than 64 KiB ones (TCG, a loaded host).
+pub const READ_CHUNK: usize = msb_protocol::MAX_PAYLOAD_CHUNK;
 pub const DRAIN_IDLE: Duration = Duration::from_millis(200);
 
 pub struct Pump {
