@@ -78,6 +78,7 @@ pub fn serve(booted: Booted) -> ! {
             sessions: Arc::new(Sessions::default()),
             trust: Arc::new(GuestTrust::default()),
             workers: Workers::default(),
+            cache: exec::Cache::default(),
         },
     };
     let path = port::wait_for(AGENT_PORT_NAME);
