@@ -3,9 +3,10 @@
 //! The child is started the way `posix_spawn` starts one: `clone(CLONE_VM | CLONE_VFORK)`,
 //! on a small stack of its own, sharing the agent's memory until `execve`. A `fork` copies
 //! the agent's page tables and leaves both sides to take copy-on-write faults, which under
-//! TCG made it the largest part of an exec: 7.7 ms of `fork` plus a slow path to `execve`,
-//! against well under a millisecond for the clone (see docs/ARCHITECTURE.md, "What happens
-//! on exec"). The calling thread sleeps until the child has called `execve` or exited.
+//! TCG made it the largest part of an exec: from the start to the child's `execve` took
+//! 18.2 ms with `fork` and 8.4 ms with the clone (medians, see docs/ARCHITECTURE.md, "What
+//! happens on exec"). The calling thread sleeps until the child has called `execve` or
+//! exited.
 //!
 //! Sharing memory with a multi-threaded agent, the child may only make async-signal-safe
 //! calls on data prepared before the clone ([`Setup`] holds every pointer ready-made), and
