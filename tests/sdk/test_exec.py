@@ -61,6 +61,28 @@ async def test_ten_mib_of_stdout_arrives_intact(shared_sandbox: Sandbox) -> None
     assert hashlib.sha256(output.stdout).hexdigest() == guest_sum
 
 
+async def test_big_outputs_on_both_streams_arrive_whole_and_then_the_exit_code(
+    shared_sandbox: Sandbox,
+) -> None:
+    # Several of the agent's 256 KiB output frames per stream, read while both are written.
+    await shared_sandbox.shell("head -c 3000000 /dev/urandom > /tmp/both")
+    guest_sum = (await shared_sandbox.exec("sha256sum", ["/tmp/both"])).stdout_text.split()[0]
+    output = await shared_sandbox.shell("cat /tmp/both & cat /tmp/both >&2; wait; exit 7")
+    assert output.exit_code == 7
+    assert hashlib.sha256(output.stdout).hexdigest() == guest_sum
+    assert hashlib.sha256(output.stderr).hexdigest() == guest_sum
+
+
+async def test_interleaved_lines_keep_their_order_on_each_stream(shared_sandbox: Sandbox) -> None:
+    script = (
+        "i=0; while [ $i -lt 3000 ]; do echo out $i; echo err $i >&2; i=$((i + 1)); done; exit 4"
+    )
+    output = await shared_sandbox.shell(script)
+    assert output.exit_code == 4
+    assert output.stdout_text.splitlines() == [f"out {i}" for i in range(3000)]
+    assert output.stderr_text.splitlines() == [f"err {i}" for i in range(3000)]
+
+
 async def test_env_and_cwd_apply(shared_sandbox: Sandbox) -> None:
     output = await shared_sandbox.shell(
         'echo "$GREETING"; pwd', {"env": {"GREETING": "hi there"}, "cwd": "/etc"}

@@ -30,6 +30,7 @@ mod shutdown;
 mod sys;
 mod users;
 mod wire;
+mod workers;
 
 fn main() {
     if std::process::id() != 1 {

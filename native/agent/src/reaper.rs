@@ -2,7 +2,7 @@
 //! kernel hands to it. One thread waits for all of them and passes the status of each
 //! process an exec session started to that session.
 //!
-//! Race-free by construction: a session's process is forked while the registry is locked,
+//! Race-free by construction: a session's process is started while the registry is locked,
 //! so the reaper cannot take its exit status before the session is registered for it.
 
 use crate::sys;
@@ -40,15 +40,15 @@ impl Reaper {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `fork` (which returns the new pid in the parent) with the registry locked, and
+    /// Runs `spawn` (which starts a child and returns its pid) with the registry locked, and
     /// registers the child so that its wait status is written to `notify`.
-    pub fn fork_registered<E>(
+    pub fn spawn_registered<E>(
         &self,
         notify: OwnedFd,
-        fork: impl FnOnce() -> Result<libc::pid_t, E>,
+        spawn: impl FnOnce() -> Result<libc::pid_t, E>,
     ) -> Result<libc::pid_t, E> {
         let mut registry = self.registry();
-        let pid = fork()?;
+        let pid = spawn()?;
         registry.waiting.insert(pid, notify);
         registry.forks += 1;
         self.forked.notify_all();

@@ -15,6 +15,7 @@ use crate::network::{self, trust::GuestTrust, NetworkSetup};
 use crate::port::{self, PortReader};
 use crate::reaper::Reaper;
 use crate::sessions::{Session, Sessions, Target};
+use crate::workers::Workers;
 use crate::{shutdown, sys};
 use msb_protocol::guest::{
     AgentError, AgentErrorKind, AgentMessage, GuestBoot, GuestNetwork, HostMessage, HELLO_ID,
@@ -77,6 +78,8 @@ pub fn serve() -> ! {
             reaper,
             sessions: Arc::new(Sessions::default()),
             trust: Arc::new(GuestTrust::default()),
+            workers: Workers::default(),
+            cache: exec::Cache::default(),
         },
     };
     let path = port::wait_for(AGENT_PORT_NAME);

@@ -1,7 +1,9 @@
-//! Feeding a process's stdin from `Stdin` frames. A thread per session does the writing, so
-//! a process that does not read its input never blocks the channel's reader.
+//! Feeding a process's stdin from `Stdin` frames. A thread per session (from the agent's
+//! [`Workers`]) does the writing, so a process that does not read its input never blocks the
+//! channel's reader.
 
 use crate::sys;
+use crate::workers::Workers;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
@@ -15,9 +17,13 @@ pub enum Input {
 }
 
 /// Starts the writer thread for `target` (a pipe's write end, or a terminal's master).
-pub fn spawn(target: Arc<OwnedFd>, terminal: bool) -> std::io::Result<Sender<Input>> {
+pub fn spawn(
+    workers: &Workers,
+    target: Arc<OwnedFd>,
+    terminal: bool,
+) -> std::io::Result<Sender<Input>> {
     let (sender, inputs) = mpsc::channel::<Input>();
-    std::thread::Builder::new().spawn(move || {
+    workers.run(move || {
         for input in inputs {
             let result = match input {
                 Input::Data(data) => sys::write_all(target.as_fd(), &data),

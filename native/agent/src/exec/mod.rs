@@ -1,6 +1,7 @@
 //! Running commands: `Exec` requests become processes with pipes or a pseudo-terminal,
 //! whose output streams back and whose end is reported exactly once.
 
+mod cache;
 mod child;
 pub mod input;
 mod plan;
@@ -13,6 +14,8 @@ use crate::reaper::Reaper;
 use crate::sessions::{Session, Sessions};
 use crate::sys;
 use crate::wire::Stream;
+use crate::workers::Workers;
+pub use cache::Cache;
 use msb_protocol::guest::{AgentError, AgentErrorKind, AgentMessage, ExecRequest};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -29,6 +32,9 @@ pub struct Context {
     pub sessions: Arc<Sessions>,
     /// The interception CA's trust, whose variables every exec's environment starts with.
     pub trust: Arc<GuestTrust>,
+    /// Where each session's pump and stdin writer run.
+    pub workers: Workers,
+    pub cache: Cache,
 }
 
 fn internal(what: &str, error: io::Error) -> AgentError {
@@ -41,8 +47,9 @@ fn internal(what: &str, error: io::Error) -> AgentError {
 
 /// The process's standard streams: the child's ends and the agent's.
 struct Stdio {
-    /// Descriptors that the child installs as 0, 1, 2 (kept open here until after the fork).
-    child: Vec<OwnedFd>,
+    /// Descriptors that the child installs as 0, 1, 2 (kept open here until the child has
+    /// started; shared ones, such as `/dev/null`, stay open beyond).
+    child: Vec<Arc<OwnedFd>>,
     child_fds: [RawFd; 3],
     input: Option<Arc<OwnedFd>>,
     outputs: Vec<(Stream, Arc<OwnedFd>)>,
@@ -50,7 +57,7 @@ struct Stdio {
 }
 
 impl Stdio {
-    fn open(request: &ExecRequest, owner: Option<u32>) -> io::Result<Self> {
+    fn open(request: &ExecRequest, owner: Option<u32>, cache: &Cache) -> io::Result<Self> {
         if let Some(size) = request.tty {
             let pty = pty::open(size.rows, size.cols)?;
             if let Some(uid) = owner {
@@ -60,7 +67,7 @@ impl Stdio {
             let slave = pty.slave.as_raw_fd();
             let master = Arc::new(pty.master);
             return Ok(Self {
-                child: vec![pty.slave],
+                child: vec![Arc::new(pty.slave)],
                 child_fds: [slave; 3],
                 input: Some(master.clone()),
                 outputs: vec![(Stream::Stdout, master.clone())],
@@ -69,9 +76,9 @@ impl Stdio {
         }
         let (stdin_child, input) = if request.stdin {
             let (read, write) = sys::pipe()?;
-            (read, Some(Arc::new(write)))
+            (Arc::new(read), Some(Arc::new(write)))
         } else {
-            (OwnedFd::from(std::fs::File::open("/dev/null")?), None)
+            (cache.dev_null()?, None)
         };
         let (stdout_read, stdout_write) = sys::pipe()?;
         let (stderr_read, stderr_write) = sys::pipe()?;
@@ -87,7 +94,7 @@ impl Stdio {
                 stdout_write.as_raw_fd(),
                 stderr_write.as_raw_fd(),
             ],
-            child: vec![stdin_child, stdout_write, stderr_write],
+            child: vec![stdin_child, Arc::new(stdout_write), Arc::new(stderr_write)],
             input,
             outputs: vec![
                 (Stream::Stdout, Arc::new(stdout_read)),
@@ -126,8 +133,12 @@ pub fn start(
         .into_iter()
         .chain(request.env)
         .collect();
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let passwd = context.cache.passwd();
+    // Only a named user needs the groups.
+    let group = match request.user {
+        Some(_) => context.cache.group(),
+        None => Arc::from(""),
+    };
     let plan = plan::plan(&request, &passwd, &group).map_err(|error| AgentError {
         kind: error.kind(),
         message: error.to_string(),
@@ -136,6 +147,7 @@ pub fn start(
     let stdio = Stdio::open(
         &request,
         plan.identity.as_ref().map(|identity| identity.uid),
+        &context.cache,
     )
     .map_err(|error| internal("setting up stdin/stdout/stderr", error))?;
     let (report_read, report_write) = sys::pipe().map_err(|error| internal("pipe", error))?;
@@ -148,16 +160,8 @@ pub fn start(
     );
     let pid = context
         .reaper
-        .fork_registered(exit_write, || {
-            // SAFETY: the child runs `child::run`, which only makes async-signal-safe calls on
-            // data prepared before the fork, and ends in execve or _exit.
-            match unsafe { libc::fork() } {
-                -1 => Err(io::Error::last_os_error()),
-                0 => unsafe { child::run(&setup) },
-                pid => Ok(pid),
-            }
-        })
-        .map_err(|error| internal("fork", error))?;
+        .spawn_registered(exit_write, || child::spawn(&setup))
+        .map_err(|error| internal("starting the process", error))?;
     // The child's ends must be closed here, or the streams would never reach EOF.
     drop(report_write);
     drop(stdio.child);
@@ -171,15 +175,16 @@ pub fn start(
         &AgentMessage::Started { pid: pid as u32 },
     );
     let terminal = stdio.terminal.is_some();
-    let input = stdio
-        .input
-        .and_then(|target| match input::spawn(target, terminal) {
-            Ok(sender) => Some(sender),
-            Err(error) => {
-                log!("request {id}: no stdin writer thread: {error}");
-                None
-            }
-        });
+    let input =
+        stdio.input.and_then(
+            |target| match input::spawn(&context.workers, target, terminal) {
+                Ok(sender) => Some(sender),
+                Err(error) => {
+                    log!("request {id}: no stdin writer thread: {error}");
+                    None
+                }
+            },
+        );
     context.sessions.insert(
         id,
         Session {
@@ -199,7 +204,7 @@ pub fn start(
         channel: context.channel.clone(),
         sessions: context.sessions.clone(),
     };
-    if let Err(error) = std::thread::Builder::new().spawn(move || pump.run()) {
+    if let Err(error) = context.workers.run(move || pump.run()) {
         // Without its pump nobody would ever report this process: end it, and say why.
         let _ = sys::kill(-pid, libc::SIGKILL);
         context.sessions.finish(id, generation);

@@ -1,4 +1,4 @@
-//! Turning an `ExecRequest` into everything the forked child needs, checked up front: the
+//! Turning an `ExecRequest` into everything the child needs, checked up front: the
 //! child may only make async-signal-safe calls, so all parsing and allocation happens here.
 
 use crate::users::{self, Identity, UserError};
@@ -35,7 +35,7 @@ impl PlanError {
     }
 }
 
-/// A validated request, ready for `fork`.
+/// A validated request, ready for the child (see [`super::child`]).
 #[derive(Debug)]
 pub struct Plan {
     /// Paths to try with `execve`, in order (the `PATH` search, or the one given path).
