@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn devices_must_fit_the_virtio_mmio_transports() {
         let dir = tempfile::tempdir().unwrap();
-        // An overlay root of one layer takes 2 transports, the VM's own devices 3.
+        // An overlay root of one layer takes 2 transports, the VM's own devices 4.
         let fits = VIRTIO_MMIO_TRANSPORTS - BASE_VIRTIO_DEVICES - 2;
         check_mounts(&spec(&bind(dir.path(), fits)), 2).unwrap();
         let message = invalid(check_mounts(&spec(&bind(dir.path(), fits + 1)), 2));
