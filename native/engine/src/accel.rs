@@ -20,7 +20,7 @@ const KVM_CREATE_VM: libc::c_ulong = 0xAE01;
 /// The only KVM API version Linux has ever shipped.
 const KVM_API_VERSION: libc::c_int = 12;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Accelerator {
     Kvm,
     Tcg,

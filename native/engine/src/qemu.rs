@@ -7,6 +7,7 @@
 use crate::accel::Accelerator;
 use msb_protocol::filesystem::DiskFilesystem;
 use msb_protocol::guest::{GuestLower, GuestRoot};
+use serde::{Deserialize, Serialize};
 use std::ffi::{CStr, CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -63,13 +64,13 @@ pub const BASE_VIRTIO_DEVICES: usize = 4;
 pub const TCG_CODE_CACHE_MIB: u32 = 64;
 
 /// A host directory served by virtiofsd on `vhost_socket`, mounted by `tag` in the guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Share {
     pub vhost_socket: PathBuf,
     pub tag: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RootDisk {
     Virtiofs(Share),
     /// Read-only lowers (top-most first) under a writable upper image (raw ext4); the guest
@@ -81,7 +82,7 @@ pub enum RootDisk {
 }
 
 /// A read-only lower of an overlay root.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Lower {
     /// A layer of the runtime's image store: a raw ext4 or EROFS image that the runtime wrote
     /// and no one writes again, so its journal is clean. It is attached read-only (shared by
@@ -128,7 +129,7 @@ impl RootDisk {
 }
 
 /// The guest's network interface: a virtio-net device and the backend QEMU feeds it from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetDevice {
     pub backend: NetBackend,
     pub mac: [u8; 6],
@@ -136,7 +137,7 @@ pub struct NetDevice {
     pub mtu: Option<u16>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NetBackend {
     /// `-netdev stream` over a socket descriptor QEMU inherits: one end of a socketpair whose
     /// other end a user-space network holds (ours, or passt as a benchmark baseline). QEMU 7.2
@@ -150,7 +151,7 @@ pub enum NetBackend {
 }
 
 /// One `hostfwd` rule of a slirp baseline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlirpForward {
     pub udp: bool,
     pub host_port: u16,
@@ -195,7 +196,7 @@ impl NetDevice {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtraDisk {
     pub path: PathBuf,
     /// How the guest finds the disk (`/sys/block/vdX/serial`); virtio-blk keeps 20 bytes.
@@ -218,7 +219,7 @@ enum DriveAccess {
     Snapshot,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmConfig {
     pub name: String,
     pub vcpus: u8,
@@ -247,13 +248,13 @@ pub struct VmConfig {
 
 /// A template's guest RAM: a file QEMU maps as the guest's memory (see
 /// [`crate::snapshot`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateMemory {
     pub ram_file: PathBuf,
     pub role: TemplateRole,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TemplateRole {
     /// The VM builds the template: its RAM is the file itself (`share=on`), which is left
     /// holding the guest's memory when QEMU stops.

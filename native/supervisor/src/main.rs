@@ -1,9 +1,13 @@
 //! `msb-supervisor NAME --agent PATH [--parent-pid PID] [--ready-fd FD] [--secrets-fd FD]`:
 //! the supervisor of one sandbox, started by the runtime. It logs to stderr (the sandbox's
 //! `supervisor.log`) at the level of `MSB_LOG`, `info` when unset.
+//!
+//! `msb-supervisor --build-template`: builds the template of the shape on standard input
+//! (started by a supervisor, see `msb_supervisor::templates`).
 
 use msb_supervisor::logging::{self, Destination, LogLevel};
 use msb_supervisor::supervise::{self, Options};
+use msb_supervisor::templates;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,6 +15,9 @@ const USAGE: &str =
     "usage: msb-supervisor NAME --agent PATH [--parent-pid PID] [--ready-fd FD] [--secrets-fd FD]";
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(templates::BUILD_FLAG) {
+        return build_template();
+    }
     let options = match parse(std::env::args().skip(1)) {
         Ok(options) => options,
         Err(message) => {
@@ -38,6 +45,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             log::error!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_template() -> ExitCode {
+    logging::configure(Some(LogLevel::Info), Destination::Stderr);
+    match templates::run_builder() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            log::warn!("building the template failed: {error}");
             ExitCode::FAILURE
         }
     }

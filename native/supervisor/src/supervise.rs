@@ -131,12 +131,13 @@ pub fn run(options: &Options) -> Result<()> {
         controls,
         network: network.counters(),
     });
-    ready.send(&Outcome::Ready);
-    // Only now, so that the first sandbox of a shape does not share the host with it while it
-    // boots.
+    // Once the VM is up, so that the first sandbox of a shape does not share the host with
+    // the template's boot while it boots; before the ready, so that its log says so when the
+    // creator looks.
     if let Some(shape) = template_to_build {
-        templates::build_in_background(shape);
+        templates::build_in_background(&shape);
     }
+    ready.send(&Outcome::Ready);
     let exit = qemu.wait();
     network.stop();
     let recorded = record_exit(&mut db, name, &lifecycle, &exit);

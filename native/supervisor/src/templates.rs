@@ -9,7 +9,8 @@
 //! forgotten there only makes shapes differ that could have shared a template, never a
 //! restore into the wrong devices.
 //!
-//! A template is built in the background by a throw-away VM of the shape, with placeholder
+//! A template is built in the background, by a process of its own (the supervisor binary
+//! with [`BUILD_FLAG`]), in a throw-away VM of the shape, with placeholder
 //! disks and its RAM in the template's memory file: when its agent says it is waiting for
 //! the hello (having touched no disk and no sandbox data), the VM is saved and quit (see
 //! [`msb_engine::snapshot`]). No sandbox's VM is ever saved, so no template can hold a
@@ -83,7 +84,7 @@ pub fn enabled() -> bool {
 }
 
 /// A VM's shape: its key and what a template VM of it is made from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Shape {
     pub key: String,
     /// The identity of QEMU, kernel and initramfs: templates of other artifacts are stale.
@@ -107,6 +108,10 @@ struct Meta {
 }
 
 impl Template {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The guest memory a VM restoring this template maps.
     pub fn memory(&self) -> TemplateMemory {
         TemplateMemory {
@@ -253,27 +258,79 @@ pub fn find(shape: &Shape) -> Option<Template> {
     })
 }
 
-/// Builds the template of `shape` on a thread of its own, unless it exists or another
-/// process is building it. The thread must outlive the template VM, whose parent-death
-/// signal is tied to it: it joins the VM before it ends.
-pub fn build_in_background(shape: Shape) {
-    let spawned = std::thread::Builder::new()
-        .name("template".into())
-        .spawn(move || {
-            let started = Instant::now();
-            match build(&shape) {
-                Ok(true) => log::info!(
-                    "saved template {} in {} ms",
-                    shape.key,
-                    started.elapsed().as_millis()
-                ),
-                Ok(false) => {}
-                Err(error) => log::warn!("building template {} failed: {error}", shape.key),
-            }
-        });
-    if let Err(error) = spawned {
-        log::warn!("cannot start the template builder: {error}");
+/// The supervisor's flag that makes it a template builder (see [`build_detached`]).
+pub const BUILD_FLAG: &str = "--build-template";
+
+/// Builds the template of `shape` in a process of its own, which reads the shape from its
+/// standard input and outlives this supervisor: sandboxes are often stopped seconds after
+/// they start, and a builder tied to one would rarely finish. Its log is
+/// `templates/<key>.log`. A builder finds the template already there, or another builder
+/// at work, and quits.
+pub fn build_in_background(shape: &Shape) {
+    if let Err(error) = spawn_builder(shape) {
+        log::warn!(
+            "cannot start the builder of template {}: {error}",
+            shape.key
+        );
     }
+}
+
+fn spawn_builder(shape: &Shape) -> Result<(), TemplateError> {
+    use std::io::Write as _;
+    use std::os::unix::process::CommandExt as _;
+    let root = templates_dir();
+    std::fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
+    let log_path = root.join(format!("{}.log", shape.key));
+    let log = File::create(&log_path).map_err(io(format!("creating {}", log_path.display())))?;
+    let program = std::env::current_exe().map_err(io("finding the supervisor binary"))?;
+    let mut command = std::process::Command::new(program);
+    command
+        .arg(BUILD_FLAG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe: the builder leaves the sandbox's session, so no
+    // signal meant for the sandbox's processes reaches it.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(io("starting the template builder"))?;
+    let text = serde_json::to_vec(shape).expect("plain data serializes");
+    let written = child.stdin.take().expect("stdin is piped").write_all(&text);
+    // Reaps the builder if it ends while this supervisor still runs.
+    std::thread::spawn(move || child.wait());
+    written.map_err(io("handing the shape to the template builder"))?;
+    log::info!(
+        "building template {} in the background into {} (log {})",
+        shape.key,
+        root.join(&shape.key).display(),
+        log_path.display()
+    );
+    Ok(())
+}
+
+/// The builder process: reads a [`Shape`] from standard input and builds its template.
+pub fn run_builder() -> Result<(), TemplateError> {
+    let mut text = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut text)
+        .map_err(io("reading the shape"))?;
+    let shape: Shape = serde_json::from_slice(&text)
+        .map_err(|error| TemplateError::Guest(format!("bad shape on stdin: {error}")))?;
+    let started = Instant::now();
+    if build(&shape)? {
+        log::info!(
+            "saved template {} in {} ms",
+            shape.key,
+            started.elapsed().as_millis()
+        );
+    }
+    Ok(())
 }
 
 /// Builds the template; `false` when there was nothing to do.

@@ -158,7 +158,11 @@ pub fn start(spec: &SandboxSpec, plan: BootPlan<'_>) -> Result<StartedVm> {
         .and_then(templates::find)
         .and_then(|template| match launch.run(Some(&template)) {
             Ok(up) => {
-                log::info!("restored from template {}", template.key);
+                log::info!(
+                    "restored from template {} ({})",
+                    template.key,
+                    template.dir().display()
+                );
                 Some(up)
             }
             Err(error) => {
@@ -263,6 +267,9 @@ impl Launch<'_> {
             Err(error) => {
                 let _ = qemu.kill();
                 let _ = qemu.wait();
+                // The dead QEMU's agent connection may still wait in the backlog, where the
+                // next attempt would take it for its own.
+                while self.agent_listener.accept().is_ok() {}
                 Err(error)
             }
         }
