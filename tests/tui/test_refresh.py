@@ -5,10 +5,12 @@ only the rows on screen (stopped sandboxes cost nothing per tick however many th
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from recorded import NOW, recorded_info, recorded_sample
+from rich.text import Text
 
 from microsandbox_tui import SandboxMetrics, SandboxStatus
 from microsandbox_tui.tui.app import MsbApp
@@ -47,13 +49,13 @@ def counting_app() -> tuple[MsbApp, CountingSource]:
 def count_cell_updates(table: SandboxTable) -> Counter[str]:
     """Row key → cells rewritten, from now on."""
     updates: Counter[str] = Counter()
-    update_cell = table.update_cell
+    write_cells = table.write_cells
 
-    def counted(row_key: object, column_key: object, value: object, **options: bool) -> None:
-        updates[str(getattr(row_key, "value", row_key))] += 1
-        update_cell(row_key, column_key, value, **options)  # type: ignore[arg-type]
+    def counted(changes: Mapping[str, Mapping[str, str | Text]]) -> None:
+        updates.update({key: len(cells) for key, cells in changes.items()})
+        write_cells(changes)
 
-    table.update_cell = counted  # type: ignore[method-assign]
+    table.write_cells = counted  # type: ignore[method-assign]
     return updates
 
 
