@@ -36,7 +36,13 @@ from .network import Network, NetworkPolicy
 from .network_log import FlowLogEntry
 from .patches import apply_patches
 from .pull import PullProgress, PullStream, RegistryAuth, pull_stream
-from .sandbox_info import SandboxInfo, decode_sandbox_info, sandbox_info, sandbox_infos
+from .sandbox_info import (
+    SandboxInfo,
+    decode_sandbox_info,
+    sandbox_info,
+    sandbox_infos,
+    sandboxes_version,
+)
 from .secrets import (
     SecretConfig,
     SecretEntry,
@@ -542,6 +548,12 @@ class Sandbox:
     @staticmethod
     async def list() -> list[SandboxInfo]:
         return await sandbox_infos()
+
+    @staticmethod
+    async def list_version() -> int:
+        """Changes whenever :meth:`list` would answer differently (a sandbox created, removed,
+        started, stopped, crashed or reconfigured), so a poller can list only then."""
+        return await sandboxes_version()
 
     @staticmethod
     async def get_info(name: str) -> SandboxInfo:

@@ -71,3 +71,9 @@ async def sandbox_info(name: str) -> SandboxInfo:
 async def sandbox_infos() -> list[SandboxInfo]:
     text = await run_blocking(_native.list_sandboxes)
     return decode(list[SandboxInfo], text, context=STORED_CONFIG)
+
+
+async def sandboxes_version() -> int:
+    """A number that changes whenever any sandbox is created, removed or changed (status,
+    config); reading it costs one database read however many sandboxes there are."""
+    return await run_blocking(_native.sandboxes_version)

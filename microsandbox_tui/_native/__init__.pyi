@@ -68,6 +68,7 @@ __all__ = [
     "remove_sandbox",
     "remove_volume",
     "sandbox_metrics",
+    "sandboxes_version",
     "set_network_policy",
     "set_secrets",
     "start_sandbox",
@@ -132,6 +133,9 @@ def set_secrets(name: str, update_json: str) -> None:
 
 def list_sandboxes() -> str:
     """A JSON list of SandboxInfo."""
+
+def sandboxes_version() -> int:
+    """Changes with every write to any sandbox record."""
 
 def get_sandbox(name: str) -> str:
     """A SandboxInfo JSON."""

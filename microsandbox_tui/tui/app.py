@@ -14,7 +14,7 @@ from textual.signal import Signal
 from textual.theme import Theme
 from textual.worker import Worker, WorkerState
 
-from microsandbox_tui import Rule
+from microsandbox_tui import Rule, SandboxInfo
 
 from .commands import MsbCommands
 from .data import DataSource, LiveSource, MetricsHistory, SandboxesSnapshot
@@ -124,6 +124,10 @@ class MsbApp(App[None]):
         self._settings = Settings()
         self._refreshing = False
         self._refresh_errors: dict[str, str | None] = {"list": None, "metrics": None}
+        #: The source's listing version of ``snapshot.infos``.
+        self._listed_version: int | None = None
+        #: Whether the latest listing has a sandbox whose metrics are worth reading.
+        self._live = False
         super().__init__()
         self.snapshot_signal: Signal[SandboxesSnapshot] = Signal(self, "sandboxes")
         self.mouse_signal: Signal[bool] = Signal(self, "mouse")
@@ -200,16 +204,29 @@ class MsbApp(App[None]):
             self._refresh_errors[kind] = str(error)
             self.report_error(error, context=context)
 
+    async def _listing(self) -> tuple[tuple[SandboxInfo, ...], bool]:
+        """Every sandbox, and whether that changed: listed again only when the source's
+        listing version moved, so a tick reads one number, not every stopped sandbox."""
+        version = await self.source.list_version()
+        if self.snapshot is not None and version == self._listed_version:
+            return self.snapshot.infos, False
+        # Read before the listing: a change in between moves it again, listed next tick.
+        infos = tuple(await self.source.list_sandboxes())
+        self._listed_version = version
+        return infos, True
+
     async def _refresh(self) -> None:
         try:
             try:
-                infos = await self.source.list_sandboxes()
+                infos, changed = await self._listing()
             except Exception as error:
                 self._report_once("list", error, "listing sandboxes")
                 return
             self._report_once("list", None, "")
+            if changed:
+                self._live = any(info.status.is_live for info in infos)
             metrics = {}
-            if any(info.status.is_live for info in infos):
+            if self._live:
                 try:
                     metrics = await self.source.all_metrics()
                 except Exception as error:
@@ -219,8 +236,9 @@ class MsbApp(App[None]):
         finally:
             self._refreshing = False
         self.history.record(metrics)
-        self.history.forget_all_but({info.name for info in infos})
-        self.snapshot = SandboxesSnapshot(tuple(infos), metrics, self.source.now())
+        if changed:
+            self.history.forget_all_but({info.name for info in infos})
+        self.snapshot = SandboxesSnapshot(infos, metrics, self.source.now())
         self.snapshot_signal.publish(self.snapshot)
 
     def _republish(self) -> None:

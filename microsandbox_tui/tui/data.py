@@ -52,6 +52,10 @@ class DataSource(Protocol):
 
     async def list_sandboxes(self) -> list[SandboxInfo]: ...
 
+    async def list_version(self) -> int:
+        """Changes whenever :meth:`list_sandboxes` would answer differently."""
+        ...
+
     async def all_metrics(self) -> dict[str, SandboxMetrics]: ...
 
     async def list_images(self) -> list[ImageInfo]: ...
@@ -80,6 +84,9 @@ class LiveSource:
 
     async def list_sandboxes(self) -> list[SandboxInfo]:
         return await Sandbox.list()
+
+    async def list_version(self) -> int:
+        return await Sandbox.list_version()
 
     async def all_metrics(self) -> dict[str, SandboxMetrics]:
         return await all_sandbox_metrics()
@@ -135,9 +142,14 @@ class RecordedSource:
     applied_secrets: list[tuple[str, SecretEntry]] = field(default_factory=list)
     #: Every secret removed through this source, as (sandbox, env var), oldest first.
     removed_secrets: list[tuple[str, str]] = field(default_factory=list)
+    #: Moves whenever ``sandboxes`` is changed through this source.
+    version: int = 0
 
     async def list_sandboxes(self) -> list[SandboxInfo]:
         return list(self.sandboxes)
+
+    async def list_version(self) -> int:
+        return self.version
 
     async def all_metrics(self) -> dict[str, SandboxMetrics]:
         return dict(self.metrics)
@@ -193,6 +205,7 @@ class RecordedSource:
         config = info.config.model_copy(update={"secrets": secrets})
         changed = replace(info, config=config)
         self.sandboxes = tuple(changed if other is info else other for other in self.sandboxes)
+        self.version += 1
 
     async def network_log(
         self, name: str, *, tail: int | None = None, follow: bool = False
@@ -284,6 +297,7 @@ class MetricsHistory:
 class SandboxesSnapshot:
     """One refresh: every sandbox, the metrics of the running ones, and when."""
 
+    #: The same tuple as the previous snapshot's while the listing did not change.
     infos: tuple[SandboxInfo, ...]
     metrics: Mapping[str, SandboxMetrics]
     now: datetime

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.widgets.data_table import ColumnKey, RowKey
 
 import microsandbox_tui.tui
 from microsandbox_tui import SandboxConfig, SandboxInfo, SandboxStatus
 from microsandbox_tui.formatting import format_duration
-from microsandbox_tui.tui.widgets import SandboxTable
+from microsandbox_tui.tui.widgets import Column, KeyedTable, SandboxTable
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -88,6 +89,35 @@ async def test_status_cells_are_coloured_by_status() -> None:
         cells = [table.get_cell(name, "status") for name in ("run", "stop", "crash")]
         assert all(isinstance(cell, Text) for cell in cells)
         assert len({str(cell.style) for cell in cells if isinstance(cell, Text)}) == 3
+
+
+class KeyedTableApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield KeyedTable([Column("name", "NAME", 6), Column("cpu", "CPU", 6)])
+
+
+async def test_written_cells_are_drawn_anew_and_the_other_cells_drawings_kept() -> None:
+    """Guards ``KeyedTable.write_cells`` against Textual's DataTable internals changing:
+    it must draw the new value (no cache it does not know of keeps the old one) and
+    keep the drawings of the cells it did not write (the point of writing them so)."""
+    app = KeyedTableApp()
+    async with app.run_test() as pilot:
+        table = app.query_one(KeyedTable)
+        table.apply_rows({"a": {"name": "a", "cpu": "10%"}, "b": {"name": "b", "cpu": "20%"}})
+        await pilot.pause()
+        assert [table.render_line(y).text.split() for y in (1, 2)] == [["a", "10%"], ["b", "20%"]]
+        update_count = table._update_count
+
+        table.update_rows({"a": lambda: {"name": "a", "cpu": "99%"}})
+
+        # LRUCache has keys() but no __iter__.
+        cached = {key[:2] for key in table._cell_render_cache.keys()}  # noqa: SIM118
+        assert (RowKey("a"), ColumnKey("cpu")) not in cached, "the written cell's drawing dropped"
+        kept = {(RowKey(row), ColumnKey(column)) for row in "ab" for column in ("name", "cpu")}
+        assert kept - {(RowKey("a"), ColumnKey("cpu"))} <= cached, "the others' drawings kept"
+        assert table._update_count == update_count, "no table-wide invalidation"
+        assert [table.render_line(y).text.split() for y in (1, 2)] == [["a", "99%"], ["b", "20%"]]
+        assert str(table.get_cell("a", "cpu")) == table.text_of("a", "cpu") == "99%"
 
 
 def test_durations_are_compact() -> None:

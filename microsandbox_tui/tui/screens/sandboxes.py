@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Input
 
-from microsandbox_tui import SandboxStatus
+from microsandbox_tui import SandboxInfo, SandboxStatus
 
 from ..data import SandboxesSnapshot
 from ..operations import load_host_info
@@ -31,6 +31,9 @@ class SandboxesScreen(SandboxActionsScreen):
         Binding("r", "refresh", "Refresh", id="refresh"),
         Binding("escape", "back", "Clear filter", show=False, id="back"),
     ]
+
+    #: The listing the status bar and title count (the table keeps its own).
+    _shown_infos: tuple[SandboxInfo, ...] | None = None
 
     @property
     def table(self) -> SandboxTable:
@@ -67,10 +70,13 @@ class SandboxesScreen(SandboxActionsScreen):
 
     def _show(self, snapshot: SandboxesSnapshot) -> None:
         app = self.msb_app
+        listing_changed = snapshot.infos is not self._shown_infos
+        self._shown_infos = snapshot.infos
         self.table.sync(snapshot.infos, snapshot.now, snapshot.metrics, app.history, app.busy)
-        running = sum(info.status is SandboxStatus.RUNNING for info in snapshot.infos)
-        self.query_one(StatusBar).set_counts(len(snapshot.infos), running)
-        self._update_title()
+        if listing_changed:
+            running = sum(info.status is SandboxStatus.RUNNING for info in snapshot.infos)
+            self.query_one(StatusBar).set_counts(len(snapshot.infos), running)
+            self._update_title()
 
     def _update_title(self) -> None:
         """``Sandboxes [N]``, or ``[shown/N]`` while a filter hides some."""

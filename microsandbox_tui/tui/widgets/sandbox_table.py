@@ -1,9 +1,15 @@
-"""The sandboxes table: keyed by sandbox name, updated cell by cell, filtered and sorted."""
+"""The sandboxes table: keyed by sandbox name, updated cell by cell, filtered and sorted.
+
+A refresh whose listing is the one already shown (the same tuple: the app lists again only
+when the runtime's listing version moved) touches the running sandboxes' rows only, and
+draws those on screen; stopped sandboxes cost nothing per tick however many there are.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import ClassVar
 
 from rich.text import Text
@@ -26,6 +32,8 @@ COLUMNS: tuple[Column, ...] = (
 )
 #: The order ``o`` steps through.
 SORT_COLUMNS: tuple[str, ...] = tuple(column.key for column in COLUMNS)
+#: Sort columns whose order can change between two refreshes of the same listing.
+_METRIC_SORT_COLUMNS = frozenset({"cpu", "memory", "uptime"})
 _STATUS_ORDER = {status: index for index, status in enumerate(SandboxStatus)}
 
 
@@ -59,8 +67,10 @@ class SandboxTable(KeyedTable):
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(COLUMNS, id=id, classes=classes)
-        self._all: list[SandboxInfo] = []
+        self._all: Sequence[SandboxInfo] = ()
         self._infos: dict[str, SandboxInfo] = {}
+        #: The shown sandboxes that run: the rows a refresh of the same listing changes.
+        self._running_rows: list[SandboxInfo] = []
         self._metrics: dict[str, SandboxMetrics] = {}
         self._history: MetricsHistory | None = None
         self._busy: dict[str, str] = {}
@@ -87,13 +97,18 @@ class SandboxTable(KeyedTable):
         busy: Mapping[str, str] | None = None,
     ) -> None:
         """Shows ``infos`` that match the filter: adds and removes rows, updates changed cells
-        only, and keeps the sort order (and the cursor on its sandbox)."""
-        self._all = list(infos)
+        only, and keeps the sort order (and the cursor on its sandbox). Given the very
+        ``infos`` of the previous call (and the same ``busy``), only running rows change."""
+        same_listing = infos is self._all and dict(busy or {}) == self._busy
+        self._all = infos
         self._now = now
         self._metrics = dict(metrics or {})
         self._history = history
         self._busy = dict(busy or {})
-        self._render_rows()
+        if same_listing:
+            self._render_running_rows()
+        else:
+            self._render_rows()
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text
@@ -116,23 +131,41 @@ class SandboxTable(KeyedTable):
             return True
         return any(needle in text.lower() for text in (info.name, info.image, str(info.status)))
 
+    def _row_texts(self, info: SandboxInfo, now: datetime) -> dict[str, str]:
+        running = info.status is SandboxStatus.RUNNING
+        metrics = self._metrics.get(info.name) if running else None
+        cpu = self._history.series(info.name, "cpu_percent") if self._history and running else []
+        values = row_values(info, now, metrics, cpu)
+        if verb := self._busy.get(info.name):
+            values["status"] = f"{verb}…"
+        return values
+
+    def _latest_texts(self, info: SandboxInfo) -> dict[str, str]:
+        """A row's texts as of the latest refresh (a row off screen is drawn later)."""
+        assert self._now is not None, "set by the sync that scheduled the row"
+        return self._row_texts(info, self._now)
+
+    def _render_running_rows(self) -> None:
+        """The same sandboxes as shown: new metrics and uptimes for the running ones."""
+        now = self._now
+        if now is None:
+            return
+        self.update_rows(
+            {info.name: partial(self._latest_texts, info) for info in self._running_rows}
+        )
+        if self.sort_column in _METRIC_SORT_COLUMNS:
+            selected = self.selected_key
+            if self._order(list(self._infos.values()), now) and selected is not None:
+                self.select(selected)
+
     def _render_rows(self) -> None:
         if self._now is None:
             return
         now = self._now
         shown = [info for info in self._all if self._matches(info)]
-        rows = {}
-        for info in shown:
-            running = info.status is SandboxStatus.RUNNING
-            metrics = self._metrics.get(info.name) if running else None
-            cpu = (
-                self._history.series(info.name, "cpu_percent") if self._history and running else []
-            )
-            values = row_values(info, now, metrics, cpu)
-            if verb := self._busy.get(info.name):
-                values["status"] = f"{verb}…"
-            rows[info.name] = values
+        rows = {info.name: self._row_texts(info, now) for info in shown}
         self._infos = {info.name: info for info in shown}
+        self._running_rows = [info for info in shown if info.status is SandboxStatus.RUNNING]
         selected = self.selected_key
         relabelled = self._show_sort_and_filter()
         self.apply_rows(rows)

@@ -25,12 +25,12 @@ fn sandbox_metrics(py: Python<'_>, name: String) -> PyResult<Option<String>> {
 }
 
 /// Latest samples of every running sandbox, as a JSON object by sandbox name: one database
-/// read and one small file each.
+/// read of the live records (stopped ones cost nothing) and one small file each.
 #[pyfunction]
 fn all_metrics(py: Python<'_>) -> PyResult<String> {
     Ok(py.allow_threads(|| -> Result<String> {
         let mut samples = BTreeMap::new();
-        for record in records::list()? {
+        for record in records::list_live()? {
             if !record.status.is_live() {
                 continue;
             }

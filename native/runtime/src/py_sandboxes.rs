@@ -183,6 +183,13 @@ fn list_sandboxes(py: Python<'_>) -> PyResult<String> {
     })?)
 }
 
+/// A number that changes whenever any sandbox record changes (created, removed, a status
+/// or config changed): one integer to read, so a poller lists only when it moved.
+#[pyfunction]
+fn sandboxes_version(py: Python<'_>) -> PyResult<i64> {
+    Ok(py.allow_threads(records::version)?)
+}
+
 #[pyfunction]
 fn get_sandbox(py: Python<'_>, name: String) -> PyResult<String> {
     Ok(py.allow_threads(|| info_json(&records::get(&name)?))?)
@@ -242,6 +249,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(create_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(start_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(list_sandboxes, module)?)?;
+    module.add_function(wrap_pyfunction!(sandboxes_version, module)?)?;
     module.add_function(wrap_pyfunction!(get_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(remove_sandbox, module)?)?;
     module.add_function(wrap_pyfunction!(set_network_policy, module)?)?;

@@ -52,6 +52,7 @@ pub fn get(name: &str) -> Result<SandboxRecord> {
     get_with(&mut database::open()?, name)
 }
 
+/// Every record, reconciled.
 pub fn list() -> Result<Vec<SandboxRecord>> {
     let mut db = database::open()?;
     let records = db.sandboxes()?;
@@ -59,4 +60,19 @@ pub fn list() -> Result<Vec<SandboxRecord>> {
         .into_iter()
         .map(|record| reconcile(&mut db, record))
         .collect()
+}
+
+/// The live records (a supervisor should exist), reconciled: stopped sandboxes are not read.
+pub fn list_live() -> Result<Vec<SandboxRecord>> {
+    let mut db = database::open()?;
+    let records = db.live_sandboxes()?;
+    records
+        .into_iter()
+        .map(|record| reconcile(&mut db, record))
+        .collect()
+}
+
+/// See [`msb_state::Database::sandboxes_version`].
+pub fn version() -> Result<i64> {
+    Ok(database::open()?.sandboxes_version()?)
 }

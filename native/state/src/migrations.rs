@@ -47,6 +47,16 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE sandboxes ADD COLUMN net_slot INTEGER;
      UPDATE sandboxes SET net_slot = rowid - 1;
      CREATE UNIQUE INDEX sandboxes_net_slot ON sandboxes(net_slot);",
+    // 5: a number that every change of the sandboxes table bumps, so a dashboard reads one
+    // integer a second and the whole listing only when it changed.
+    "CREATE TABLE sandboxes_version (version INTEGER NOT NULL);
+     INSERT INTO sandboxes_version VALUES (0);
+     CREATE TRIGGER sandboxes_version_insert AFTER INSERT ON sandboxes
+         BEGIN UPDATE sandboxes_version SET version = version + 1; END;
+     CREATE TRIGGER sandboxes_version_update AFTER UPDATE ON sandboxes
+         BEGIN UPDATE sandboxes_version SET version = version + 1; END;
+     CREATE TRIGGER sandboxes_version_delete AFTER DELETE ON sandboxes
+         BEGIN UPDATE sandboxes_version SET version = version + 1; END;",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {

@@ -16,6 +16,15 @@ pub enum SandboxStatus {
 }
 
 impl SandboxStatus {
+    const ALL: [Self; 6] = [
+        Self::Starting,
+        Self::Running,
+        Self::Paused,
+        Self::Draining,
+        Self::Stopped,
+        Self::Crashed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Starting => "starting",
@@ -169,6 +178,33 @@ impl Database {
         rows.map(|row| with_status(row?)).collect()
     }
 
+    /// The records whose status says a supervisor should exist (see
+    /// [`SandboxStatus::is_live`]), by name: what a metrics reader needs, without the stopped
+    /// ones however many there are.
+    pub fn live_sandboxes(&self) -> Result<Vec<SandboxRecord>> {
+        let live: Vec<String> = SandboxStatus::ALL
+            .into_iter()
+            .filter(|status| status.is_live())
+            .map(|status| format!("'{}'", status.as_str()))
+            .collect();
+        let mut statement = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM sandboxes WHERE status IN ({}) ORDER BY name",
+            live.join(", ")
+        ))?;
+        let rows = statement.query_map([], from_row)?;
+        rows.map(|row| with_status(row?)).collect()
+    }
+
+    /// A number that changes whenever a sandbox record is inserted, changed or deleted (a
+    /// trigger counts every change): equal numbers mean an equal listing.
+    pub fn sandboxes_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT version FROM sandboxes_version", [], |row| {
+                row.get(0)
+            })?)
+    }
+
     /// Records the supervisor that owns the sandbox from now on.
     pub fn set_supervisor(&mut self, name: &str, pid: u32, start_time: u64) -> Result<()> {
         self.update(
@@ -310,6 +346,49 @@ mod tests {
             db.set_secrets("nope", "[]", "{}"),
             Err(StateError::SandboxNotFound(_))
         ));
+    }
+
+    #[test]
+    fn live_sandboxes_leave_out_stopped_and_crashed_ones() {
+        let mut db = Database::open_in_memory().unwrap();
+        for name in ["booting", "crashed", "running", "stopped"] {
+            db.insert_sandbox(name, "{}", true).unwrap();
+        }
+        for (name, status) in [
+            ("crashed", SandboxStatus::Crashed),
+            ("running", SandboxStatus::Running),
+            ("stopped", SandboxStatus::Stopped),
+        ] {
+            let change = StatusChange {
+                status,
+                reason: None,
+            };
+            db.set_status(name, change).unwrap();
+        }
+        let live: Vec<String> = db
+            .live_sandboxes()
+            .unwrap()
+            .into_iter()
+            .map(|record| record.name)
+            .collect();
+        assert_eq!(live, ["booting", "running"]);
+    }
+
+    #[test]
+    fn the_version_changes_with_every_write_and_with_no_read() {
+        let mut db = Database::open_in_memory().unwrap();
+        let mut seen = vec![db.sandboxes_version().unwrap()];
+        db.insert_sandbox("a", "{}", true).unwrap();
+        seen.push(db.sandboxes_version().unwrap());
+        db.set_detached("a", false).unwrap();
+        seen.push(db.sandboxes_version().unwrap());
+        db.sandboxes().unwrap();
+        db.sandbox("a").unwrap();
+        assert_eq!(db.sandboxes_version().unwrap(), seen[2]);
+        db.delete_sandbox("a").unwrap();
+        seen.push(db.sandboxes_version().unwrap());
+        seen.dedup();
+        assert_eq!(seen.len(), 4, "every write gives a new version: {seen:?}");
     }
 
     #[test]
