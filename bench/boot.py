@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -99,23 +100,26 @@ async def started_from_template(sandbox: Sandbox) -> bool:
 
 
 async def build_template() -> None:
-    """Boots one sandbox cold, which builds the template in the background, and waits for it."""
+    """Boots one sandbox, which has the template built in the background if there is none,
+    and waits until the template is saved."""
     os.environ[SNAPSHOTS_ENV] = "1"
     sandbox = await Sandbox.create("bench-template", replace=True)
     try:
-        deadline = time.monotonic() + TEMPLATE_TIMEOUT_S
-        while time.monotonic() < deadline:
-            lines = [line async for line in sandbox.logs("runtime")]
-            if any("saved template" in line or "restored from template" in line for line in lines):
-                return
-            failed = [line for line in lines if "building template" in line]
-            if failed:
-                raise RuntimeError(failed[-1])
-            await asyncio.sleep(0.5)
-        raise RuntimeError(f"no template after {TEMPLATE_TIMEOUT_S:.0f} s")
+        log = "\n".join([line async for line in sandbox.logs("runtime")])
     finally:
         await sandbox.kill()
         await Sandbox.remove("bench-template")
+    if "restored from template" in log:
+        return
+    building = re.search(r"building template \w+ in the background into (\S+)", log)
+    if building is None:
+        raise RuntimeError(f"the sandbox neither restored nor built a template:\n{log}")
+    saved = Path(building.group(1)) / "meta.json"
+    deadline = time.monotonic() + TEMPLATE_TIMEOUT_S
+    while not saved.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no template after {TEMPLATE_TIMEOUT_S:.0f} s ({saved})")
+        await asyncio.sleep(0.5)
 
 
 def describe(samples: list[float]) -> str:

@@ -1,12 +1,12 @@
 //! `/init` from the bare initramfs to the sandbox's own root file system, in two phases.
 //!
-//! [`early`] needs nothing from the sandbox: the usual mounts and the modules that carry no
-//! per-sandbox state (virtio transport and console port, file systems). The agent then waits
-//! for the host's hello, which a host building a template saves the VM before sending (see
-//! `docs/ARCHITECTURE.md`, "Templates"). [`finish`] does everything sandbox-specific from
-//! the hello: fresh entropy first, the hostname, the device drivers (disks, network, entropy
-//! and balloon read their configuration when they bind, so a restored guest sees its own
-//! disks and MAC), the root file system and the machine id.
+//! [`early`] needs nothing from the sandbox: the usual mounts and the kernel modules, the
+//! device drivers loaded with the virtio bus's autoprobe off so that they bind to nothing
+//! yet. The agent then waits for the host's hello, which a host building a template saves
+//! the VM before sending (see `docs/ARCHITECTURE.md`, "Templates"). [`finish`] does
+//! everything sandbox-specific from the hello: fresh entropy first, the hostname, binding
+//! the devices (disks, network, entropy and balloon read their configuration as they probe,
+//! so a restored guest sees its own disks and MAC), the root file system and the machine id.
 
 use crate::rootfs::{self, RootError};
 use crate::{modules, network, sys};
@@ -61,7 +61,44 @@ pub fn early() -> Result<(), BootError> {
     for error in modules::load_all(msb_protocol::EARLY_MODULE_LIST) {
         log!("{error}");
     }
+    // The device drivers are loaded now too, but bind to their devices only after the hello
+    // (see [`bind_devices`]): loading them took 0.2-0.4 s of a restored guest's start.
+    set_autoprobe(false);
+    for error in modules::load_all(msb_protocol::DEVICE_MODULE_LIST) {
+        log!("{error}");
+    }
     Ok(())
+}
+
+const VIRTIO_BUS: &str = "/sys/bus/virtio";
+
+/// Whether drivers of the virtio bus bind to devices as they are registered.
+fn set_autoprobe(on: bool) {
+    let path = format!("{VIRTIO_BUS}/drivers_autoprobe");
+    if let Err(error) = std::fs::write(&path, if on { "1" } else { "0" }) {
+        log!("writing {path}: {error}");
+    }
+}
+
+/// Binds every virtio device that has no driver yet (disks, network, entropy, balloon):
+/// they read the sandbox's own configuration as they probe.
+fn bind_devices() {
+    set_autoprobe(true);
+    let Ok(devices) = std::fs::read_dir(format!("{VIRTIO_BUS}/devices")) else {
+        return;
+    };
+    for device in devices.flatten() {
+        if device.path().join("driver").exists() {
+            continue;
+        }
+        let name = device.file_name();
+        if let Err(error) = std::fs::write(
+            format!("{VIRTIO_BUS}/drivers_probe"),
+            name.as_encoded_bytes(),
+        ) {
+            log!("binding {}: {error}", name.to_string_lossy());
+        }
+    }
 }
 
 /// The second phase, from the host's first hello.
@@ -71,9 +108,7 @@ pub fn finish(boot: &GuestBoot) -> Result<Booted, BootError> {
     }
     sys::add_entropy_and_reseed(&boot.entropy).map_err(BootError::Entropy)?;
     sys::set_hostname(&boot.hostname).map_err(BootError::Hostname)?;
-    for error in modules::load_all(msb_protocol::DEVICE_MODULE_LIST) {
-        log!("{error}");
-    }
+    bind_devices();
     rootfs::mount_root(&boot.root)?;
     rootfs::prepare_system_dirs()?;
     let old_root = rootfs::switch_root()?;
@@ -104,9 +139,9 @@ fn ensure_machine_id() -> io::Result<()> {
     })?;
     let hex: String = id.iter().map(|byte| format!("{byte:02x}")).collect();
     let _ = std::fs::create_dir_all("/etc");
+    // Not synced: shutdown flushes the upper disk (an fsync here cost a journal commit).
     let mut file = std::fs::File::create(PATH)?;
-    writeln!(file, "{hex}")?;
-    file.sync_all()
+    writeln!(file, "{hex}")
 }
 
 /// 32 lowercase hex digits, not all zero (`man 5 machine-id`; "uninitialized" is not one).
