@@ -178,6 +178,28 @@ def test_history_turns_counters_into_rates_and_skips_repeated_samples() -> None:
     assert history.points("a") == []
 
 
+def test_full_history_rates_its_oldest_point_against_the_sample_before() -> None:
+    history = MetricsHistory(length=2)
+    first = recorded_sample(0, 10.0, 100, 400)
+    for step in range(3):
+        history.record(
+            {
+                "a": replace(
+                    first,
+                    cpu_percent=float(step),
+                    disk_read_bytes=first.disk_read_bytes + 1000 * step,
+                    sampled_at=first.sampled_at + timedelta(seconds=step),
+                )
+            }
+        )
+    points = history.points("a")
+    assert [point.cpu_percent for point in points] == [1.0, 2.0]
+    assert [point.disk_read_rate for point in points] == [1000.0, 1000.0]
+    assert history.series("a", "cpu_percent") == [1.0, 2.0]
+    assert history.series("a", "disk_read_rate") == [1000.0, 1000.0]
+    assert history.latest("a") == points[-1]
+
+
 def test_sparkline_is_fixed_width_scaled_and_newest_right() -> None:
     assert sparkline([], 5, 100) == "     "
     assert sparkline([0, 50, 100], 5, 100) == "  ▁▅█"

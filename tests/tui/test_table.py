@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
 
 import microsandbox_tui.tui
@@ -127,3 +128,29 @@ def test_durations_are_compact() -> None:
     assert format_duration(3720) == "1h02m"
     assert format_duration(2 * 86_400 + 3 * 3600) == "2d03h"
     assert format_duration(-5) == "0s"
+
+
+async def test_plain_cells_are_drawn_as_textual_draws_them() -> None:
+    """Guards ``KeyedTable._render_cell`` (Textual 8.2 internals): a plain cell's line, made
+    without Rich, has the very segments and styles Textual's own drawing gives, on and off
+    the cursor; values it cannot make (markup, too wide) go through Textual."""
+    app = KeyedTableApp()
+    async with app.run_test() as pilot:
+        table = app.query_one(KeyedTable)
+        values = ["a", "", "abcdef", "▁▂▃", "x…", "[b]x[/b]", "much too wide"]
+        table.apply_rows({f"r{index}": {"name": v, "cpu": v} for index, v in enumerate(values)})
+        await pilot.pause()
+        base = table.rich_style
+        width = table.ordered_columns[0].get_render_width(table)
+        plain = [table._plain_cell(row, 0, width) for row in range(len(values))]
+        drawn_here = [cell and cell[2] for cell in plain]
+        assert drawn_here == ["a", None, "abcdef", "▁▂▃", "x…", None, None]
+        for row in range(len(values)):
+            for column, spec in enumerate(table.ordered_columns):
+                width = spec.get_render_width(table)
+                for cursor in (False, True):
+                    table._cell_render_cache.clear()
+                    ours = table._render_cell(row, column, base, width, cursor=cursor)
+                    table._cell_render_cache.clear()
+                    textual = DataTable._render_cell(table, row, column, base, width, cursor)
+                    assert ours == textual, (values[row], column, cursor)

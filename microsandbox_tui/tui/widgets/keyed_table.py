@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
@@ -172,6 +174,82 @@ class KeyedTable(DataTable[str | Text]):
         _discard(self._row_renderable_cache, lambda cache_key: cache_key[1] in indexes)
         self._line_cache.clear()
         self.refresh()
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> list[list[Segment]]:
+        """A cell's line, made directly when its value is plain text that fits; anything
+        else (titles, styled text, markup, what does not fit) through Textual.
+
+        Why: Textual draws every cell through Rich (markup parsing, padding, cropping,
+        protocol checks), about 400 µs a cell on a loaded machine, and a tick changes some
+        hundred cells on screen. The line made here is the one Rich makes (same segments,
+        same styles; ``tests/tui/test_table.py`` compares them), cached under Textual's own
+        key (Textual 8.2 internals, see the module doc)."""
+        plain = self._plain_cell(row_index, column_index, width)
+        if plain is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key, column_key, text = plain
+        cache_key = (
+            row_key,
+            column_key,
+            base_style,
+            cursor,
+            hover,
+            self._show_hover_cursor,
+            self._update_count,
+            self._pseudo_class_state,
+        )
+        cached: list[list[Segment]] | None = self._cell_render_cache.get(cache_key)
+        if cached is not None:
+            return cached
+        component_style, post_style = self._get_styles_to_render_cell(
+            False,
+            False,
+            False,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+        meta = Style.from_meta({"row": row_index, "column": column_index})
+        style = base_style + meta + component_style + post_style
+        padding = " " * self.cell_padding
+        fill = width - 2 * self.cell_padding - cell_len(text)
+        line = [Segment(padding, style), Segment(text, style)]
+        if fill:
+            line.append(Segment(" " * fill, style))
+        line.append(Segment(padding, style))
+        lines = [line]
+        self._cell_render_cache[cache_key] = lines
+        return lines
+
+    def _plain_cell(
+        self, row_index: int, column_index: int, width: int
+    ) -> tuple[RowKey, ColumnKey, str] | None:
+        """The cell's keys and text when it can be drawn without Rich: a data cell, one
+        line high, holding printable text without markup that fits in ``width`` (not empty)."""
+        if row_index < max(self.fixed_rows, 0) or column_index < max(self.fixed_columns, 0):
+            return None
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None or self.rows[row_key].height != 1:
+            return None
+        value = self._data[row_key].get(column_key)
+        # An empty cell is drawn by Rich in segments of its own: left to Textual.
+        if not isinstance(value, str) or not value or "[" in value or not value.isprintable():
+            return None
+        if cell_len(value) > width - 2 * self.cell_padding:
+            return None
+        return row_key, column_key, value
 
     def _draw_pending(self, keys: Iterable[str]) -> None:
         self._update_rows(
