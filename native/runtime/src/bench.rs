@@ -6,9 +6,8 @@ use crate::error::{Result, RuntimeError};
 use crate::install;
 use msb_supervisor::paths::SandboxFiles;
 use msb_supervisor::root::RootImage;
-use msb_supervisor::{artifacts, database, handshake, vm};
+use msb_supervisor::{artifacts, database, vm};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 use std::path::PathBuf;
 
 /// The QEMU command line that boots the default image with its per-VM files (sockets,
