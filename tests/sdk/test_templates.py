@@ -1,5 +1,5 @@
 """Templates on real VMs: restored sandboxes are their own machines, a template holds nothing
-of any sandbox, and a template that no longer fits (new agent) or is broken is not used.
+of any sandbox, and a template that does not fit (another agent) or is broken is not used.
 
 Each test that needs a template of its own takes a shape of its own (an unusual memory
 size), so that its template is built by the sandbox it creates and by nothing else.
@@ -170,7 +170,7 @@ async def test_templates_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> N
         await stop(sandbox)
 
 
-async def test_a_new_agent_binary_makes_the_old_template_stale(
+async def test_a_new_agent_binary_does_not_use_the_old_agents_template(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     first, old = await cold_sandbox_with_template("tpl-agent-old", memory=384)
@@ -182,11 +182,14 @@ async def test_a_new_agent_binary_makes_the_old_template_stale(
         binary.write(b"\0another build")  # the same program, another file
     monkeypatch.setenv("MSB_AGENT", str(changed))
     second, new = await cold_sandbox_with_template("tpl-agent-new", memory=384)
+    await stop(second)
+    assert new != old
+    monkeypatch.setenv("MSB_AGENT", str(agent))
+    third = await Sandbox.create("tpl-agent-back", replace=True, memory=384)
     try:
-        assert new != old
-        assert not old.exists(), "the old agent's template is removed once the new one is built"
+        assert await restored_from(third) == old, "the first agent's template still serves it"
     finally:
-        await stop(second)
+        await stop(third)
 
 
 def _packaged_agent() -> Path:

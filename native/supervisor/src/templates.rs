@@ -15,7 +15,10 @@
 //! the hello (having touched no disk and no sandbox data), the VM is saved and quit (see
 //! [`msb_engine::snapshot`]). No sandbox's VM is ever saved, so no template can hold a
 //! sandbox's data or secrets. Templates live in the runtime cache under `templates/<key>/`
-//! (`ram`, `state`, `meta.json`); building one for new artifacts removes those of old ones.
+//! (`ram`, `state`, `meta.json`). A build removes the templates whose QEMU, kernel or
+//! initramfs changed or vanished (they can never match again), then the least recently
+//! used beyond [`MAX_TEMPLATES`]; templates of other artifacts still on disk (another
+//! `MSB_AGENT` or `MSB_QEMU`, say) stay usable.
 //! `MSB_SNAPSHOTS=0` turns templates off.
 
 use crate::artifacts::BootArtifacts;
@@ -50,9 +53,9 @@ const META_FILE: &str = "meta.json";
 const CANONICAL_DIR: &str = "/msb-template";
 /// The descriptor number the canonical network backend names.
 const CANONICAL_NET_FD: i32 = 3;
-/// Templates kept besides stale ones (whose artifacts changed): the shapes in use. Each
-/// takes the RAM its kernel touched, about 75 MB under TCG.
-const MAX_TEMPLATES: usize = 8;
+/// Templates kept: the shapes in use (the test suite has about a dozen). Each takes the RAM
+/// its kernel touched, about 75 MB under TCG.
+const MAX_TEMPLATES: usize = 16;
 /// A template boot on a loaded 2-core TCG host takes seconds; this only stops a stuck one.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
 const QMP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,8 +90,9 @@ pub fn enabled() -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Shape {
     pub key: String,
-    /// The identity of QEMU, kernel and initramfs: templates of other artifacts are stale.
+    /// The identity of QEMU, kernel and initramfs ([`identity_of`] their paths).
     artifacts: String,
+    artifact_paths: Vec<PathBuf>,
     config: VmConfig,
     qemu: PathBuf,
 }
@@ -104,6 +108,8 @@ pub struct Template {
 struct Meta {
     format: String,
     artifacts: String,
+    /// Where the artifacts were, to tell whether they changed since.
+    artifact_paths: Vec<PathBuf>,
     saved_unix_ms: u64,
 }
 
@@ -123,6 +129,15 @@ impl Template {
     /// The device state, for QEMU to read.
     pub fn open_state(&self) -> std::io::Result<File> {
         File::open(self.dir.join(STATE_FILE))
+    }
+
+    /// Records that the template was just restored, for [`remove_stale`]'s least recently
+    /// used order.
+    pub fn mark_used(&self) {
+        let meta = self.dir.join(META_FILE);
+        if let Ok(file) = File::options().write(true).open(&meta) {
+            let _ = file.set_modified(SystemTime::now());
+        }
     }
 
     /// Removes a template that failed to restore; the next sandbox rebuilds it. Running
@@ -146,7 +161,12 @@ pub fn shape_of(cfg: &VmConfig, artifacts: &BootArtifacts) -> Option<Shape> {
         return None;
     }
     let config = shape_config(cfg, Path::new(CANONICAL_DIR), CANONICAL_NET_FD);
-    let artifacts_id = artifacts_identity(artifacts);
+    let artifact_paths = vec![
+        artifacts.qemu.clone(),
+        artifacts.kernel.vmlinux.clone(),
+        artifacts.initramfs.clone(),
+    ];
+    let artifacts_id = identity_of(&artifact_paths);
     let mut hash = Sha256::new();
     for piece in std::iter::once(FORMAT.to_string())
         .chain(std::iter::once(artifacts_id.clone()))
@@ -162,6 +182,7 @@ pub fn shape_of(cfg: &VmConfig, artifacts: &BootArtifacts) -> Option<Shape> {
     Some(Shape {
         key,
         artifacts: artifacts_id,
+        artifact_paths,
         config,
         qemu: artifacts.qemu.clone(),
     })
@@ -223,25 +244,21 @@ fn shape_config(cfg: &VmConfig, dir: &Path, net_fd: i32) -> VmConfig {
 
 /// Path, size and modification time of each artifact. The initramfs's name is already the
 /// hash of its content (agent and modules).
-fn artifacts_identity(artifacts: &BootArtifacts) -> String {
-    [
-        &artifacts.qemu,
-        &artifacts.kernel.vmlinux,
-        &artifacts.initramfs,
-    ]
-    .iter()
-    .map(|path| match std::fs::metadata(path) {
-        Ok(meta) => format!(
-            "{}:{}:{}.{}",
-            path.display(),
-            meta.len(),
-            meta.mtime(),
-            meta.mtime_nsec()
-        ),
-        Err(_) => format!("{}:missing", path.display()),
-    })
-    .collect::<Vec<_>>()
-    .join("|")
+fn identity_of(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|path| match std::fs::metadata(path) {
+            Ok(meta) => format!(
+                "{}:{}:{}.{}",
+                path.display(),
+                meta.len(),
+                meta.mtime(),
+                meta.mtime_nsec()
+            ),
+            Err(_) => format!("{}:missing", path.display()),
+        })
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 fn templates_dir() -> PathBuf {
@@ -346,12 +363,12 @@ fn build(shape: &Shape) -> Result<bool, TemplateError> {
     let build_dir = root.join(format!(".build-{}-{}", shape.key, std::process::id()));
     let _ = std::fs::remove_dir_all(&build_dir);
     std::fs::create_dir(&build_dir).map_err(io(format!("creating {}", build_dir.display())))?;
-    let result = save(shape, &build_dir).and_then(|()| publish(shape, &build_dir, &root));
+    let result = save(shape, &build_dir).and_then(|()| {
+        remove_stale(&root);
+        publish(shape, &build_dir, &root)
+    });
     let _ = std::fs::remove_dir_all(&build_dir);
-    result.map(|()| {
-        remove_stale(shape, &root);
-        true
-    })
+    result.map(|()| true)
 }
 
 /// An exclusive lock on `path`, or `None` while another process holds it. The kernel drops
@@ -507,6 +524,7 @@ fn publish(shape: &Shape, build_dir: &Path, root: &Path) -> Result<(), TemplateE
     let meta = Meta {
         format: FORMAT.into(),
         artifacts: shape.artifacts.clone(),
+        artifact_paths: shape.artifact_paths.clone(),
         saved_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
@@ -521,36 +539,50 @@ fn publish(shape: &Shape, build_dir: &Path, root: &Path) -> Result<(), TemplateE
     })
 }
 
-/// Removes templates of other artifacts (a new QEMU, kernel or agent), then the oldest
-/// beyond [`MAX_TEMPLATES`].
-fn remove_stale(shape: &Shape, root: &Path) {
+/// Removes the templates whose artifacts changed or vanished, then the least recently used
+/// beyond [`MAX_TEMPLATES`] (a restore marks a template used, see [`Template::mark_used`]).
+fn remove_stale(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
-    let mut current = Vec::new();
+    let mut usable = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         if !path.is_dir() || entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
-        let meta: Option<Meta> = std::fs::read(path.join(META_FILE))
+        let meta_file = path.join(META_FILE);
+        let meta: Option<Meta> = std::fs::read(&meta_file)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         match meta {
-            Some(meta) if meta.format == FORMAT && meta.artifacts == shape.artifacts => {
-                current.push((meta.saved_unix_ms, path))
+            Some(meta)
+                if meta.format == FORMAT && identity_of(&meta.artifact_paths) == meta.artifacts =>
+            {
+                let used = std::fs::metadata(&meta_file).and_then(|m| m.modified());
+                usable.push((used.unwrap_or(UNIX_EPOCH), path));
             }
             _ => {
                 log::info!("removing the stale template {}", path.display());
-                let _ = std::fs::remove_dir_all(&path);
-                let _ = std::fs::remove_file(path.with_extension("lock"));
+                remove(&path);
             }
         }
     }
-    current.sort();
-    let excess = current.len().saturating_sub(MAX_TEMPLATES);
-    for (_, path) in current.into_iter().take(excess) {
-        let _ = std::fs::remove_dir_all(&path);
+    usable.sort();
+    let excess = usable.len().saturating_sub(MAX_TEMPLATES);
+    for (_, path) in usable.into_iter().take(excess) {
+        log::info!(
+            "removing the least recently used template {}",
+            path.display()
+        );
+        remove(&path);
+    }
+}
+
+fn remove(template: &Path) {
+    let _ = std::fs::remove_dir_all(template);
+    for suffix in ["lock", "log"] {
+        let _ = std::fs::remove_file(template.with_extension(suffix));
     }
 }
 

@@ -158,6 +158,7 @@ pub fn start(spec: &SandboxSpec, plan: BootPlan<'_>) -> Result<StartedVm> {
         .and_then(templates::find)
         .and_then(|template| match launch.run(Some(&template)) {
             Ok(up) => {
+                template.mark_used();
                 log::info!(
                     "restored from template {} ({})",
                     template.key,
