@@ -19,6 +19,8 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 /// an idle host: past this it is taken for broken and the sandbox boots cold instead.
 pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long one read of the agent channel blocks before QEMU and the deadline are checked.
+const READ_POLL: Duration = Duration::from_millis(250);
 
 /// What the agent said about itself.
 pub struct AgentHello {
@@ -67,8 +69,9 @@ pub fn guest_boot(root: msb_protocol::guest::GuestRoot, hostname: &str) -> Resul
     })
 }
 
-/// Waits for QEMU to connect to the agent socket, noticing if QEMU dies first.
-fn accept_agent(
+/// Waits for QEMU to connect to the agent socket (a non-blocking listener), noticing if QEMU
+/// dies first.
+pub(crate) fn accept_agent(
     listener: &UnixListener,
     qemu: &mut Child,
     deadline: Instant,
@@ -113,14 +116,37 @@ fn hello(
 ) -> Result<(UnixStream, AgentHello)> {
     let frame = hello_frame(guest)?;
     frame.write_to(&mut &stream).map_err(protocol_error)?;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(250)))
-        .map_err(SupervisorError::io("agent socket"))?;
-    let mut reader = &stream;
     let reply = loop {
-        match Frame::read_from(&mut reader) {
-            Ok(frame)
-                if frame.decode::<AgentMessage>().ok() == Some(AgentMessage::AwaitingHello) => {}
+        match next_agent_message(&stream, qemu, deadline)? {
+            AgentMessage::AwaitingHello => {}
+            reply => break reply,
+        }
+    };
+    match reply {
+        AgentMessage::Hello { version, agent_version, kernel_release } if version == PROTOCOL_VERSION => {
+            log::debug!("the agent answered: version {agent_version}, kernel {kernel_release}");
+            Ok((stream, AgentHello { version: agent_version, kernel_release }))
+        }
+        AgentMessage::Hello { version, .. } => Err(SupervisorError::Protocol(format!(
+            "the guest agent speaks protocol {version}, this runtime {PROTOCOL_VERSION}; rebuild the initramfs"
+        ))),
+        AgentMessage::Error(error) => Err(SupervisorError::Protocol(format!("the guest agent: {}", error.message))),
+        other => Err(SupervisorError::Protocol(format!("unexpected first message from the agent: {other:?}"))),
+    }
+}
+
+/// Reads the agent's next message, polling so that a QEMU that exits or a deadline that
+/// passes is noticed.
+pub(crate) fn next_agent_message(
+    stream: &UnixStream,
+    qemu: &mut Child,
+    deadline: Instant,
+) -> Result<AgentMessage> {
+    stream
+        .set_read_timeout(Some(READ_POLL))
+        .map_err(SupervisorError::io("agent socket"))?;
+    let frame = loop {
+        match Frame::read_from(&mut &*stream) {
             Ok(frame) => break frame,
             Err(FrameError::Io(error))
                 if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
@@ -138,17 +164,7 @@ fn hello(
     stream
         .set_read_timeout(None)
         .map_err(SupervisorError::io("agent socket"))?;
-    match reply.decode::<AgentMessage>().map_err(protocol_error)? {
-        AgentMessage::Hello { version, agent_version, kernel_release } if version == PROTOCOL_VERSION => {
-            log::debug!("the agent answered: version {agent_version}, kernel {kernel_release}");
-            Ok((stream, AgentHello { version: agent_version, kernel_release }))
-        }
-        AgentMessage::Hello { version, .. } => Err(SupervisorError::Protocol(format!(
-            "the guest agent speaks protocol {version}, this runtime {PROTOCOL_VERSION}; rebuild the initramfs"
-        ))),
-        AgentMessage::Error(error) => Err(SupervisorError::Protocol(format!("the guest agent: {}", error.message))),
-        other => Err(SupervisorError::Protocol(format!("unexpected first message from the agent: {other:?}"))),
-    }
+    frame.decode::<AgentMessage>().map_err(protocol_error)
 }
 
 /// The host's hello, carrying the wall clock and what the guest is to set up.

@@ -57,6 +57,15 @@ impl RotatingLog {
 
 pub use msb_net::utc::utc_timestamp;
 
+/// The last `count` lines of the log at `path`, joined; `None` when it is missing or empty.
+/// Errors quote them so that a failure says what the guest or QEMU printed last.
+pub fn last_lines(path: &Path, count: usize) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(count)..].join("\n");
+    (!tail.is_empty()).then_some(tail)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +87,17 @@ mod tests {
             60
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn last_lines_gives_the_end_of_a_log_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        assert_eq!(last_lines(&path, 2), None);
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(last_lines(&path, 2), None);
+        std::fs::write(&path, "one\ntwo\nthree\n").unwrap();
+        assert_eq!(last_lines(&path, 2).as_deref(), Some("two\nthree"));
+        assert_eq!(last_lines(&path, 9).as_deref(), Some("one\ntwo\nthree"));
     }
 }

@@ -22,6 +22,9 @@
 //! `MSB_SNAPSHOTS=0` turns templates off.
 
 use crate::artifacts::BootArtifacts;
+use crate::error::SupervisorError;
+use crate::handshake;
+use crate::logs;
 use crate::paths;
 use crate::process;
 use msb_engine::qemu::{
@@ -30,7 +33,6 @@ use msb_engine::qemu::{
 use msb_engine::qmp::{Qmp, QmpError};
 use msb_engine::snapshot;
 use msb_protocol::guest::AgentMessage;
-use msb_protocol::Frame;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -58,6 +60,8 @@ const CANONICAL_NET_FD: i32 = 3;
 const MAX_TEMPLATES: usize = 16;
 /// A template boot on a loaded 2-core TCG host takes seconds; this only stops a stuck one.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Lines of the template VM's QEMU log a build failure quotes.
+const QEMU_TAIL_LINES: usize = 5;
 const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Placeholder disks of a template VM: the guest never reads them (their driver is loaded
 /// only after the hello).
@@ -423,7 +427,11 @@ fn save(shape: &Shape, dir: &Path) -> Result<(), TemplateError> {
     drop(net_ours);
     saved.map_err(|error| match error {
         TemplateError::Guest(what) => {
-            TemplateError::Guest(format!("{what}{}", tail(&dir.join("qemu.log"))))
+            let said = logs::last_lines(&dir.join("qemu.log"), QEMU_TAIL_LINES);
+            TemplateError::Guest(match said {
+                Some(said) => format!("{what}; QEMU said: {said}"),
+                None => what,
+            })
         }
         other => other,
     })
@@ -463,53 +471,16 @@ fn drain_console(listener: UnixListener) {
 fn wait_until_awaiting_hello(listener: &UnixListener, vm: &mut Child) -> Result<(), TemplateError> {
     let deadline = Instant::now() + BUILD_TIMEOUT;
     listener.set_nonblocking(true).map_err(io("agent socket"))?;
-    let stream = loop {
-        match listener.accept() {
-            Ok((stream, _)) => break stream,
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(io("accepting the agent channel")(error)),
-        }
-        alive_until(vm, deadline)?;
-        std::thread::sleep(Duration::from_millis(20));
+    let not_saving = |error: SupervisorError| {
+        TemplateError::Guest(format!("did not reach its saving point: {error}"))
     };
-    stream.set_nonblocking(false).map_err(io("agent socket"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(250)))
-        .map_err(io("agent socket"))?;
-    loop {
-        match Frame::read_from(&mut &stream) {
-            Ok(frame) => match frame.decode::<AgentMessage>() {
-                Ok(AgentMessage::AwaitingHello) => return Ok(()),
-                other => {
-                    return Err(TemplateError::Guest(format!(
-                        "sent {other:?} instead of waiting for the hello"
-                    )))
-                }
-            },
-            Err(msb_protocol::FrameError::Io(error))
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                alive_until(vm, deadline)?
-            }
-            Err(error) => return Err(TemplateError::Guest(format!("channel: {error}"))),
-        }
+    let stream = handshake::accept_agent(listener, vm, deadline).map_err(not_saving)?;
+    match handshake::next_agent_message(&stream, vm, deadline).map_err(not_saving)? {
+        AgentMessage::AwaitingHello => Ok(()),
+        other => Err(TemplateError::Guest(format!(
+            "sent {other:?} instead of waiting for the hello"
+        ))),
     }
-}
-
-fn alive_until(vm: &mut Child, deadline: Instant) -> Result<(), TemplateError> {
-    if let Ok(Some(status)) = vm.try_wait() {
-        return Err(TemplateError::Guest(format!("exited ({status})")));
-    }
-    if Instant::now() > deadline {
-        return Err(TemplateError::Guest(format!(
-            "did not reach the hello within {} s",
-            BUILD_TIMEOUT.as_secs()
-        )));
-    }
-    Ok(())
 }
 
 /// Moves the RAM and the state into `root/<key>` with their metadata, in one rename.
@@ -583,18 +554,6 @@ fn remove(template: &Path) {
     let _ = std::fs::remove_dir_all(template);
     for suffix in ["lock", "log"] {
         let _ = std::fs::remove_file(template.with_extension(suffix));
-    }
-}
-
-/// The last lines of QEMU's log, for an error.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(5)..].join("\n");
-    if tail.is_empty() {
-        String::new()
-    } else {
-        format!("; QEMU said: {tail}")
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::artifacts::{self, BootArtifacts};
 use crate::error::{Result, SupervisorError};
 use crate::handshake;
-use crate::logs::{RotatingLog, MAX_LOG_BYTES};
+use crate::logs::{self, RotatingLog, MAX_LOG_BYTES};
 use crate::network::{self, Network};
 use crate::paths::{self, SandboxFiles};
 use crate::process;
@@ -359,14 +359,7 @@ fn prepare_root(
 }
 
 fn console_tail(path: &Path) -> String {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return String::new();
-    };
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = &lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..];
-    if tail.is_empty() {
-        String::new()
-    } else {
-        format!("\nguest console (last lines):\n{}", tail.join("\n"))
-    }
+    logs::last_lines(path, CONSOLE_TAIL_LINES).map_or(String::new(), |tail| {
+        format!("\nguest console (last lines):\n{tail}")
+    })
 }
