@@ -135,7 +135,8 @@ pub struct GuestNetwork {
     #[serde(with = "ipv4_octets")]
     pub gateway: Ipv4Addr,
     pub mtu: u16,
-    /// The sandbox's name: the kernel hostname, and the guest's address in `/etc/hosts`.
+    /// The sandbox's name for its address in `/etc/hosts` (the kernel hostname comes from
+    /// [`GuestBoot::hostname`], which every sandbox has, networked or not).
     pub hostname: String,
     /// The name `/etc/hosts` gives the gateway, e.g. `host.msb.internal`.
     pub host_alias: String,

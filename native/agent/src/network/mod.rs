@@ -2,7 +2,8 @@
 //! network is up when the sandbox is reported ready.
 //!
 //! The interface whose MAC the hello names gets its MTU, IPv4 address and the default route
-//! via the gateway, and the same for IPv6 when the hello has it ([`interface`]); the kernel hostname becomes the sandbox's name;
+//! via the gateway, and the same for IPv6 when the hello has it ([`interface`]) (the kernel
+//! hostname is set earlier, by [`crate::boot`], for every sandbox);
 //! `/etc/resolv.conf` names the gateway as the only nameserver and `/etc/hosts` gives the
 //! sandbox's name and the gateway's alias ([`files`]), put in place without ever writing a
 //! live host root ([`placement`]). A failure is logged and the rest still done: the sandbox
@@ -15,7 +16,6 @@ pub mod interface;
 mod placement;
 pub mod trust;
 
-use crate::sys;
 use msb_protocol::guest::GuestNetwork;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -54,8 +54,6 @@ pub enum NetworkError {
         step: String,
         source: io::Error,
     },
-    #[error("setting the hostname {name:?}: {source}")]
-    Hostname { name: String, source: io::Error },
     #[error("{field} {value:?} cannot be a name in {HOSTS}; it is left as it was")]
     InvalidName { field: &'static str, value: String },
     #[error("reading {path}: {source}")]
@@ -123,12 +121,6 @@ fn configure(network: &GuestNetwork, root: Root) -> Vec<NetworkError> {
             network.mtu
         ),
         Err(failure) => failures.push(failure),
-    }
-    if let Err(source) = sys::set_hostname(&network.hostname) {
-        failures.push(NetworkError::Hostname {
-            name: network.hostname.clone(),
-            source,
-        });
     }
     let resolv_conf = files::resolv_conf(network.gateway);
     failures.extend(placement::place(RESOLV_CONF, &resolv_conf, root).err());
