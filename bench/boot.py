@@ -27,6 +27,8 @@ from pathlib import Path
 # A throw-away home, so the benchmark never touches the user's sandboxes.
 os.environ.setdefault("MSB_HOME", tempfile.mkdtemp(prefix="msb-bench-home-"))
 
+from stats import describe_range as describe
+
 from microsandbox_tui import Sandbox, doctor
 from microsandbox_tui._native import bench
 
@@ -120,13 +122,6 @@ async def build_template() -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"no template after {TEMPLATE_TIMEOUT_S:.0f} s ({saved})")
         await asyncio.sleep(0.5)
-
-
-def describe(samples: list[float]) -> str:
-    return (
-        f"median {statistics.median(samples) * 1000:8.0f} ms"
-        f"  min {min(samples) * 1000:8.0f} ms  max {max(samples) * 1000:8.0f} ms"
-    )
 
 
 async def main() -> None:

@@ -29,6 +29,9 @@ from pathlib import Path
 
 os.environ.setdefault("MSB_HOME", tempfile.mkdtemp(prefix="msb-bench-home-"))
 
+from stats import describe_tail as describe
+from stats import percentile
+
 from microsandbox_tui import Sandbox, _native
 from microsandbox_tui.exec import StderrEvent, StdoutEvent
 
@@ -50,16 +53,6 @@ def helper_on_host() -> Path:
     if not helper.is_file():
         sys.exit(f"{helper} is missing: run ./dev setup (it builds the agent and this helper)")
     return helper
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def describe(samples: list[float]) -> str:
-    p50, p99 = percentile(samples, 0.5) * 1000, percentile(samples, 0.99) * 1000
-    return f"p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  mean {statistics.fmean(samples) * 1000:7.2f} ms"
 
 
 async def in_guest_spawns(sandbox: Sandbox, runs: int) -> list[float]:

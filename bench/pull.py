@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from registry.builder import FileSpec, push
 from registry.images import busybox_image, multilayer_image
 from registry.server import RegistryServer
+from stats import describe_range as describe
 
 from microsandbox_tui import DEFAULT_IMAGE, Image, LocalImage, OciImage, Sandbox, pull
 
@@ -109,13 +110,6 @@ async def time_create_to_exec(name: str, image: LocalImage | OciImage) -> float:
         await sandbox.close()
         await Sandbox.remove(name, force=True)
     return elapsed
-
-
-def describe(samples: list[float]) -> str:
-    return (
-        f"median {statistics.median(samples) * 1000:8.0f} ms"
-        f"  min {min(samples) * 1000:8.0f} ms  max {max(samples) * 1000:8.0f} ms"
-    )
 
 
 def ratio(ours: list[float], theirs: list[float]) -> float:

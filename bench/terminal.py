@@ -27,6 +27,7 @@ import time
 os.environ.setdefault("MSB_HOME", tempfile.mkdtemp(prefix="msb-bench-home-"))
 
 from rich.segment import Segment
+from stats import percentile
 from textual.app import App, ComposeResult
 
 from microsandbox_tui import ExitedEvent, Sandbox, StdoutEvent
@@ -169,11 +170,6 @@ async def echo_latency(sandbox: Sandbox, keys: int) -> list[float]:
     await stdin.write(b"\x15exit\r")
     await handle.next_event(2.0)
     return samples
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def main() -> None:

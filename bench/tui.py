@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from stats import percentile
 from textual import events
 from textual.coordinate import Coordinate
 from textual.drivers.linux_driver import LinuxDriver
@@ -258,11 +259,6 @@ def measure(running: int, stopped: int, seconds: float, presses: int) -> Result:
     if len(latencies) != presses:
         raise RuntimeError(f"{len(latencies)} repaints timed for {presses} presses")
     return Result(cpu, latencies)
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def main() -> None:
